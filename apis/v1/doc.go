@@ -1,0 +1,27 @@
+// Package v1 holds the karpenter.sh/v1 API of Backstop: NodePool and NodeClaim.
+// The schema matches Karpenter's v1 API so that existing manifests apply unchanged.
+// +kubebuilder:object:generate=true
+// +groupName=karpenter.sh
+package v1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Group is the API group of NodePool and NodeClaim.
+const Group = "karpenter.sh"
+
+// SchemeGroupVersion is the group and version of this package's types.
+var SchemeGroupVersion = schema.GroupVersion{Group: Group, Version: "v1"}
+
+// SchemeBuilder registers this package's types with a scheme.
+var SchemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
+	s.AddKnownTypes(SchemeGroupVersion, &NodePool{}, &NodePoolList{}, &NodeClaim{}, &NodeClaimList{})
+	metav1.AddToGroupVersion(s, SchemeGroupVersion)
+	return nil
+})
+
+// AddToScheme adds this package's types to a scheme.
+var AddToScheme = SchemeBuilder.AddToScheme

@@ -1,0 +1,54 @@
+package v1
+
+import corev1 "k8s.io/api/core/v1"
+
+// Well-known label keys. They are Karpenter's, so that node selectors, dashboards
+// and scripts written for Karpenter keep working.
+const (
+	NodePoolLabelKey     = Group + "/nodepool"
+	CapacityTypeLabelKey = Group + "/capacity-type"
+	NodeClaimLabelKey    = Group + "/nodeclaim"
+	RegisteredLabelKey   = Group + "/registered"
+	InitializedLabelKey  = Group + "/initialized"
+	NodeInitializedLabel = InitializedLabelKey
+
+	CapacityTypeSpot     = "spot"
+	CapacityTypeOnDemand = "on-demand"
+	CapacityTypeReserved = "reserved"
+
+	// TerminationFinalizer holds NodeClaims and Nodes until their instance is gone.
+	TerminationFinalizer = Group + "/termination"
+
+	// UnregisteredTaintKey keeps pods off a node until Backstop has adopted it.
+	UnregisteredTaintKey = Group + "/unregistered"
+	// DisruptedTaintKey marks a node that is being drained.
+	DisruptedTaintKey = Group + "/disrupted"
+)
+
+// UnregisteredNoExecuteTaint is put on every node at launch and removed at registration.
+var UnregisteredNoExecuteTaint = corev1.Taint{Key: UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute}
+
+// DisruptedNoScheduleTaint is put on a node before it is drained.
+var DisruptedNoScheduleTaint = corev1.Taint{Key: DisruptedTaintKey, Effect: corev1.TaintEffectNoSchedule}
+
+// WellKnownLabels are the label keys a NodePool may constrain with requirements
+// although they sit in a restricted domain.
+var WellKnownLabels = []string{
+	NodePoolLabelKey,
+	CapacityTypeLabelKey,
+	corev1.LabelTopologyZone,
+	corev1.LabelTopologyRegion,
+	corev1.LabelInstanceTypeStable,
+	corev1.LabelArchStable,
+	corev1.LabelOSStable,
+	corev1.LabelWindowsBuild,
+}
+
+// NormalizedLabels maps deprecated beta label keys to their stable names.
+var NormalizedLabels = map[string]string{
+	corev1.LabelFailureDomainBetaZone:   corev1.LabelTopologyZone,
+	corev1.LabelFailureDomainBetaRegion: corev1.LabelTopologyRegion,
+	"beta.kubernetes.io/arch":           corev1.LabelArchStable,
+	"beta.kubernetes.io/os":             corev1.LabelOSStable,
+	corev1.LabelInstanceType:            corev1.LabelInstanceTypeStable,
+}

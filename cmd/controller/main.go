@@ -1,0 +1,34 @@
+// Command controller is Backstop's node provisioner.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/backstop-sh/backstop/pkg/operator"
+)
+
+func main() {
+	opts, err := operator.ParseOptions(os.Args[1:], os.Getenv, os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "backstop: %v\n", err)
+		os.Exit(2)
+	}
+	log := operator.NewLogger(opts)
+	cfg, err := operator.RESTConfig(opts)
+	if err != nil {
+		log.Error(err, "cannot reach Kubernetes")
+		os.Exit(1)
+	}
+	op, err := operator.New(cfg, opts, log)
+	if err != nil {
+		log.Error(err, "cannot start")
+		os.Exit(1)
+	}
+	if err := op.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "stopped with an error")
+		os.Exit(1)
+	}
+}

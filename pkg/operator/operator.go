@@ -1,0 +1,106 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+)
+
+// Operator is the running controller: its options, logger and manager.
+type Operator struct {
+	Options *Options
+	Log     logr.Logger
+	Manager manager.Manager
+}
+
+// NewScheme returns a scheme with the built-in Kubernetes types and Backstop's APIs.
+func NewScheme() (*kruntime.Scheme, error) {
+	s := kruntime.NewScheme()
+	for _, add := range []func(*kruntime.Scheme) error{clientgoscheme.AddToScheme, v1.AddToScheme, awsv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// NewLogger returns a structured logger at the options' level and format.
+func NewLogger(o *Options) logr.Logger {
+	level := map[string]zapcore.Level{"debug": zapcore.DebugLevel, "info": zapcore.InfoLevel, "error": zapcore.ErrorLevel}[o.LogLevel]
+	return zap.New(zap.UseDevMode(o.LogFormat == "console"), zap.Level(level))
+}
+
+// RESTConfig loads the kubeconfig named by the options, or the in-cluster config.
+func RESTConfig(o *Options) (*rest.Config, error) {
+	if o.Kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig %s (--kubeconfig / KUBECONFIG): %w", o.Kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no Kubernetes config: run in a cluster, or set --kubeconfig or KUBECONFIG: %w", err)
+	}
+	return cfg, nil
+}
+
+// New builds the manager with leader election, health and readiness probes and
+// the metrics endpoint. Controllers are registered on o.Manager before Start.
+func New(cfg *rest.Config, o *Options, log logr.Logger) (*Operator, error) {
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	ctrl.SetLogger(log)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        log,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              o.LeaderElectionName,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the controller manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	// Ready once the informer caches have synced, so a replica that cannot reach
+	// the API server is not sent traffic.
+	if err := mgr.AddReadyzCheck("readyz", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return fmt.Errorf("informer caches have not synced")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return &Operator{Options: o, Log: log, Manager: mgr}, nil
+}
+
+// Start runs the manager until ctx is done.
+func (op *Operator) Start(ctx context.Context) error {
+	op.Log.Info("starting backstop", "cluster-name", op.Options.ClusterName, "leader-elect", op.Options.LeaderElect)
+	return op.Manager.Start(ctx)
+}

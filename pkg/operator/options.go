@@ -1,0 +1,113 @@
+// Package operator wires Backstop together: options from flags and the
+// environment, the controller-runtime manager, logging, metrics and leader election.
+package operator
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Options configure the controller. Every flag has an environment variable of the
+// same name in upper snake case (--cluster-name and CLUSTER_NAME); a flag given on
+// the command line wins over the environment.
+type Options struct {
+	ClusterName             string
+	MetricsBindAddress      string
+	HealthProbeBindAddress  string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	LeaderElectionName      string
+	LogLevel                string
+	LogFormat               string
+	Kubeconfig              string
+}
+
+// ParseOptions reads options from args (without the program name) and getenv.
+// The error names the flag, its environment variable and the fix.
+func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*Options, error) {
+	o := &Options{}
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	env := envDefaults{getenv: getenv}
+	fs.StringVar(&o.ClusterName, "cluster-name", env.str("cluster-name", ""), "name of the Kubernetes cluster; tags every instance (required) [CLUSTER_NAME]")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", env.str("metrics-bind-address", ":8080"), "address of the Prometheus /metrics endpoint; 0 turns it off [METRICS_BIND_ADDRESS]")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", env.str("health-probe-bind-address", ":8081"), "address of the /healthz and /readyz probes [HEALTH_PROBE_BIND_ADDRESS]")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", env.boolean("leader-elect", true), "elect one active replica through a Lease [LEADER_ELECT]")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", env.str("leader-election-namespace", defaultNamespace(getenv)), "namespace of the leader election Lease [LEADER_ELECTION_NAMESPACE]")
+	fs.StringVar(&o.LeaderElectionName, "leader-election-name", env.str("leader-election-name", "backstop-leader-election"), "name of the leader election Lease [LEADER_ELECTION_NAME]")
+	fs.StringVar(&o.LogLevel, "log-level", env.str("log-level", "info"), "debug, info or error [LOG_LEVEL]")
+	fs.StringVar(&o.LogFormat, "log-format", env.str("log-format", "json"), "json or console [LOG_FORMAT]")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", env.str("kubeconfig", ""), "kubeconfig to use outside a cluster [KUBECONFIG]")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if env.err != nil {
+		return nil, env.err
+	}
+	return o, o.Validate()
+}
+
+// Validate checks the options together and says how to fix the first problem.
+func (o *Options) Validate() error {
+	var errs []error
+	if strings.TrimSpace(o.ClusterName) == "" {
+		errs = append(errs, errors.New("cluster name is required: set --cluster-name or CLUSTER_NAME to the name of the cluster Backstop provisions nodes for"))
+	}
+	switch o.LogLevel {
+	case "debug", "info", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level (LOG_LEVEL) %q is not a level: use debug, info or error", o.LogLevel))
+	}
+	switch o.LogFormat {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format (LOG_FORMAT) %q is not a format: use json or console", o.LogFormat))
+	}
+	if o.LeaderElect && o.LeaderElectionNamespace == "" {
+		errs = append(errs, errors.New("leader election needs a namespace: set --leader-election-namespace or LEADER_ELECTION_NAMESPACE"))
+	}
+	return errors.Join(errs...)
+}
+
+// defaultNamespace is the pod's namespace when the chart sets SYSTEM_NAMESPACE,
+// else kube-system.
+func defaultNamespace(getenv func(string) string) string {
+	if ns := getenv("SYSTEM_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "kube-system"
+}
+
+// envDefaults turns environment variables into flag defaults and remembers the
+// first one that does not parse.
+type envDefaults struct {
+	getenv func(string) string
+	err    error
+}
+
+func envName(flagName string) string {
+	return strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (e *envDefaults) str(flagName, def string) string {
+	if v := e.getenv(envName(flagName)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (e *envDefaults) boolean(flagName string, def bool) bool {
+	v := e.getenv(envName(flagName))
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%s=%q is not a boolean: use true or false", envName(flagName), v)
+	}
+	return b
+}
