@@ -79,7 +79,7 @@ generate: $(BIN)/controller-gen ## regenerate deepcopy code and CRDs (charts/bac
 GENERATED = charts/backstop/crds $(shell find apis -name zz_generated.deepcopy.go)
 
 .PHONY: verify
-verify: $(BIN)/controller-gen ## fail when generated files are stale or gofmt / go vet complain
+verify: $(BIN)/controller-gen $(BIN)/helm ## fail when generated files are stale, gofmt / go vet complain, or the chart does not lint
 	@snap=$$(mktemp -d) && tar -cf $$snap/before.tar $(GENERATED) && \
 	$(MAKE) --no-print-directory generate >/dev/null && \
 	mkdir $$snap/before && tar -xf $$snap/before.tar -C $$snap/before && \
@@ -89,6 +89,7 @@ verify: $(BIN)/controller-gen ## fail when generated files are stale or gofmt / 
 	test -z "$$bad" || { echo "gofmt would change: $$bad"; exit 1; }
 	$(GO) vet ./...
 	cd tools && $(GO) vet ./...
+	$(BIN)/helm lint --strict charts/backstop --set settings.clusterName=verify
 
 .PHONY: build
 build: ## build the binaries into bin/

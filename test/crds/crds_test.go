@@ -1,7 +1,10 @@
 package crds_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -236,24 +240,73 @@ var _ = Describe("immutability", func() {
 })
 
 var _ = Describe("printer columns", func() {
-	It("shows NodeClass, Nodes, Ready and Age for NodePools, and Weight, CPU and Memory in wide output", func() {
-		crd := &unstructured.Unstructured{}
-		crd.SetAPIVersion("apiextensions.k8s.io/v1")
-		crd.SetKind("CustomResourceDefinition")
-		Expect(c.Get(ctx, client.ObjectKey{Name: "nodepools.karpenter.sh"}, crd)).To(Succeed())
-		columns, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
-		Expect(columns).To(HaveLen(1))
-		cols, _, _ := unstructured.NestedSlice(columns[0].(map[string]any), "additionalPrinterColumns")
-		var normal, wide []string
-		for _, col := range cols {
-			m := col.(map[string]any)
-			if p, ok := m["priority"]; ok && fmt.Sprint(p) != "0" {
-				wide = append(wide, m["name"].(string))
-			} else {
-				normal = append(normal, m["name"].(string))
+	// table asks the API server for the server-side table kubectl prints.
+	table := func(path string) *metav1.Table {
+		httpClient, err := rest.HTTPClientFor(env.Config)
+		Expect(err).NotTo(HaveOccurred())
+		req, err := http.NewRequest(http.MethodGet, strings.TrimSuffix(env.Config.Host, "/")+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+		resp, err := httpClient.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		Expect(resp.StatusCode).To(Equal(http.StatusOK), "GET %s: %s", req.URL, body)
+		t := &metav1.Table{}
+		Expect(json.Unmarshal(body, t)).To(Succeed())
+		return t
+	}
+	columns := func(t *metav1.Table, wide bool) string {
+		var names []string
+		for _, c := range t.ColumnDefinitions {
+			if (c.Priority > 0) == wide {
+				names = append(names, c.Name)
 			}
 		}
-		Expect(strings.Join(normal, ",")).To(Equal("NodeClass,Nodes,Ready,Age"))
-		Expect(strings.Join(wide, ",")).To(Equal("Weight,CPU,Memory"))
+		return strings.Join(names, ",")
+	}
+
+	It("shows NodeClass, Nodes, Ready and Age for NodePools, and Weight, CPU and Memory in wide output", func() {
+		np := &v1.NodePool{
+			ObjectMeta: metav1.ObjectMeta{Name: "columns"},
+			Spec:       v1.NodePoolSpec{Weight: ptr.To[int32](42), Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{NodeClassRef: nodeClassRef()}}},
+		}
+		Expect(c.Create(ctx, np)).To(Succeed())
+		DeferCleanup(func() { Expect(c.Delete(ctx, np)).To(Succeed()) })
+		np.Status.Nodes = ptr.To[int64](3)
+		np.Status.Resources = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("12"), corev1.ResourceMemory: resource.MustParse("48Gi")}
+		Expect(c.Status().Update(ctx, np)).To(Succeed())
+
+		t := table("/apis/karpenter.sh/v1/nodepools/columns")
+		Expect(columns(t, false)).To(Equal("Name,NodeClass,Nodes,Ready,Age"))
+		Expect(columns(t, true)).To(Equal("Weight,CPU,Memory"))
+		Expect(t.Rows).To(HaveLen(1))
+		cells := map[string]any{}
+		for i, col := range t.ColumnDefinitions {
+			cells[col.Name] = t.Rows[0].Cells[i]
+		}
+		Expect(cells).To(HaveKeyWithValue("NodeClass", "default"))
+		Expect(cells).To(HaveKeyWithValue("Nodes", BeNumerically("==", 3)))
+		Expect(cells).To(HaveKeyWithValue("Weight", BeNumerically("==", 42)))
+		Expect(cells).To(HaveKeyWithValue("CPU", "12"))
+		Expect(cells).To(HaveKeyWithValue("Memory", "48Gi"))
+	})
+
+	It("shows Type, Capacity, Zone, Node, Ready and Age for NodeClaims", func() {
+		nc := &v1.NodeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "columns", Labels: map[string]string{
+				corev1.LabelInstanceTypeStable: "m5.large", v1.CapacityTypeLabelKey: v1.CapacityTypeSpot, corev1.LabelTopologyZone: "us-east-1a",
+			}},
+			Spec: v1.NodeClaimSpec{NodeClassRef: nodeClassRef()},
+		}
+		Expect(c.Create(ctx, nc)).To(Succeed())
+		DeferCleanup(func() { Expect(c.Delete(ctx, nc)).To(Succeed()) })
+		nc.Status.NodeName = "ip-10-0-0-1"
+		nc.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: metav1.Now()}}
+		Expect(c.Status().Update(ctx, nc)).To(Succeed())
+
+		t := table("/apis/karpenter.sh/v1/nodeclaims/columns")
+		Expect(columns(t, false)).To(Equal("Name,Type,Capacity,Zone,Node,Ready,Age"))
+		Expect(t.Rows[0].Cells[1:6]).To(Equal([]any{"m5.large", "spot", "us-east-1a", "ip-10-0-0-1", "True"}))
 	})
 })

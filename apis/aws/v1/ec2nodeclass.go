@@ -298,11 +298,11 @@ type MetadataOptions struct {
 
 // EC2NodeClass condition types.
 const (
-	ConditionSubnetsReady        = "SubnetsReady"
-	ConditionSecurityGroupsReady = "SecurityGroupsReady"
-	ConditionAMIsReady           = "AMIsReady"
+	ConditionSubnetsReady         = "SubnetsReady"
+	ConditionSecurityGroupsReady  = "SecurityGroupsReady"
+	ConditionAMIsReady            = "AMIsReady"
 	ConditionInstanceProfileReady = "InstanceProfileReady"
-	ConditionReady               = "Ready"
+	ConditionReady                = "Ready"
 )
 
 // EC2NodeClassStatus is what the selector terms resolved to.

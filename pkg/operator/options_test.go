@@ -1,0 +1,66 @@
+package operator_test
+
+import (
+	"io"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/backstop-sh/backstop/pkg/operator"
+)
+
+func environment(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+var _ = Describe("options", func() {
+	It("requires a cluster name and says how to set it", func() {
+		_, err := operator.ParseOptions(nil, environment(nil), io.Discard)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("--cluster-name"))
+		Expect(err.Error()).To(ContainSubstring("CLUSTER_NAME"))
+	})
+
+	It("reads every flag from its environment variable", func() {
+		o, err := operator.ParseOptions(nil, environment(map[string]string{
+			"CLUSTER_NAME": "prod", "METRICS_BIND_ADDRESS": ":9090", "HEALTH_PROBE_BIND_ADDRESS": ":9091",
+			"LEADER_ELECT": "false", "LEADER_ELECTION_NAMESPACE": "backstop", "LOG_LEVEL": "debug", "LOG_FORMAT": "console",
+		}), io.Discard)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*o).To(Equal(operator.Options{
+			ClusterName: "prod", MetricsBindAddress: ":9090", HealthProbeBindAddress: ":9091",
+			LeaderElect: false, LeaderElectionNamespace: "backstop", LeaderElectionName: "backstop-leader-election",
+			LogLevel: "debug", LogFormat: "console",
+		}))
+	})
+
+	It("lets a command-line flag win over the environment", func() {
+		o, err := operator.ParseOptions([]string{"--cluster-name=from-flag", "--log-level=error"},
+			environment(map[string]string{"CLUSTER_NAME": "from-env", "LOG_LEVEL": "debug"}), io.Discard)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(o.ClusterName).To(Equal("from-flag"))
+		Expect(o.LogLevel).To(Equal("error"))
+	})
+
+	It("defaults to JSON logs at info, leader election on, and the pod's namespace", func() {
+		o, err := operator.ParseOptions(nil, environment(map[string]string{"CLUSTER_NAME": "c", "SYSTEM_NAMESPACE": "karpenter"}), io.Discard)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(o.LogFormat).To(Equal("json"))
+		Expect(o.LogLevel).To(Equal("info"))
+		Expect(o.LeaderElect).To(BeTrue())
+		Expect(o.LeaderElectionNamespace).To(Equal("karpenter"))
+		Expect(o.MetricsBindAddress).To(Equal(":8080"))
+	})
+
+	DescribeTable("rejects bad values, naming the setting and the fix",
+		func(args []string, vars map[string]string, want string) {
+			vars["CLUSTER_NAME"] = "c"
+			_, err := operator.ParseOptions(args, environment(vars), io.Discard)
+			Expect(err).To(MatchError(ContainSubstring(want)))
+		},
+		Entry("a log level", []string{"--log-level=loud"}, map[string]string{}, `--log-level (LOG_LEVEL) "loud" is not a level: use debug, info or error`),
+		Entry("a log format", nil, map[string]string{"LOG_FORMAT": "xml"}, `--log-format (LOG_FORMAT) "xml" is not a format`),
+		Entry("a boolean in the environment", nil, map[string]string{"LEADER_ELECT": "maybe"}, `LEADER_ELECT="maybe" is not a boolean: use true or false`),
+		Entry("an unknown flag", []string{"--clustername=x"}, map[string]string{}, "flag provided but not defined: -clustername"),
+	)
+})
