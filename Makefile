@@ -83,7 +83,7 @@ verify: $(BIN)/controller-gen $(BIN)/helm ## fail when generated files are stale
 	@snap=$$(mktemp -d) && tar -cf $$snap/before.tar $(GENERATED) && \
 	$(MAKE) --no-print-directory generate >/dev/null && \
 	mkdir $$snap/before && tar -xf $$snap/before.tar -C $$snap/before && \
-	for f in $(GENERATED); do diff -r -q $$snap/before/$$f $$f >/dev/null || stale="$$stale $$f"; done; \
+	for f in $(GENERATED); do diff -r -q $$snap/before/$$f $$f >/dev/null || stale="$${stale:-} $$f"; done; \
 	rm -rf $$snap; test -z "$${stale:-}" || { echo "generated files were stale and are now regenerated:$$stale; commit them"; exit 1; }
 	@bad=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
 	test -z "$$bad" || { echo "gofmt would change: $$bad"; exit 1; }
