@@ -178,6 +178,33 @@ func (r *Requirement) presentEmpty() bool {
 // IsEmpty reports whether no node can satisfy r, with or without the label.
 func (r *Requirement) IsEmpty() bool { return !r.absent && r.presentEmpty() }
 
+// Intersects reports whether some node satisfies both requirements; it is
+// !r.Intersect(o).IsEmpty() without building the intersection.
+func (r *Requirement) Intersects(o *Requirement) bool {
+	if r.absent && o.absent {
+		return true
+	}
+	switch {
+	case !r.complement:
+		for _, v := range r.values {
+			if o.Has(v) && r.inBounds(v) {
+				return true
+			}
+		}
+		return false
+	case !o.complement:
+		for _, v := range o.values {
+			if r.Has(v) && o.inBounds(v) {
+				return true
+			}
+		}
+		return false
+	default:
+		both := Requirement{complement: true, gt: maxBound(r.gt, o.gt), lt: minBound(r.lt, o.lt)}
+		return !both.presentEmpty()
+	}
+}
+
 // Intersect returns the values both requirements allow. It does not change r or o.
 func (r *Requirement) Intersect(o *Requirement) *Requirement {
 	out := &Requirement{Key: r.Key, absent: r.absent && o.absent, gt: maxBound(r.gt, o.gt), lt: minBound(r.lt, o.lt)}

@@ -131,6 +131,9 @@ func FuzzRequirementLaws(f *testing.F) {
 			return
 		}
 		ab, ba := a.Intersect(b), b.Intersect(a)
+		if a.Intersects(b) == ab.IsEmpty() {
+			t.Fatalf("Intersects(%s, %s) = %v but the intersection %s is empty = %v", a, b, a.Intersects(b), ab, ab.IsEmpty())
+		}
 		if ab.String() != ba.String() {
 			t.Fatalf("intersection is not commutative: %s ∩ %s = %s but %s", a, b, ab, ba)
 		}

@@ -1,0 +1,198 @@
+package scheduling
+
+import (
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+)
+
+const (
+	capacityTypeKey = v1.CapacityTypeLabelKey
+	zoneKey         = corev1.LabelTopologyZone
+	hostnameKey     = corev1.LabelHostname
+)
+
+// podInfo is a pod digested once per solve: what it needs, where it may go,
+// and which topology groups it belongs to.
+type podInfo struct {
+	pod      *corev1.Pod
+	requests Resources
+	// terms are the alternatives of required node affinity (ORed), each ANDed
+	// with the nodeSelector. There is always at least one.
+	terms       []Requirements
+	tolerations []corev1.Toleration
+	hostPorts   []hostPort
+	// required topology constraints; prefs are relaxable.
+	required []*constraint
+	prefs    []*preference
+	// memberOf lists the groups whose selector matches this pod.
+	memberOf []*group
+	// owns lists the groups of the pod's required anti-affinity terms, which
+	// other pods must respect too.
+	owns []*group
+	// err is set when the pod's spec cannot be understood.
+	err error
+}
+
+// preference is one relaxable wish: a preferred node-affinity term, a preferred
+// pod (anti-)affinity term, or a ScheduleAnyway spread constraint.
+type preference struct {
+	weight     int32
+	nodeReqs   Requirements
+	constraint *constraint
+}
+
+type hostPort struct {
+	ip       string
+	port     int32
+	protocol corev1.Protocol
+}
+
+func (a hostPort) conflicts(b hostPort) bool {
+	if a.port != b.port || a.protocol != b.protocol {
+		return false
+	}
+	any := func(ip string) bool { return ip == "" || ip == "0.0.0.0" || ip == "::" }
+	return a.ip == b.ip || any(a.ip) || any(b.ip)
+}
+
+func podHostPorts(pod *corev1.Pod) []hostPort {
+	var out []hostPort
+	add := func(cs []corev1.Container) {
+		for i := range cs {
+			for _, p := range cs[i].Ports {
+				if p.HostPort > 0 {
+					proto := p.Protocol
+					if proto == "" {
+						proto = corev1.ProtocolTCP
+					}
+					out = append(out, hostPort{ip: p.HostIP, port: p.HostPort, protocol: proto})
+				}
+			}
+		}
+	}
+	add(pod.Spec.Containers)
+	add(pod.Spec.InitContainers)
+	return out
+}
+
+// nodeTerms builds the pod's required node-affinity alternatives.
+func nodeTerms(pod *corev1.Pod) ([]Requirements, error) {
+	base := FromLabels(pod.Spec.NodeSelector)
+	aff := pod.Spec.Affinity
+	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return []Requirements{base}, nil
+	}
+	var terms []Requirements
+	for _, term := range aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		reqs, err := FromNodeSelector(term.MatchExpressions)
+		if err != nil {
+			return nil, fmt.Errorf("node affinity: %w", err)
+		}
+		for _, f := range term.MatchFields {
+			// metadata.name is the only field; a new node's name is unknown, so
+			// such a term can only match an existing node by hostname.
+			r, err := NewRequirement(hostnameKey, v1.NodeSelectorOperator(f.Operator), f.Values...)
+			if err != nil {
+				return nil, fmt.Errorf("node affinity field %s: %w", f.Key, err)
+			}
+			reqs.Add(r)
+		}
+		reqs.Merge(base)
+		terms = append(terms, reqs)
+	}
+	if len(terms) == 0 {
+		// An empty list of terms matches no node.
+		return nil, fmt.Errorf("node affinity has no terms, so it matches no node")
+	}
+	return terms, nil
+}
+
+// tolerates reports whether the tolerations admit every taint that repels pods.
+func tolerates(tolerations []corev1.Toleration, taints []corev1.Taint) (bool, *corev1.Taint) {
+	for i := range taints {
+		t := &taints[i]
+		if t.Effect == corev1.TaintEffectPreferNoSchedule {
+			continue
+		}
+		ok := false
+		for j := range tolerations {
+			if toleratesTaint(&tolerations[j], t) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false, t
+		}
+	}
+	return true, nil
+}
+
+func toleratesTaint(tol *corev1.Toleration, taint *corev1.Taint) bool {
+	if tol.Effect != "" && tol.Effect != taint.Effect {
+		return false
+	}
+	if tol.Key != "" && tol.Key != taint.Key {
+		return false
+	}
+	switch tol.Operator {
+	case corev1.TolerationOpExists:
+		return true
+	case "", corev1.TolerationOpEqual:
+		return tol.Key != "" && tol.Value == taint.Value
+	default:
+		return false
+	}
+}
+
+func taintString(t *corev1.Taint) string {
+	if t.Value == "" {
+		return fmt.Sprintf("%s:%s", t.Key, t.Effect)
+	}
+	return fmt.Sprintf("%s=%s:%s", t.Key, t.Value, t.Effect)
+}
+
+// selectorFor builds a label selector, adding the owner's values of matchLabelKeys
+// (and excluding its values of mismatchLabelKeys).
+func selectorFor(sel *metav1.LabelSelector, owner map[string]string, matchKeys, mismatchKeys []string) (labels.Selector, error) {
+	if sel == nil {
+		// A nil selector matches nothing.
+		return labels.Nothing(), nil
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range matchKeys {
+		if v, ok := owner[k]; ok {
+			r, err := labels.NewRequirement(k, "=", []string{v})
+			if err != nil {
+				return nil, err
+			}
+			s = s.Add(*r)
+		}
+	}
+	for _, k := range mismatchKeys {
+		if v, ok := owner[k]; ok {
+			r, err := labels.NewRequirement(k, "!=", []string{v})
+			if err != nil {
+				return nil, err
+			}
+			s = s.Add(*r)
+		}
+	}
+	return s, nil
+}
+
+// byWeight sorts preferences heaviest first, stably.
+func byWeight(prefs []*preference) []*preference {
+	out := append([]*preference(nil), prefs...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].weight > out[j].weight })
+	return out
+}

@@ -1,0 +1,219 @@
+package scheduling
+
+import (
+	"math"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+)
+
+// poolState is a NodePool digested for one solve.
+type poolState struct {
+	*NodePool
+	// reqs are the pool's requirements, its template labels, its own name label,
+	// and the zones and capacity types its instance types offer.
+	reqs  Requirements
+	types []*InstanceType
+	// usable is each type's allocatable less the DaemonSet pods that would run on it.
+	usable   []Resources
+	daemons  []Resources
+	typeKeys map[string]bool
+	memo     map[string]*typeSet
+	// limits: remaining capacity (after existing usage and planned claims) in
+	// the limited dimensions; limited is false for a pool without limits.
+	limited        bool
+	limitNames     []corev1.ResourceName
+	remaining      map[corev1.ResourceName]int64
+	remainingNodes int64
+	nodesLimited   bool
+	// unusable says why no claim can come from this pool at all.
+	unusable string
+}
+
+// typeSet is the pool's instance types compatible with one set of claim
+// requirements, cheapest first.
+type typeSet struct {
+	compat bitset
+	order  []int32
+	price  []float64
+}
+
+func newPoolState(p *NodePool, daemons []*podInfo) *poolState {
+	ps := &poolState{NodePool: p, memo: map[string]*typeSet{}, typeKeys: map[string]bool{}}
+	ps.reqs = p.Requirements.Clone()
+	if ps.reqs == nil {
+		ps.reqs = Requirements{}
+	}
+	ps.reqs.Merge(FromLabels(p.Labels))
+	ps.reqs.Add(MustRequirement(v1.NodePoolLabelKey, v1.OpIn, p.Name))
+	for _, it := range p.InstanceTypes {
+		for k := range it.Requirements {
+			ps.typeKeys[k] = true
+		}
+	}
+	zones, capacityTypes := map[string]bool{}, map[string]bool{}
+	for _, it := range p.InstanceTypes {
+		if !ps.typeCompatible(it, ps.reqs) {
+			continue
+		}
+		for _, o := range it.Offerings {
+			if o.Available && offeringAllowed(ps.reqs, o) {
+				zones[o.Zone], capacityTypes[o.CapacityType] = true, true
+			}
+		}
+		ps.types = append(ps.types, it)
+	}
+	ps.reqs.Add(MustRequirement(zoneKey, v1.OpIn, keys(zones)...))
+	ps.reqs.Add(MustRequirement(capacityTypeKey, v1.OpIn, keys(capacityTypes)...))
+	switch {
+	case p.NotReady != "":
+		ps.unusable = p.NotReady
+	case len(p.InstanceTypes) == 0:
+		ps.unusable = "the pool has no instance types (is its EC2NodeClass resolved?)"
+	case len(ps.types) == 0:
+		ps.unusable = "no instance type meets the pool's requirements with an available offering"
+	}
+	ps.usable = make([]Resources, len(ps.types))
+	ps.daemons = make([]Resources, len(ps.types))
+	for i, it := range ps.types {
+		for _, ds := range daemons {
+			if ps.daemonRuns(ds, it) {
+				ps.daemons[i] = ps.daemons[i].Add(ds.requests)
+			}
+		}
+		ps.usable[i] = it.Allocatable().Sub(ps.daemons[i])
+	}
+	ps.initLimits()
+	return ps
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (ps *poolState) initLimits() {
+	ps.remaining = map[corev1.ResourceName]int64{}
+	for name, q := range ps.Limits {
+		if name == "nodes" {
+			ps.nodesLimited, ps.remainingNodes = true, q.Value()-ps.Nodes
+			continue
+		}
+		ps.limited = true
+		ps.limitNames = append(ps.limitNames, name)
+		var limit int64
+		if name == corev1.ResourceCPU {
+			limit = q.MilliValue()
+		} else {
+			limit = q.Value()
+		}
+		ps.remaining[name] = limit - ps.Usage.Get(name)
+	}
+	sort.Slice(ps.limitNames, func(i, j int) bool { return ps.limitNames[i] < ps.limitNames[j] })
+}
+
+// withinLimits reports whether a node of capacity c fits the remaining limits,
+// after giving back what the claim already reserved.
+func (ps *poolState) withinLimits(c, reserved Resources) bool {
+	for _, name := range ps.limitNames {
+		if c.Get(name) > ps.remaining[name]+reserved.Get(name) {
+			return false
+		}
+	}
+	return true
+}
+
+// typeCompatible reports whether a node of type it could meet reqs. Keys some
+// instance types define but this one lacks mean the label will be absent; keys
+// no type defines are set by the claim itself.
+func (ps *poolState) typeCompatible(it *InstanceType, reqs Requirements) bool {
+	for k, r := range reqs {
+		if k == zoneKey || k == capacityTypeKey {
+			continue
+		}
+		if tr, ok := it.Requirements[k]; ok {
+			if !tr.Intersects(r) {
+				return false
+			}
+		} else if ps.typeKeys[k] && !r.AllowsAbsent() {
+			return false
+		}
+	}
+	return !math.IsInf(cheapestPrice(it, reqs), 1)
+}
+
+func cheapestPrice(it *InstanceType, reqs Requirements) float64 {
+	price := math.Inf(1)
+	for _, o := range it.Offerings {
+		if o.Available && o.Price < price && offeringAllowed(reqs, o) {
+			price = o.Price
+		}
+	}
+	return price
+}
+
+// typesFor returns the pool's types compatible with reqs, memoised by sig.
+func (ps *poolState) typesFor(reqs Requirements, sig string) *typeSet {
+	if ts, ok := ps.memo[sig]; ok {
+		return ts
+	}
+	ts := &typeSet{compat: newBitset(len(ps.types)), price: make([]float64, len(ps.types))}
+	for i, it := range ps.types {
+		if ps.typeCompatible(it, reqs) {
+			ts.compat.set(i)
+			ts.price[i] = cheapestPrice(it, reqs)
+			ts.order = append(ts.order, int32(i))
+		}
+	}
+	sort.SliceStable(ts.order, func(a, b int) bool {
+		ia, ib := ts.order[a], ts.order[b]
+		if ts.price[ia] != ts.price[ib] {
+			return ts.price[ia] < ts.price[ib]
+		}
+		return ps.types[ia].Name < ps.types[ib].Name
+	})
+	ps.memo[sig] = ts
+	return ts
+}
+
+// daemonRuns reports whether a DaemonSet pod would run on a node of type it
+// from this pool: it tolerates the pool's taints and one of its node-affinity
+// terms matches the pool and the type.
+func (ps *poolState) daemonRuns(ds *podInfo, it *InstanceType) bool {
+	if ds.err != nil {
+		return false
+	}
+	if ok, _ := tolerates(ds.tolerations, ps.Taints); !ok {
+		return false
+	}
+	for _, term := range ds.terms {
+		if ps.termAllows(term, it) {
+			return true
+		}
+	}
+	return false
+}
+
+// termAllows checks a node-affinity term against the pool's requirements and one
+// instance type, treating labels neither defines as absent.
+func (ps *poolState) termAllows(term Requirements, it *InstanceType) bool {
+	for k, r := range term {
+		if pr, ok := ps.reqs[k]; ok && !pr.Intersects(r) {
+			return false
+		}
+		tr, inType := it.Requirements[k]
+		if inType && !tr.Intersects(r) {
+			return false
+		}
+		if _, inPool := ps.reqs[k]; !inPool && !inType && !r.AllowsAbsent() {
+			return false
+		}
+	}
+	return true
+}

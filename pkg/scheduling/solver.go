@@ -1,0 +1,852 @@
+package scheduling
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+)
+
+// DefaultMaxInstanceTypes caps the instance-type options of a NodeClaim.
+const DefaultMaxInstanceTypes = 60
+
+// claim is a NodeClaim being planned.
+type claim struct {
+	id        int
+	index     int // position in the plan's NewNodeClaims
+	pool      *poolState
+	reqs      Requirements
+	sig       string
+	set       *typeSet
+	cand      bitset
+	requests  Resources
+	pods      []*podInfo
+	ports     []hostPort
+	cheapest  int // type index, -1 when none
+	maxUsable Resources
+	reserved  Resources // capacity reserved against the pool's limits
+	// slack is the room left on the cheapest option, headroom on the largest:
+	// cheap filters before the full check.
+	slack, headroom Resources
+}
+
+// node is existing capacity as the solve sees it.
+type node struct {
+	id    int
+	n     *ExistingNode
+	free  Resources
+	ports []hostPort
+}
+
+// target is where a pod may go.
+type target struct {
+	node  *node
+	claim *claim
+}
+
+func (t target) id() int {
+	if t.node != nil {
+		return t.node.id
+	}
+	return t.claim.id
+}
+
+// claimUpdate is what adding a pod would make of a claim.
+type claimUpdate struct {
+	reqs      Requirements
+	sig       string
+	set       *typeSet
+	cand      bitset
+	requests  Resources
+	cheapest  int
+	price     float64
+	maxUsable Resources
+	reserved  Resources
+}
+
+// decision is where a pod goes and how.
+type decision struct {
+	t      target
+	fresh  bool
+	update *claimUpdate
+	pins   Requirements
+}
+
+type solver struct {
+	in        *Input
+	pools     []*poolState
+	nodes     []*node
+	claims    []*claim
+	nextID    int
+	topo      *topology
+	universes map[string][]string
+	maxTypes  int
+	plan      *Plan
+}
+
+// Solve plans capacity for the pending pods: existing and in-flight capacity
+// first, then new NodeClaims from NodePools by descending weight (ties by name).
+func Solve(in *Input) *Plan {
+	s := &solver{in: in, topo: newTopology(in.NamespaceLabels), universes: map[string][]string{}, maxTypes: in.MaxInstanceTypes, plan: &Plan{}}
+	if s.maxTypes <= 0 {
+		s.maxTypes = DefaultMaxInstanceTypes
+	}
+	pods := s.digestPods()
+	s.digestPools()
+	s.digestNodes()
+	for _, pi := range pods {
+		if pi.err != nil {
+			s.plan.Unschedulable = append(s.plan.Unschedulable, Unschedulable{Pod: pi.pod, Reasons: map[string]string{"": pi.err.Error()}})
+			continue
+		}
+		s.place(pi)
+	}
+	s.finish()
+	return s.plan
+}
+
+func (s *solver) digestPods() []*podInfo {
+	pods := make([]*podInfo, 0, len(s.in.Pods))
+	for _, pod := range s.in.Pods {
+		pi := &podInfo{pod: pod, requests: PodRequests(pod), tolerations: pod.Spec.Tolerations, hostPorts: podHostPorts(pod)}
+		pi.terms, pi.err = nodeTerms(pod)
+		if pi.err == nil {
+			pi.err = s.topo.addConstraints(pi, s.in.PreferencePolicy)
+		}
+		if pi.err == nil && s.in.PreferencePolicy != PreferencesIgnore {
+			pi.err = addNodePreferences(pi)
+		}
+		if pi.err != nil {
+			pi.err = fmt.Errorf("pod spec cannot be scheduled: %w", pi.err)
+		}
+		pods = append(pods, pi)
+	}
+	// Existing pods' required anti-affinity binds pending pods too.
+	for _, n := range s.in.Nodes {
+		for _, pod := range n.Pods {
+			if pod.Spec.Affinity != nil && pod.Spec.Affinity.PodAntiAffinity != nil {
+				for i := range pod.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+					_, _ = s.topo.affinityTermGroup(pod, &pod.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i])
+				}
+			}
+		}
+	}
+	for _, pi := range pods {
+		if pi.err == nil {
+			s.topo.memberships(pi)
+		}
+	}
+	// Largest first: big pods open nodes, small pods fill the gaps.
+	sort.SliceStable(pods, func(i, j int) bool {
+		a, b := pods[i].requests, pods[j].requests
+		if a.CPU != b.CPU {
+			return a.CPU > b.CPU
+		}
+		return a.Memory > b.Memory
+	})
+	return pods
+}
+
+func addNodePreferences(pi *podInfo) error {
+	aff := pi.pod.Spec.Affinity
+	if aff == nil || aff.NodeAffinity == nil {
+		return nil
+	}
+	for _, term := range aff.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+		reqs, err := FromNodeSelector(term.Preference.MatchExpressions)
+		if err != nil {
+			return fmt.Errorf("preferred node affinity: %w", err)
+		}
+		pi.prefs = append(pi.prefs, &preference{weight: term.Weight, nodeReqs: reqs})
+	}
+	return nil
+}
+
+func (s *solver) digestPools() {
+	var daemons []*podInfo
+	for _, pod := range s.in.DaemonSetPods {
+		pi := &podInfo{pod: pod, requests: PodRequests(pod), tolerations: pod.Spec.Tolerations}
+		pi.terms, pi.err = nodeTerms(pod)
+		daemons = append(daemons, pi)
+	}
+	pools := append([]*NodePool(nil), s.in.NodePools...)
+	sort.SliceStable(pools, func(i, j int) bool {
+		if pools[i].Weight != pools[j].Weight {
+			return pools[i].Weight > pools[j].Weight
+		}
+		return pools[i].Name < pools[j].Name
+	})
+	for _, p := range pools {
+		s.pools = append(s.pools, newPoolState(p, daemons))
+		s.plan.PoolOrder = append(s.plan.PoolOrder, p.Name)
+	}
+}
+
+func (s *solver) digestNodes() {
+	for _, n := range s.in.Nodes {
+		nd := &node{id: s.nextID, n: n, free: n.Allocatable}
+		s.nextID++
+		for _, pod := range n.Pods {
+			nd.free = nd.free.Sub(PodRequests(pod))
+			nd.ports = append(nd.ports, podHostPorts(pod)...)
+			owned := ownedAntiAffinity(s.topo, pod)
+			for _, g := range s.topo.matching(pod) {
+				s.record(g, target{node: nd}, true, false)
+			}
+			for _, g := range owned {
+				s.record(g, target{node: nd}, false, true)
+			}
+		}
+		s.nodes = append(s.nodes, nd)
+	}
+}
+
+func ownedAntiAffinity(t *topology, pod *corev1.Pod) []*group {
+	if pod.Spec.Affinity == nil || pod.Spec.Affinity.PodAntiAffinity == nil {
+		return nil
+	}
+	var out []*group
+	for i := range pod.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+		if g, err := t.affinityTermGroup(pod, &pod.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]); err == nil {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func (s *solver) record(g *group, t target, member, owner bool) {
+	d, decided, present := s.domainOf(t, g.key)
+	if decided && present {
+		g.record(d, member, owner)
+	}
+}
+
+// place finds the pod a home, honouring as many preferences as it can: all of
+// them if possible, else the heaviest first, each kept only if the pod still fits.
+func (s *solver) place(pi *podInfo) {
+	if len(pi.prefs) == 0 {
+		s.placeWith(pi, nil)
+		return
+	}
+	if d, _ := s.find(pi, pi.prefs); d != nil {
+		s.commit(pi, d)
+		return
+	}
+	var kept []*preference
+	for _, p := range byWeight(pi.prefs) {
+		trial := append(append([]*preference(nil), kept...), p)
+		if d, _ := s.find(pi, trial); d != nil {
+			kept = trial
+		}
+	}
+	s.placeWith(pi, kept)
+}
+
+func (s *solver) placeWith(pi *podInfo, prefs []*preference) {
+	d, reasons := s.find(pi, prefs)
+	if d == nil {
+		s.plan.Unschedulable = append(s.plan.Unschedulable, Unschedulable{Pod: pi.pod, Reasons: reasons})
+		return
+	}
+	s.commit(pi, d)
+}
+
+// find looks for a home without changing anything: existing capacity, then a
+// planned claim with room to spare, then any planned claim that can grow, then
+// a new claim from each pool in turn.
+func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]string) {
+	terms := pi.terms
+	cons := pi.required
+	for _, p := range prefs {
+		if p.nodeReqs != nil {
+			next := make([]Requirements, 0, len(terms))
+			for _, t := range terms {
+				merged := t.Intersect(p.nodeReqs)
+				if !anyEmpty(merged) {
+					next = append(next, merged)
+				}
+			}
+			terms = next
+		}
+		if p.constraint != nil {
+			cons = append(append([]*constraint(nil), cons...), p.constraint)
+		}
+	}
+	if len(terms) == 0 {
+		return nil, map[string]string{"": "its preferred node affinity conflicts with its required node affinity"}
+	}
+	for _, n := range s.nodes {
+		if !pi.requests.Fits(n.free) {
+			continue
+		}
+		for _, term := range terms {
+			if s.nodeAccepts(n, pi, term, cons) == "" {
+				return &decision{t: target{node: n}}, nil
+			}
+		}
+	}
+	// Planned claims: first one where the pod fits at no extra cost (its
+	// cheapest option still fits), else the first that can grow to take it.
+	for _, c := range s.claims {
+		if !pi.requests.Fits(c.slack) {
+			continue
+		}
+		for _, term := range terms {
+			if u, pins, reason := s.claimAccepts(c, pi, term, cons); reason == "" && u.price <= c.set.price[c.cheapest] {
+				return &decision{t: target{claim: c}, update: u, pins: pins}, nil
+			}
+		}
+	}
+	for _, c := range s.claims {
+		if !pi.requests.Fits(c.headroom) {
+			continue
+		}
+		for _, term := range terms {
+			if u, pins, reason := s.claimAccepts(c, pi, term, cons); reason == "" {
+				return &decision{t: target{claim: c}, update: u, pins: pins}, nil
+			}
+		}
+	}
+	reasons := map[string]string{}
+	for _, ps := range s.pools {
+		if ps.unusable != "" {
+			reasons[ps.Name] = ps.unusable
+			continue
+		}
+		if ps.nodesLimited && ps.remainingNodes <= 0 {
+			reasons[ps.Name] = fmt.Sprintf("limit nodes=%d reached", ps.Limits.Name("nodes", "").Value())
+			continue
+		}
+		if ok, taint := tolerates(pi.tolerations, ps.Taints); !ok {
+			reasons[ps.Name] = "does not tolerate taint " + taintString(taint)
+			continue
+		}
+		c := s.freshClaim(ps)
+		var why []string
+		for _, term := range terms {
+			u, pins, reason := s.claimAccepts(c, pi, term, cons)
+			if reason == "" {
+				return &decision{t: target{claim: c}, fresh: true, update: u, pins: pins}, nil
+			}
+			why = append(why, reason)
+		}
+		reasons[ps.Name] = strings.Join(dedupe(why), "; or ")
+	}
+	if len(s.pools) == 0 {
+		reasons[""] = "no NodePool exists and no existing node fits"
+	}
+	return nil, reasons
+}
+
+func anyEmpty(rs Requirements) bool {
+	for _, r := range rs {
+		if r.IsEmpty() {
+			return true
+		}
+	}
+	return false
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (s *solver) freshClaim(ps *poolState) *claim {
+	sig := ps.reqs.String()
+	set := ps.typesFor(ps.reqs, sig)
+	c := &claim{id: s.nextID, pool: ps, reqs: ps.reqs, sig: sig, set: set, cand: set.compat.clone(), cheapest: -1}
+	for _, i := range set.order {
+		if ps.limited && !ps.withinLimits(ps.types[i].Capacity, Resources{}) {
+			continue
+		}
+		c.maxUsable = c.maxUsable.Max(ps.usable[i])
+	}
+	return c
+}
+
+// nodeAccepts returns "" when the pod can go on the existing node, else why not.
+func (s *solver) nodeAccepts(n *node, pi *podInfo, term Requirements, cons []*constraint) string {
+	if ok, taint := tolerates(pi.tolerations, n.n.Taints); !ok {
+		return "does not tolerate taint " + taintString(taint)
+	}
+	if !term.MatchesLabels(n.n.Labels) {
+		return "node affinity does not match"
+	}
+	if portConflict(n.ports, pi.hostPorts) {
+		return "host port in use"
+	}
+	if _, reason := s.topologyPins(pi, target{node: n}, cons, term); reason != "" {
+		return reason
+	}
+	return ""
+}
+
+func portConflict(used, wanted []hostPort) bool {
+	for _, w := range wanted {
+		for _, u := range used {
+			if w.conflicts(u) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// claimAccepts works out what adding the pod to c would make of it, or why it cannot.
+func (s *solver) claimAccepts(c *claim, pi *podInfo, term Requirements, cons []*constraint) (*claimUpdate, Requirements, string) {
+	ps := c.pool
+	if ok, taint := tolerates(pi.tolerations, ps.Taints); !ok {
+		return nil, nil, "does not tolerate taint " + taintString(taint)
+	}
+	for k, r := range term {
+		if cr, ok := c.reqs[k]; ok {
+			if !cr.Intersects(r) {
+				return nil, nil, fmt.Sprintf("requires %s %s, but the pool allows %s", k, describe(r), describe(cr))
+			}
+		} else if !ps.typeKeys[k] && !r.AllowsAbsent() {
+			return nil, nil, fmt.Sprintf("requires label %s, which the pool's nodes do not have", k)
+		}
+	}
+	if portConflict(c.ports, pi.hostPorts) {
+		return nil, nil, "host port in use"
+	}
+	pins, reason := s.topologyPins(pi, target{claim: c}, cons, term)
+	if reason != "" {
+		return nil, nil, reason
+	}
+	u := &claimUpdate{reqs: c.reqs, sig: c.sig, set: c.set, requests: c.requests.Add(pi.requests)}
+	if len(term) > 0 || len(pins) > 0 {
+		u.reqs = c.reqs.Clone()
+		u.reqs.Merge(term)
+		u.reqs.Merge(pins)
+		for k := range term {
+			if u.reqs[k].IsEmpty() {
+				return nil, nil, fmt.Sprintf("requires %s %s, which conflicts with pods already planned there", k, describe(term[k]))
+			}
+		}
+		u.sig = u.reqs.String()
+		if u.sig != c.sig {
+			u.set = ps.typesFor(u.reqs, u.sig)
+		}
+	}
+	if !u.requests.Fits(c.maxUsable) {
+		return nil, nil, "no instance type has enough resources: " + u.requests.Exceeding(c.maxUsable)
+	}
+	cand := c.cand
+	if u.set != c.set {
+		cand = cand.and(u.set.compat)
+		if cand.empty() {
+			return nil, nil, "no instance type meets the combined requirements " + u.reqs.String()
+		}
+	}
+	u.cand = newBitset(len(ps.types))
+	u.cheapest = -1
+	for _, i32 := range u.set.order {
+		i := int(i32)
+		if !cand.has(i) || !u.requests.Fits(ps.usable[i]) {
+			continue
+		}
+		if ps.limited && !ps.withinLimits(ps.types[i].Capacity, c.reserved) {
+			continue
+		}
+		u.cand.set(i)
+		if u.cheapest < 0 {
+			u.cheapest, u.price = i, u.set.price[i]
+		}
+		u.maxUsable = u.maxUsable.Max(ps.usable[i])
+		if ps.limited {
+			u.reserved = u.reserved.Max(ps.types[i].Capacity)
+		}
+	}
+	if u.cheapest < 0 {
+		if ps.limited {
+			return nil, nil, s.limitReason(ps, u.requests)
+		}
+		return nil, nil, "no instance type has enough resources: needs " + u.requests.String()
+	}
+	if reason := minValuesUnmet(ps, u.reqs, u.cand); reason != "" {
+		return nil, nil, reason
+	}
+	return u, pins, ""
+}
+
+func (s *solver) limitReason(ps *poolState, need Resources) string {
+	for _, name := range ps.limitNames {
+		if need.Get(name) > 0 || ps.remaining[name] <= 0 {
+			q := ps.Limits[name]
+			return fmt.Sprintf("limit %s=%s reached", name, q.String())
+		}
+	}
+	return "no instance type fits within the pool's limits"
+}
+
+// minValuesUnmet checks that the options span at least minValues values of each key that asks for it.
+func minValuesUnmet(ps *poolState, reqs Requirements, cand bitset) string {
+	for k, r := range reqs {
+		if r.MinValues == nil {
+			continue
+		}
+		seen := map[string]bool{}
+		for i, it := range ps.types {
+			if !cand.has(i) {
+				continue
+			}
+			switch k {
+			case zoneKey, capacityTypeKey:
+				for _, o := range it.Offerings {
+					if o.Available && offeringAllowed(reqs, o) {
+						if k == zoneKey {
+							seen[o.Zone] = true
+						} else {
+							seen[o.CapacityType] = true
+						}
+					}
+				}
+			default:
+				if tr, ok := it.Requirements[k]; ok {
+					for _, v := range tr.Values() {
+						if r.Has(v) {
+							seen[v] = true
+						}
+					}
+				}
+			}
+		}
+		if len(seen) < *r.MinValues {
+			return fmt.Sprintf("minValues %d of %s not met: only %d values fit", *r.MinValues, k, len(seen))
+		}
+	}
+	return ""
+}
+
+// commit places the pod.
+func (s *solver) commit(pi *podInfo, d *decision) {
+	t := d.t
+	if n := t.node; n != nil {
+		n.free = n.free.Sub(pi.requests)
+		n.ports = append(n.ports, pi.hostPorts...)
+		s.plan.Existing = append(s.plan.Existing, Placement{Pod: pi.pod, Node: n.n.Name})
+		s.plan.Steps = append(s.plan.Steps, Step{Pod: pi.pod, Node: n.n.Name, Claim: -1})
+	} else {
+		c := t.claim
+		if d.fresh {
+			s.nextID++
+			c.index = len(s.claims)
+			s.claims = append(s.claims, c)
+			if c.pool.nodesLimited {
+				c.pool.remainingNodes--
+			}
+		}
+		u := d.update
+		if c.pool.limited {
+			for _, name := range c.pool.limitNames {
+				c.pool.remaining[name] += c.reserved.Get(name) - u.reserved.Get(name)
+			}
+		}
+		c.reqs, c.sig, c.set, c.cand, c.requests = u.reqs, u.sig, u.set, u.cand, u.requests
+		c.cheapest, c.maxUsable, c.reserved = u.cheapest, u.maxUsable, u.reserved
+		c.slack, c.headroom = c.pool.usable[c.cheapest].Sub(c.requests), c.maxUsable.Sub(c.requests)
+		c.pods = append(c.pods, pi)
+		c.ports = append(c.ports, pi.hostPorts...)
+		s.plan.Steps = append(s.plan.Steps, Step{Pod: pi.pod, Claim: c.index})
+	}
+	for _, g := range pi.memberOf {
+		s.record(g, t, true, false)
+	}
+	for _, g := range pi.owns {
+		s.record(g, t, false, true)
+	}
+}
+
+// finish turns planned claims into NodeClaims.
+func (s *solver) finish() {
+	for _, c := range s.claims {
+		ps := c.pool
+		nc := &NewNodeClaim{NodePool: ps.Name, Taints: ps.Taints, StartupTaints: ps.StartupTaints}
+		for _, i := range c.set.order {
+			if c.cand.has(int(i)) {
+				nc.InstanceTypes = append(nc.InstanceTypes, ps.types[i])
+				if len(nc.InstanceTypes) == s.maxTypes {
+					break
+				}
+			}
+		}
+		names := make([]string, len(nc.InstanceTypes))
+		zones, capacityTypes := map[string]bool{}, map[string]bool{}
+		for i, it := range nc.InstanceTypes {
+			names[i] = it.Name
+			for _, o := range it.Offerings {
+				if o.Available && offeringAllowed(c.reqs, o) {
+					zones[o.Zone], capacityTypes[o.CapacityType] = true, true
+				}
+			}
+		}
+		reqs := c.reqs.Clone()
+		reqs.Add(MustRequirement(corev1.LabelInstanceTypeStable, v1.OpIn, names...))
+		reqs.Add(MustRequirement(zoneKey, v1.OpIn, keys(zones)...))
+		reqs.Add(MustRequirement(capacityTypeKey, v1.OpIn, keys(capacityTypes)...))
+		nc.Requirements = reqs
+		nc.Requests = c.requests.Add(ps.daemons[c.cheapest])
+		nc.Labels = reqs.Labels()
+		for _, pi := range c.pods {
+			nc.Pods = append(nc.Pods, pi.pod)
+		}
+		s.plan.NewNodeClaims = append(s.plan.NewNodeClaims, nc)
+	}
+}
+
+// universe is every value a topology key can take: on existing nodes and on
+// the nodes any pool can make.
+func (s *solver) universe(key string) []string {
+	if u, ok := s.universes[key]; ok {
+		return u
+	}
+	seen := map[string]bool{}
+	for _, n := range s.nodes {
+		if v, ok := n.n.Labels[key]; ok {
+			seen[v] = true
+		}
+	}
+	for _, ps := range s.pools {
+		if ps.unusable != "" {
+			continue
+		}
+		if r, ok := ps.reqs[key]; ok && r.Finite() {
+			for _, v := range r.Values() {
+				seen[v] = true
+			}
+			continue
+		}
+		for _, it := range ps.types {
+			if r, ok := it.Requirements[key]; ok {
+				for _, v := range r.Values() {
+					seen[v] = true
+				}
+			}
+		}
+	}
+	u := keys(seen)
+	s.universes[key] = u
+	return u
+}
+
+// domainOf says where target t sits for key: decided, and whether the node
+// will carry the label at all.
+func (s *solver) domainOf(t target, key string) (domain, bool, bool) {
+	if n := t.node; n != nil {
+		v, ok := n.n.Labels[key]
+		return domain{target: n.id, value: v}, true, ok
+	}
+	c := t.claim
+	if key == hostnameKey {
+		return domain{target: c.id}, true, true
+	}
+	r, ok := c.reqs[key]
+	if !ok {
+		if c.pool.typeKeys[key] {
+			return domain{}, false, false
+		}
+		return domain{}, true, false
+	}
+	if r.Finite() && !r.AllowsAbsent() && len(r.values) == 1 {
+		return domain{target: c.id, value: r.values[0]}, true, true
+	}
+	if r.Finite() && len(r.values) == 0 {
+		return domain{}, true, false
+	}
+	return domain{}, false, false
+}
+
+// possibleValues lists the values key may still take on claim c.
+func (s *solver) possibleValues(c *claim, key string) []string {
+	seen := map[string]bool{}
+	r, constrained := c.reqs[key]
+	for i, it := range c.pool.types {
+		if !c.cand.has(i) {
+			continue
+		}
+		switch key {
+		case zoneKey, capacityTypeKey:
+			for _, o := range it.Offerings {
+				if o.Available && offeringAllowed(c.reqs, o) {
+					if key == zoneKey {
+						seen[o.Zone] = true
+					} else {
+						seen[o.CapacityType] = true
+					}
+				}
+			}
+		default:
+			if tr, ok := it.Requirements[key]; ok {
+				for _, v := range tr.Values() {
+					if !constrained || r.Has(v) {
+						seen[v] = true
+					}
+				}
+			} else if constrained && r.Finite() {
+				for _, v := range r.Values() {
+					seen[v] = true
+				}
+			}
+		}
+	}
+	return keys(seen)
+}
+
+// topologyPins checks the pod's topology constraints on target t. Where t's
+// domain for a key is still open (a claim whose zone is not chosen), it picks
+// one and returns it as a requirement to add.
+func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, term Requirements) (Requirements, string) {
+	var pending map[string][]*constraint
+	var counted map[string][]*group
+	check := func(c *constraint) string {
+		d, decided, present := s.domainOf(t, c.g.key)
+		if !decided {
+			if pending == nil {
+				pending = map[string][]*constraint{}
+			}
+			pending[c.g.key] = append(pending[c.g.key], c)
+			return ""
+		}
+		if !s.allowed(c, d, present, term) {
+			return fmt.Sprintf("%s on %s not satisfied", c.kind, c.g.key)
+		}
+		return ""
+	}
+	for _, c := range cons {
+		if r := check(c); r != "" {
+			return nil, r
+		}
+	}
+	for _, g := range pi.memberOf {
+		if g.ownersTotal > 0 {
+			if r := check(&constraint{kind: symmetricAntiAffinity, g: g}); r != "" {
+				return nil, "pod anti-affinity of pods already there on " + g.key + " forbids it"
+			}
+		}
+		if !g.hostname() {
+			if _, decided, _ := s.domainOf(t, g.key); !decided {
+				if counted == nil {
+					counted = map[string][]*group{}
+				}
+				counted[g.key] = append(counted[g.key], g)
+			}
+		}
+	}
+	if pending == nil && counted == nil {
+		return nil, ""
+	}
+	c := t.claim
+	pins := Requirements{}
+	for _, key := range unionKeys(pending, counted) {
+		values := s.possibleValues(c, key)
+		best, bestScore := "", int32(math.MaxInt32)
+		for _, v := range values {
+			if tr, ok := term[key]; ok && !tr.Has(v) {
+				continue
+			}
+			d := domain{target: c.id, value: v}
+			ok := true
+			var score int32
+			for _, con := range pending[key] {
+				if !s.allowed(con, d, true, term) {
+					ok = false
+					break
+				}
+				score += con.g.count(d)
+			}
+			if !ok {
+				continue
+			}
+			for _, g := range counted[key] {
+				score += g.count(d)
+			}
+			if score < bestScore {
+				best, bestScore = v, score
+			}
+		}
+		if best == "" {
+			return nil, fmt.Sprintf("no %s can satisfy the pod's topology constraints", key)
+		}
+		pins.Add(MustRequirement(key, v1.OpIn, best))
+	}
+	return pins, ""
+}
+
+func unionKeys(a map[string][]*constraint, b map[string][]*group) []string {
+	seen := map[string]bool{}
+	for k := range a {
+		seen[k] = true
+	}
+	for k := range b {
+		seen[k] = true
+	}
+	return keys(seen)
+}
+
+// allowed reports whether one constraint admits domain d.
+func (s *solver) allowed(c *constraint, d domain, present bool, term Requirements) bool {
+	switch c.kind {
+	case spreadConstraint:
+		if !present {
+			return false
+		}
+		if c.honorAffinity && !c.g.hostname() {
+			if r, ok := term[c.g.key]; ok && !r.Has(d.value) {
+				return false
+			}
+		}
+		self := int32(0)
+		if c.selfMatch {
+			self = 1
+		}
+		return c.g.count(d)+self-s.minCount(c, term) <= c.maxSkew
+	case affinityConstraint:
+		if !present {
+			return false
+		}
+		return c.g.count(d) > 0 || (c.g.total == 0 && c.selfMatch)
+	case antiAffinityConstraint:
+		return !present || c.g.count(d) == 0
+	default:
+		// Another pod's required anti-affinity selects this one: stay out of its domain.
+		return !present || c.g.owners(d) == 0
+	}
+}
+
+// minCount is the least number of matching pods in any eligible domain; new
+// nodes can always be made, so it is 0 for hostname.
+func (s *solver) minCount(c *constraint, term Requirements) int32 {
+	if c.g.hostname() {
+		return 0
+	}
+	minimum := int32(math.MaxInt32)
+	eligible := int32(0)
+	for _, v := range s.universe(c.g.key) {
+		if c.honorAffinity {
+			if r, ok := term[c.g.key]; ok && !r.Has(v) {
+				continue
+			}
+		}
+		eligible++
+		if n := c.g.byDomain[v]; n < minimum {
+			minimum = n
+		}
+	}
+	if eligible == 0 || eligible < c.minDomains {
+		return 0
+	}
+	return minimum
+}
