@@ -138,6 +138,7 @@ func (s *solver) digestPods() []*podInfo {
 	for _, pi := range pods {
 		if pi.err == nil {
 			s.topo.memberships(pi)
+			markFiltered(pi)
 		}
 	}
 	// Largest first: big pods open nodes, small pods fill the gaps.
@@ -149,6 +150,23 @@ func (s *solver) digestPods() []*podInfo {
 		return a.Memory > b.Memory
 	})
 	return pods
+}
+
+// markFiltered flags spread constraints whose counts depend on which nodes match
+// the pod's required node affinity beyond the topology key itself.
+func markFiltered(pi *podInfo) {
+	for _, c := range pi.required {
+		if c.kind != spreadConstraint || !c.honorAffinity || c.g.hostname() {
+			continue
+		}
+		for _, t := range pi.terms {
+			for k := range t {
+				if k != c.g.key {
+					c.filtered = true
+				}
+			}
+		}
+	}
 }
 
 func addNodePreferences(pi *podInfo) error {
@@ -259,15 +277,21 @@ func (s *solver) placeWith(pi *podInfo, prefs []*preference) {
 // planned claim with room to spare, then any planned claim that can grow, then
 // a new claim from each pool in turn.
 func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]string) {
-	terms := pi.terms
+	// Each term pairs the requirements a node must meet (one alternative of
+	// required node affinity plus the preferences tried) with all the required
+	// alternatives, which decide the domains a spread constraint counts.
+	terms := make([]nodeTerm, len(pi.terms))
+	for i, t := range pi.terms {
+		terms[i] = nodeTerm{reqs: t, required: pi.terms}
+	}
 	cons := pi.required
 	for _, p := range prefs {
 		if p.nodeReqs != nil {
-			next := make([]Requirements, 0, len(terms))
+			next := make([]nodeTerm, 0, len(terms))
 			for _, t := range terms {
-				merged := t.Intersect(p.nodeReqs)
+				merged := t.reqs.Intersect(p.nodeReqs)
 				if !anyEmpty(merged) {
-					next = append(next, merged)
+					next = append(next, nodeTerm{reqs: merged, required: pi.terms})
 				}
 			}
 			terms = next
@@ -342,6 +366,12 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 	return nil, reasons
 }
 
+// nodeTerm is one alternative of a pod's node requirements.
+type nodeTerm struct {
+	reqs     Requirements
+	required []Requirements
+}
+
 func anyEmpty(rs Requirements) bool {
 	for _, r := range rs {
 		if r.IsEmpty() {
@@ -377,11 +407,11 @@ func (s *solver) freshClaim(ps *poolState) *claim {
 }
 
 // nodeAccepts returns "" when the pod can go on the existing node, else why not.
-func (s *solver) nodeAccepts(n *node, pi *podInfo, term Requirements, cons []*constraint) string {
+func (s *solver) nodeAccepts(n *node, pi *podInfo, term nodeTerm, cons []*constraint) string {
 	if ok, taint := tolerates(pi.tolerations, n.n.Taints); !ok {
 		return "does not tolerate taint " + taintString(taint)
 	}
-	if !term.MatchesLabels(n.n.Labels) {
+	if !term.reqs.MatchesLabels(n.n.Labels) {
 		return "node affinity does not match"
 	}
 	if portConflict(n.ports, pi.hostPorts) {
@@ -405,7 +435,8 @@ func portConflict(used, wanted []hostPort) bool {
 }
 
 // claimAccepts works out what adding the pod to c would make of it, or why it cannot.
-func (s *solver) claimAccepts(c *claim, pi *podInfo, term Requirements, cons []*constraint) (*claimUpdate, Requirements, string) {
+func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constraint) (*claimUpdate, Requirements, string) {
+	term := nt.reqs
 	ps := c.pool
 	if ok, taint := tolerates(pi.tolerations, ps.Taints); !ok {
 		return nil, nil, "does not tolerate taint " + taintString(taint)
@@ -422,7 +453,7 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, term Requirements, cons []*
 	if portConflict(c.ports, pi.hostPorts) {
 		return nil, nil, "host port in use"
 	}
-	pins, reason := s.topologyPins(pi, target{claim: c}, cons, term)
+	pins, reason := s.topologyPins(pi, target{claim: c}, cons, nt)
 	if reason != "" {
 		return nil, nil, reason
 	}
@@ -708,7 +739,8 @@ func (s *solver) possibleValues(c *claim, key string) []string {
 // topologyPins checks the pod's topology constraints on target t. Where t's
 // domain for a key is still open (a claim whose zone is not chosen), it picks
 // one and returns it as a requirement to add.
-func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, term Requirements) (Requirements, string) {
+func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, nt nodeTerm) (Requirements, string) {
+	term := nt.reqs
 	var pending map[string][]*constraint
 	var counted map[string][]*group
 	check := func(c *constraint) string {
@@ -720,7 +752,7 @@ func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, term Re
 			pending[c.g.key] = append(pending[c.g.key], c)
 			return ""
 		}
-		if !s.allowed(c, d, present, term) {
+		if !s.allowed(c, d, present, nt) {
 			return fmt.Sprintf("%s on %s not satisfied", c.kind, c.g.key)
 		}
 		return ""
@@ -761,7 +793,7 @@ func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, term Re
 			ok := true
 			var score int32
 			for _, con := range pending[key] {
-				if !s.allowed(con, d, true, term) {
+				if !s.allowed(con, d, true, nt) {
 					ok = false
 					break
 				}
@@ -797,22 +829,22 @@ func unionKeys(a map[string][]*constraint, b map[string][]*group) []string {
 }
 
 // allowed reports whether one constraint admits domain d.
-func (s *solver) allowed(c *constraint, d domain, present bool, term Requirements) bool {
+func (s *solver) allowed(c *constraint, d domain, present bool, nt nodeTerm) bool {
 	switch c.kind {
 	case spreadConstraint:
 		if !present {
 			return false
 		}
-		if c.honorAffinity && !c.g.hostname() {
-			if r, ok := term[c.g.key]; ok && !r.Has(d.value) {
-				return false
-			}
+		if r, ok := nt.reqs[c.g.key]; ok && !c.g.hostname() && !r.Has(d.value) {
+			return false
 		}
 		self := int32(0)
 		if c.selfMatch {
 			self = 1
 		}
-		return c.g.count(d)+self-s.minCount(c, term) <= c.maxSkew
+		// Counting every member in d over-counts and a lower bound of the
+		// minimum under-counts, so a filtered constraint errs on the strict side.
+		return c.g.count(d)+self-s.minCount(c, nt.required) <= c.maxSkew
 	case affinityConstraint:
 		if !present {
 			return false
@@ -828,17 +860,15 @@ func (s *solver) allowed(c *constraint, d domain, present bool, term Requirement
 
 // minCount is the least number of matching pods in any eligible domain; new
 // nodes can always be made, so it is 0 for hostname.
-func (s *solver) minCount(c *constraint, term Requirements) int32 {
+func (s *solver) minCount(c *constraint, required []Requirements) int32 {
 	if c.g.hostname() {
 		return 0
 	}
 	minimum := int32(math.MaxInt32)
 	eligible := int32(0)
 	for _, v := range s.universe(c.g.key) {
-		if c.honorAffinity {
-			if r, ok := term[c.g.key]; ok && !r.Has(v) {
-				continue
-			}
+		if c.honorAffinity && !anyTermAllows(required, c.g.key, v) {
+			continue
 		}
 		eligible++
 		if n := c.g.byDomain[v]; n < minimum {
@@ -848,5 +878,71 @@ func (s *solver) minCount(c *constraint, term Requirements) int32 {
 	if eligible == 0 || eligible < c.minDomains {
 		return 0
 	}
+	if c.filtered {
+		return s.filteredMin(c, required)
+	}
 	return minimum
+}
+
+// filteredMin is a lower bound of the least count over eligible domains when
+// only nodes matching the pod's node affinity count: a node is counted only when
+// it surely matches.
+func (s *solver) filteredMin(c *constraint, required []Requirements) int32 {
+	counts := map[string]int32{}
+	for _, v := range s.universe(c.g.key) {
+		if !c.honorAffinity || anyTermAllows(required, c.g.key, v) {
+			counts[v] = 0
+		}
+	}
+	add := func(t target) {
+		if t.id() >= len(c.g.allByTarget) || c.g.allByTarget[t.id()] == 0 {
+			return
+		}
+		d, decided, present := s.domainOf(t, c.g.key)
+		if _, eligible := counts[d.value]; !decided || !present || !eligible || !s.surelyMatches(t, required) {
+			return
+		}
+		counts[d.value] += c.g.allByTarget[t.id()]
+	}
+	for _, n := range s.nodes {
+		add(target{node: n})
+	}
+	for _, cl := range s.claims {
+		add(target{claim: cl})
+	}
+	minimum := int32(math.MaxInt32)
+	for _, n := range counts {
+		minimum = min(minimum, n)
+	}
+	return minimum
+}
+
+// surelyMatches reports whether every node target t can become meets one of
+// the required node-affinity alternatives.
+func (s *solver) surelyMatches(t target, required []Requirements) bool {
+	for _, term := range required {
+		ok := true
+		for k, r := range term {
+			d, decided, present := s.domainOf(t, k)
+			if !decided || !r.Matches(d.value, present) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// anyTermAllows reports whether some alternative of required node affinity
+// admits value v for key (nodeAffinityPolicy Honor counts such domains).
+func anyTermAllows(terms []Requirements, key, v string) bool {
+	for _, t := range terms {
+		if r, ok := t[key]; !ok || r.Has(v) {
+			return true
+		}
+	}
+	return false
 }

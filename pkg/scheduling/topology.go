@@ -24,6 +24,9 @@ type group struct {
 	byTarget []int32
 	byDomain map[string]int32
 	total    int32
+	// allByTarget counts members per target for other keys too, for spread
+	// constraints that count only nodes matching the pod's node affinity.
+	allByTarget []int32
 	// owners counts, per domain, the pods whose required anti-affinity uses this
 	// group: a pod matching the selector may not join them (anti-affinity is symmetric).
 	ownersByTarget []int32
@@ -72,6 +75,10 @@ func grow(s []int32, i int) []int32 {
 }
 
 func (g *group) record(d domain, member, owner bool) {
+	if member && !g.hostname() {
+		g.allByTarget = grow(g.allByTarget, d.target)
+		g.allByTarget[d.target]++
+	}
 	if g.hostname() {
 		if member {
 			g.byTarget = grow(g.byTarget, d.target)
@@ -128,6 +135,9 @@ type constraint struct {
 	selfMatch bool
 	// honorAffinity: only domains the pod's node affinity allows count (nodeAffinityPolicy Honor).
 	honorAffinity bool
+	// filtered: with Honor, the pod's node affinity names keys besides the
+	// topology key, so only pods on nodes matching it count.
+	filtered bool
 }
 
 // topology builds and holds the groups of one solve.
