@@ -30,6 +30,7 @@ type poolState struct {
 	nodesLimited   bool
 	// unusable says why no claim can come from this pool at all.
 	unusable string
+	zoneIndex, capacityTypeIndex *offeringIndex
 }
 
 // typeSet is the pool's instance types compatible with one set of claim
@@ -38,10 +39,45 @@ type typeSet struct {
 	compat bitset
 	order  []int32
 	price  []float64
+	// zones and capacityTypes are, per type, bit masks (by offeringIndex) of the
+	// zones and capacity types it can be bought in under these requirements.
+	zones, capacityTypes []uint64
 }
 
-func newPoolState(p *NodePool, daemons []*podInfo) *poolState {
-	ps := &poolState{NodePool: p, memo: map[string]*typeSet{}, typeKeys: map[string]bool{}}
+// offeringIndex numbers zones and capacity types so that sets of them are bit masks.
+type offeringIndex struct {
+	bits  map[string]int
+	names []string
+}
+
+func (x *offeringIndex) bit(name string) uint64 {
+	i, ok := x.bits[name]
+	if !ok {
+		i = len(x.names)
+		x.bits[name] = i
+		x.names = append(x.names, name)
+	}
+	if i >= 64 {
+		// More than 64 zones or capacity types: treat the rest as one bucket,
+		// which only makes pinning try them in turn.
+		i = 63
+	}
+	return 1 << uint(i)
+}
+
+func (x *offeringIndex) values(mask uint64) []string {
+	var out []string
+	for i, n := range x.names {
+		if i < 64 && mask&(1<<uint(i)) != 0 {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func newPoolState(p *NodePool, daemons []*podInfo, zoneIndex, capacityTypeIndex *offeringIndex) *poolState {
+	ps := &poolState{NodePool: p, memo: map[string]*typeSet{}, typeKeys: map[string]bool{}, zoneIndex: zoneIndex, capacityTypeIndex: capacityTypeIndex}
 	ps.reqs = p.Requirements.Clone()
 	if ps.reqs == nil {
 		ps.reqs = Requirements{}
@@ -163,12 +199,19 @@ func (ps *poolState) typesFor(reqs Requirements, sig string) *typeSet {
 	if ts, ok := ps.memo[sig]; ok {
 		return ts
 	}
-	ts := &typeSet{compat: newBitset(len(ps.types)), price: make([]float64, len(ps.types))}
+	ts := &typeSet{compat: newBitset(len(ps.types)), price: make([]float64, len(ps.types)),
+		zones: make([]uint64, len(ps.types)), capacityTypes: make([]uint64, len(ps.types))}
 	for i, it := range ps.types {
 		if ps.typeCompatible(it, reqs) {
 			ts.compat.set(i)
 			ts.price[i] = cheapestPrice(it, reqs)
 			ts.order = append(ts.order, int32(i))
+			for _, o := range it.Offerings {
+				if o.Available && offeringAllowed(reqs, o) {
+					ts.zones[i] |= ps.zoneIndex.bit(o.Zone)
+					ts.capacityTypes[i] |= ps.capacityTypeIndex.bit(o.CapacityType)
+				}
+			}
 		}
 	}
 	sort.SliceStable(ts.order, func(a, b int) bool {

@@ -3,6 +3,7 @@ package scheduling
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"sort"
 	"strings"
 
@@ -10,6 +11,10 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 )
+
+// rejected stands for a reason nobody will read: rejections of planned claims
+// while a home is still being looked for.
+const rejected = "rejected"
 
 // DefaultMaxInstanceTypes caps the instance-type options of a NodeClaim.
 const DefaultMaxInstanceTypes = 60
@@ -84,6 +89,9 @@ type solver struct {
 	nextID    int
 	topo      *topology
 	universes map[string][]string
+	// mins caches each spread constraint's minimum count during one find,
+	// when no count changes.
+	mins map[*constraint]int32
 	maxTypes  int
 	plan      *Plan
 }
@@ -91,7 +99,7 @@ type solver struct {
 // Solve plans capacity for the pending pods: existing and in-flight capacity
 // first, then new NodeClaims from NodePools by descending weight (ties by name).
 func Solve(in *Input) *Plan {
-	s := &solver{in: in, topo: newTopology(in.NamespaceLabels), universes: map[string][]string{}, maxTypes: in.MaxInstanceTypes, plan: &Plan{}}
+	s := &solver{in: in, topo: newTopology(in.NamespaceLabels), universes: map[string][]string{}, mins: map[*constraint]int32{}, maxTypes: in.MaxInstanceTypes, plan: &Plan{}}
 	if s.maxTypes <= 0 {
 		s.maxTypes = DefaultMaxInstanceTypes
 	}
@@ -141,8 +149,13 @@ func (s *solver) digestPods() []*podInfo {
 			markFiltered(pi)
 		}
 	}
-	// Largest first: big pods open nodes, small pods fill the gaps.
+	// Pods that need a node of their own (required anti-affinity on hostname)
+	// first, so they open the nodes the rest can fill; then largest first: big
+	// pods open nodes, small pods fill the gaps.
 	sort.SliceStable(pods, func(i, j int) bool {
+		if oi, oj := ownsHostnameAntiAffinity(pods[i]), ownsHostnameAntiAffinity(pods[j]); oi != oj {
+			return oi
+		}
 		a, b := pods[i].requests, pods[j].requests
 		if a.CPU != b.CPU {
 			return a.CPU > b.CPU
@@ -169,6 +182,15 @@ func markFiltered(pi *podInfo) {
 	}
 }
 
+func ownsHostnameAntiAffinity(pi *podInfo) bool {
+	for _, g := range pi.owns {
+		if g.hostname() {
+			return true
+		}
+	}
+	return false
+}
+
 func addNodePreferences(pi *podInfo) error {
 	aff := pi.pod.Spec.Affinity
 	if aff == nil || aff.NodeAffinity == nil {
@@ -191,6 +213,8 @@ func (s *solver) digestPools() {
 		pi.terms, pi.err = nodeTerms(pod)
 		daemons = append(daemons, pi)
 	}
+	zoneIndex := &offeringIndex{bits: map[string]int{}}
+	capacityTypeIndex := &offeringIndex{bits: map[string]int{}}
 	pools := append([]*NodePool(nil), s.in.NodePools...)
 	sort.SliceStable(pools, func(i, j int) bool {
 		if pools[i].Weight != pools[j].Weight {
@@ -199,7 +223,7 @@ func (s *solver) digestPools() {
 		return pools[i].Name < pools[j].Name
 	})
 	for _, p := range pools {
-		s.pools = append(s.pools, newPoolState(p, daemons))
+		s.pools = append(s.pools, newPoolState(p, daemons, zoneIndex, capacityTypeIndex))
 		s.plan.PoolOrder = append(s.plan.PoolOrder, p.Name)
 	}
 }
@@ -277,6 +301,7 @@ func (s *solver) placeWith(pi *podInfo, prefs []*preference) {
 // planned claim with room to spare, then any planned claim that can grow, then
 // a new claim from each pool in turn.
 func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]string) {
+	clear(s.mins)
 	// Each term pairs the requirements a node must meet (one alternative of
 	// required node affinity plus the preferences tried) with all the required
 	// alternatives, which decide the domains a spread constraint counts.
@@ -320,7 +345,7 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 			continue
 		}
 		for _, term := range terms {
-			if u, pins, reason := s.claimAccepts(c, pi, term, cons); reason == "" && u.price <= c.set.price[c.cheapest] {
+			if u, pins, reason := s.claimAccepts(c, pi, term, cons, false); reason == "" && u.price <= c.set.price[c.cheapest] {
 				return &decision{t: target{claim: c}, update: u, pins: pins}, nil
 			}
 		}
@@ -330,7 +355,7 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 			continue
 		}
 		for _, term := range terms {
-			if u, pins, reason := s.claimAccepts(c, pi, term, cons); reason == "" {
+			if u, pins, reason := s.claimAccepts(c, pi, term, cons, false); reason == "" {
 				return &decision{t: target{claim: c}, update: u, pins: pins}, nil
 			}
 		}
@@ -352,7 +377,7 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 		c := s.freshClaim(ps)
 		var why []string
 		for _, term := range terms {
-			u, pins, reason := s.claimAccepts(c, pi, term, cons)
+			u, pins, reason := s.claimAccepts(c, pi, term, cons, true)
 			if reason == "" {
 				return &decision{t: target{claim: c}, fresh: true, update: u, pins: pins}, nil
 			}
@@ -417,7 +442,7 @@ func (s *solver) nodeAccepts(n *node, pi *podInfo, term nodeTerm, cons []*constr
 	if portConflict(n.ports, pi.hostPorts) {
 		return "host port in use"
 	}
-	if _, reason := s.topologyPins(pi, target{node: n}, cons, term); reason != "" {
+	if _, reason := s.topologyPins(pi, target{node: n}, cons, term, false); reason != "" {
 		return reason
 	}
 	return ""
@@ -435,7 +460,7 @@ func portConflict(used, wanted []hostPort) bool {
 }
 
 // claimAccepts works out what adding the pod to c would make of it, or why it cannot.
-func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constraint) (*claimUpdate, Requirements, string) {
+func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constraint, explain bool) (*claimUpdate, Requirements, string) {
 	term := nt.reqs
 	ps := c.pool
 	if ok, taint := tolerates(pi.tolerations, ps.Taints); !ok {
@@ -444,16 +469,22 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constr
 	for k, r := range term {
 		if cr, ok := c.reqs[k]; ok {
 			if !cr.Intersects(r) {
+				if !explain {
+					return nil, nil, rejected
+				}
 				return nil, nil, fmt.Sprintf("requires %s %s, but the pool allows %s", k, describe(r), describe(cr))
 			}
 		} else if !ps.typeKeys[k] && !r.AllowsAbsent() {
+			if !explain {
+				return nil, nil, rejected
+			}
 			return nil, nil, fmt.Sprintf("requires label %s, which the pool's nodes do not have", k)
 		}
 	}
 	if portConflict(c.ports, pi.hostPorts) {
 		return nil, nil, "host port in use"
 	}
-	pins, reason := s.topologyPins(pi, target{claim: c}, cons, nt)
+	pins, reason := s.topologyPins(pi, target{claim: c}, cons, nt, explain)
 	if reason != "" {
 		return nil, nil, reason
 	}
@@ -473,6 +504,9 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constr
 		}
 	}
 	if !u.requests.Fits(c.maxUsable) {
+		if !explain {
+			return nil, nil, rejected
+		}
 		return nil, nil, "no instance type has enough resources: " + u.requests.Exceeding(c.maxUsable)
 	}
 	cand := c.cand
@@ -502,6 +536,9 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constr
 		}
 	}
 	if u.cheapest < 0 {
+		if !explain {
+			return nil, nil, rejected
+		}
 		if ps.limited {
 			return nil, nil, s.limitReason(ps, u.requests)
 		}
@@ -702,34 +739,36 @@ func (s *solver) domainOf(t target, key string) (domain, bool, bool) {
 
 // possibleValues lists the values key may still take on claim c.
 func (s *solver) possibleValues(c *claim, key string) []string {
+	if key == zoneKey || key == capacityTypeKey {
+		masks, index := c.set.zones, c.pool.zoneIndex
+		if key == capacityTypeKey {
+			masks, index = c.set.capacityTypes, c.pool.capacityTypeIndex
+		}
+		var mask uint64
+		for w, word := range c.cand {
+			for word != 0 {
+				i := w*64 + bits.TrailingZeros64(word)
+				word &= word - 1
+				mask |= masks[i]
+			}
+		}
+		return index.values(mask)
+	}
 	seen := map[string]bool{}
 	r, constrained := c.reqs[key]
 	for i, it := range c.pool.types {
 		if !c.cand.has(i) {
 			continue
 		}
-		switch key {
-		case zoneKey, capacityTypeKey:
-			for _, o := range it.Offerings {
-				if o.Available && offeringAllowed(c.reqs, o) {
-					if key == zoneKey {
-						seen[o.Zone] = true
-					} else {
-						seen[o.CapacityType] = true
-					}
-				}
-			}
-		default:
-			if tr, ok := it.Requirements[key]; ok {
-				for _, v := range tr.Values() {
-					if !constrained || r.Has(v) {
-						seen[v] = true
-					}
-				}
-			} else if constrained && r.Finite() {
-				for _, v := range r.Values() {
+		if tr, ok := it.Requirements[key]; ok {
+			for _, v := range tr.Values() {
+				if !constrained || r.Has(v) {
 					seen[v] = true
 				}
+			}
+		} else if constrained && r.Finite() {
+			for _, v := range r.Values() {
+				seen[v] = true
 			}
 		}
 	}
@@ -739,7 +778,7 @@ func (s *solver) possibleValues(c *claim, key string) []string {
 // topologyPins checks the pod's topology constraints on target t. Where t's
 // domain for a key is still open (a claim whose zone is not chosen), it picks
 // one and returns it as a requirement to add.
-func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, nt nodeTerm) (Requirements, string) {
+func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, nt nodeTerm, explain bool) (Requirements, string) {
 	term := nt.reqs
 	var pending map[string][]*constraint
 	var counted map[string][]*group
@@ -753,6 +792,9 @@ func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, nt node
 			return ""
 		}
 		if !s.allowed(c, d, present, nt) {
+			if !explain {
+				return rejected
+			}
 			return fmt.Sprintf("%s on %s not satisfied", c.kind, c.g.key)
 		}
 		return ""
@@ -810,6 +852,9 @@ func (s *solver) topologyPins(pi *podInfo, t target, cons []*constraint, nt node
 			}
 		}
 		if best == "" {
+			if !explain {
+				return nil, rejected
+			}
 			return nil, fmt.Sprintf("no %s can satisfy the pod's topology constraints", key)
 		}
 		pins.Add(MustRequirement(key, v1.OpIn, best))
@@ -864,6 +909,15 @@ func (s *solver) minCount(c *constraint, required []Requirements) int32 {
 	if c.g.hostname() {
 		return 0
 	}
+	if m, ok := s.mins[c]; ok {
+		return m
+	}
+	m := s.computeMinCount(c, required)
+	s.mins[c] = m
+	return m
+}
+
+func (s *solver) computeMinCount(c *constraint, required []Requirements) int32 {
 	minimum := int32(math.MaxInt32)
 	eligible := int32(0)
 	for _, v := range s.universe(c.g.key) {
