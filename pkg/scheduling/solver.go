@@ -92,6 +92,9 @@ type solver struct {
 	// mins caches each spread constraint's minimum count during one find,
 	// when no count changes.
 	mins map[*constraint]int32
+	// cursors skip planned claims a hostname constraint can never admit again:
+	// counts only grow, so a claim that is full for a group stays full.
+	cursors map[cursorKey]int
 	maxTypes  int
 	plan      *Plan
 }
@@ -99,7 +102,7 @@ type solver struct {
 // Solve plans capacity for the pending pods: existing and in-flight capacity
 // first, then new NodeClaims from NodePools by descending weight (ties by name).
 func Solve(in *Input) *Plan {
-	s := &solver{in: in, topo: newTopology(in.NamespaceLabels), universes: map[string][]string{}, mins: map[*constraint]int32{}, maxTypes: in.MaxInstanceTypes, plan: &Plan{}}
+	s := &solver{in: in, topo: newTopology(in.NamespaceLabels), universes: map[string][]string{}, mins: map[*constraint]int32{}, cursors: map[cursorKey]int{}, maxTypes: in.MaxInstanceTypes, plan: &Plan{}}
 	if s.maxTypes <= 0 {
 		s.maxTypes = DefaultMaxInstanceTypes
 	}
@@ -340,7 +343,9 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 	}
 	// Planned claims: first one where the pod fits at no extra cost (its
 	// cheapest option still fits), else the first that can grow to take it.
-	for _, c := range s.claims {
+	start, cursorKeys := s.firstOpenClaim(cons, pi)
+	defer s.advanceCursors(cursorKeys)
+	for _, c := range s.claims[start:] {
 		if !pi.requests.Fits(c.slack) {
 			continue
 		}
@@ -350,7 +355,7 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 			}
 		}
 	}
-	for _, c := range s.claims {
+	for _, c := range s.claims[start:] {
 		if !pi.requests.Fits(c.headroom) {
 			continue
 		}
@@ -389,6 +394,63 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 		reasons[""] = "no NodePool exists and no existing node fits"
 	}
 	return nil, reasons
+}
+
+// cursorKey names a hostname group and the count at which it refuses a pod:
+// owners for the symmetric side of anti-affinity, members otherwise.
+type cursorKey struct {
+	g         *group
+	threshold int32
+	owners    bool
+}
+
+func (k cursorKey) blocks(c *claim) bool {
+	d := domain{target: c.id}
+	if k.owners {
+		return k.g.owners(d) >= k.threshold
+	}
+	return k.g.count(d) >= k.threshold
+}
+
+// firstOpenClaim returns the first planned claim the pod's hostname constraints
+// might admit, and the cursors it used.
+func (s *solver) firstOpenClaim(cons []*constraint, pi *podInfo) (int, []cursorKey) {
+	var keys []cursorKey
+	for _, c := range cons {
+		if !c.g.hostname() {
+			continue
+		}
+		switch c.kind {
+		case antiAffinityConstraint:
+			keys = append(keys, cursorKey{g: c.g, threshold: 1})
+		case spreadConstraint:
+			self := int32(0)
+			if c.selfMatch {
+				self = 1
+			}
+			keys = append(keys, cursorKey{g: c.g, threshold: c.maxSkew - self + 1})
+		}
+	}
+	for _, g := range pi.memberOf {
+		if g.hostname() && g.ownersTotal > 0 {
+			keys = append(keys, cursorKey{g: g, threshold: 1, owners: true})
+		}
+	}
+	start := 0
+	for _, k := range keys {
+		start = max(start, s.cursors[k])
+	}
+	return start, keys
+}
+
+func (s *solver) advanceCursors(keys []cursorKey) {
+	for _, k := range keys {
+		i := s.cursors[k]
+		for i < len(s.claims) && k.blocks(s.claims[i]) {
+			i++
+		}
+		s.cursors[k] = i
+	}
 }
 
 // nodeTerm is one alternative of a pod's node requirements.

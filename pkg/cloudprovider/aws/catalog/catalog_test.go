@@ -1,0 +1,39 @@
+package catalog_test
+
+import (
+	"testing"
+
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
+)
+
+func TestCatalogLoads(t *testing.T) {
+	types, err := catalog.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(types) != 1363 {
+		t.Fatalf("catalog has %d instance types, want the 1,363 of the source data", len(types))
+	}
+	byName := map[string]catalog.InstanceType{}
+	unpriced := 0
+	for _, it := range types {
+		if it.VCPU <= 0 || it.MemoryMiB <= 0 || it.MaxPodsENI <= 0 {
+			t.Errorf("%s lacks a fact: %+v", it.Name, it)
+		}
+		// A few types (HPC and some accelerators) have no public on-demand price.
+		if it.OnDemandPriceUSD["us-east-1"] <= 0 {
+			unpriced++
+		}
+		byName[it.Name] = it
+	}
+	if unpriced > 20 {
+		t.Errorf("%d instance types have no on-demand price; the data looks truncated", unpriced)
+	}
+	m5 := byName["m5.large"]
+	if m5.VCPU != 2 || m5.MemoryMiB != 8192 || m5.Arch != "amd64" || m5.MaxPodsENI != 29 {
+		t.Errorf("m5.large facts are off: %+v", m5)
+	}
+	if g := byName["p4d.24xlarge"].GPU; g == nil || g.Count != 8 || g.Manufacturer != "nvidia" {
+		t.Errorf("p4d.24xlarge GPUs are off: %+v", g)
+	}
+}

@@ -1,0 +1,211 @@
+// Package aws is Backstop's AWS cloud provider: instance types and offerings,
+// EC2NodeClass resolution and the fleet launcher, on aws-sdk-go-v2.
+package aws
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+)
+
+// Well-known instance labels, the same keys Karpenter uses so NodePool
+// requirements and node selectors written for it keep working.
+const (
+	LabelInstanceCategory         = awsv1.Group + "/instance-category"
+	LabelInstanceFamily           = awsv1.Group + "/instance-family"
+	LabelInstanceGeneration       = awsv1.Group + "/instance-generation"
+	LabelInstanceSize             = awsv1.Group + "/instance-size"
+	LabelInstanceCPU              = awsv1.Group + "/instance-cpu"
+	LabelInstanceCPUManufacturer  = awsv1.Group + "/instance-cpu-manufacturer"
+	LabelInstanceMemory           = awsv1.Group + "/instance-memory"
+	LabelInstanceHypervisor       = awsv1.Group + "/instance-hypervisor"
+	LabelInstanceNetworkBandwidth = awsv1.Group + "/instance-network-bandwidth"
+	LabelInstanceEBSBandwidth     = awsv1.Group + "/instance-ebs-bandwidth"
+	LabelInstanceLocalNVMe        = awsv1.Group + "/instance-local-nvme"
+	LabelInstanceGPUName          = awsv1.Group + "/instance-gpu-name"
+	LabelInstanceGPUManufacturer  = awsv1.Group + "/instance-gpu-manufacturer"
+	LabelInstanceGPUCount         = awsv1.Group + "/instance-gpu-count"
+	LabelInstanceGPUMemory        = awsv1.Group + "/instance-gpu-memory"
+)
+
+// DefaultVMMemoryOverheadPercent is the share of an instance's memory the
+// hypervisor and firmware keep; the kubelet never sees it.
+const DefaultVMMemoryOverheadPercent = 7.5
+
+// rootVolume is the default root volume that ephemeral storage comes from.
+var rootVolume = resource.MustParse("20Gi")
+
+// AllocatableOptions tune how capacity and reservations are computed.
+type AllocatableOptions struct {
+	VMMemoryOverheadPercent float64
+	// Kubelet settings from the EC2NodeClass; nil for defaults.
+	Kubelet *awsv1.KubeletConfiguration
+}
+
+// gpuResources maps GPU manufacturers to the extended resource their device plugin registers.
+var gpuResources = map[string]corev1.ResourceName{
+	"nvidia": "nvidia.com/gpu",
+	"amd":    "amd.com/gpu",
+	"aws":    "aws.amazon.com/neuron",
+	"habana": "habana.ai/gaudi",
+}
+
+// NewInstanceType turns catalog facts and offerings into the scheduler's view:
+// labels for requirements, capacity, and the overhead that makes allocatable.
+func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, opts AllocatableOptions) (*scheduling.InstanceType, error) {
+	it := &scheduling.InstanceType{Name: f.Name, Offerings: offerings, Requirements: scheduling.Requirements{}}
+	labels := map[string]string{
+		corev1.LabelInstanceTypeStable: f.Name,
+		corev1.LabelArchStable:         f.Arch,
+		corev1.LabelOSStable:           f.OS,
+		LabelInstanceCategory:          f.Category,
+		LabelInstanceFamily:            f.Family,
+		LabelInstanceGeneration:        strconv.Itoa(f.Generation),
+		LabelInstanceSize:              f.Size,
+		LabelInstanceCPU:               strconv.FormatInt(f.VCPU, 10),
+		LabelInstanceCPUManufacturer:   f.CPUManufacturer,
+		LabelInstanceMemory:            strconv.FormatInt(f.MemoryMiB, 10),
+		LabelInstanceHypervisor:        f.Hypervisor,
+		LabelInstanceNetworkBandwidth:  strconv.FormatInt(f.NetworkBandwidthMbps, 10),
+		LabelInstanceEBSBandwidth:      strconv.FormatInt(f.EBSBandwidthMbps, 10),
+	}
+	if f.LocalNVMeGiB > 0 {
+		labels[LabelInstanceLocalNVMe] = strconv.FormatInt(f.LocalNVMeGiB, 10)
+	}
+	if f.GPU != nil {
+		labels[LabelInstanceGPUName] = f.GPU.Name
+		labels[LabelInstanceGPUManufacturer] = f.GPU.Manufacturer
+		labels[LabelInstanceGPUCount] = strconv.FormatInt(f.GPU.Count, 10)
+		labels[LabelInstanceGPUMemory] = strconv.FormatInt(f.GPU.MemoryMiB, 10)
+	}
+	for k, v := range labels {
+		if v == "" {
+			continue
+		}
+		it.Requirements.Add(scheduling.MustRequirement(k, v1.OpIn, v))
+	}
+
+	overheadPct := opts.VMMemoryOverheadPercent
+	if overheadPct == 0 {
+		overheadPct = DefaultVMMemoryOverheadPercent
+	}
+	memMiB := int64(math.Floor(float64(f.MemoryMiB) * (1 - overheadPct/100)))
+	pods := maxPods(f, opts.Kubelet)
+	it.Capacity = scheduling.Resources{
+		CPU: f.VCPU * 1000, Memory: memMiB << 20, Pods: pods, Storage: rootVolume.Value(),
+	}
+	if f.GPU != nil {
+		if name, ok := gpuResources[f.GPU.Manufacturer]; ok {
+			it.Capacity.Extended = map[corev1.ResourceName]int64{name: f.GPU.Count}
+		}
+	}
+	overhead, err := reserved(f, pods, it.Capacity, opts.Kubelet)
+	if err != nil {
+		return nil, fmt.Errorf("instance type %s: %w", f.Name, err)
+	}
+	it.Overhead = overhead
+	return it, nil
+}
+
+// maxPods is the ENI limit, or the kubelet's maxPods, capped by podsPerCore.
+func maxPods(f catalog.InstanceType, k *awsv1.KubeletConfiguration) int64 {
+	pods := f.MaxPodsENI
+	if k != nil && k.MaxPods != nil {
+		pods = int64(*k.MaxPods)
+	}
+	if k != nil && k.PodsPerCore != nil && *k.PodsPerCore > 0 {
+		pods = min(pods, int64(*k.PodsPerCore)*f.VCPU)
+	}
+	return pods
+}
+
+// reserved is kube-reserved + system-reserved + the hard eviction threshold.
+// Defaults follow the EKS-optimized AMIs: CPU 6% of the first core, 1% of the
+// second, 0.5% of the third and fourth, 0.25% of the rest; memory 11Mi per pod
+// plus 255Mi; eviction at 100Mi of memory and 10% of the root volume.
+func reserved(f catalog.InstanceType, pods int64, capacity scheduling.Resources, k *awsv1.KubeletConfiguration) (scheduling.Resources, error) {
+	cores := float64(f.VCPU)
+	cpu := 60.0
+	if cores > 1 {
+		cpu += 10
+	}
+	cpu += 5 * math.Min(math.Max(cores-2, 0), 2)
+	cpu += 2.5 * math.Max(cores-4, 0)
+	kube := scheduling.Resources{CPU: int64(math.Ceil(cpu)), Memory: (11*pods + 255) << 20, Storage: 1 << 30}
+	var system scheduling.Resources
+	eviction := scheduling.Resources{Memory: 100 << 20, Storage: capacity.Storage / 10}
+	if k != nil {
+		var err error
+		if kube, err = override(kube, k.KubeReserved, "kubeReserved"); err != nil {
+			return scheduling.Resources{}, err
+		}
+		if system, err = override(system, k.SystemReserved, "systemReserved"); err != nil {
+			return scheduling.Resources{}, err
+		}
+		if eviction, err = evictionOverride(eviction, k.EvictionHard, capacity); err != nil {
+			return scheduling.Resources{}, err
+		}
+	}
+	return kube.Add(system).Add(eviction), nil
+}
+
+func override(r scheduling.Resources, values map[string]string, field string) (scheduling.Resources, error) {
+	for name, v := range values {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return r, fmt.Errorf("kubelet.%s[%s]=%q is not a quantity: %w", field, name, v, err)
+		}
+		switch corev1.ResourceName(name) {
+		case corev1.ResourceCPU:
+			r.CPU = q.MilliValue()
+		case corev1.ResourceMemory:
+			r.Memory = q.Value()
+		case corev1.ResourceEphemeralStorage:
+			r.Storage = q.Value()
+		}
+	}
+	return r, nil
+}
+
+func evictionOverride(r scheduling.Resources, values map[string]string, capacity scheduling.Resources) (scheduling.Resources, error) {
+	for signal, v := range values {
+		var total int64
+		switch signal {
+		case "memory.available":
+			total = capacity.Memory
+		case "nodefs.available":
+			total = capacity.Storage
+		default:
+			continue
+		}
+		var amount int64
+		if pct, ok := strings.CutSuffix(v, "%"); ok {
+			p, err := strconv.ParseFloat(pct, 64)
+			if err != nil {
+				return r, fmt.Errorf("kubelet.evictionHard[%s]=%q is not a percentage: %w", signal, v, err)
+			}
+			amount = int64(float64(total) * p / 100)
+		} else {
+			q, err := resource.ParseQuantity(v)
+			if err != nil {
+				return r, fmt.Errorf("kubelet.evictionHard[%s]=%q is not a quantity: %w", signal, v, err)
+			}
+			amount = q.Value()
+		}
+		if signal == "memory.available" {
+			r.Memory = amount
+		} else {
+			r.Storage = amount
+		}
+	}
+	return r, nil
+}
