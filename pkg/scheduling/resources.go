@@ -112,6 +112,21 @@ func (r Resources) Max(o Resources) Resources {
 	return out
 }
 
+// growTo raises r to at least o in every dimension, in place. It allocates only
+// the first time an extended resource appears, which keeps it cheap inside the
+// scheduler's loops over instance types.
+func (r *Resources) growTo(o Resources) {
+	r.CPU, r.Memory, r.Storage, r.Pods = max(r.CPU, o.CPU), max(r.Memory, o.Memory), max(r.Storage, o.Storage), max(r.Pods, o.Pods)
+	for k, v := range o.Extended {
+		if r.Extended == nil {
+			r.Extended = map[corev1.ResourceName]int64{}
+		}
+		if v > r.Extended[k] {
+			r.Extended[k] = v
+		}
+	}
+}
+
 func mergeExtended(a, b map[corev1.ResourceName]int64, sign int64) map[corev1.ResourceName]int64 {
 	if len(a) == 0 && len(b) == 0 {
 		return nil

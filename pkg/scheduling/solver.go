@@ -488,7 +488,7 @@ func (s *solver) freshClaim(ps *poolState) *claim {
 		if ps.limited && !ps.withinLimits(ps.types[i].Capacity, Resources{}) {
 			continue
 		}
-		c.maxUsable = c.maxUsable.Max(ps.usable[i])
+		c.maxUsable.growTo(ps.usable[i])
 	}
 	return c
 }
@@ -592,9 +592,9 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constr
 		if u.cheapest < 0 {
 			u.cheapest, u.price = i, u.set.price[i]
 		}
-		u.maxUsable = u.maxUsable.Max(ps.usable[i])
+		u.maxUsable.growTo(ps.usable[i])
 		if ps.limited {
-			u.reserved = u.reserved.Max(ps.types[i].Capacity)
+			u.reserved.growTo(ps.types[i].Capacity)
 		}
 	}
 	if u.cheapest < 0 {
