@@ -29,7 +29,7 @@ type poolState struct {
 	remainingNodes int64
 	nodesLimited   bool
 	// unusable says why no claim can come from this pool at all.
-	unusable string
+	unusable                     string
 	zoneIndex, capacityTypeIndex *offeringIndex
 }
 

@@ -94,9 +94,9 @@ type solver struct {
 	mins map[*constraint]int32
 	// cursors skip planned claims a hostname constraint can never admit again:
 	// counts only grow, so a claim that is full for a group stays full.
-	cursors map[cursorKey]int
-	maxTypes  int
-	plan      *Plan
+	cursors  map[cursorKey]int
+	maxTypes int
+	plan     *Plan
 }
 
 // Solve plans capacity for the pending pods: existing and in-flight capacity

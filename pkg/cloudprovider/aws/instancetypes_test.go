@@ -25,11 +25,11 @@ var _ = Describe("instance types", func() {
 		it, err := aws.NewInstanceType(facts["m5.large"], nil, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(it.Capacity.CPU).To(Equal(int64(2000)))
-		Expect(it.Capacity.Memory).To(Equal(int64(7577) << 20), "8192Mi less 7.5% VM overhead")
+		Expect(it.Capacity.Memory).To(Equal(int64(7577)<<20), "8192Mi less 7.5% VM overhead")
 		Expect(it.Capacity.Pods).To(Equal(int64(29)), "the ENI limit")
 		alloc := it.Allocatable()
 		Expect(alloc.CPU).To(Equal(int64(1930)), "6% of the first core and 1% of the second reserved")
-		Expect(alloc.Memory).To(Equal(int64(7577-(11*29+255)-100) << 20), "11Mi per pod + 255Mi reserved, 100Mi eviction")
+		Expect(alloc.Memory).To(Equal(int64(7577-(11*29+255)-100)<<20), "11Mi per pod + 255Mi reserved, 100Mi eviction")
 	})
 
 	It("labels instances with Karpenter's well-known keys", func() {
