@@ -1,0 +1,77 @@
+// Package provisioning turns pending pods into NodeClaims: it watches for pods
+// kube-scheduler could not place, gathers them into batches, plans capacity
+// with pkg/scheduling and creates the NodeClaims of the plan.
+package provisioning
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Batcher gathers triggers into windows: a window opens on the first trigger,
+// each trigger extends it to the idle duration after that trigger, and it closes
+// when idle for that long or when it has been open for the max duration.
+type Batcher struct {
+	clock   clock.Clock
+	idle    time.Duration
+	max     time.Duration
+	trigger chan struct{}
+
+	mu   sync.Mutex
+	last time.Time
+}
+
+// NewBatcher returns a batcher on the given clock.
+func NewBatcher(clk clock.Clock, idle, max time.Duration) *Batcher {
+	return &Batcher{clock: clk, idle: idle, max: max, trigger: make(chan struct{}, 1)}
+}
+
+// Trigger opens a window, or extends the open one. It never blocks.
+func (b *Batcher) Trigger() {
+	b.mu.Lock()
+	b.last = b.clock.Now()
+	b.mu.Unlock()
+	select {
+	case b.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (b *Batcher) sinceLast() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.clock.Since(b.last)
+}
+
+// Wait blocks until a window opens and then closes; it returns false when ctx
+// ends first. Triggers that arrive while nobody waits open the next window.
+func (b *Batcher) Wait(ctx context.Context) bool {
+	select {
+	case <-b.trigger:
+	case <-ctx.Done():
+		return false
+	}
+	maxTimer := b.clock.NewTimer(b.max)
+	defer maxTimer.Stop()
+	idleTimer := b.clock.NewTimer(b.idle - b.sinceLast())
+	defer func() { idleTimer.Stop() }()
+	for {
+		select {
+		case <-b.trigger:
+			// The idle deadline moved; it is checked when the timer fires.
+		case <-idleTimer.C():
+			remaining := b.idle - b.sinceLast()
+			if remaining <= 0 {
+				return true
+			}
+			idleTimer = b.clock.NewTimer(remaining)
+		case <-maxTimer.C():
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
