@@ -1,0 +1,32 @@
+package provisioning
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// Register runs the provisioner on the manager and feeds it pending pods: every
+// pod that becomes provisionable opens or extends a batch window.
+func (p *Provisioner) Register(mgr manager.Manager) error {
+	if err := mgr.Add(p); err != nil {
+		return err
+	}
+	provisionable := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		pod, ok := o.(*corev1.Pod)
+		return ok && IsProvisionable(pod)
+	})
+	return builder.ControllerManagedBy(mgr).
+		Named("provisioning.pods").
+		For(&corev1.Pod{}, builder.WithPredicates(provisionable, predicate.Funcs{DeleteFunc: func(event.DeleteEvent) bool { return false }})).
+		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+			p.Trigger()
+			return reconcile.Result{}, nil
+		}))
+}

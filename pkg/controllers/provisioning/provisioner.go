@@ -1,0 +1,227 @@
+package provisioning
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+)
+
+// Options configure provisioning.
+type Options struct {
+	BatchIdleDuration time.Duration
+	BatchMaxDuration  time.Duration
+	PreferencePolicy  scheduling.PreferencePolicy
+	// NominationTTL bounds how long a pod counts on an in-flight NodeClaim
+	// before it is planned again.
+	NominationTTL time.Duration
+}
+
+// Provisioner plans capacity for batches of pending pods and creates NodeClaims.
+type Provisioner struct {
+	client        client.Client
+	recorder      events.EventRecorder
+	instanceTypes InstanceTypeProvider
+	clock         clock.Clock
+	opts          Options
+	batcher       *Batcher
+	metrics       *Metrics
+
+	mu          sync.Mutex
+	nominations map[types.UID]nomination
+}
+
+type nomination struct {
+	claim string
+	at    time.Time
+}
+
+// New returns a provisioner; Register wires it into a manager.
+func New(c client.Client, recorder events.EventRecorder, instanceTypes InstanceTypeProvider, clk clock.Clock, metrics *Metrics, opts Options) *Provisioner {
+	if opts.NominationTTL == 0 {
+		opts.NominationTTL = 20 * time.Minute
+	}
+	return &Provisioner{
+		client: c, recorder: recorder, instanceTypes: instanceTypes, clock: clk, opts: opts, metrics: metrics,
+		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
+	}
+}
+
+// Trigger tells the provisioner a pod may need capacity.
+func (p *Provisioner) Trigger() { p.batcher.Trigger() }
+
+// Start runs batches until ctx ends; it is a manager Runnable and runs on the
+// leader only.
+func (p *Provisioner) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("provisioner")
+	for p.batcher.Wait(ctx) {
+		if err := p.Provision(log.IntoContext(ctx, logger)); err != nil {
+			logger.Error(err, "provisioning failed; retrying with the next batch")
+			// Try again soon even if no pod changes.
+			p.batcher.Trigger()
+		}
+	}
+	return nil
+}
+
+// NeedLeaderElection makes the provisioner run on the leader only.
+func (p *Provisioner) NeedLeaderElection() bool { return true }
+
+// Provision plans one batch and creates its NodeClaims.
+func (p *Provisioner) Provision(ctx context.Context) error {
+	logger := log.FromContext(ctx)
+	snap, err := p.takeSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if len(snap.pending) == 0 {
+		return nil
+	}
+	start := p.clock.Now()
+	plan := scheduling.Solve(snap.input)
+	p.metrics.observe(len(snap.pending), p.clock.Since(start))
+	logger.Info("planned capacity", "pods", len(snap.pending), "nodeclaims", len(plan.NewNodeClaims),
+		"existing-placements", len(plan.Existing), "unschedulable", len(plan.Unschedulable), "duration", p.clock.Since(start).String())
+
+	var errs []error
+	for _, nc := range plan.NewNodeClaims {
+		created, err := p.create(ctx, snap.pools[nc.NodePool], nc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.nominate(nc.Pods, created)
+	}
+	for _, u := range plan.Unschedulable {
+		msg := u.Message(plan.PoolOrder)
+		p.recorder.Eventf(u.Pod, nil, corev1.EventTypeWarning, "FailedScheduling", "Provision", "Failed to schedule pod: %s", msg)
+		logger.Info("pod cannot be scheduled", "pod", client.ObjectKeyFromObject(u.Pod).String(), "reason", msg)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("creating %d of %d nodeclaims failed, first: %w", len(errs), len(plan.NewNodeClaims), errs[0])
+	}
+	return nil
+}
+
+// create turns a planned NodeClaim into an API object.
+func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *scheduling.NewNodeClaim) (*v1.NodeClaim, error) {
+	labels := map[string]string{}
+	for k, v := range pool.Spec.Template.ObjectMeta.Labels {
+		labels[k] = v
+	}
+	for k, v := range nc.Labels {
+		labels[k] = v
+	}
+	labels[v1.NodePoolLabelKey] = pool.Name
+	var reqs []v1.NodeSelectorRequirementWithMinValues
+	for _, r := range nc.Requirements.ToAPI() {
+		// The pool is the NodeClaim's label; the CRD keeps the karpenter.sh
+		// domain out of requirements.
+		if r.Key != v1.NodePoolLabelKey {
+			reqs = append(reqs, r)
+		}
+	}
+	claim := &v1.NodeClaim{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: pool.Name + "-",
+			Labels:       labels,
+			Annotations:  pool.Spec.Template.ObjectMeta.Annotations,
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: v1.SchemeGroupVersion.String(), Kind: "NodePool", Name: pool.Name, UID: pool.UID,
+				BlockOwnerDeletion: ptrTo(true),
+			}},
+		},
+		Spec: v1.NodeClaimSpec{
+			Taints:                 nc.Taints,
+			StartupTaints:          nc.StartupTaints,
+			Requirements:           reqs,
+			Resources:              v1.ResourceRequirements{Requests: nc.Requests.List()},
+			NodeClassRef:           pool.Spec.Template.Spec.NodeClassRef,
+			TerminationGracePeriod: pool.Spec.Template.Spec.TerminationGracePeriod,
+			ExpireAfter:            pool.Spec.Template.Spec.ExpireAfter,
+		},
+	}
+	if err := p.client.Create(ctx, claim); err != nil {
+		return nil, fmt.Errorf("creating a nodeclaim for nodepool %s: %w", pool.Name, err)
+	}
+	log.FromContext(ctx).Info("created nodeclaim", "nodeclaim", claim.Name, "nodepool", pool.Name,
+		"pods", len(nc.Pods), "instance-types", len(nc.InstanceTypes), "requests", nc.Requests.String())
+	return claim, nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// nominate remembers that the pods will land on the claim, and tells them so.
+func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) {
+	p.mu.Lock()
+	now := p.clock.Now()
+	for _, pod := range pods {
+		p.nominations[pod.UID] = nomination{claim: claim.Name, at: now}
+	}
+	p.mu.Unlock()
+	for _, pod := range pods {
+		p.recorder.Eventf(pod, claim, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", claim.Name)
+	}
+}
+
+func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, ok := p.nominations[pod.UID]
+	if ok && p.clock.Since(n.at) > p.opts.NominationTTL {
+		delete(p.nominations, pod.UID)
+		return "", false
+	}
+	return n.claim, ok
+}
+
+// forgetNominations drops nominations to claims that no longer exist, or whose
+// node has registered (kube-scheduler takes over from there).
+func (p *Provisioner) forgetNominations(live map[string]*v1.NodeClaim) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for uid, n := range p.nominations {
+		if c, ok := live[n.claim]; !ok || c.DeletionTimestamp != nil {
+			delete(p.nominations, uid)
+		}
+	}
+}
+
+// Metrics of provisioning, registered on the controller's registry.
+type Metrics struct {
+	batchPods prometheus.Histogram
+	duration  prometheus.Histogram
+}
+
+// NewMetrics creates and registers the provisioning metrics.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		batchPods: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "backstop_provisioner_batch_pods", Help: "Pending pods planned together in one batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "karpenter_provisioner_scheduling_duration_seconds", Help: "Duration of one scheduling solve.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+	}
+	reg.MustRegister(m.batchPods, m.duration)
+	return m
+}
+
+func (m *Metrics) observe(pods int, d time.Duration) {
+	m.batchPods.Observe(float64(pods))
+	m.duration.Observe(d.Seconds())
+}

@@ -1,0 +1,208 @@
+package provisioning_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+	"github.com/backstop-sh/backstop/test"
+)
+
+// staticTypes stands in for the cloud's instance-type listing: two sizes in two zones.
+type staticTypes []*scheduling.InstanceType
+
+func (s staticTypes) InstanceTypes(context.Context, *v1.NodePool) ([]*scheduling.InstanceType, error) {
+	return s, nil
+}
+
+func instanceType(name string, cpu int64) *scheduling.InstanceType {
+	it := &scheduling.InstanceType{
+		Name:         name,
+		Requirements: scheduling.NewRequirements(scheduling.MustRequirement(corev1.LabelInstanceTypeStable, v1.OpIn, name)),
+		Capacity:     scheduling.Resources{CPU: cpu * 1000, Memory: cpu * 4 << 30, Pods: 50},
+	}
+	for _, z := range []string{"zone-a", "zone-b"} {
+		it.Offerings = append(it.Offerings, scheduling.Offering{Zone: z, CapacityType: v1.CapacityTypeSpot, Price: float64(cpu) / 10, Available: true})
+	}
+	return it
+}
+
+func histogram(reg *prometheus.Registry, name string) *dto.Histogram {
+	families, err := reg.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetHistogram()
+		}
+	}
+	return &dto.Histogram{}
+}
+
+func unschedulablePod(ns, name, cpu string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app", Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)},
+		}}}},
+	}
+}
+
+// markUnschedulable does what kube-scheduler does when no node fits.
+func markUnschedulable(ctx context.Context, c client.Client, pod *corev1.Pod) {
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, LastTransitionTime: metav1.Now()}}
+	Expect(c.Status().Update(ctx, pod)).To(Succeed())
+}
+
+var _ = Describe("the provisioner", Ordered, func() {
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+		clk    *clocktesting.FakeClock
+		reg    *prometheus.Registry
+		ns     string
+		mgr    ctrl.Manager
+	)
+
+	BeforeAll(func() {
+		ctx, cancel = context.WithCancel(context.Background())
+		DeferCleanup(cancel)
+		var err error
+		mgr, err = ctrl.NewManager(env.Config, ctrl.Options{Scheme: test.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+		Expect(err).NotTo(HaveOccurred())
+		clk = clocktesting.NewFakeClock(time.Now())
+		reg = prometheus.NewRegistry()
+		p := provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), staticTypes{instanceType("small", 2), instanceType("large", 16)},
+			clk, provisioning.NewMetrics(reg), provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second})
+		Expect(p.Register(mgr)).To(Succeed())
+		go func() {
+			defer GinkgoRecover()
+			Expect(mgr.Start(ctx)).To(Succeed())
+		}()
+
+		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "provisioning-"}}
+		Expect(env.Client.Create(ctx, nsObj)).To(Succeed())
+		ns = nsObj.Name
+		pool := &v1.NodePool{
+			ObjectMeta: metav1.ObjectMeta{Name: "batch"},
+			Spec: v1.NodePoolSpec{Weight: ptr.To[int32](100), Template: v1.NodeClaimTemplate{
+				ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
+				Spec: v1.NodeClaimTemplateSpec{
+					NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+					Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{v1.CapacityTypeSpot}}},
+				},
+			}},
+		}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+	})
+
+	// settle waits until the provisioner's cache sees n provisionable pods in the
+	// namespace and its batch window is open, so a clock step closes it.
+	settle := func(n int) {
+		Eventually(func() int {
+			var pods corev1.PodList
+			Expect(mgr.GetClient().List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
+			count := 0
+			for i := range pods.Items {
+				if provisioning.IsProvisionable(&pods.Items[i]) {
+					count++
+				}
+			}
+			return count
+		}).Should(Equal(n))
+		Eventually(clk.Waiters).Should(Equal(2), "the batch window should be open")
+	}
+
+	nodeClaims := func() []v1.NodeClaim {
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list)).To(Succeed())
+		return list.Items
+	}
+
+	It("plans pods that become unschedulable together in one batch and creates their NodeClaim", func() {
+		for i := 0; i < 5; i++ {
+			pod := unschedulablePod(ns, fmt.Sprintf("web-%d", i), "500m")
+			Expect(env.Client.Create(ctx, pod)).To(Succeed())
+			markUnschedulable(ctx, env.Client, pod)
+		}
+		settle(5)
+		Expect(nodeClaims()).To(BeEmpty(), "nothing before the window closes")
+		clk.Step(time.Second)
+
+		Eventually(nodeClaims).Should(HaveLen(1))
+		h := histogram(reg, "backstop_provisioner_batch_pods")
+		Expect(h.GetSampleCount()).To(Equal(uint64(1)), "one batch")
+		Expect(h.GetSampleSum()).To(Equal(5.0), "holding all five pods")
+
+		claim := nodeClaims()[0]
+		Expect(claim.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "batch"))
+		Expect(claim.Labels).To(HaveKeyWithValue("team", "data"))
+		Expect(claim.Spec.NodeClassRef.Name).To(Equal("default"))
+		Expect(claim.Spec.ExpireAfter.String()).To(Equal("720h"), "the pool's default")
+		Expect(claim.Spec.Requirements).To(ContainElement(v1.NodeSelectorRequirementWithMinValues{
+			Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"large"}}), "2.5 CPU does not fit the 2-CPU type")
+		Expect(claim.Spec.Requirements).To(ContainElement(v1.NodeSelectorRequirementWithMinValues{
+			Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{v1.CapacityTypeSpot}}))
+		cpu := claim.Spec.Resources.Requests[corev1.ResourceCPU]
+		Expect(cpu.String()).To(Equal("2500m"))
+
+		Eventually(func() int {
+			var evs eventsv1.EventList
+			Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+			n := 0
+			for _, e := range evs.Items {
+				if e.Reason == "Nominated" && e.Note == "Pod should schedule on: nodeclaim/"+claim.Name {
+					n++
+				}
+			}
+			return n
+		}).Should(Equal(5), "every pod is told where it will go")
+	})
+
+	It("does not plan pods already nominated to an in-flight NodeClaim again", func() {
+		pod := &corev1.Pod{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-0"}, pod)).To(Succeed())
+		pod.Labels = map[string]string{"touched": "yes"}
+		Expect(env.Client.Update(ctx, pod)).To(Succeed())
+		settle(5)
+		clk.Step(time.Second)
+		Eventually(func() uint64 { return histogram(reg, "karpenter_provisioner_scheduling_duration_seconds").GetSampleCount() }).Should(Equal(uint64(1)))
+		Consistently(nodeClaims, time.Second).Should(HaveLen(1), "no second NodeClaim for the same pods")
+	})
+
+	It("says why a pod cannot be placed, per NodePool", func() {
+		pod := unschedulablePod(ns, "huge", "64")
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		markUnschedulable(ctx, env.Client, pod)
+		settle(6)
+		clk.Step(time.Second)
+		Eventually(func() string {
+			var evs eventsv1.EventList
+			Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+			for _, e := range evs.Items {
+				if e.Reason == "FailedScheduling" && e.Regarding.Name == "huge" {
+					return e.Note
+				}
+			}
+			return ""
+		}).Should(Equal("Failed to schedule pod: batch: no instance type has enough resources: cpu 64 > 16"))
+		Expect(nodeClaims()).To(HaveLen(1))
+	})
+})

@@ -1,0 +1,253 @@
+package provisioning
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+)
+
+// IsProvisionable reports whether a pod waits for capacity that Backstop should
+// plan: kube-scheduler marked it Unschedulable, it is not bound or nominated to
+// a node, and it is not a DaemonSet pod or a mirror pod (those follow nodes).
+func IsProvisionable(pod *corev1.Pod) bool {
+	if pod.Spec.NodeName != "" || pod.Status.NominatedNodeName != "" || pod.DeletionTimestamp != nil {
+		return false
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	for _, ref := range pod.OwnerReferences {
+		if ref.Kind == "DaemonSet" || ref.Kind == "Node" {
+			return false
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			return c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable
+		}
+	}
+	return false
+}
+
+// InstanceTypeProvider lists what a NodePool can launch; an error marks the pool
+// as unable to launch now (its NodeClass is not ready, say), with that reason.
+type InstanceTypeProvider interface {
+	InstanceTypes(ctx context.Context, pool *v1.NodePool) ([]*scheduling.InstanceType, error)
+}
+
+// snapshot is what one solve sees of the cluster.
+type snapshot struct {
+	pending []*corev1.Pod
+	pools   map[string]*v1.NodePool
+	input   *scheduling.Input
+}
+
+// takeSnapshot reads the cluster from the cache and builds the solver's input.
+// Pods nominated to in-flight NodeClaims count on those claims, not as pending.
+func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
+	var pods corev1.PodList
+	if err := p.client.List(ctx, &pods); err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	var nodes corev1.NodeList
+	if err := p.client.List(ctx, &nodes); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	var claims v1.NodeClaimList
+	if err := p.client.List(ctx, &claims); err != nil {
+		return nil, fmt.Errorf("listing nodeclaims: %w", err)
+	}
+	var pools v1.NodePoolList
+	if err := p.client.List(ctx, &pools); err != nil {
+		return nil, fmt.Errorf("listing nodepools: %w", err)
+	}
+	var daemonSets appsv1.DaemonSetList
+	if err := p.client.List(ctx, &daemonSets); err != nil {
+		return nil, fmt.Errorf("listing daemonsets: %w", err)
+	}
+	var namespaces corev1.NamespaceList
+	if err := p.client.List(ctx, &namespaces); err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+
+	s := &snapshot{pools: map[string]*v1.NodePool{}, input: &scheduling.Input{
+		NamespaceLabels: map[string]map[string]string{}, PreferencePolicy: p.opts.PreferencePolicy,
+	}}
+	for i := range namespaces.Items {
+		s.input.NamespaceLabels[namespaces.Items[i].Name] = namespaces.Items[i].Labels
+	}
+	for i := range daemonSets.Items {
+		ds := &daemonSets.Items[i]
+		s.input.DaemonSetPods = append(s.input.DaemonSetPods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ds.Namespace, Name: ds.Name, Labels: ds.Spec.Template.Labels}, Spec: ds.Spec.Template.Spec})
+	}
+
+	liveClaims := map[string]*v1.NodeClaim{}
+	for i := range claims.Items {
+		liveClaims[claims.Items[i].Name] = &claims.Items[i]
+	}
+	p.forgetNominations(liveClaims)
+
+	byNode := map[string][]*corev1.Pod{}
+	byClaim := map[string][]*corev1.Pod{}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		switch {
+		case pod.Spec.NodeName != "":
+			if pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+				byNode[pod.Spec.NodeName] = append(byNode[pod.Spec.NodeName], pod)
+			}
+		case IsProvisionable(pod):
+			if claim, ok := p.nominatedClaim(pod); ok {
+				byClaim[claim] = append(byClaim[claim], pod)
+			} else {
+				s.pending = append(s.pending, pod)
+			}
+		}
+	}
+	s.input.Pods = s.pending
+
+	usage := map[string]scheduling.Resources{}
+	counts := map[string]int64{}
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
+			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n.Spec.Taints),
+			Allocatable: scheduling.ResourcesFromList(n.Status.Allocatable), Pods: byNode[n.Name],
+		})
+		if pool := n.Labels[v1.NodePoolLabelKey]; pool != "" {
+			usage[pool] = usage[pool].Add(scheduling.ResourcesFromList(n.Status.Capacity))
+			counts[pool]++
+		}
+	}
+
+	for i := range pools.Items {
+		pool := &pools.Items[i]
+		s.pools[pool.Name] = pool
+	}
+	typesByPool := map[string][]*scheduling.InstanceType{}
+	notReady := map[string]string{}
+	for name, pool := range s.pools {
+		if pool.DeletionTimestamp != nil {
+			notReady[name] = "the NodePool is being deleted"
+			continue
+		}
+		types, err := p.instanceTypes.InstanceTypes(ctx, pool)
+		if err != nil {
+			notReady[name] = err.Error()
+			continue
+		}
+		typesByPool[name] = types
+	}
+
+	// In-flight NodeClaims: launched or launching, their Node not registered yet.
+	for _, c := range liveClaims {
+		if c.Status.NodeName != "" || c.DeletionTimestamp != nil {
+			continue
+		}
+		poolName := c.Labels[v1.NodePoolLabelKey]
+		alloc, capacity := claimCapacity(c, typesByPool[poolName])
+		labels := map[string]string{}
+		if reqs, err := scheduling.FromAPI(c.Spec.Requirements); err == nil {
+			for k, v := range reqs.Labels() {
+				labels[k] = v
+			}
+		}
+		for k, v := range c.Labels {
+			labels[k] = v
+		}
+		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
+			Name: c.Name, Labels: labels, Taints: c.Spec.Taints, Allocatable: alloc, Pods: byClaim[c.Name],
+		})
+		if poolName != "" {
+			usage[poolName] = usage[poolName].Add(capacity)
+			counts[poolName]++
+		}
+	}
+
+	for name, pool := range s.pools {
+		sp, err := schedulingPool(pool)
+		if err != nil {
+			notReady[name] = err.Error()
+			sp = &scheduling.NodePool{Name: name}
+		}
+		sp.InstanceTypes = typesByPool[name]
+		sp.Usage, sp.Nodes = usage[name], counts[name]
+		sp.NotReady = notReady[name]
+		s.input.NodePools = append(s.input.NodePools, sp)
+	}
+	return s, nil
+}
+
+// schedulableTaints drops the taints Backstop itself removes soon: a node
+// still registering is not closed to pods that need it.
+func schedulableTaints(taints []corev1.Taint) []corev1.Taint {
+	var out []corev1.Taint
+	for _, t := range taints {
+		if t.Key == v1.UnregisteredTaintKey {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// claimCapacity is what an in-flight NodeClaim will offer: its launched
+// capacity when known, else the least its instance-type options guarantee.
+func claimCapacity(c *v1.NodeClaim, types []*scheduling.InstanceType) (allocatable, capacity scheduling.Resources) {
+	if len(c.Status.Allocatable) > 0 {
+		return scheduling.ResourcesFromList(c.Status.Allocatable), scheduling.ResourcesFromList(c.Status.Capacity)
+	}
+	reqs, err := scheduling.FromAPI(c.Spec.Requirements)
+	if err != nil {
+		return scheduling.Resources{}, scheduling.Resources{}
+	}
+	first := true
+	for _, it := range types {
+		if r, ok := reqs[corev1.LabelInstanceTypeStable]; ok && !r.Has(it.Name) {
+			continue
+		}
+		a, capa := it.Allocatable(), it.Capacity
+		if first {
+			allocatable, first = a, false
+		} else {
+			allocatable = minResources(allocatable, a)
+		}
+		capacity.CPU, capacity.Memory = max(capacity.CPU, capa.CPU), max(capacity.Memory, capa.Memory)
+	}
+	return allocatable, capacity
+}
+
+func minResources(a, b scheduling.Resources) scheduling.Resources {
+	out := scheduling.Resources{CPU: min(a.CPU, b.CPU), Memory: min(a.Memory, b.Memory), Storage: min(a.Storage, b.Storage), Pods: min(a.Pods, b.Pods)}
+	for k, v := range a.Extended {
+		if w, ok := b.Extended[k]; ok {
+			if out.Extended == nil {
+				out.Extended = map[corev1.ResourceName]int64{}
+			}
+			out.Extended[k] = min(v, w)
+		}
+	}
+	return out
+}
+
+// schedulingPool converts a NodePool to the solver's view.
+func schedulingPool(pool *v1.NodePool) (*scheduling.NodePool, error) {
+	reqs, err := scheduling.FromAPI(pool.Spec.Template.Spec.Requirements)
+	if err != nil {
+		return nil, fmt.Errorf("spec.template.spec.requirements: %w", err)
+	}
+	var weight int32
+	if pool.Spec.Weight != nil {
+		weight = *pool.Spec.Weight
+	}
+	return &scheduling.NodePool{
+		Name: pool.Name, Weight: weight, Requirements: reqs, Labels: pool.Spec.Template.ObjectMeta.Labels,
+		Taints: pool.Spec.Template.Spec.Taints, StartupTaints: pool.Spec.Template.Spec.StartupTaints, Limits: pool.Spec.Limits,
+	}, nil
+}
