@@ -183,7 +183,9 @@ var _ = Describe("the provisioner", Ordered, func() {
 		Expect(env.Client.Update(ctx, pod)).To(Succeed())
 		settle(5)
 		clk.Step(time.Second)
-		Eventually(func() uint64 { return histogram(reg, "karpenter_provisioner_scheduling_duration_seconds").GetSampleCount() }).Should(Equal(uint64(1)))
+		Eventually(func() uint64 {
+			return histogram(reg, "karpenter_provisioner_scheduling_duration_seconds").GetSampleCount()
+		}).Should(Equal(uint64(1)))
 		Consistently(nodeClaims, time.Second).Should(HaveLen(1), "no second NodeClaim for the same pods")
 	})
 
