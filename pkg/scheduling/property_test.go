@@ -139,9 +139,16 @@ func randomPod(r *rand.Rand, i int) *corev1.Pod {
 		p.Spec.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
 	}
 	if chance(r, 0.15) {
-		p.Spec.TopologySpreadConstraints = append(p.Spec.TopologySpreadConstraints, corev1.TopologySpreadConstraint{
+		tsc := corev1.TopologySpreadConstraint{
 			MaxSkew: int32(1 + r.Intn(2)), TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: selector,
-		})
+		}
+		if chance(r, 0.3) {
+			tsc.NodeTaintsPolicy = ptr.To(corev1.NodeInclusionPolicyHonor)
+		}
+		if chance(r, 0.2) {
+			tsc.NodeAffinityPolicy = ptr.To(corev1.NodeInclusionPolicyIgnore)
+		}
+		p.Spec.TopologySpreadConstraints = append(p.Spec.TopologySpreadConstraints, tsc)
 	}
 	if chance(r, 0.1) {
 		p.Spec.TopologySpreadConstraints = append(p.Spec.TopologySpreadConstraints, corev1.TopologySpreadConstraint{

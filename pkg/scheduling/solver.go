@@ -172,7 +172,13 @@ func (s *solver) digestPods() []*podInfo {
 // the pod's required node affinity beyond the topology key itself.
 func markFiltered(pi *podInfo) {
 	for _, c := range pi.required {
-		if c.kind != spreadConstraint || !c.honorAffinity || c.g.hostname() {
+		if c.kind != spreadConstraint || c.g.hostname() {
+			continue
+		}
+		if c.honorTaints {
+			c.filtered = true
+		}
+		if !c.honorAffinity {
 			continue
 		}
 		for _, t := range pi.terms {
@@ -750,26 +756,31 @@ func (s *solver) universe(key string) []string {
 		}
 	}
 	for _, ps := range s.pools {
-		if ps.unusable != "" {
-			continue
-		}
-		if r, ok := ps.reqs[key]; ok && r.Finite() {
-			for _, v := range r.Values() {
-				seen[v] = true
-			}
-			continue
-		}
-		for _, it := range ps.types {
-			if r, ok := it.Requirements[key]; ok {
-				for _, v := range r.Values() {
-					seen[v] = true
-				}
-			}
-		}
+		ps.addValues(key, seen)
 	}
 	u := keys(seen)
 	s.universes[key] = u
 	return u
+}
+
+// addValues adds every value key can take on the pool's nodes.
+func (ps *poolState) addValues(key string, seen map[string]bool) {
+	if ps.unusable != "" {
+		return
+	}
+	if r, ok := ps.reqs[key]; ok && r.Finite() {
+		for _, v := range r.Values() {
+			seen[v] = true
+		}
+		return
+	}
+	for _, it := range ps.types {
+		if r, ok := it.Requirements[key]; ok {
+			for _, v := range r.Values() {
+				seen[v] = true
+			}
+		}
+	}
 }
 
 // domainOf says where target t sits for key: decided, and whether the node
@@ -1004,11 +1015,34 @@ func (s *solver) computeMinCount(c *constraint, required []Requirements) int32 {
 // only nodes matching the pod's node affinity count: a node is counted only when
 // it surely matches.
 func (s *solver) filteredMin(c *constraint, required []Requirements) int32 {
+	values := map[string]bool{}
+	if c.honorTaints {
+		// Only domains of nodes whose taints the pod tolerates.
+		for _, n := range s.nodes {
+			if v, ok := n.n.Labels[c.g.key]; ok {
+				if tolerated, _ := tolerates(c.tolerations, n.n.Taints); tolerated {
+					values[v] = true
+				}
+			}
+		}
+		for _, ps := range s.pools {
+			if tolerated, _ := tolerates(c.tolerations, ps.Taints); tolerated {
+				ps.addValues(c.g.key, values)
+			}
+		}
+	} else {
+		for _, v := range s.universe(c.g.key) {
+			values[v] = true
+		}
+	}
 	counts := map[string]int32{}
-	for _, v := range s.universe(c.g.key) {
+	for v := range values {
 		if !c.honorAffinity || anyTermAllows(required, c.g.key, v) {
 			counts[v] = 0
 		}
+	}
+	if len(counts) == 0 || int32(len(counts)) < c.minDomains {
+		return 0
 	}
 	add := func(t target) {
 		if t.id() >= len(c.g.allByTarget) || c.g.allByTarget[t.id()] == 0 {
@@ -1016,6 +1050,9 @@ func (s *solver) filteredMin(c *constraint, required []Requirements) int32 {
 		}
 		d, decided, present := s.domainOf(t, c.g.key)
 		if _, eligible := counts[d.value]; !decided || !present || !eligible || !s.surelyMatches(t, required) {
+			return
+		}
+		if c.honorTaints && !s.surelyTolerated(t, c.tolerations) {
 			return
 		}
 		counts[d.value] += c.g.allByTarget[t.id()]
@@ -1031,6 +1068,18 @@ func (s *solver) filteredMin(c *constraint, required []Requirements) int32 {
 		minimum = min(minimum, n)
 	}
 	return minimum
+}
+
+// surelyTolerated reports whether the pod tolerates the taints of target t.
+func (s *solver) surelyTolerated(t target, tolerations []corev1.Toleration) bool {
+	taints := []corev1.Taint(nil)
+	if t.node != nil {
+		taints = t.node.n.Taints
+	} else {
+		taints = t.claim.pool.Taints
+	}
+	ok, _ := tolerates(tolerations, taints)
+	return ok
 }
 
 // surelyMatches reports whether every node target t can become meets one of

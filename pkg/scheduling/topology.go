@@ -135,8 +135,11 @@ type constraint struct {
 	selfMatch bool
 	// honorAffinity: only domains the pod's node affinity allows count (nodeAffinityPolicy Honor).
 	honorAffinity bool
-	// filtered: with Honor, the pod's node affinity names keys besides the
-	// topology key, so only pods on nodes matching it count.
+	// honorTaints: only nodes whose taints the pod tolerates count (nodeTaintsPolicy Honor).
+	honorTaints bool
+	tolerations []corev1.Toleration
+	// filtered: only some nodes count (the pod's node affinity names keys
+	// besides the topology key, or taints are honoured), so counts are per node.
 	filtered bool
 }
 
@@ -212,6 +215,8 @@ func (t *topology) addConstraints(pi *podInfo, policy PreferencePolicy) error {
 		c := &constraint{
 			kind: spreadConstraint, g: t.groupFor(tsc.TopologyKey, []string{pod.Namespace}, false, nil, sel),
 			maxSkew: tsc.MaxSkew, honorAffinity: tsc.NodeAffinityPolicy == nil || *tsc.NodeAffinityPolicy == corev1.NodeInclusionPolicyHonor,
+			honorTaints: tsc.NodeTaintsPolicy != nil && *tsc.NodeTaintsPolicy == corev1.NodeInclusionPolicyHonor,
+			tolerations: pod.Spec.Tolerations,
 		}
 		if tsc.MinDomains != nil {
 			c.minDomains = *tsc.MinDomains

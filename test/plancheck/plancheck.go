@@ -435,6 +435,7 @@ func (w *world) checkSpread(pod *corev1.Pod, wn *wnode, tsc corev1.TopologySprea
 		return
 	}
 	honor := tsc.NodeAffinityPolicy == nil || *tsc.NodeAffinityPolicy == corev1.NodeInclusionPolicyHonor
+	honorTaints := tsc.NodeTaintsPolicy != nil && *tsc.NodeTaintsPolicy == corev1.NodeInclusionPolicyHonor
 	aff := nodeaffinity.GetRequiredNodeAffinity(pod)
 	counts := map[string]int{}
 	for _, n := range w.nodes {
@@ -444,6 +445,11 @@ func (w *world) checkSpread(pod *corev1.Pod, wn *wnode, tsc corev1.TopologySprea
 		}
 		if honor {
 			if ok, _ := aff.Match(n.resolutions[0]); !ok {
+				continue
+			}
+		}
+		if honorTaints {
+			if _, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), withoutStartup(n), pod.Spec.Tolerations, repels, false); untolerated {
 				continue
 			}
 		}
