@@ -22,7 +22,7 @@ func main() {
 		log.Error(err, "cannot reach Kubernetes")
 		os.Exit(1)
 	}
-	op, err := operator.New(cfg, opts, log)
+	op, err := operator.New(cfg, opts, log, nil)
 	if err != nil {
 		log.Error(err, "cannot start")
 		os.Exit(1)

@@ -9,10 +9,12 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +22,8 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
 // Operator is the running controller: its options, logger and manager.
@@ -63,8 +67,9 @@ func RESTConfig(o *Options) (*rest.Config, error) {
 }
 
 // New builds the manager with leader election, health and readiness probes and
-// the metrics endpoint. Controllers are registered on o.Manager before Start.
-func New(cfg *rest.Config, o *Options, log logr.Logger) (*Operator, error) {
+// the metrics endpoint, and registers the controllers. Provisioning runs only
+// with a cloud to ask for instance types (nil leaves it off).
+func New(cfg *rest.Config, o *Options, log logr.Logger, instanceTypes provisioning.InstanceTypeProvider) (*Operator, error) {
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
@@ -95,6 +100,18 @@ func New(cfg *rest.Config, o *Options, log logr.Logger) (*Operator, error) {
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	if instanceTypes != nil {
+		p := provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), instanceTypes, clock.RealClock{},
+			provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
+				BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
+				PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy),
+			})
+		if err := p.Register(mgr); err != nil {
+			return nil, fmt.Errorf("registering the provisioner: %w", err)
+		}
+	} else {
+		log.Info("no cloud provider configured: pending pods will not be provisioned")
 	}
 	return &Operator{Options: o, Log: log, Manager: mgr}, nil
 }

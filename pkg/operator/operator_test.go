@@ -46,7 +46,7 @@ var _ = Describe("the manager", func() {
 			"--leader-election-namespace=" + ns.Name,
 		}, func(string) string { return "" }, io.Discard)
 		Expect(err).NotTo(HaveOccurred())
-		op, err := operator.New(env.Config, opts, operator.NewLogger(opts))
+		op, err := operator.New(env.Config, opts, operator.NewLogger(opts), nil)
 		Expect(err).NotTo(HaveOccurred())
 
 		ctx, cancel := context.WithCancel(context.Background())

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Options configure the controller. Every flag has an environment variable of the
@@ -24,6 +25,9 @@ type Options struct {
 	LogLevel                string
 	LogFormat               string
 	Kubeconfig              string
+	BatchIdleDuration       time.Duration
+	BatchMaxDuration        time.Duration
+	PreferencePolicy        string
 }
 
 // ParseOptions reads options from args (without the program name) and getenv.
@@ -42,6 +46,9 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.LogLevel, "log-level", env.str("log-level", "info"), "debug, info or error [LOG_LEVEL]")
 	fs.StringVar(&o.LogFormat, "log-format", env.str("log-format", "json"), "json or console [LOG_FORMAT]")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", env.str("kubeconfig", ""), "kubeconfig to use outside a cluster [KUBECONFIG]")
+	fs.DurationVar(&o.BatchIdleDuration, "batch-idle-duration", env.duration("batch-idle-duration", time.Second), "a batch of pending pods closes after this long without a new one [BATCH_IDLE_DURATION]")
+	fs.DurationVar(&o.BatchMaxDuration, "batch-max-duration", env.duration("batch-max-duration", 10*time.Second), "a batch of pending pods closes after this long at most [BATCH_MAX_DURATION]")
+	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -66,6 +73,14 @@ func (o *Options) Validate() error {
 	case "json", "console":
 	default:
 		errs = append(errs, fmt.Errorf("--log-format (LOG_FORMAT) %q is not a format: use json or console", o.LogFormat))
+	}
+	if o.BatchIdleDuration <= 0 || o.BatchMaxDuration <= 0 || o.BatchIdleDuration > o.BatchMaxDuration {
+		errs = append(errs, fmt.Errorf("--batch-idle-duration (%s) and --batch-max-duration (%s) must be positive, idle no longer than max (BATCH_IDLE_DURATION, BATCH_MAX_DURATION)", o.BatchIdleDuration, o.BatchMaxDuration))
+	}
+	switch o.PreferencePolicy {
+	case "Respect", "Ignore":
+	default:
+		errs = append(errs, fmt.Errorf("--preference-policy (PREFERENCE_POLICY) %q is not a policy: use Respect or Ignore", o.PreferencePolicy))
 	}
 	if o.LeaderElect && o.LeaderElectionNamespace == "" {
 		errs = append(errs, errors.New("leader election needs a namespace: set --leader-election-namespace or LEADER_ELECTION_NAMESPACE"))
@@ -110,4 +125,16 @@ func (e *envDefaults) boolean(flagName string, def bool) bool {
 		e.err = fmt.Errorf("%s=%q is not a boolean: use true or false", envName(flagName), v)
 	}
 	return b
+}
+
+func (e *envDefaults) duration(flagName string, def time.Duration) time.Duration {
+	v := e.getenv(envName(flagName))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%s=%q is not a duration: use a value such as 1s, 500ms or 3m", envName(flagName), v)
+	}
+	return d
 }

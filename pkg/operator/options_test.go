@@ -2,6 +2,7 @@ package operator_test
 
 import (
 	"io"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -25,12 +26,14 @@ var _ = Describe("options", func() {
 		o, err := operator.ParseOptions(nil, environment(map[string]string{
 			"CLUSTER_NAME": "prod", "METRICS_BIND_ADDRESS": ":9090", "HEALTH_PROBE_BIND_ADDRESS": ":9091",
 			"LEADER_ELECT": "false", "LEADER_ELECTION_NAMESPACE": "backstop", "LOG_LEVEL": "debug", "LOG_FORMAT": "console",
+			"BATCH_IDLE_DURATION": "2s", "BATCH_MAX_DURATION": "20s", "PREFERENCE_POLICY": "Ignore",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
 			ClusterName: "prod", MetricsBindAddress: ":9090", HealthProbeBindAddress: ":9091",
 			LeaderElect: false, LeaderElectionNamespace: "backstop", LeaderElectionName: "backstop-leader-election",
 			LogLevel: "debug", LogFormat: "console",
+			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
 		}))
 	})
 
@@ -50,6 +53,9 @@ var _ = Describe("options", func() {
 		Expect(o.LeaderElect).To(BeTrue())
 		Expect(o.LeaderElectionNamespace).To(Equal("karpenter"))
 		Expect(o.MetricsBindAddress).To(Equal(":8080"))
+		Expect(o.BatchIdleDuration).To(Equal(time.Second))
+		Expect(o.BatchMaxDuration).To(Equal(10 * time.Second))
+		Expect(o.PreferencePolicy).To(Equal("Respect"))
 	})
 
 	DescribeTable("rejects bad values, naming the setting and the fix",
@@ -61,6 +67,9 @@ var _ = Describe("options", func() {
 		Entry("a log level", []string{"--log-level=loud"}, map[string]string{}, `--log-level (LOG_LEVEL) "loud" is not a level: use debug, info or error`),
 		Entry("a log format", nil, map[string]string{"LOG_FORMAT": "xml"}, `--log-format (LOG_FORMAT) "xml" is not a format`),
 		Entry("a boolean in the environment", nil, map[string]string{"LEADER_ELECT": "maybe"}, `LEADER_ELECT="maybe" is not a boolean: use true or false`),
+		Entry("a duration in the environment", nil, map[string]string{"BATCH_IDLE_DURATION": "soon"}, `BATCH_IDLE_DURATION="soon" is not a duration`),
+		Entry("an idle window longer than the max", []string{"--batch-idle-duration=30s"}, map[string]string{}, "idle no longer than max"),
+		Entry("a preference policy", nil, map[string]string{"PREFERENCE_POLICY": "Maybe"}, `"Maybe" is not a policy: use Respect or Ignore`),
 		Entry("an unknown flag", []string{"--clustername=x"}, map[string]string{}, "flag provided but not defined: -clustername"),
 	)
 })
