@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -46,6 +48,32 @@ type Environment struct {
 	envtest.Environment
 	Config *rest.Config
 	Client client.Client
+	stop   func() error
+}
+
+// SuiteEnvironment gives a ginkgo suite one control plane: started before its
+// first spec, stopped after its last. Use the returned value only inside specs.
+func SuiteEnvironment() *Environment {
+	env := &Environment{}
+	ginkgo.BeforeSuite(func() {
+		started, err := Start()
+		gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the control plane should start with the CRDs installed")
+		env.Config, env.Client, env.stop = started.Config, started.Client, started.Stop
+	})
+	ginkgo.AfterSuite(func() {
+		if env.stop != nil {
+			gomega.Expect(env.stop()).To(gomega.Succeed())
+		}
+	})
+	return env
+}
+
+// Stop stops the control plane.
+func (e *Environment) Stop() error {
+	if e.stop != nil {
+		return e.stop()
+	}
+	return e.Environment.Stop()
 }
 
 // Start starts the control plane. The binaries come from KUBEBUILDER_ASSETS,

@@ -70,12 +70,5 @@ func BenchmarkRealCatalog(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		plan = scheduling.Solve(&scheduling.Input{Pods: pods, NodePools: readmePools(types)})
 	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if len(plan.Unschedulable) > 0 {
-		b.Fatalf("%d pods unschedulable, first: %s", len(plan.Unschedulable), plan.Unschedulable[0].Message(plan.PoolOrder))
-	}
-	b.ReportMetric(float64(len(pods)*b.N)/elapsed.Seconds(), "pods/s")
-	b.ReportMetric(float64(len(plan.NewNodeClaims)), "nodeclaims")
-	b.ReportMetric(plan.Price(), "$/h")
+	reportPlan(b, plan, len(pods), time.Since(start))
 }

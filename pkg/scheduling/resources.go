@@ -21,12 +21,13 @@ type Resources struct {
 func ResourcesFromList(list corev1.ResourceList) Resources {
 	var r Resources
 	for name, q := range list {
-		r.set(name, q)
+		r.Set(name, q)
 	}
 	return r
 }
 
-func (r *Resources) set(name corev1.ResourceName, q resource.Quantity) {
+// Set sets one quantity by name.
+func (r *Resources) Set(name corev1.ResourceName, q resource.Quantity) {
 	switch name {
 	case corev1.ResourceCPU:
 		r.CPU = q.MilliValue()
@@ -223,7 +224,7 @@ func PodRequests(pod *corev1.Pod) Resources {
 	if pod.Spec.Resources != nil {
 		// Pod-level requests replace the containers' sum for the resources they name.
 		for name, q := range pod.Spec.Resources.Requests {
-			total.set(name, q)
+			total.Set(name, q)
 		}
 	}
 	total = total.Add(ResourcesFromList(pod.Spec.Overhead))

@@ -12,7 +12,7 @@ import (
 )
 
 var (
-	env *test.Environment
+	env = test.SuiteEnvironment()
 	c   client.Client
 	ctx = context.Background()
 )
@@ -22,15 +22,4 @@ func TestCRDs(t *testing.T) {
 	RunSpecs(t, "CRDs")
 }
 
-var _ = BeforeSuite(func() {
-	var err error
-	env, err = test.Start()
-	Expect(err).NotTo(HaveOccurred(), "the control plane should start with the CRDs installed")
-	c = env.Client
-})
-
-var _ = AfterSuite(func() {
-	if env != nil {
-		Expect(env.Stop()).To(Succeed())
-	}
-})
+var _ = BeforeEach(func() { c = env.Client })

@@ -164,13 +164,9 @@ func override(r scheduling.Resources, values map[string]string, field string) (s
 		if err != nil {
 			return r, fmt.Errorf("kubelet.%s[%s]=%q is not a quantity: %w", field, name, v, err)
 		}
-		switch corev1.ResourceName(name) {
-		case corev1.ResourceCPU:
-			r.CPU = q.MilliValue()
-		case corev1.ResourceMemory:
-			r.Memory = q.Value()
-		case corev1.ResourceEphemeralStorage:
-			r.Storage = q.Value()
+		// pid is reserved too, but no pod requests it.
+		if name != "pid" {
+			r.Set(corev1.ResourceName(name), q)
 		}
 	}
 	return r, nil

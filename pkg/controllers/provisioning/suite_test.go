@@ -9,21 +9,9 @@ import (
 	"github.com/backstop-sh/backstop/test"
 )
 
-var env *test.Environment
+var env = test.SuiteEnvironment()
 
 func TestProvisioning(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Provisioning")
 }
-
-var _ = BeforeSuite(func() {
-	var err error
-	env, err = test.Start()
-	Expect(err).NotTo(HaveOccurred())
-})
-
-var _ = AfterSuite(func() {
-	if env != nil {
-		Expect(env.Stop()).To(Succeed())
-	}
-})
