@@ -112,12 +112,17 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	}
 	s.input.Pods = s.pending
 
+	for i := range pools.Items {
+		pool := &pools.Items[i]
+		s.pools[pool.Name] = pool
+	}
+
 	usage := map[string]scheduling.Resources{}
 	counts := map[string]int64{}
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
-			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n.Spec.Taints),
+			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n, s.pools[n.Labels[v1.NodePoolLabelKey]]),
 			Allocatable: scheduling.ResourcesFromList(n.Status.Allocatable), Pods: byNode[n.Name],
 		})
 		if pool := n.Labels[v1.NodePoolLabelKey]; pool != "" {
@@ -126,10 +131,6 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		}
 	}
 
-	for i := range pools.Items {
-		pool := &pools.Items[i]
-		s.pools[pool.Name] = pool
-	}
 	typesByPool := map[string][]*scheduling.InstanceType{}
 	notReady := map[string]string{}
 	for name, pool := range s.pools {
@@ -184,15 +185,31 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	return s, nil
 }
 
-// schedulableTaints drops the taints Backstop itself removes soon: a node
-// still registering is not closed to pods that need it.
-func schedulableTaints(taints []corev1.Taint) []corev1.Taint {
+// ephemeralTaints go away by themselves once a new node is up.
+var ephemeralTaints = map[string]bool{
+	v1.UnregisteredTaintKey:                          true,
+	corev1.TaintNodeNotReady:                         true,
+	corev1.TaintNodeUnreachable:                      true,
+	"node.cloudprovider.kubernetes.io/uninitialized": true,
+}
+
+// schedulableTaints are the taints that keep pods off a node for good. A node
+// of ours that has not finished initializing still carries its pool's startup
+// taints and the usual not-ready taints; the pods planned for it must not be
+// planned again elsewhere because of them.
+func schedulableTaints(n *corev1.Node, pool *v1.NodePool) []corev1.Taint {
+	if pool == nil || n.Labels[v1.InitializedLabelKey] == "true" {
+		return n.Spec.Taints
+	}
+	startup := map[string]bool{}
+	for _, t := range pool.Spec.Template.Spec.StartupTaints {
+		startup[t.Key] = true
+	}
 	var out []corev1.Taint
-	for _, t := range taints {
-		if t.Key == v1.UnregisteredTaintKey {
-			continue
+	for _, t := range n.Spec.Taints {
+		if !ephemeralTaints[t.Key] && !startup[t.Key] {
+			out = append(out, t)
 		}
-		out = append(out, t)
 	}
 	return out
 }
