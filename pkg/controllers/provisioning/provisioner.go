@@ -104,6 +104,13 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		}
 		p.nominate(nc.Pods, created)
 	}
+	for _, placement := range plan.Existing {
+		what := "node/" + placement.Node
+		if snap.inFlight[placement.Node] {
+			what = "nodeclaim/" + placement.Node
+		}
+		p.recorder.Eventf(placement.Pod, nil, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: %s", what)
+	}
 	for _, u := range plan.Unschedulable {
 		msg := u.Message(plan.PoolOrder)
 		p.recorder.Eventf(u.Pod, nil, corev1.EventTypeWarning, "FailedScheduling", "Provision", "Failed to schedule pod: %s", msg)

@@ -207,4 +207,36 @@ var _ = Describe("the provisioner", Ordered, func() {
 		}).Should(Equal("Failed to schedule pod: batch: no instance type has enough resources: cpu 64 > 16"))
 		Expect(nodeClaims()).To(HaveLen(1))
 	})
+
+	It("counts on a node that is still initializing instead of planning another", func() {
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: "initializing", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "initializing"}},
+			Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+				{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule},
+				{Key: v1.UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute},
+			}},
+		}
+		Expect(env.Client.Create(ctx, node)).To(Succeed())
+		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("10")}
+		node.Status.Capacity = node.Status.Allocatable
+		Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
+		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) }).Should(Succeed())
+
+		pod := unschedulablePod(ns, "fits-on-new-node", "1")
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		markUnschedulable(ctx, env.Client, pod)
+		settle(7)
+		clk.Step(time.Second)
+		Eventually(func() bool {
+			var evs eventsv1.EventList
+			Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+			for _, e := range evs.Items {
+				if e.Reason == "Nominated" && e.Regarding.Name == "fits-on-new-node" {
+					return e.Note == "Pod should schedule on: node/initializing"
+				}
+			}
+			return false
+		}).Should(BeTrue())
+		Expect(nodeClaims()).To(HaveLen(1), "no NodeClaim for a pod an initializing node can take")
+	})
 })

@@ -46,6 +46,8 @@ type snapshot struct {
 	pending []*corev1.Pod
 	pools   map[string]*v1.NodePool
 	input   *scheduling.Input
+	// inFlight names the NodeClaims standing in for nodes not registered yet.
+	inFlight map[string]bool
 }
 
 // takeSnapshot reads the cluster from the cache and builds the solver's input.
@@ -76,7 +78,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		return nil, fmt.Errorf("listing namespaces: %w", err)
 	}
 
-	s := &snapshot{pools: map[string]*v1.NodePool{}, input: &scheduling.Input{
+	s := &snapshot{pools: map[string]*v1.NodePool{}, inFlight: map[string]bool{}, input: &scheduling.Input{
 		NamespaceLabels: map[string]map[string]string{}, PreferencePolicy: p.opts.PreferencePolicy,
 	}}
 	for i := range namespaces.Items {
@@ -151,6 +153,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		if c.Status.NodeName != "" || c.DeletionTimestamp != nil {
 			continue
 		}
+		s.inFlight[c.Name] = true
 		poolName := c.Labels[v1.NodePoolLabelKey]
 		alloc, capacity := claimCapacity(c, typesByPool[poolName])
 		labels := map[string]string{}
