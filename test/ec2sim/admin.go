@@ -1,0 +1,100 @@
+package ec2sim
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// Requests returns every API call received so far, in order.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// ResetRequests forgets the recorded calls.
+func (s *Server) ResetRequests() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = nil
+}
+
+// SetFaults replaces the scripted capacity limits and failures.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.Faults = f
+}
+
+// Instances returns every instance, launched order.
+func (s *Server) Instances() []Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settle()
+	out := make([]Instance, 0, len(s.order))
+	for _, id := range s.order {
+		out = append(out, *s.instances[id])
+	}
+	return out
+}
+
+// Interrupt gives a Spot instance its two-minute interruption notice; it ends
+// when the notice is up. It reports false for an unknown or non-Spot instance.
+func (s *Server) Interrupt(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst, ok := s.instances[id]
+	if !ok || inst.CapacityType != spot || inst.State == "terminated" {
+		return false
+	}
+	inst.Interrupted = true
+	inst.TerminateAt = s.clock.Now().Add(2 * time.Minute)
+	return true
+}
+
+// serveAdmin is the JSON admin endpoint:
+//
+//	GET    /admin/requests    recorded API calls
+//	DELETE /admin/requests    forget them
+//	GET    /admin/instances   instances and their states
+//	PUT    /admin/faults      replace capacity limits and failures (a Faults object)
+//	POST   /admin/interrupt?instance=i-…   interrupt a Spot instance
+func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
+	reply := func(status int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	switch {
+	case r.URL.Path == "/admin/requests" && r.Method == http.MethodGet:
+		reply(http.StatusOK, s.Requests())
+	case r.URL.Path == "/admin/requests" && r.Method == http.MethodDelete:
+		s.ResetRequests()
+		reply(http.StatusOK, map[string]string{"status": "cleared"})
+	case r.URL.Path == "/admin/instances" && r.Method == http.MethodGet:
+		reply(http.StatusOK, s.Instances())
+	case r.URL.Path == "/admin/faults" && r.Method == http.MethodPut:
+		var f Faults
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&f); err != nil {
+			reply(http.StatusBadRequest, map[string]string{"error": "faults: " + err.Error()})
+			return
+		}
+		s.SetFaults(f)
+		reply(http.StatusOK, f)
+	case r.URL.Path == "/admin/interrupt" && r.Method == http.MethodPost:
+		id := r.URL.Query().Get("instance")
+		if !s.Interrupt(id) {
+			reply(http.StatusNotFound, map[string]string{"error": "no running Spot instance " + id})
+			return
+		}
+		reply(http.StatusOK, map[string]string{"status": "interrupted", "instance": id})
+	default:
+		reply(http.StatusNotFound, map[string]string{"error": "unknown admin call " + r.Method + " " + r.URL.Path})
+	}
+}
+
+func sortStrings(s []string) { sort.Strings(s) }

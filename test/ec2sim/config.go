@@ -1,0 +1,161 @@
+package ec2sim
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config shapes the simulated account: where it is, what it has, and what goes
+// wrong. A file (YAML or JSON) sets it at start; the admin endpoint changes
+// the fault and capacity parts at run time.
+type Config struct {
+	// Region and Zones of the account; us-east-1 with a, b, c by default.
+	Region string   `json:"region,omitempty"`
+	Zones  []string `json:"zones,omitempty"`
+	// InstanceTypes limits the catalog to these types; all 1,363 when empty.
+	InstanceTypes []string `json:"instanceTypes,omitempty"`
+	// Subnets, SecurityGroups and Images; one subnet per zone, one security
+	// group and current EKS-style AL2023 images tagged for ClusterTag when empty.
+	Subnets        []SubnetConfig        `json:"subnets,omitempty"`
+	SecurityGroups []SecurityGroupConfig `json:"securityGroups,omitempty"`
+	Images         []ImageConfig         `json:"images,omitempty"`
+	// ClusterTag is the karpenter.sh/discovery value the default resources carry.
+	ClusterTag string `json:"clusterTag,omitempty"`
+	// SpotPriceSeed seeds Spot prices, a stable 25–45% of on-demand per type and zone.
+	SpotPriceSeed int64 `json:"spotPriceSeed,omitempty"`
+
+	Faults Faults `json:"faults,omitempty"`
+}
+
+// Faults are the capacity limits and failures the simulator plays back.
+type Faults struct {
+	// Capacity caps how many instances of a type can run per zone and capacity
+	// type; past it, launches fail with InsufficientInstanceCapacity. Rules are
+	// checked in order; "" or "*" matches anything.
+	Capacity []CapacityRule `json:"capacity,omitempty"`
+	// Unfulfillable makes matching launches fail with UnfulfillableCapacity.
+	Unfulfillable []CapacityRule `json:"unfulfillable,omitempty"`
+	// SpotVCPUQuota caps the vCPUs of running Spot instances
+	// (MaxSpotInstanceCountExceeded); nil is unlimited.
+	SpotVCPUQuota *int64 `json:"spotVCPUQuota,omitempty"`
+	// OnDemandVCPUQuota caps the vCPUs of running on-demand instances (VcpuLimitExceeded).
+	OnDemandVCPUQuota *int64 `json:"onDemandVCPUQuota,omitempty"`
+	// NoSpotServiceLinkedRole makes Spot launches fail with
+	// AuthFailure.ServiceLinkedRoleCreationNotPermitted.
+	NoSpotServiceLinkedRole bool `json:"noSpotServiceLinkedRole,omitempty"`
+	// ThrottleEvery answers every Nth request with RequestLimitExceeded; 0 never.
+	ThrottleEvery int `json:"throttleEvery,omitempty"`
+	// ServerErrorEvery answers every Nth request with a 500 InternalError; 0 never.
+	ServerErrorEvery int `json:"serverErrorEvery,omitempty"`
+	// Latency delays every answer.
+	Latency Duration `json:"latency,omitempty"`
+}
+
+// CapacityRule matches launches by instance type, zone and capacity type.
+type CapacityRule struct {
+	InstanceType string `json:"instanceType,omitempty"`
+	Zone         string `json:"zone,omitempty"`
+	CapacityType string `json:"capacityType,omitempty"`
+	// Max running instances the rule allows (for Capacity rules).
+	Max int `json:"max,omitempty"`
+}
+
+func (r CapacityRule) matches(instanceType, zone, capacityType string) bool {
+	m := func(pattern, v string) bool { return pattern == "" || pattern == "*" || pattern == v }
+	return m(r.InstanceType, instanceType) && m(r.Zone, zone) && m(r.CapacityType, capacityType)
+}
+
+// SubnetConfig is one subnet.
+type SubnetConfig struct {
+	ID           string            `json:"id"`
+	Zone         string            `json:"zone"`
+	AvailableIPs int64             `json:"availableIPs,omitempty"`
+	Tags         map[string]string `json:"tags,omitempty"`
+}
+
+// SecurityGroupConfig is one security group.
+type SecurityGroupConfig struct {
+	ID   string            `json:"id"`
+	Name string            `json:"name"`
+	Tags map[string]string `json:"tags,omitempty"`
+}
+
+// ImageConfig is one machine image.
+type ImageConfig struct {
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	Owner        string            `json:"owner,omitempty"`
+	Architecture string            `json:"architecture"`
+	CreationDate string            `json:"creationDate,omitempty"`
+	Deprecated   bool              `json:"deprecated,omitempty"`
+	Tags         map[string]string `json:"tags,omitempty"`
+}
+
+// Duration is a time.Duration written as "250ms" in config files.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON reads "250ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration must be a string such as \"250ms\": %w", err)
+	}
+	parsed, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("latency %q: %w", s, err)
+	}
+	d.Duration = parsed
+	return nil
+}
+
+// MarshalJSON writes "250ms".
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+
+// LoadConfig reads a YAML or JSON config file; unknown fields are an error.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{}
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) withDefaults() {
+	if c.Region == "" {
+		c.Region = "us-east-1"
+	}
+	if len(c.Zones) == 0 {
+		c.Zones = []string{c.Region + "a", c.Region + "b", c.Region + "c"}
+	}
+	if c.ClusterTag == "" {
+		c.ClusterTag = "local"
+	}
+	discovery := map[string]string{"karpenter.sh/discovery": c.ClusterTag}
+	if len(c.Subnets) == 0 {
+		for i, z := range c.Zones {
+			c.Subnets = append(c.Subnets, SubnetConfig{ID: fmt.Sprintf("subnet-%08x", 0x1000+i), Zone: z, AvailableIPs: 4000, Tags: discovery})
+		}
+	}
+	if len(c.SecurityGroups) == 0 {
+		c.SecurityGroups = []SecurityGroupConfig{{ID: "sg-00000001", Name: c.ClusterTag + "-node", Tags: discovery}}
+	}
+	if len(c.Images) == 0 {
+		for i, arch := range []string{"x86_64", "arm64"} {
+			c.Images = append(c.Images, ImageConfig{
+				ID: fmt.Sprintf("ami-%08x", 0x2000+i), Name: "amazon-eks-node-al2023-" + arch + "-standard-1.36-v20261101",
+				Owner: "amazon", Architecture: arch, CreationDate: "2026-11-01T00:00:00.000Z",
+			})
+		}
+	}
+	if c.SpotPriceSeed == 0 {
+		c.SpotPriceSeed = 42
+	}
+}

@@ -1,0 +1,324 @@
+package ec2sim
+
+import (
+	"encoding/xml"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func xmlName(local string) xml.Name { return xml.Name{Local: local} }
+
+func (s *Server) describeInstanceTypes(p *params) (any, *apiError) {
+	names := p.strings("InstanceType")
+	for _, n := range names {
+		if _, ok := s.types[n]; !ok {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidInstanceType", message: fmt.Sprintf("The following supplied instance types do not exist: [%s]", n)}
+		}
+	}
+	if len(names) == 0 {
+		names = s.typeNames
+	}
+	var items []instanceTypeXML
+	for _, n := range names {
+		t := s.types[n]
+		arch := "x86_64"
+		if t.Arch == "arm64" {
+			arch = "arm64"
+		}
+		it := instanceTypeXML{
+			InstanceType: t.Name, CurrentGeneration: true, BareMetal: t.BareMetal, Hypervisor: t.Hypervisor,
+			Architectures: stringItems{Items: []string{arch}}, Manufacturer: manufacturerName(t.CPUManufacturer),
+			DefaultVCPUs: t.VCPU, MemoryMiB: t.MemoryMiB, MaxENIs: t.MaxENIs, IPv4PerENI: t.IPv4PerENI,
+			NetworkPerformance: fmt.Sprintf("%d Megabit", t.NetworkBandwidthMbps), LocalStorageGB: t.LocalNVMeGiB, Burstable: t.Burstable,
+		}
+		var classes []string
+		if s.onDemandPrice(t) > 0 {
+			classes = append(classes, "on-demand", "spot")
+		}
+		it.SupportedUsageClasses = stringItems{Items: classes}
+		if t.GPU != nil {
+			it.GPUs = []gpuXML{{Name: t.GPU.Name, Manufacturer: t.GPU.Manufacturer, Count: t.GPU.Count, MemorySize: t.GPU.MemoryMiB}}
+		}
+		items = append(items, it)
+	}
+	pageItems, next, apiErr := page(items, p, 100)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	return &describeInstanceTypesResponse{Xmlns: xmlns, Types: pageItems, NextToken: next}, nil
+}
+
+func manufacturerName(m string) string {
+	switch m {
+	case "intel":
+		return "Intel"
+	case "amd":
+		return "AMD"
+	case "aws":
+		return "AWS"
+	default:
+		return m
+	}
+}
+
+func (s *Server) describeInstanceTypeOfferings(p *params) (any, *apiError) {
+	locType := p.get("LocationType")
+	if locType == "" {
+		locType = "region"
+	}
+	if locType != "availability-zone" && locType != "region" {
+		return nil, invalidParameter("LocationType %q is not simulated; use availability-zone or region", locType)
+	}
+	filters := p.filters()
+	var items []offeringXML
+	for _, n := range s.typeNames {
+		t := s.types[n]
+		if s.onDemandPrice(t) <= 0 {
+			continue
+		}
+		if v, ok := filters["instance-type"]; ok && !anyMatch(v, n) {
+			continue
+		}
+		locations := []string{s.cfg.Region}
+		if locType == "availability-zone" {
+			locations = s.cfg.Zones
+		}
+		for _, loc := range locations {
+			if v, ok := filters["location"]; ok && !anyMatch(v, loc) {
+				continue
+			}
+			items = append(items, offeringXML{InstanceType: n, LocationType: locType, Location: loc})
+		}
+	}
+	pageItems, next, apiErr := page(items, p, 1000)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	return &describeOfferingsResponse{Xmlns: xmlns, Offerings: pageItems, NextToken: next}, nil
+}
+
+func (s *Server) describeSpotPriceHistory(p *params) (any, *apiError) {
+	names := p.strings("InstanceType")
+	if len(names) == 0 {
+		names = s.typeNames
+	}
+	products := p.strings("ProductDescription")
+	if len(products) > 0 && !contains(products, "Linux/UNIX") && !contains(products, "Linux/UNIX (Amazon VPC)") {
+		return &describeSpotPricesResponse{Xmlns: xmlns}, nil
+	}
+	filters := p.filters()
+	now := s.clock.Now().UTC().Format(time.RFC3339)
+	var items []spotPriceXML
+	for _, n := range names {
+		t, ok := s.types[n]
+		if !ok || s.onDemandPrice(t) <= 0 {
+			continue
+		}
+		for _, z := range s.cfg.Zones {
+			if v, ok := filters["availability-zone"]; ok && !anyMatch(v, z) {
+				continue
+			}
+			items = append(items, spotPriceXML{InstanceType: n, ProductDescription: "Linux/UNIX", SpotPrice: strconv.FormatFloat(s.spotPrice(t, z), 'f', 6, 64), Timestamp: now, AvailabilityZone: z})
+		}
+	}
+	pageItems, next, apiErr := page(items, p, 1000)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	return &describeSpotPricesResponse{Xmlns: xmlns, Prices: pageItems, NextToken: next}, nil
+}
+
+func zoneID(zone string) string {
+	return "use1-az" + strconv.Itoa(int(zone[len(zone)-1]-'a')+1)
+}
+
+func (s *Server) describeSubnets(p *params) (any, *apiError) {
+	ids := p.strings("SubnetId")
+	filters := p.filters()
+	resp := &describeSubnetsResponse{Xmlns: xmlns}
+	for _, id := range ids {
+		if _, ok := s.subnetByID(id); !ok {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidSubnetID.NotFound", message: fmt.Sprintf("The subnet ID '%s' does not exist", id)}
+		}
+	}
+	for _, sn := range s.cfg.Subnets {
+		if len(ids) > 0 && !contains(ids, sn.ID) {
+			continue
+		}
+		if v, ok := filters["subnet-id"]; ok && !anyMatch(v, sn.ID) {
+			continue
+		}
+		if v, ok := filters["availability-zone"]; ok && !anyMatch(v, sn.Zone) {
+			continue
+		}
+		if !matchesTags(sn.Tags, filters) {
+			continue
+		}
+		resp.Subnets = append(resp.Subnets, subnetXML{SubnetID: sn.ID, State: "available", VpcID: "vpc-00000001", AvailabilityZone: sn.Zone,
+			AvailabilityZoneID: zoneID(sn.Zone), AvailableIPs: sn.AvailableIPs, Tags: tagSet(sn.Tags)})
+	}
+	return resp, nil
+}
+
+func (s *Server) describeSecurityGroups(p *params) (any, *apiError) {
+	ids, names := p.strings("GroupId"), p.strings("GroupName")
+	filters := p.filters()
+	resp := &describeSecurityGroupsResponse{Xmlns: xmlns}
+	for _, id := range ids {
+		found := false
+		for _, g := range s.cfg.SecurityGroups {
+			found = found || g.ID == id
+		}
+		if !found {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidGroup.NotFound", message: fmt.Sprintf("The security group '%s' does not exist", id)}
+		}
+	}
+	for _, g := range s.cfg.SecurityGroups {
+		if len(ids) > 0 && !contains(ids, g.ID) || len(names) > 0 && !contains(names, g.Name) {
+			continue
+		}
+		if v, ok := filters["group-id"]; ok && !anyMatch(v, g.ID) {
+			continue
+		}
+		if v, ok := filters["group-name"]; ok && !anyMatch(v, g.Name) {
+			continue
+		}
+		if !matchesTags(g.Tags, filters) {
+			continue
+		}
+		resp.Groups = append(resp.Groups, securityGroupXML{GroupID: g.ID, GroupName: g.Name, VpcID: "vpc-00000001", Tags: tagSet(g.Tags)})
+	}
+	return resp, nil
+}
+
+func (s *Server) describeImages(p *params) (any, *apiError) {
+	ids, owners := p.strings("ImageId"), p.strings("Owner")
+	filters := p.filters()
+	resp := &describeImagesResponse{Xmlns: xmlns}
+	for _, img := range s.cfg.Images {
+		if len(ids) > 0 && !contains(ids, img.ID) {
+			continue
+		}
+		owner := img.Owner
+		if owner == "" {
+			owner = "self"
+		}
+		if len(owners) > 0 && !contains(owners, owner) {
+			continue
+		}
+		if v, ok := filters["name"]; ok && !anyMatch(v, img.Name) {
+			continue
+		}
+		if v, ok := filters["architecture"]; ok && !anyMatch(v, img.Architecture) {
+			continue
+		}
+		if v, ok := filters["image-id"]; ok && !anyMatch(v, img.ID) {
+			continue
+		}
+		if !matchesTags(img.Tags, filters) {
+			continue
+		}
+		x := imageXML{ImageID: img.ID, Name: img.Name, State: "available", OwnerID: ownerID(owner), Architecture: img.Architecture, CreationDate: img.CreationDate, Tags: tagSet(img.Tags)}
+		if img.Deprecated {
+			x.DeprecationTime = img.CreationDate
+		}
+		resp.Images = append(resp.Images, x)
+	}
+	return resp, nil
+}
+
+func ownerID(owner string) string {
+	if strings.EqualFold(owner, "amazon") {
+		return "137112412989"
+	}
+	if owner == "self" {
+		return "123456789012"
+	}
+	return owner
+}
+
+func (s *Server) describeAvailabilityZones(*params) (any, *apiError) {
+	resp := &describeZonesResponse{Xmlns: xmlns}
+	for _, z := range s.cfg.Zones {
+		resp.Zones = append(resp.Zones, zoneXML{ZoneName: z, ZoneID: zoneID(z), ZoneState: "available", RegionName: s.cfg.Region, ZoneType: "availability-zone"})
+	}
+	return resp, nil
+}
+
+func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
+	name := p.get("LaunchTemplateName")
+	if name == "" {
+		return nil, &apiError{status: http.StatusBadRequest, code: "MissingParameter", message: "The request must contain the parameter LaunchTemplateName"}
+	}
+	for _, t := range s.templates {
+		if t.name == name {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidLaunchTemplateName.AlreadyExistsException", message: fmt.Sprintf("Launch template name already in use: %s", name)}
+		}
+	}
+	imageID := p.get("LaunchTemplateData.ImageId")
+	if imageID != "" {
+		found := false
+		for _, img := range s.cfg.Images {
+			found = found || img.ID == imageID
+		}
+		if !found {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidAMIID.NotFound", message: fmt.Sprintf("The image id '[%s]' does not exist", imageID)}
+		}
+	}
+	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, created: s.clock.Now().UTC(), tags: p.tags("launch-template")}
+	s.templates[lt.id] = lt
+	return &launchTemplateResponse{XMLName: xmlName("CreateLaunchTemplateResponse"), Xmlns: xmlns, LaunchTemplate: templateXML(lt)}, nil
+}
+
+func templateXML(lt *launchTemplate) launchTemplateXML {
+	return launchTemplateXML{LaunchTemplateID: lt.id, LaunchTemplateName: lt.name, CreateTime: lt.created.Format(time.RFC3339), DefaultVersionNumber: 1, LatestVersionNumber: 1, Tags: tagSet(lt.tags)}
+}
+
+func (s *Server) describeLaunchTemplates(p *params) (any, *apiError) {
+	names, ids := p.strings("LaunchTemplateName"), p.strings("LaunchTemplateId")
+	filters := p.filters()
+	var items []launchTemplateXML
+	found := map[string]bool{}
+	for _, id := range sortedTemplateIDs(s.templates) {
+		lt := s.templates[id]
+		if len(names) > 0 && !contains(names, lt.name) || len(ids) > 0 && !contains(ids, lt.id) {
+			continue
+		}
+		if !matchesTags(lt.tags, filters) {
+			continue
+		}
+		found[lt.name], found[lt.id] = true, true
+		items = append(items, templateXML(lt))
+	}
+	for _, n := range append(names, ids...) {
+		if !found[n] {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidLaunchTemplateName.NotFoundException", message: "At least one of the launch templates specified in the request does not exist."}
+		}
+	}
+	pageItems, next, apiErr := page(items, p, 100)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	return &describeLaunchTemplatesResponse{Xmlns: xmlns, Templates: pageItems, NextToken: next}, nil
+}
+
+func sortedTemplateIDs(m map[string]*launchTemplate) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sortStrings(out)
+	return out
+}
+
+func (s *Server) deleteLaunchTemplate(p *params) (any, *apiError) {
+	lt, apiErr := s.templateFrom(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	delete(s.templates, lt.id)
+	return &launchTemplateResponse{XMLName: xmlName("DeleteLaunchTemplateResponse"), Xmlns: xmlns, LaunchTemplate: templateXML(lt)}, nil
+}

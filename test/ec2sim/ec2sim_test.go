@@ -1,0 +1,254 @@
+package ec2sim_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/utils/clock"
+
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+func TestEC2Sim(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "EC2 simulator")
+}
+
+// newClient is the unmodified SDK client with only the endpoint changed.
+func newClient(endpoint string) *ec2.Client {
+	return ec2.New(ec2.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
+		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
+	})
+}
+
+func apiCode(err error) string {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode()
+	}
+	return ""
+}
+
+var _ = Describe("the EC2 simulator", func() {
+	var (
+		sim    *ec2sim.Server
+		client *ec2.Client
+		ctx    = context.Background()
+		srv    *httptest.Server
+	)
+
+	BeforeEach(func() {
+		var err error
+		sim, err = ec2sim.New(ec2sim.Config{}, clock.RealClock{})
+		Expect(err).NotTo(HaveOccurred())
+		srv = httptest.NewServer(sim)
+		DeferCleanup(srv.Close)
+		client = newClient(srv.URL)
+	})
+
+	launchTemplate := func() string {
+		out, err := client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+			LaunchTemplateName: aws.String("backstop/default/abc"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000")},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		return aws.ToString(out.LaunchTemplate.LaunchTemplateName)
+	}
+
+	fleet := func(lt string, capacityType ec2types.DefaultTargetCapacityType, token string, types ...string) (*ec2.CreateFleetOutput, error) {
+		var overrides []ec2types.FleetLaunchTemplateOverridesRequest
+		for _, t := range types {
+			for _, subnet := range []string{"subnet-00001000", "subnet-00001001"} {
+				overrides = append(overrides, ec2types.FleetLaunchTemplateOverridesRequest{InstanceType: ec2types.InstanceType(t), SubnetId: aws.String(subnet)})
+			}
+		}
+		in := &ec2.CreateFleetInput{
+			Type: ec2types.FleetTypeInstant,
+			LaunchTemplateConfigs: []ec2types.FleetLaunchTemplateConfigRequest{{
+				LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{LaunchTemplateName: aws.String(lt), Version: aws.String("$Latest")},
+				Overrides:                   overrides,
+			}},
+			TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: capacityType},
+			SpotOptions:                 &ec2types.SpotOptionsRequest{AllocationStrategy: ec2types.SpotAllocationStrategyPriceCapacityOptimized},
+			OnDemandOptions:             &ec2types.OnDemandOptionsRequest{AllocationStrategy: ec2types.FleetOnDemandAllocationStrategyLowestPrice},
+			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{
+				{Key: aws.String("karpenter.sh/nodeclaim"), Value: aws.String("batch-abc")}, {Key: aws.String("kubernetes.io/cluster/local"), Value: aws.String("owned")},
+			}}},
+		}
+		if token != "" {
+			in.ClientToken = aws.String(token)
+		}
+		return client.CreateFleet(ctx, in)
+	}
+
+	It("serves the real catalog through the SDK's paginators", func() {
+		pager := ec2.NewDescribeInstanceTypesPaginator(client, &ec2.DescribeInstanceTypesInput{})
+		count := 0
+		var m5 *ec2types.InstanceTypeInfo
+		for pager.HasMorePages() {
+			page, err := pager.NextPage(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			for i := range page.InstanceTypes {
+				count++
+				if page.InstanceTypes[i].InstanceType == "m5.large" {
+					m5 = &page.InstanceTypes[i]
+				}
+			}
+		}
+		Expect(count).To(Equal(1363))
+		Expect(m5).NotTo(BeNil())
+		Expect(aws.ToInt32(m5.VCpuInfo.DefaultVCpus)).To(Equal(int32(2)))
+		Expect(aws.ToInt64(m5.MemoryInfo.SizeInMiB)).To(Equal(int64(8192)))
+		Expect(m5.ProcessorInfo.SupportedArchitectures).To(ConsistOf(ec2types.ArchitectureTypeX8664))
+		Expect(aws.ToInt32(m5.NetworkInfo.MaximumNetworkInterfaces)).To(Equal(int32(3)))
+
+		prices, err := client.DescribeSpotPriceHistory(ctx, &ec2.DescribeSpotPriceHistoryInput{InstanceTypes: []ec2types.InstanceType{"m5.large"}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(prices.SpotPriceHistory).To(HaveLen(3), "one price per zone")
+		offerings, err := client.DescribeInstanceTypeOfferings(ctx, &ec2.DescribeInstanceTypeOfferingsInput{
+			LocationType: ec2types.LocationTypeAvailabilityZone,
+			Filters:      []ec2types.Filter{{Name: aws.String("instance-type"), Values: []string{"m5.large"}}},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(offerings.InstanceTypeOfferings).To(HaveLen(3))
+	})
+
+	It("selects subnets, security groups and images by tags, names and wildcards", func() {
+		subnets, err := client.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []ec2types.Filter{{Name: aws.String("tag:karpenter.sh/discovery"), Values: []string{"*"}}}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(subnets.Subnets).To(HaveLen(3))
+		Expect(aws.ToString(subnets.Subnets[0].AvailabilityZone)).To(Equal("us-east-1a"))
+		groups, err := client.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{{Name: aws.String("tag:karpenter.sh/discovery"), Values: []string{"local"}}}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(groups.SecurityGroups).To(HaveLen(1))
+		images, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{"amazon-eks-node-al2023-arm64-*"}}}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(images.Images).To(HaveLen(1))
+		Expect(images.Images[0].Architecture).To(Equal(ec2types.ArchitectureValuesArm64))
+	})
+
+	It("launches a Spot instance with CreateFleet, tags it, and finds it by tag", func() {
+		out, err := fleet(launchTemplate(), ec2types.DefaultTargetCapacityTypeSpot, "", "m5.large", "c5.large")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out.Errors).To(BeEmpty())
+		Expect(out.Instances).To(HaveLen(1))
+		Expect(out.Instances[0].Lifecycle).To(Equal(ec2types.InstanceLifecycleSpot))
+		id := out.Instances[0].InstanceIds[0]
+
+		described, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+			{Name: aws.String("tag:karpenter.sh/nodeclaim"), Values: []string{"batch-abc"}},
+			{Name: aws.String("instance-state-name"), Values: []string{"running", "pending"}},
+		}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(described.Reservations).To(HaveLen(1))
+		inst := described.Reservations[0].Instances[0]
+		Expect(aws.ToString(inst.InstanceId)).To(Equal(id))
+		Expect(inst.InstanceLifecycle).To(Equal(ec2types.InstanceLifecycleTypeSpot))
+		Expect(aws.ToString(inst.ImageId)).To(Equal("ami-00002000"), "from the launch template")
+		Expect(aws.ToString(inst.Placement.AvailabilityZone)).To(HavePrefix("us-east-1"))
+	})
+
+	It("answers InsufficientInstanceCapacity per override and launches from another pool", func() {
+		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{InstanceType: "c5.large", CapacityType: "spot", Max: 0}}})
+		// c5.large is cheaper than m5.large, so the fleet tries it first.
+		out, err := fleet(launchTemplate(), ec2types.DefaultTargetCapacityTypeSpot, "", "m5.large", "c5.large")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out.Instances).To(HaveLen(1))
+		Expect(out.Instances[0].InstanceType).To(Equal(ec2types.InstanceType("m5.large")))
+		Expect(out.Errors).NotTo(BeEmpty())
+		for _, e := range out.Errors {
+			Expect(aws.ToString(e.ErrorCode)).To(Equal("InsufficientInstanceCapacity"))
+			Expect(e.LaunchTemplateAndOverrides.Overrides.InstanceType).To(Equal(ec2types.InstanceType("c5.large")))
+		}
+	})
+
+	DescribeTable("plays back quota and permission failures as fleet errors",
+		func(faults ec2sim.Faults, capacityType ec2types.DefaultTargetCapacityType, code string) {
+			sim.SetFaults(faults)
+			out, err := fleet(launchTemplate(), capacityType, "", "m5.large")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(out.Instances).To(BeEmpty())
+			Expect(out.Errors).NotTo(BeEmpty())
+			Expect(aws.ToString(out.Errors[0].ErrorCode)).To(Equal(code))
+		},
+		Entry("Spot vCPU quota", ec2sim.Faults{SpotVCPUQuota: aws.Int64(0)}, ec2types.DefaultTargetCapacityTypeSpot, "MaxSpotInstanceCountExceeded"),
+		Entry("on-demand vCPU quota", ec2sim.Faults{OnDemandVCPUQuota: aws.Int64(1)}, ec2types.DefaultTargetCapacityTypeOnDemand, "VcpuLimitExceeded"),
+		Entry("no Spot service-linked role", ec2sim.Faults{NoSpotServiceLinkedRole: true}, ec2types.DefaultTargetCapacityTypeSpot, "AuthFailure.ServiceLinkedRoleCreationNotPermitted"),
+		Entry("unfulfillable", ec2sim.Faults{Unfulfillable: []ec2sim.CapacityRule{{InstanceType: "m5.large"}}}, ec2types.DefaultTargetCapacityTypeOnDemand, "UnfulfillableCapacity"),
+	)
+
+	It("returns the same instance for a retried CreateFleet with the same ClientToken", func() {
+		lt := launchTemplate()
+		first, err := fleet(lt, ec2types.DefaultTargetCapacityTypeOnDemand, "nodeclaim-uid-1", "m5.large")
+		Expect(err).NotTo(HaveOccurred())
+		second, err := fleet(lt, ec2types.DefaultTargetCapacityTypeOnDemand, "nodeclaim-uid-1", "m5.large")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(aws.ToString(second.FleetId)).To(Equal(aws.ToString(first.FleetId)))
+		Expect(second.Instances[0].InstanceIds).To(Equal(first.Instances[0].InstanceIds))
+		Expect(sim.Instances()).To(HaveLen(1), "no second instance")
+	})
+
+	It("rejects a fleet whose launch template does not exist, with the EC2 error code and a request id", func() {
+		_, err := fleet("missing", ec2types.DefaultTargetCapacityTypeSpot, "", "m5.large")
+		Expect(apiCode(err)).To(Equal("InvalidLaunchTemplateName.NotFoundException"))
+		Expect(err.Error()).To(ContainSubstring("RequestID"))
+	})
+
+	It("treats terminating an unknown instance as InvalidInstanceID.NotFound", func() {
+		_, err := client.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{"i-0123456789abcdef0"}})
+		Expect(apiCode(err)).To(Equal("InvalidInstanceID.NotFound"))
+	})
+
+	It("throttles with RequestLimitExceeded, which the SDK retries, and records every attempt", func() {
+		sim.SetFaults(ec2sim.Faults{ThrottleEvery: 2})
+		sim.ResetRequests()
+		_, err := client.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = client.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+		Expect(err).NotTo(HaveOccurred(), "the SDK retries a throttled call")
+		var codes []string
+		for _, r := range sim.Requests() {
+			codes = append(codes, r.Action+":"+r.Error)
+		}
+		Expect(codes).To(Equal([]string{"DescribeAvailabilityZones:", "DescribeAvailabilityZones:RequestLimitExceeded", "DescribeAvailabilityZones:"}))
+	})
+
+	It("answers an action it does not know with InvalidAction", func() {
+		resp, err := http.PostForm(srv.URL, url.Values{"Action": {"DescribeVpcs"}, "Version": {"2016-11-15"}})
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
+		body, err := io.ReadAll(resp.Body)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(body)).To(ContainSubstring("<Code>InvalidAction</Code>"))
+	})
+
+	It("interrupts a Spot instance through the admin endpoint", func() {
+		out, err := fleet(launchTemplate(), ec2types.DefaultTargetCapacityTypeSpot, "", "m5.large")
+		Expect(err).NotTo(HaveOccurred())
+		id := out.Instances[0].InstanceIds[0]
+		resp, err := http.Post(srv.URL+"/admin/interrupt?instance="+id, "application/json", nil)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		Expect(sim.Instances()[0].Interrupted).To(BeTrue())
+	})
+})
+

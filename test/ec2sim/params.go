@@ -1,0 +1,116 @@
+package ec2sim
+
+import (
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// params is an EC2 query request's parameters as a tree: "A.1.B=x" becomes
+// A -> list item 1 -> B = x.
+type params struct {
+	value    string
+	children map[string]*params
+}
+
+func parseParams(values url.Values) *params {
+	root := &params{children: map[string]*params{}}
+	for key, vs := range values {
+		if len(vs) == 0 {
+			continue
+		}
+		node := root
+		for _, part := range strings.Split(key, ".") {
+			child, ok := node.children[part]
+			if !ok {
+				child = &params{children: map[string]*params{}}
+				node.children[part] = child
+			}
+			node = child
+		}
+		node.value = vs[0]
+	}
+	return root
+}
+
+// get returns the value at a dotted path, "" when absent.
+func (p *params) get(path string) string {
+	node := p
+	for _, part := range strings.Split(path, ".") {
+		if node == nil {
+			return ""
+		}
+		node = node.children[part]
+	}
+	if node == nil {
+		return ""
+	}
+	return node.value
+}
+
+// sub returns the subtree at a dotted path, or an empty tree.
+func (p *params) sub(path string) *params {
+	node := p
+	for _, part := range strings.Split(path, ".") {
+		next := node.children[part]
+		if next == nil {
+			return &params{children: map[string]*params{}}
+		}
+		node = next
+	}
+	return node
+}
+
+// list returns the numbered items under name, in order: Name.1, Name.2, ...
+func (p *params) list(name string) []*params {
+	node := p.sub(name)
+	type item struct {
+		i int
+		p *params
+	}
+	var items []item
+	for k, v := range node.children {
+		if i, err := strconv.Atoi(k); err == nil {
+			items = append(items, item{i, v})
+		}
+	}
+	sort.Slice(items, func(a, b int) bool { return items[a].i < items[b].i })
+	out := make([]*params, len(items))
+	for i, it := range items {
+		out[i] = it.p
+	}
+	return out
+}
+
+// strings returns the values of a list of scalars: Name.1=a, Name.2=b.
+func (p *params) strings(name string) []string {
+	var out []string
+	for _, item := range p.list(name) {
+		out = append(out, item.value)
+	}
+	return out
+}
+
+// filters reads Filter.N.Name and Filter.N.Value.M.
+func (p *params) filters() map[string][]string {
+	out := map[string][]string{}
+	for _, f := range p.list("Filter") {
+		out[f.get("Name")] = f.strings("Value")
+	}
+	return out
+}
+
+// tags reads TagSpecification.N for one resource type.
+func (p *params) tags(resourceType string) map[string]string {
+	out := map[string]string{}
+	for _, spec := range p.list("TagSpecification") {
+		if spec.get("ResourceType") != resourceType {
+			continue
+		}
+		for _, t := range spec.list("Tag") {
+			out[t.get("Key")] = t.get("Value")
+		}
+	}
+	return out
+}

@@ -1,0 +1,376 @@
+// Package ec2sim is an EC2 simulator: an HTTP server that speaks the EC2 Query
+// API (form-encoded requests, XML answers and XML errors with request ids), so
+// Backstop's AWS code runs against it through the unmodified aws-sdk-go-v2 EC2
+// client with only the endpoint changed. Its instance catalog is the real one
+// compiled into pkg/cloudprovider/aws/catalog; capacity, quotas, throttling and
+// failures are scripted by Config and the admin endpoint.
+package ec2sim
+
+import (
+	"encoding/xml"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
+)
+
+// Request is one API call as the simulator received it.
+type Request struct {
+	Action string            `json:"action"`
+	Params map[string]string `json:"params"`
+	// Error is the error code answered, "" for success.
+	Error string    `json:"error,omitempty"`
+	Time  time.Time `json:"time"`
+}
+
+// Instance is a simulated EC2 instance.
+type Instance struct {
+	ID           string            `json:"id"`
+	Type         string            `json:"type"`
+	Zone         string            `json:"zone"`
+	SubnetID     string            `json:"subnetID"`
+	ImageID      string            `json:"imageID"`
+	CapacityType string            `json:"capacityType"`
+	State        string            `json:"state"`
+	LaunchTime   time.Time         `json:"launchTime"`
+	Tags         map[string]string `json:"tags"`
+	ClientToken  string            `json:"clientToken,omitempty"`
+	// Interrupted is set when a Spot interruption was scripted for it; the
+	// instance ends at TerminateAt, two minutes later.
+	Interrupted bool      `json:"interrupted,omitempty"`
+	TerminateAt time.Time `json:"terminateAt,omitempty"`
+	privateIP   string
+}
+
+type launchTemplate struct {
+	id, name string
+	imageID  string
+	created  time.Time
+	tags     map[string]string
+}
+
+// Server is the simulator. It is safe for concurrent use.
+type Server struct {
+	clock clock.Clock
+
+	mu              sync.Mutex
+	cfg             Config
+	types           map[string]catalog.InstanceType
+	typeNames       []string
+	instances       map[string]*Instance
+	order           []string
+	templates       map[string]*launchTemplate
+	fleetsByToken   map[string]*createFleetResponse
+	requests        []Request
+	seq             int
+	requestCount    int
+	spotPriceFactor map[string]float64
+}
+
+// New returns a simulator for cfg on the given clock.
+func New(cfg Config, clk clock.Clock) (*Server, error) {
+	cfg.withDefaults()
+	all, err := catalog.Load()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{clock: clk, cfg: cfg, types: map[string]catalog.InstanceType{}, instances: map[string]*Instance{},
+		templates: map[string]*launchTemplate{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{}}
+	allowed := map[string]bool{}
+	for _, t := range cfg.InstanceTypes {
+		allowed[t] = true
+	}
+	for _, t := range all {
+		if len(allowed) > 0 && !allowed[t.Name] {
+			continue
+		}
+		s.types[t.Name] = t
+		s.typeNames = append(s.typeNames, t.Name)
+	}
+	for name := range allowed {
+		if _, ok := s.types[name]; !ok {
+			return nil, fmt.Errorf("config instanceTypes: %q is not in the catalog", name)
+		}
+	}
+	sort.Strings(s.typeNames)
+	return s, nil
+}
+
+// onDemandPrice is the catalog's price in the region; 0 means not sold on demand.
+func (s *Server) onDemandPrice(t catalog.InstanceType) float64 {
+	if p, ok := t.OnDemandPriceUSD[s.cfg.Region]; ok {
+		return p
+	}
+	return t.OnDemandPriceUSD["us-east-1"]
+}
+
+// spotPrice is a stable 25–45% of on-demand per type and zone.
+func (s *Server) spotPrice(t catalog.InstanceType, zone string) float64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s/%s", s.cfg.SpotPriceSeed, t.Name, zone)
+	factor := 0.25 + 0.20*float64(h.Sum64()%10000)/10000
+	return math.Round(s.onDemandPrice(t)*factor*1e4) / 1e4
+}
+
+func (s *Server) nextID(prefix string) string {
+	s.seq++
+	return fmt.Sprintf("%s-%017x", prefix, s.seq)
+}
+
+// apiError is an EC2 error answered for the whole request.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func invalidParameter(format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "InvalidParameterValue", message: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP answers EC2 Query API requests, and admin requests under /admin/.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/admin/") {
+		s.serveAdmin(w, r)
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		s.writeError(w, &apiError{status: http.StatusBadRequest, code: "MalformedQueryString", message: err.Error()}, "")
+		return
+	}
+	action := r.Form.Get("Action")
+	p := parseParams(r.Form)
+
+	s.mu.Lock()
+	latency := s.cfg.Faults.Latency.Duration
+	s.requestCount++
+	n := s.requestCount
+	faults := s.cfg.Faults
+	s.mu.Unlock()
+	if latency > 0 {
+		<-s.clock.After(latency)
+	}
+
+	var body any
+	var err *apiError
+	switch {
+	case faults.ThrottleEvery > 0 && n%faults.ThrottleEvery == 0:
+		err = &apiError{status: http.StatusServiceUnavailable, code: "RequestLimitExceeded", message: "Request limit exceeded."}
+	case faults.ServerErrorEvery > 0 && n%faults.ServerErrorEvery == 0:
+		err = &apiError{status: http.StatusInternalServerError, code: "InternalError", message: "An internal error has occurred."}
+	default:
+		s.mu.Lock()
+		body, err = s.dispatch(action, p)
+		s.mu.Unlock()
+	}
+
+	requestID := fmt.Sprintf("%08x-sim-%d", n, n)
+	s.record(action, r.Form, err)
+	if err != nil {
+		s.writeError(w, err, requestID)
+		return
+	}
+	setRequestID(body, requestID)
+	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(xml.Header))
+	_ = xml.NewEncoder(w).Encode(body)
+}
+
+func (s *Server) record(action string, form map[string][]string, err *apiError) {
+	params := map[string]string{}
+	for k, v := range form {
+		if k != "Action" && k != "Version" && len(v) > 0 {
+			params[k] = v[0]
+		}
+	}
+	req := Request{Action: action, Params: params, Time: s.clock.Now()}
+	if err != nil {
+		req.Error = err.code
+	}
+	s.mu.Lock()
+	s.requests = append(s.requests, req)
+	s.mu.Unlock()
+}
+
+func (s *Server) writeError(w http.ResponseWriter, e *apiError, requestID string) {
+	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
+	w.WriteHeader(e.status)
+	_, _ = w.Write([]byte(xml.Header))
+	_ = xml.NewEncoder(w).Encode(errorResponse{Code: e.code, Message: e.message, RequestID: requestID})
+}
+
+func (s *Server) dispatch(action string, p *params) (any, *apiError) {
+	switch action {
+	case "CreateFleet":
+		return s.createFleet(p)
+	case "RunInstances":
+		return s.runInstances(p)
+	case "DescribeInstances":
+		return s.describeInstances(p)
+	case "TerminateInstances":
+		return s.terminateInstances(p)
+	case "CreateTags":
+		return s.createTags(p)
+	case "DescribeInstanceTypes":
+		return s.describeInstanceTypes(p)
+	case "DescribeInstanceTypeOfferings":
+		return s.describeInstanceTypeOfferings(p)
+	case "DescribeSpotPriceHistory":
+		return s.describeSpotPriceHistory(p)
+	case "DescribeSubnets":
+		return s.describeSubnets(p)
+	case "DescribeSecurityGroups":
+		return s.describeSecurityGroups(p)
+	case "DescribeImages":
+		return s.describeImages(p)
+	case "DescribeAvailabilityZones":
+		return s.describeAvailabilityZones(p)
+	case "CreateLaunchTemplate":
+		return s.createLaunchTemplate(p)
+	case "DescribeLaunchTemplates":
+		return s.describeLaunchTemplates(p)
+	case "DeleteLaunchTemplate":
+		return s.deleteLaunchTemplate(p)
+	case "":
+		return nil, &apiError{status: http.StatusBadRequest, code: "MissingAction", message: "The request must contain the parameter Action."}
+	default:
+		return nil, &apiError{status: http.StatusBadRequest, code: "InvalidAction", message: fmt.Sprintf("The action %s is not valid for this web service.", action)}
+	}
+}
+
+// setRequestID fills the requestId field every response type has.
+func setRequestID(body any, id string) {
+	switch b := body.(type) {
+	case *createFleetResponse:
+		b.RequestID = id
+	case *describeInstancesResponse:
+		b.RequestID = id
+	case *runInstancesResponse:
+		b.RequestID = id
+	case *terminateInstancesResponse:
+		b.RequestID = id
+	case *returnResponse:
+		b.RequestID = id
+	case *describeInstanceTypesResponse:
+		b.RequestID = id
+	case *describeOfferingsResponse:
+		b.RequestID = id
+	case *describeSpotPricesResponse:
+		b.RequestID = id
+	case *describeSubnetsResponse:
+		b.RequestID = id
+	case *describeSecurityGroupsResponse:
+		b.RequestID = id
+	case *describeImagesResponse:
+		b.RequestID = id
+	case *describeZonesResponse:
+		b.RequestID = id
+	case *launchTemplateResponse:
+		b.RequestID = id
+	case *describeLaunchTemplatesResponse:
+		b.RequestID = id
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// page slices items by the MaxResults and NextToken parameters.
+func page[T any](items []T, p *params, defaultMax int) ([]T, string, *apiError) {
+	start := 0
+	if tok := p.get("NextToken"); tok != "" {
+		n, err := strconv.Atoi(tok)
+		if err != nil || n < 0 || n > len(items) {
+			return nil, "", &apiError{status: http.StatusBadRequest, code: "InvalidNextToken", message: "The token " + tok + " is invalid."}
+		}
+		start = n
+	}
+	limit := defaultMax
+	if m := p.get("MaxResults"); m != "" {
+		n, err := strconv.Atoi(m)
+		if err != nil || n < 1 {
+			return nil, "", invalidParameter("MaxResults %q is not a positive number", m)
+		}
+		limit = n
+	}
+	end := min(start+limit, len(items))
+	next := ""
+	if end < len(items) {
+		next = strconv.Itoa(end)
+	}
+	return items[start:end], next, nil
+}
+
+// matchesTags applies tag:K, tag-key filters; a value of "*" matches any value.
+func matchesTags(tags map[string]string, filters map[string][]string) bool {
+	for name, values := range filters {
+		switch {
+		case strings.HasPrefix(name, "tag:"):
+			v, ok := tags[strings.TrimPrefix(name, "tag:")]
+			if !ok || !anyMatch(values, v) {
+				return false
+			}
+		case name == "tag-key":
+			found := false
+			for _, k := range values {
+				if _, ok := tags[k]; ok {
+					found = true
+				}
+			}
+			if !found {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// anyMatch matches EC2 filter values, where * is a wildcard.
+func anyMatch(patterns []string, v string) bool {
+	for _, p := range patterns {
+		if wildcard(p, v) {
+			return true
+		}
+	}
+	return false
+}
+
+func wildcard(pattern, v string) bool {
+	if !strings.Contains(pattern, "*") {
+		return pattern == v
+	}
+	parts := strings.Split(pattern, "*")
+	if !strings.HasPrefix(v, parts[0]) {
+		return false
+	}
+	v = v[len(parts[0]):]
+	for i, part := range parts[1:] {
+		if i == len(parts)-2 {
+			return strings.HasSuffix(v, part)
+		}
+		idx := strings.Index(v, part)
+		if idx < 0 {
+			return false
+		}
+		v = v[idx+len(part):]
+	}
+	return true
+}
