@@ -251,4 +251,3 @@ var _ = Describe("the EC2 simulator", func() {
 		Expect(sim.Instances()[0].Interrupted).To(BeTrue())
 	})
 })
-
