@@ -1,0 +1,109 @@
+package aws
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+)
+
+// DefaultUnavailableOfferingsTTL is how long a capacity mark lasts; after it,
+// the offering is tried again (and Spot comes back first).
+const DefaultUnavailableOfferingsTTL = 3 * time.Minute
+
+// UnavailableOfferings remembers, for a while, what EC2 said it cannot launch:
+// offerings, subnets, vCPU quota classes and whole capacity types. Solves read
+// it through IsUnavailable, which is how a failed Spot launch steers the next
+// plan to other Spot types, then to the next pool.
+type UnavailableOfferings struct {
+	clock clock.Clock
+	ttl   time.Duration
+
+	mu      sync.Mutex
+	entries map[Unavailable]time.Time
+	marked  *prometheus.CounterVec
+	current *prometheus.GaugeVec
+}
+
+// NewUnavailableOfferings returns an empty cache; marks expire after ttl.
+func NewUnavailableOfferings(clk clock.Clock, ttl time.Duration, reg prometheus.Registerer) *UnavailableOfferings {
+	c := &UnavailableOfferings{
+		clock: clk, ttl: ttl, entries: map[Unavailable]time.Time{},
+		marked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "backstop_unavailable_offerings_marked_total",
+			Help: "Capacity marked unavailable after an EC2 error, by scope, capacity type and EC2 error code.",
+		}, []string{"scope", "capacity_type", "reason"}),
+		current: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "backstop_unavailable_offerings",
+			Help: "Capacity marks in force, by scope and capacity type.",
+		}, []string{"scope", "capacity_type"}),
+	}
+	if reg != nil {
+		reg.MustRegister(c.marked, c.current)
+	}
+	return c
+}
+
+// key drops what does not identify a mark.
+func key(u Unavailable) Unavailable {
+	u.Code = ""
+	return u
+}
+
+// Mark records marks until the TTL passes; marking again extends them.
+func (c *UnavailableOfferings) Mark(marks ...Unavailable) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until := c.clock.Now().Add(c.ttl)
+	for _, u := range marks {
+		c.entries[key(u)] = until
+		c.marked.WithLabelValues(string(u.Scope), u.CapacityType, u.Code).Inc()
+	}
+	c.refreshGauge()
+}
+
+// IsUnavailable reports whether an instance type bought as capacityType in a
+// zone is under any mark.
+func (c *UnavailableOfferings) IsUnavailable(instanceType, zone, capacityType string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.clock.Now()
+	for _, u := range []Unavailable{
+		{Scope: ScopeOffering, CapacityType: capacityType, InstanceType: instanceType, Zone: zone},
+		{Scope: ScopeCapacityType, CapacityType: capacityType},
+		{Scope: ScopeFamilyClass, CapacityType: capacityType, FamilyClass: FamilyClass(instanceType)},
+	} {
+		if c.live(u, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// SubnetUnavailable reports whether a subnet is marked out of addresses.
+func (c *UnavailableOfferings) SubnetUnavailable(subnet string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live(Unavailable{Scope: ScopeSubnet, Subnet: subnet}, c.clock.Now())
+}
+
+func (c *UnavailableOfferings) live(u Unavailable, now time.Time) bool {
+	until, ok := c.entries[u]
+	if !ok {
+		return false
+	}
+	if !now.Before(until) {
+		delete(c.entries, u)
+		c.refreshGauge()
+		return false
+	}
+	return true
+}
+
+func (c *UnavailableOfferings) refreshGauge() {
+	c.current.Reset()
+	for u := range c.entries {
+		c.current.WithLabelValues(string(u.Scope), u.CapacityType).Inc()
+	}
+}
