@@ -33,6 +33,7 @@ func (s *Server) describeInstanceTypes(p *params) (any, *apiError) {
 			Architectures: stringItems{Items: []string{arch}}, Manufacturer: manufacturerName(t.CPUManufacturer),
 			DefaultVCPUs: t.VCPU, MemoryMiB: t.MemoryMiB, MaxENIs: t.MaxENIs, IPv4PerENI: t.IPv4PerENI,
 			NetworkPerformance: fmt.Sprintf("%d Megabit", t.NetworkBandwidthMbps), LocalStorageGB: t.LocalNVMeGiB, Burstable: t.Burstable,
+			EBSBandwidthMbps: t.EBSBandwidthMbps,
 		}
 		var classes []string
 		if s.onDemandPrice(t) > 0 {

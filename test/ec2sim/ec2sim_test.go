@@ -5,14 +5,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
@@ -20,22 +16,13 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/utils/clock"
 
+	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
 
 func TestEC2Sim(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "EC2 simulator")
-}
-
-// newClient is the unmodified SDK client with only the endpoint changed.
-func newClient(endpoint string) *ec2.Client {
-	return ec2.New(ec2.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(endpoint),
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
-		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
-	})
 }
 
 func apiCode(err error) string {
@@ -48,19 +35,14 @@ func apiCode(err error) string {
 
 var _ = Describe("the EC2 simulator", func() {
 	var (
-		sim    *ec2sim.Server
-		client *ec2.Client
-		ctx    = context.Background()
-		srv    *httptest.Server
+		sim      *ec2sim.Server
+		client   *ec2.Client
+		ctx      = context.Background()
+		endpoint string
 	)
 
 	BeforeEach(func() {
-		var err error
-		sim, err = ec2sim.New(ec2sim.Config{}, clock.RealClock{})
-		Expect(err).NotTo(HaveOccurred())
-		srv = httptest.NewServer(sim)
-		DeferCleanup(srv.Close)
-		client = newClient(srv.URL)
+		sim, client, endpoint = test.StartEC2Simulator(ec2sim.Config{}, clock.RealClock{})
 	})
 
 	launchTemplate := func() string {
@@ -231,7 +213,7 @@ var _ = Describe("the EC2 simulator", func() {
 	})
 
 	It("answers an action it does not know with InvalidAction", func() {
-		resp, err := http.PostForm(srv.URL, url.Values{"Action": {"DescribeVpcs"}, "Version": {"2016-11-15"}})
+		resp, err := http.PostForm(endpoint, url.Values{"Action": {"DescribeVpcs"}, "Version": {"2016-11-15"}})
 		Expect(err).NotTo(HaveOccurred())
 		defer resp.Body.Close()
 		Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
@@ -244,7 +226,7 @@ var _ = Describe("the EC2 simulator", func() {
 		out, err := fleet(launchTemplate(), ec2types.DefaultTargetCapacityTypeSpot, "", "m5.large")
 		Expect(err).NotTo(HaveOccurred())
 		id := out.Instances[0].InstanceIds[0]
-		resp, err := http.Post(srv.URL+"/admin/interrupt?instance="+id, "application/json", nil)
+		resp, err := http.Post(endpoint+"/admin/interrupt?instance="+id, "application/json", nil)
 		Expect(err).NotTo(HaveOccurred())
 		resp.Body.Close()
 		Expect(resp.StatusCode).To(Equal(http.StatusOK))

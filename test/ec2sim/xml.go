@@ -170,6 +170,7 @@ type instanceTypeXML struct {
 	NetworkPerformance    string      `xml:"networkInfo>networkPerformance"`
 	GPUs                  []gpuXML    `xml:"gpuInfo>gpus>item,omitempty"`
 	LocalStorageGB        int64       `xml:"instanceStorageInfo>totalSizeInGB,omitempty"`
+	EBSBandwidthMbps      int64       `xml:"ebsInfo>ebsOptimizedInfo>maximumBandwidthInMbps,omitempty"`
 	Burstable             bool        `xml:"burstablePerformanceSupported"`
 }
 

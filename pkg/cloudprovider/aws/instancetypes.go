@@ -75,8 +75,13 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 		LabelInstanceCPUManufacturer:   f.CPUManufacturer,
 		LabelInstanceMemory:            strconv.FormatInt(f.MemoryMiB, 10),
 		LabelInstanceHypervisor:        f.Hypervisor,
-		LabelInstanceNetworkBandwidth:  strconv.FormatInt(f.NetworkBandwidthMbps, 10),
-		LabelInstanceEBSBandwidth:      strconv.FormatInt(f.EBSBandwidthMbps, 10),
+	}
+	// Bandwidths EC2 does not state are left out rather than labelled 0.
+	if f.NetworkBandwidthMbps > 0 {
+		labels[LabelInstanceNetworkBandwidth] = strconv.FormatInt(f.NetworkBandwidthMbps, 10)
+	}
+	if f.EBSBandwidthMbps > 0 {
+		labels[LabelInstanceEBSBandwidth] = strconv.FormatInt(f.EBSBandwidthMbps, 10)
 	}
 	if f.LocalNVMeGiB > 0 {
 		labels[LabelInstanceLocalNVMe] = strconv.FormatInt(f.LocalNVMeGiB, 10)

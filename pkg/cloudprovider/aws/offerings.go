@@ -1,0 +1,247 @@
+package aws
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"k8s.io/utils/clock"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+)
+
+// DefaultInstanceTypesTTL is how long instance types, zones and Spot prices
+// are reused before EC2 is asked again.
+const DefaultInstanceTypesTTL = 5 * time.Minute
+
+// Offerings lists instance types and where and how they can be bought, from
+// DescribeInstanceTypes, DescribeInstanceTypeOfferings and
+// DescribeSpotPriceHistory, with on-demand prices from the compiled-in catalog.
+// Offerings under an unavailability mark are reported unavailable.
+type Offerings struct {
+	ec2         *ec2.Client
+	region      string
+	clock       clock.Clock
+	ttl         time.Duration
+	unavailable *UnavailableOfferings
+	opts        AllocatableOptions
+
+	mu       sync.Mutex
+	fetched  time.Time
+	facts    []catalog.InstanceType
+	zones    map[string][]string
+	spot     map[string]map[string]float64
+	onDemand map[string]float64
+	allZones []string
+}
+
+// NewOfferings returns a provider for the region; on-demand prices come from the
+// embedded catalog.
+func NewOfferings(client *ec2.Client, region string, clk clock.Clock, ttl time.Duration, unavailable *UnavailableOfferings, opts AllocatableOptions) (*Offerings, error) {
+	facts, err := catalog.Load()
+	if err != nil {
+		return nil, err
+	}
+	prices := map[string]float64{}
+	for _, f := range facts {
+		if p := f.OnDemandPriceUSD[region]; p > 0 {
+			prices[f.Name] = p
+		} else if p := f.OnDemandPriceUSD["us-east-1"]; p > 0 {
+			prices[f.Name] = p
+		}
+	}
+	return &Offerings{ec2: client, region: region, clock: clk, ttl: ttl, unavailable: unavailable, opts: opts, onDemand: prices}, nil
+}
+
+// Refresh asks EC2 for instance types, their zones and Spot prices.
+func (o *Offerings) Refresh(ctx context.Context) error {
+	var facts []catalog.InstanceType
+	types := ec2.NewDescribeInstanceTypesPaginator(o.ec2, &ec2.DescribeInstanceTypesInput{})
+	for types.HasMorePages() {
+		page, err := types.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("DescribeInstanceTypes: %w", err)
+		}
+		for i := range page.InstanceTypes {
+			facts = append(facts, factsOf(&page.InstanceTypes[i]))
+		}
+	}
+	zones := map[string][]string{}
+	allZones := map[string]bool{}
+	offerings := ec2.NewDescribeInstanceTypeOfferingsPaginator(o.ec2, &ec2.DescribeInstanceTypeOfferingsInput{LocationType: ec2types.LocationTypeAvailabilityZone})
+	for offerings.HasMorePages() {
+		page, err := offerings.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("DescribeInstanceTypeOfferings: %w", err)
+		}
+		for _, off := range page.InstanceTypeOfferings {
+			name, zone := string(off.InstanceType), aws.ToString(off.Location)
+			zones[name] = append(zones[name], zone)
+			allZones[zone] = true
+		}
+	}
+	spot := map[string]map[string]float64{}
+	prices := ec2.NewDescribeSpotPriceHistoryPaginator(o.ec2, &ec2.DescribeSpotPriceHistoryInput{
+		ProductDescriptions: []string{"Linux/UNIX"}, StartTime: aws.Time(o.clock.Now()),
+	})
+	for prices.HasMorePages() {
+		page, err := prices.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("DescribeSpotPriceHistory: %w", err)
+		}
+		for _, sp := range page.SpotPriceHistory {
+			price, err := strconv.ParseFloat(aws.ToString(sp.SpotPrice), 64)
+			if err != nil {
+				continue
+			}
+			name := string(sp.InstanceType)
+			if spot[name] == nil {
+				spot[name] = map[string]float64{}
+			}
+			spot[name][aws.ToString(sp.AvailabilityZone)] = price
+		}
+	}
+	zoneList := make([]string, 0, len(allZones))
+	for z := range allZones {
+		zoneList = append(zoneList, z)
+	}
+	sort.Strings(zoneList)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.facts, o.zones, o.spot, o.allZones, o.fetched = facts, zones, spot, zoneList, o.clock.Now()
+	return nil
+}
+
+// InstanceTypes lists what a NodePool's EC2NodeClass can launch. The zones are
+// those of the class's resolved subnets when it has them.
+func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeClass) ([]*scheduling.InstanceType, error) {
+	o.mu.Lock()
+	stale := o.fetched.IsZero() || o.clock.Since(o.fetched) > o.ttl
+	o.mu.Unlock()
+	if stale {
+		if err := o.Refresh(ctx); err != nil {
+			return nil, err
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	allowedZones := map[string]bool{}
+	if nodeClass != nil {
+		for _, s := range nodeClass.Status.Subnets {
+			if o.unavailable == nil || !o.unavailable.SubnetUnavailable(s.ID) {
+				allowedZones[s.Zone] = true
+			}
+		}
+	}
+	opts := o.opts
+	if nodeClass != nil {
+		opts.Kubelet = nodeClass.Spec.Kubelet
+	}
+	out := make([]*scheduling.InstanceType, 0, len(o.facts))
+	for _, f := range o.facts {
+		var offerings []scheduling.Offering
+		for _, zone := range o.zones[f.Name] {
+			if len(allowedZones) > 0 && !allowedZones[zone] {
+				continue
+			}
+			if p, ok := o.onDemand[f.Name]; ok {
+				offerings = append(offerings, o.offering(f.Name, zone, v1.CapacityTypeOnDemand, p))
+			}
+			if p, ok := o.spot[f.Name][zone]; ok {
+				offerings = append(offerings, o.offering(f.Name, zone, v1.CapacityTypeSpot, p))
+			}
+		}
+		if len(offerings) == 0 {
+			continue
+		}
+		it, err := NewInstanceType(f, offerings, opts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+func (o *Offerings) offering(instanceType, zone, capacityType string, price float64) scheduling.Offering {
+	available := o.unavailable == nil || !o.unavailable.IsUnavailable(instanceType, zone, capacityType)
+	return scheduling.Offering{Zone: zone, CapacityType: capacityType, Price: price, Available: available}
+}
+
+var typeName = regexp.MustCompile(`^([a-z]+)(\d+)?([a-z0-9-]*)\.(.+)$`)
+
+// factsOf reads what Backstop needs of an instance type from EC2's description.
+func factsOf(info *ec2types.InstanceTypeInfo) catalog.InstanceType {
+	f := catalog.InstanceType{Name: string(info.InstanceType), OS: "linux", BareMetal: aws.ToBool(info.BareMetal), Burstable: aws.ToBool(info.BurstablePerformanceSupported)}
+	if m := typeName.FindStringSubmatch(f.Name); m != nil {
+		f.Category, f.Size = m[1], m[4]
+		f.Generation, _ = strconv.Atoi(m[2])
+		f.Family = strings.SplitN(f.Name, ".", 2)[0]
+	}
+	if info.VCpuInfo != nil {
+		f.VCPU = int64(aws.ToInt32(info.VCpuInfo.DefaultVCpus))
+	}
+	if info.MemoryInfo != nil {
+		f.MemoryMiB = aws.ToInt64(info.MemoryInfo.SizeInMiB)
+	}
+	f.Hypervisor = string(info.Hypervisor)
+	if info.ProcessorInfo != nil {
+		for _, a := range info.ProcessorInfo.SupportedArchitectures {
+			switch a {
+			case ec2types.ArchitectureTypeX8664:
+				f.Arch = "amd64"
+			case ec2types.ArchitectureTypeArm64:
+				f.Arch = "arm64"
+			}
+		}
+		f.CPUManufacturer = strings.ToLower(aws.ToString(info.ProcessorInfo.Manufacturer))
+	}
+	if n := info.NetworkInfo; n != nil {
+		f.MaxENIs = int64(aws.ToInt32(n.MaximumNetworkInterfaces))
+		f.IPv4PerENI = int64(aws.ToInt32(n.Ipv4AddressesPerInterface))
+		f.NetworkBandwidthMbps = bandwidthMbps(aws.ToString(n.NetworkPerformance))
+	}
+	// The ENI limit on pods, as the VPC CNI computes it: every address but each
+	// interface's primary, plus two host-network pods.
+	f.MaxPodsENI = f.MaxENIs*(f.IPv4PerENI-1) + 2
+	if g := info.GpuInfo; g != nil && len(g.Gpus) > 0 {
+		d := g.Gpus[0]
+		f.GPU = &catalog.GPU{Name: strings.ToLower(aws.ToString(d.Name)), Manufacturer: strings.ToLower(aws.ToString(d.Manufacturer)), Count: int64(aws.ToInt32(d.Count))}
+		if d.MemoryInfo != nil {
+			f.GPU.MemoryMiB = int64(aws.ToInt32(d.MemoryInfo.SizeInMiB))
+		}
+	}
+	if e := info.EbsInfo; e != nil && e.EbsOptimizedInfo != nil {
+		f.EBSBandwidthMbps = int64(aws.ToInt32(e.EbsOptimizedInfo.MaximumBandwidthInMbps))
+	}
+	if s := info.InstanceStorageInfo; s != nil {
+		f.LocalNVMeGiB = aws.ToInt64(s.TotalSizeInGB)
+	}
+	return f
+}
+
+var bandwidth = regexp.MustCompile(`([\d.]+)\s*(Gigabit|Megabit)`)
+
+// bandwidthMbps reads "25 Gigabit", "Up to 10 Gigabit" or "750 Megabit".
+func bandwidthMbps(s string) int64 {
+	m := bandwidth.FindStringSubmatch(s)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	if m[2] == "Gigabit" {
+		v *= 1000
+	}
+	return int64(v)
+}

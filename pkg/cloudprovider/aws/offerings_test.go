@@ -1,0 +1,104 @@
+package aws_test
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+var _ = Describe("offerings from EC2", func() {
+	var (
+		ctx         = context.Background()
+		clk         *clocktesting.FakeClock
+		sim         *ec2sim.Server
+		offerings   *aws.Offerings
+		unavailable *aws.UnavailableOfferings
+	)
+	BeforeEach(func() {
+		clk = clocktesting.NewFakeClock(time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC))
+		var client = test.EC2Client("")
+		sim, client, _ = test.StartEC2Simulator(ec2sim.Config{}, clk)
+		unavailable = aws.NewUnavailableOfferings(clk, 3*time.Minute, nil)
+		var err error
+		offerings, err = aws.NewOfferings(client, "us-east-1", clk, 5*time.Minute, unavailable, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	byName := func(types []*scheduling.InstanceType) map[string]*scheduling.InstanceType {
+		out := map[string]*scheduling.InstanceType{}
+		for _, it := range types {
+			out[it.Name] = it
+		}
+		return out
+	}
+
+	It("lists every priced type with on-demand and Spot offerings per zone, computed as from the catalog", func() {
+		types, err := offerings.InstanceTypes(ctx, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(types).To(HaveLen(1345), "the 1,363 types less the 18 without a public on-demand price")
+		m5 := byName(types)["m5.large"]
+		Expect(m5.Offerings).To(HaveLen(6))
+		for _, o := range m5.Offerings {
+			Expect(o.Available).To(BeTrue())
+			if o.CapacityType == v1.CapacityTypeSpot {
+				Expect(o.Price).To(BeNumerically("<", 0.096*0.46))
+			} else {
+				Expect(o.Price).To(Equal(0.096))
+			}
+		}
+		facts, err := catalog.Load()
+		Expect(err).NotTo(HaveOccurred())
+		for _, f := range facts {
+			if f.Name == "m5.large" {
+				fromCatalog, err := aws.NewInstanceType(f, nil, aws.AllocatableOptions{})
+				Expect(err).NotTo(HaveOccurred())
+				Expect(m5.Capacity).To(Equal(fromCatalog.Capacity), "EC2's description yields the same capacity")
+				Expect(m5.Overhead).To(Equal(fromCatalog.Overhead))
+				Expect(m5.Requirements.String()).To(Equal(fromCatalog.Requirements.String()), "and the same labels")
+			}
+		}
+	})
+
+	It("keeps the zones of the EC2NodeClass's subnets, less subnets out of addresses", func() {
+		nc := &awsv1.EC2NodeClass{Status: awsv1.EC2NodeClassStatus{Subnets: []awsv1.Subnet{{ID: "subnet-a", Zone: "us-east-1a"}, {ID: "subnet-b", Zone: "us-east-1b"}}}}
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeSubnet, Subnet: "subnet-b"})
+		types, err := offerings.InstanceTypes(ctx, nc)
+		Expect(err).NotTo(HaveOccurred())
+		for _, o := range byName(types)["m5.large"].Offerings {
+			Expect(o.Zone).To(Equal("us-east-1a"))
+		}
+	})
+
+	It("reports marked offerings as unavailable", func() {
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeCapacityType, CapacityType: v1.CapacityTypeSpot, Code: "MaxSpotInstanceCountExceeded"})
+		types, err := offerings.InstanceTypes(ctx, nil)
+		Expect(err).NotTo(HaveOccurred())
+		for _, o := range byName(types)["c5.large"].Offerings {
+			Expect(o.Available).To(Equal(o.CapacityType == v1.CapacityTypeOnDemand), "%+v", o)
+		}
+	})
+
+	It("asks EC2 again only after the TTL", func() {
+		_, err := offerings.InstanceTypes(ctx, nil)
+		Expect(err).NotTo(HaveOccurred())
+		calls := len(sim.Requests())
+		_, err = offerings.InstanceTypes(ctx, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sim.Requests()).To(HaveLen(calls), "served from the cache")
+		clk.Step(5*time.Minute + time.Second)
+		_, err = offerings.InstanceTypes(ctx, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(len(sim.Requests())).To(BeNumerically(">", calls))
+	})
+})

@@ -1,0 +1,37 @@
+package test
+
+import (
+	"net/http/httptest"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
+	"k8s.io/utils/clock"
+
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+// EC2Client is the unmodified SDK client with only the endpoint changed, and
+// retries that back off for milliseconds rather than seconds.
+func EC2Client(endpoint string) *ec2.Client {
+	return ec2.New(ec2.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
+		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
+	})
+}
+
+// StartEC2Simulator serves a simulator over HTTP for one spec and returns it
+// with a client pointed at it.
+func StartEC2Simulator(cfg ec2sim.Config, clk clock.Clock) (*ec2sim.Server, *ec2.Client, string) {
+	sim, err := ec2sim.New(cfg, clk)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	srv := httptest.NewServer(sim)
+	ginkgo.DeferCleanup(srv.Close)
+	return sim, EC2Client(srv.URL), srv.URL
+}
