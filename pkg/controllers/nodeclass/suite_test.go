@@ -1,0 +1,17 @@
+package nodeclass_test
+
+import (
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/backstop-sh/backstop/test"
+)
+
+var env = test.SuiteEnvironment()
+
+func TestNodeClass(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "EC2NodeClass status")
+}
