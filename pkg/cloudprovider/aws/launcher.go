@@ -1,0 +1,457 @@
+package aws
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	corev1 "k8s.io/api/core/v1"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+)
+
+// MaxOverrides caps the instance type × subnet pairs of one CreateFleet call.
+const MaxOverrides = 60
+
+// Tag keys Backstop puts on what it launches; GC finds its instances by them.
+const (
+	TagNodePool  = v1.NodePoolLabelKey
+	TagNodeClaim = v1.NodeClaimLabelKey
+	TagNodeClass = awsv1.Group + "/ec2nodeclass"
+	TagEKSName   = "eks:eks-cluster-name"
+)
+
+// ClusterTag is the tag key marking the cluster's instances.
+func ClusterTag(cluster string) string { return "kubernetes.io/cluster/" + cluster }
+
+// Launcher launches one instance per NodeClaim with an instant CreateFleet of
+// a single capacity type: Spot (price-capacity-optimized) when the claim allows
+// it and Spot is available, else On-Demand (lowest-price).
+type Launcher struct {
+	ec2         *ec2.Client
+	cluster     string
+	offerings   *Offerings
+	unavailable *UnavailableOfferings
+
+	mu        sync.Mutex
+	templates map[string]bool
+}
+
+// NewLauncher returns a launcher for the cluster.
+func NewLauncher(client *ec2.Client, cluster string, offerings *Offerings, unavailable *UnavailableOfferings) *Launcher {
+	return &Launcher{ec2: client, cluster: cluster, offerings: offerings, unavailable: unavailable, templates: map[string]bool{}}
+}
+
+// fleetOverride is one instance type in one subnet.
+type fleetOverride struct {
+	it     *scheduling.InstanceType
+	zone   string
+	subnet string
+	price  float64
+	arch   string
+}
+
+// Launch creates the instance for a NodeClaim from its EC2NodeClass. Errors
+// are typed (cloudprovider.InsufficientCapacityError, ConfigurationError,
+// RetryableError); capacity errors have already marked what ran out.
+func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass) (*cloudprovider.Instance, error) {
+	reqs, err := scheduling.FromAPI(claim.Spec.Requirements)
+	if err != nil {
+		return nil, &cloudprovider.ConfigurationError{Reason: "InvalidRequirements", Message: err.Error()}
+	}
+	types, err := l.offerings.InstanceTypes(ctx, class)
+	if err != nil {
+		return nil, &cloudprovider.RetryableError{Reason: "InstanceTypes", Err: err}
+	}
+	capacityType, overrides := l.choose(reqs, types, class)
+	if len(overrides) == 0 {
+		return nil, &cloudprovider.InsufficientCapacityError{Reason: "NoAvailableOffering",
+			Message: "every instance type, zone and capacity type the NodeClaim allows is marked unavailable or not offered"}
+	}
+	configs, err := l.launchTemplateConfigs(ctx, claim, class, overrides)
+	if err != nil {
+		return nil, err
+	}
+	out, err := l.createFleet(ctx, claim, class, capacityType, configs)
+	if err != nil {
+		if fe, ok := FromAPIError(err); ok && strings.HasPrefix(fe.Code, "InvalidLaunchTemplate") {
+			// Someone deleted our launch template: make it again, once.
+			l.forgetTemplates()
+			if configs, err = l.launchTemplateConfigs(ctx, claim, class, overrides); err != nil {
+				return nil, err
+			}
+			out, err = l.createFleet(ctx, claim, class, capacityType, configs)
+		}
+	}
+	if err != nil {
+		fe, ok := FromAPIError(err)
+		if !ok {
+			return nil, &cloudprovider.RetryableError{Reason: "CreateFleet", Err: err}
+		}
+		return nil, l.failure(capacityType, []FleetError{fe}, err)
+	}
+	var fleetErrs []FleetError
+	for _, e := range out.Errors {
+		fe := FleetError{Code: aws.ToString(e.ErrorCode), Message: aws.ToString(e.ErrorMessage)}
+		if lto := e.LaunchTemplateAndOverrides; lto != nil && lto.Overrides != nil {
+			fe.InstanceType = string(lto.Overrides.InstanceType)
+			fe.Zone = aws.ToString(lto.Overrides.AvailabilityZone)
+			fe.Subnet = aws.ToString(lto.Overrides.SubnetId)
+		}
+		fleetErrs = append(fleetErrs, fe)
+	}
+	if len(out.Instances) == 0 || len(out.Instances[0].InstanceIds) == 0 {
+		return nil, l.failure(capacityType, fleetErrs, nil)
+	}
+	if len(fleetErrs) > 0 {
+		// Partial success: what failed is still worth remembering.
+		if c := Classify(capacityType, fleetErrs); c.Outcome == OutcomeUnavailable {
+			l.unavailable.Mark(c.Unavailable...)
+		}
+	}
+	inst := out.Instances[0]
+	name := string(inst.InstanceType)
+	zone := aws.ToString(inst.LaunchTemplateAndOverrides.Overrides.AvailabilityZone)
+	id := inst.InstanceIds[0]
+	var chosen *scheduling.InstanceType
+	for _, o := range overrides {
+		if o.it.Name == name {
+			chosen = o.it
+		}
+	}
+	result := &cloudprovider.Instance{ID: id, ProviderID: fmt.Sprintf("aws:///%s/%s", zone, id), InstanceType: name, Zone: zone, CapacityType: capacityType}
+	if chosen != nil {
+		result.Capacity, result.Allocatable = chosen.Capacity.List(), chosen.Allocatable().List()
+		result.Labels = chosen.Requirements.Labels()
+	}
+	return result, nil
+}
+
+// failure classifies a launch that produced no instance.
+func (l *Launcher) failure(capacityType string, errs []FleetError, cause error) error {
+	c := Classify(capacityType, errs)
+	switch c.Outcome {
+	case OutcomeUnavailable:
+		l.unavailable.Mark(c.Unavailable...)
+		return &cloudprovider.InsufficientCapacityError{Reason: c.Reason, Message: c.Message}
+	case OutcomeConfig:
+		return &cloudprovider.ConfigurationError{Reason: c.Reason, Message: c.Message}
+	case OutcomeRetry:
+		if cause == nil {
+			cause = errors.New(c.Message)
+		}
+		return &cloudprovider.RetryableError{Reason: c.Reason, Err: cause}
+	default:
+		return &cloudprovider.ConfigurationError{Reason: c.Reason, Message: c.Message}
+	}
+}
+
+// choose picks the capacity type and the overrides, cheapest first: Spot when
+// the claim allows it and some Spot offering is available.
+func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.InstanceType, class *awsv1.EC2NodeClass) (string, []fleetOverride) {
+	subnets := map[string]string{}
+	for _, s := range class.Status.Subnets {
+		if _, ok := subnets[s.Zone]; !ok && !l.unavailable.SubnetUnavailable(s.ID) {
+			subnets[s.Zone] = s.ID
+		}
+	}
+	for _, ct := range []string{v1.CapacityTypeSpot, v1.CapacityTypeOnDemand} {
+		if r, ok := reqs[v1.CapacityTypeLabelKey]; ok && !r.Has(ct) {
+			continue
+		}
+		var out []fleetOverride
+		for _, it := range types {
+			if r, ok := reqs[corev1.LabelInstanceTypeStable]; ok && !r.Has(it.Name) {
+				continue
+			}
+			if !compatible(reqs, it) {
+				continue
+			}
+			arch := it.Requirements.Labels()[corev1.LabelArchStable]
+			for _, o := range it.Offerings {
+				if !o.Available || o.CapacityType != ct {
+					continue
+				}
+				if r, ok := reqs[corev1.LabelTopologyZone]; ok && !r.Has(o.Zone) {
+					continue
+				}
+				subnet, ok := subnets[o.Zone]
+				if !ok {
+					continue
+				}
+				out = append(out, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch})
+			}
+		}
+		if len(out) == 0 {
+			continue
+		}
+		sort.SliceStable(out, func(i, j int) bool {
+			if out[i].price != out[j].price {
+				return out[i].price < out[j].price
+			}
+			return out[i].it.Name+out[i].zone < out[j].it.Name+out[j].zone
+		})
+		if len(out) > MaxOverrides {
+			out = out[:MaxOverrides]
+		}
+		return ct, out
+	}
+	return "", nil
+}
+
+// compatible checks the claim's requirements on the labels an instance type defines.
+func compatible(reqs scheduling.Requirements, it *scheduling.InstanceType) bool {
+	for k, r := range it.Requirements {
+		if cr, ok := reqs[k]; ok && !cr.Intersects(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// launchTemplateConfigs makes sure a launch template exists for each image the
+// overrides need and groups the overrides under them.
+func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, overrides []fleetOverride) ([]ec2types.FleetLaunchTemplateConfigRequest, error) {
+	byArch := map[string][]fleetOverride{}
+	for _, o := range overrides {
+		byArch[o.arch] = append(byArch[o.arch], o)
+	}
+	var configs []ec2types.FleetLaunchTemplateConfigRequest
+	for _, arch := range []string{"amd64", "arm64"} {
+		os := byArch[arch]
+		if len(os) == 0 {
+			continue
+		}
+		ami := imageFor(class, arch)
+		if ami == "" {
+			continue
+		}
+		name, err := l.ensureTemplate(ctx, claim, class, ami)
+		if err != nil {
+			return nil, err
+		}
+		cfg := ec2types.FleetLaunchTemplateConfigRequest{LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{
+			LaunchTemplateName: aws.String(name), Version: aws.String("$Latest"),
+		}}
+		for _, o := range os {
+			cfg.Overrides = append(cfg.Overrides, ec2types.FleetLaunchTemplateOverridesRequest{
+				InstanceType: ec2types.InstanceType(o.it.Name), SubnetId: aws.String(o.subnet), AvailabilityZone: aws.String(o.zone),
+			})
+		}
+		configs = append(configs, cfg)
+	}
+	if len(configs) == 0 {
+		return nil, &cloudprovider.ConfigurationError{Reason: "AMIsNotFound", Message: fmt.Sprintf("ec2nodeclass %s has no image for the architectures of the NodeClaim's instance types; check spec.amiSelectorTerms", class.Name)}
+	}
+	return configs, nil
+}
+
+func imageFor(class *awsv1.EC2NodeClass, arch string) string {
+	for _, ami := range class.Status.AMIs {
+		for _, r := range ami.Requirements {
+			if r.Key == corev1.LabelArchStable {
+				for _, v := range r.Values {
+					if v == arch {
+						return ami.ID
+					}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// templateData is what a launch template holds; its hash names the template,
+// so a change makes a new one and identical classes share one.
+type templateData struct {
+	Image           string
+	SecurityGroups  []string
+	InstanceProfile string
+	UserData        string
+	Metadata        *awsv1.MetadataOptions
+	BlockDevices    []awsv1.BlockDeviceMapping
+	Monitoring      bool
+	PublicIP        *bool
+	Tags            map[string]string
+}
+
+func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, ami string) (string, error) {
+	data := templateData{Image: ami, InstanceProfile: class.Status.InstanceProfile, Metadata: class.Spec.MetadataOptions,
+		BlockDevices: class.Spec.BlockDeviceMappings, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: class.Spec.Tags}
+	for _, sg := range class.Status.SecurityGroups {
+		data.SecurityGroups = append(data.SecurityGroups, sg.ID)
+	}
+	if class.Spec.UserData != nil {
+		data.UserData = *class.Spec.UserData
+	}
+	if class.Spec.DetailedMonitoring != nil {
+		data.Monitoring = *class.Spec.DetailedMonitoring
+	}
+	raw, _ := json.Marshal(data)
+	sum := sha256.Sum256(raw)
+	name := fmt.Sprintf("backstop/%s/%s", l.cluster, hex.EncodeToString(sum[:8]))
+
+	l.mu.Lock()
+	known := l.templates[name]
+	l.mu.Unlock()
+	if known {
+		return name, nil
+	}
+	_, err := l.ec2.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateNames: []string{name}})
+	if err != nil {
+		fe, ok := FromAPIError(err)
+		if !ok || fe.Code != "InvalidLaunchTemplateName.NotFoundException" {
+			return "", l.failure("", []FleetError{fe}, err)
+		}
+		if err := l.createTemplate(ctx, name, class, data); err != nil {
+			return "", err
+		}
+	}
+	l.mu.Lock()
+	l.templates[name] = true
+	l.mu.Unlock()
+	return name, nil
+}
+
+func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1.EC2NodeClass, d templateData) error {
+	lt := &ec2types.RequestLaunchTemplateData{
+		ImageId:          aws.String(d.Image),
+		SecurityGroupIds: d.SecurityGroups,
+		Monitoring:       &ec2types.LaunchTemplatesMonitoringRequest{Enabled: aws.Bool(d.Monitoring)},
+	}
+	if d.InstanceProfile != "" {
+		lt.IamInstanceProfile = &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String(d.InstanceProfile)}
+	}
+	if d.UserData != "" {
+		lt.UserData = aws.String(base64.StdEncoding.EncodeToString([]byte(d.UserData)))
+	}
+	if m := d.Metadata; m != nil {
+		lt.MetadataOptions = &ec2types.LaunchTemplateInstanceMetadataOptionsRequest{
+			HttpEndpoint:            ec2types.LaunchTemplateInstanceMetadataEndpointState(aws.ToString(m.HTTPEndpoint)),
+			HttpProtocolIpv6:        ec2types.LaunchTemplateInstanceMetadataProtocolIpv6(aws.ToString(m.HTTPProtocolIPv6)),
+			HttpPutResponseHopLimit: aws.Int32(int32(aws.ToInt64(m.HTTPPutResponseHopLimit))),
+			HttpTokens:              ec2types.LaunchTemplateHttpTokensState(aws.ToString(m.HTTPTokens)),
+		}
+	}
+	for _, b := range d.BlockDevices {
+		m := ec2types.LaunchTemplateBlockDeviceMappingRequest{DeviceName: b.DeviceName}
+		if e := b.EBS; e != nil {
+			m.Ebs = &ec2types.LaunchTemplateEbsBlockDeviceRequest{
+				DeleteOnTermination: e.DeleteOnTermination, Encrypted: e.Encrypted, KmsKeyId: e.KMSKeyID, SnapshotId: e.SnapshotID,
+				VolumeType: ec2types.VolumeType(aws.ToString(e.VolumeType)),
+			}
+			if e.IOPS != nil {
+				m.Ebs.Iops = aws.Int32(int32(*e.IOPS))
+			}
+			if e.Throughput != nil {
+				m.Ebs.Throughput = aws.Int32(int32(*e.Throughput))
+			}
+			if e.VolumeSize != nil {
+				m.Ebs.VolumeSize = aws.Int32(volumeGiB(*e.VolumeSize))
+			}
+		}
+		lt.BlockDeviceMappings = append(lt.BlockDeviceMappings, m)
+	}
+	if d.PublicIP != nil {
+		lt.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{{
+			DeviceIndex: aws.Int32(0), AssociatePublicIpAddress: d.PublicIP, Groups: d.SecurityGroups,
+		}}
+		lt.SecurityGroupIds = nil
+	}
+	_, err := l.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+		LaunchTemplateName: aws.String(name), LaunchTemplateData: lt,
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeLaunchTemplate, Tags: toTags(map[string]string{
+			ClusterTag(l.cluster): "owned", TagNodeClass: class.Name,
+		})}},
+	})
+	if err != nil {
+		if fe, ok := FromAPIError(err); ok && fe.Code == "InvalidLaunchTemplateName.AlreadyExistsException" {
+			return nil
+		}
+		fe, _ := FromAPIError(err)
+		return l.failure("", []FleetError{fe}, err)
+	}
+	return nil
+}
+
+// volumeGiB reads "20Gi", "100G", "1Ti" as GiB.
+func volumeGiB(s string) int32 {
+	var n int32
+	var unit string
+	_, _ = fmt.Sscanf(s, "%d%s", &n, &unit)
+	switch unit {
+	case "Ti", "T":
+		return n * 1024
+	default:
+		return n
+	}
+}
+
+func (l *Launcher) forgetTemplates() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.templates = map[string]bool{}
+}
+
+func toTags(m map[string]string) []ec2types.Tag {
+	out := make([]ec2types.Tag, 0, len(m))
+	for _, k := range sortedStringKeys(m) {
+		out = append(out, ec2types.Tag{Key: aws.String(k), Value: aws.String(m[k])})
+	}
+	return out
+}
+
+func (l *Launcher) createFleet(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, capacityType string, configs []ec2types.FleetLaunchTemplateConfigRequest) (*ec2.CreateFleetOutput, error) {
+	tags := map[string]string{}
+	for k, v := range class.Spec.Tags {
+		tags[k] = v
+	}
+	tags[ClusterTag(l.cluster)] = "owned"
+	tags[TagNodePool] = claim.Labels[v1.NodePoolLabelKey]
+	tags[TagNodeClaim] = claim.Name
+	tags[TagNodeClass] = class.Name
+	tags[TagEKSName] = l.cluster
+	tags["Name"] = claim.Name
+	in := &ec2.CreateFleetInput{
+		Type:                  ec2types.FleetTypeInstant,
+		LaunchTemplateConfigs: configs,
+		TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{
+			TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: ec2types.DefaultTargetCapacityType(capacityType),
+		},
+		TagSpecifications: []ec2types.TagSpecification{
+			{ResourceType: ec2types.ResourceTypeInstance, Tags: toTags(tags)},
+			{ResourceType: ec2types.ResourceTypeVolume, Tags: toTags(tags)},
+			{ResourceType: ec2types.ResourceTypeFleet, Tags: toTags(tags)},
+		},
+		// One token per NodeClaim and capacity type: a retried launch (after a
+		// restart, say) gets the instance it already made, not a second one.
+		ClientToken: aws.String(clientToken(claim, capacityType)),
+	}
+	if capacityType == v1.CapacityTypeSpot {
+		in.SpotOptions = &ec2types.SpotOptionsRequest{AllocationStrategy: ec2types.SpotAllocationStrategyPriceCapacityOptimized}
+	} else {
+		in.OnDemandOptions = &ec2types.OnDemandOptionsRequest{AllocationStrategy: ec2types.FleetOnDemandAllocationStrategyLowestPrice}
+	}
+	if class.Spec.Context != nil {
+		in.Context = class.Spec.Context
+	}
+	return l.ec2.CreateFleet(ctx, in)
+}
+
+func clientToken(claim *v1.NodeClaim, capacityType string) string {
+	sum := sha256.Sum256([]byte(string(claim.UID) + "/" + claim.Name + "/" + capacityType))
+	return hex.EncodeToString(sum[:16])
+}

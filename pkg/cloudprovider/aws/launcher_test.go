@@ -1,0 +1,174 @@
+package aws_test
+
+import (
+	"context"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+var _ = Describe("the fleet launcher", func() {
+	var (
+		ctx         = context.Background()
+		sim         *ec2sim.Server
+		client      *ec2.Client
+		launcher    *aws.Launcher
+		unavailable *aws.UnavailableOfferings
+		class       *awsv1.EC2NodeClass
+	)
+
+	BeforeEach(func() {
+		sim, client, _ = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
+		unavailable = aws.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
+		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable)
+		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+			Role: "node-role", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+			Tags:                       map[string]string{"team": "data"},
+		}}
+		class.Status, err = aws.NewResolver(client, "my-cluster", "1.36").Resolve(ctx, class)
+		Expect(err).NotTo(HaveOccurred())
+		sim.ResetRequests()
+	})
+
+	claim := func(name string, capacityTypes ...string) *v1.NodeClaim {
+		return &v1.NodeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Labels: map[string]string{v1.NodePoolLabelKey: "batch"}},
+			Spec: v1.NodeClaimSpec{Requirements: []v1.NodeSelectorRequirementWithMinValues{
+				{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"c5.large", "m5.large", "m6g.large"}},
+				{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: capacityTypes},
+			}},
+		}
+	}
+	fleetCalls := func() []ec2sim.Request {
+		var out []ec2sim.Request
+		for _, r := range sim.Requests() {
+			if r.Action == "CreateFleet" {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+
+	It("launches Spot with price-capacity-optimized, the cheapest overrides first, tagged for the cluster", func() {
+		inst, err := launcher.Launch(ctx, claim("a", "spot", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.CapacityType).To(Equal("spot"))
+		Expect(inst.ProviderID).To(MatchRegexp(`^aws:///us-east-1[abc]/i-[0-9a-f]+$`))
+		Expect(inst.Allocatable).To(HaveKey(corev1.ResourceCPU))
+		calls := fleetCalls()
+		Expect(calls).To(HaveLen(1))
+		p := calls[0].Params
+		Expect(p).To(HaveKeyWithValue("Type", "instant"))
+		Expect(p).To(HaveKeyWithValue("TargetCapacitySpecification.DefaultTargetCapacityType", "spot"))
+		Expect(p).To(HaveKeyWithValue("SpotOptions.AllocationStrategy", "price-capacity-optimized"))
+		Expect(p).NotTo(HaveKey("OnDemandOptions.AllocationStrategy"), "one capacity type per call")
+		Expect(p).To(HaveKey("ClientToken"))
+		Expect(p).To(HaveKeyWithValue("LaunchTemplateConfigs.2.Overrides.1.InstanceType", "m6g.large"), "arm64 types use the arm64 image's template")
+
+		launched := sim.Instances()[0]
+		Expect(launched.Tags).To(HaveKeyWithValue("kubernetes.io/cluster/my-cluster", "owned"))
+		Expect(launched.Tags).To(HaveKeyWithValue("karpenter.sh/nodeclaim", "a"))
+		Expect(launched.Tags).To(HaveKeyWithValue("karpenter.sh/nodepool", "batch"))
+		Expect(launched.Tags).To(HaveKeyWithValue("karpenter.k8s.aws/ec2nodeclass", "default"))
+		Expect(launched.Tags).To(HaveKeyWithValue("eks:eks-cluster-name", "my-cluster"))
+		Expect(launched.Tags).To(HaveKeyWithValue("team", "data"))
+	})
+
+	It("launches On-Demand with lowest-price when the claim allows only On-Demand", func() {
+		inst, err := launcher.Launch(ctx, claim("b", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.CapacityType).To(Equal("on-demand"))
+		Expect(fleetCalls()[0].Params).To(HaveKeyWithValue("OnDemandOptions.AllocationStrategy", "lowest-price"))
+	})
+
+	It("reuses its launch template and recreates it once if it disappears", func() {
+		_, err := launcher.Launch(ctx, claim("c", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		out, err := client.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out.LaunchTemplates).To(HaveLen(2), "one per architecture")
+		for _, lt := range out.LaunchTemplates {
+			_, err := client.DeleteLaunchTemplate(ctx, &ec2.DeleteLaunchTemplateInput{LaunchTemplateName: lt.LaunchTemplateName})
+			Expect(err).NotTo(HaveOccurred())
+		}
+		sim.ResetRequests()
+		_, err = launcher.Launch(ctx, claim("d", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		var actions []string
+		for _, r := range sim.Requests() {
+			actions = append(actions, r.Action+":"+r.Error)
+		}
+		Expect(actions).To(ContainElement("CreateFleet:InvalidLaunchTemplateName.NotFoundException"))
+		Expect(actions).To(ContainElement("CreateLaunchTemplate:"))
+		Expect(actions[len(actions)-1]).To(Equal("CreateFleet:"))
+	})
+
+	It("returns the same instance for a retried launch of the same NodeClaim", func() {
+		c := claim("e", "spot")
+		first, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		second, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(second.ID).To(Equal(first.ID))
+		Expect(sim.Instances()).To(HaveLen(1))
+	})
+
+	It("marks Spot ICE per offering and moves to On-Demand once every Spot offering is marked", func() {
+		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: 0}}})
+		_, err := launcher.Launch(ctx, claim("f", "spot", "on-demand"), class)
+		Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).To(ContainSubstring("InsufficientInstanceCapacity"))
+		Expect(unavailable.IsUnavailable("m5.large", "us-east-1a", "spot")).To(BeTrue())
+		Expect(unavailable.IsUnavailable("m5.large", "us-east-1a", "on-demand")).To(BeFalse())
+
+		inst, err := launcher.Launch(ctx, claim("g", "spot", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.CapacityType).To(Equal("on-demand"))
+		Expect(fleetCalls()).To(HaveLen(2), "one failed Spot call, then On-Demand")
+	})
+
+	It("marks all of Spot on MaxSpotInstanceCountExceeded: On-Demand on the very next launch", func() {
+		sim.SetFaults(ec2sim.Faults{SpotVCPUQuota: ptr.To[int64](0)})
+		_, err := launcher.Launch(ctx, claim("h", "spot", "on-demand"), class)
+		Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeTrue())
+		Expect(err.Error()).To(ContainSubstring("Spot vCPU quota is used up"))
+		inst, err := launcher.Launch(ctx, claim("i", "spot", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.CapacityType).To(Equal("on-demand"))
+		spotCalls := 0
+		for _, r := range fleetCalls() {
+			if r.Params["TargetCapacitySpecification.DefaultTargetCapacityType"] == "spot" {
+				spotCalls++
+			}
+		}
+		Expect(spotCalls).To(Equal(1), "one failed Spot call in total")
+	})
+
+	It("reports a missing Spot service-linked role with the fix", func() {
+		sim.SetFaults(ec2sim.Faults{NoSpotServiceLinkedRole: true})
+		_, err := launcher.Launch(ctx, claim("j", "spot"), class)
+		Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeTrue())
+		Expect(err.Error()).To(ContainSubstring("aws iam create-service-linked-role --aws-service-name spot.amazonaws.com"))
+		_, err = launcher.Launch(ctx, claim("k", "spot"), class)
+		Expect(err).To(MatchError(ContainSubstring("NoAvailableOffering")), "a Spot-only claim has nowhere to go")
+	})
+})
+
