@@ -171,4 +171,3 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(err).To(MatchError(ContainSubstring("NoAvailableOffering")), "a Spot-only claim has nowhere to go")
 	})
 })
-
