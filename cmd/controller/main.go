@@ -22,12 +22,18 @@ func main() {
 		log.Error(err, "cannot reach Kubernetes")
 		os.Exit(1)
 	}
-	op, err := operator.New(cfg, opts, log, nil)
+	ctx := ctrl.SetupSignalHandler()
+	ec2Client, err := operator.NewEC2Client(ctx, opts)
+	if err != nil {
+		log.Error(err, "cannot reach AWS")
+		os.Exit(1)
+	}
+	op, err := operator.New(cfg, opts, log, ec2Client)
 	if err != nil {
 		log.Error(err, "cannot start")
 		os.Exit(1)
 	}
-	if err := op.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := op.Start(ctx); err != nil {
 		log.Error(err, "stopped with an error")
 		os.Exit(1)
 	}

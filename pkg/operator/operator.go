@@ -5,16 +5,15 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -22,8 +21,6 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
-	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
-	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
 // Operator is the running controller: its options, logger and manager.
@@ -67,9 +64,9 @@ func RESTConfig(o *Options) (*rest.Config, error) {
 }
 
 // New builds the manager with leader election, health and readiness probes and
-// the metrics endpoint, and registers the controllers. Provisioning runs only
-// with a cloud to ask for instance types (nil leaves it off).
-func New(cfg *rest.Config, o *Options, log logr.Logger, instanceTypes provisioning.InstanceTypeProvider) (*Operator, error) {
+// the metrics endpoint, and registers the controllers. Provisioning and the
+// node lifecycle run only with an EC2 client (nil leaves them off).
+func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client) (*Operator, error) {
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
@@ -101,19 +98,15 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, instanceTypes provisioni
 	}); err != nil {
 		return nil, err
 	}
-	if instanceTypes != nil {
-		p := provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), instanceTypes, clock.RealClock{},
-			provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
-				BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
-				PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy),
-			})
-		if err := p.Register(mgr); err != nil {
-			return nil, fmt.Errorf("registering the provisioner: %w", err)
-		}
-	} else {
+	op := &Operator{Options: o, Log: log, Manager: mgr}
+	if ec2Client == nil {
 		log.Info("no cloud provider configured: pending pods will not be provisioned")
+		return op, nil
 	}
-	return &Operator{Options: o, Log: log, Manager: mgr}, nil
+	if err := op.registerAWS(cfg, ec2Client); err != nil {
+		return nil, err
+	}
+	return op, nil
 }
 
 // Start runs the manager until ctx is done.

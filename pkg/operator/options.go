@@ -25,6 +25,9 @@ type Options struct {
 	LogLevel                string
 	LogFormat               string
 	Kubeconfig              string
+	AWSRegion               string
+	AWSEndpoint             string
+	UnavailableOfferingsTTL time.Duration
 	BatchIdleDuration       time.Duration
 	BatchMaxDuration        time.Duration
 	PreferencePolicy        string
@@ -46,6 +49,9 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.LogLevel, "log-level", env.str("log-level", "info"), "debug, info or error [LOG_LEVEL]")
 	fs.StringVar(&o.LogFormat, "log-format", env.str("log-format", "json"), "json or console [LOG_FORMAT]")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", env.str("kubeconfig", ""), "kubeconfig to use outside a cluster [KUBECONFIG]")
+	fs.StringVar(&o.AWSRegion, "aws-region", env.str("aws-region", getenv("AWS_REGION")), "AWS region [AWS_REGION]")
+	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2 endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
+	fs.DurationVar(&o.UnavailableOfferingsTTL, "unavailable-offerings-ttl", env.duration("unavailable-offerings-ttl", 3*time.Minute), "how long capacity EC2 ran out of is skipped [UNAVAILABLE_OFFERINGS_TTL]")
 	fs.DurationVar(&o.BatchIdleDuration, "batch-idle-duration", env.duration("batch-idle-duration", time.Second), "a batch of pending pods closes after this long without a new one [BATCH_IDLE_DURATION]")
 	fs.DurationVar(&o.BatchMaxDuration, "batch-max-duration", env.duration("batch-max-duration", 10*time.Second), "a batch of pending pods closes after this long at most [BATCH_MAX_DURATION]")
 	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")

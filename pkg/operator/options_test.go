@@ -27,6 +27,7 @@ var _ = Describe("options", func() {
 			"CLUSTER_NAME": "prod", "METRICS_BIND_ADDRESS": ":9090", "HEALTH_PROBE_BIND_ADDRESS": ":9091",
 			"LEADER_ELECT": "false", "LEADER_ELECTION_NAMESPACE": "backstop", "LOG_LEVEL": "debug", "LOG_FORMAT": "console",
 			"BATCH_IDLE_DURATION": "2s", "BATCH_MAX_DURATION": "20s", "PREFERENCE_POLICY": "Ignore",
+			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT": "http://127.0.0.1:4566", "UNAVAILABLE_OFFERINGS_TTL": "1m",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
@@ -34,6 +35,7 @@ var _ = Describe("options", func() {
 			LeaderElect: false, LeaderElectionNamespace: "backstop", LeaderElectionName: "backstop-leader-election",
 			LogLevel: "debug", LogFormat: "console",
 			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
+			AWSRegion: "eu-west-1", AWSEndpoint: "http://127.0.0.1:4566", UnavailableOfferingsTTL: time.Minute,
 		}))
 	})
 

@@ -41,6 +41,13 @@ type Provisioner struct {
 
 	mu          sync.Mutex
 	nominations map[types.UID]nomination
+	// fallbacks remember, per pod, the pool whose launch failed and why, until
+	// the pod is planned again.
+	fallbacks map[types.UID]fallback
+}
+
+type fallback struct {
+	pool, reason string
 }
 
 type nomination struct {
@@ -56,11 +63,27 @@ func New(c client.Client, recorder events.EventRecorder, instanceTypes InstanceT
 	return &Provisioner{
 		client: c, recorder: recorder, instanceTypes: instanceTypes, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
+		fallbacks: map[types.UID]fallback{},
 	}
 }
 
 // Trigger tells the provisioner a pod may need capacity.
 func (p *Provisioner) Trigger() { p.batcher.Trigger() }
+
+// LaunchFailed takes back the pods of a NodeClaim given up for lack of
+// capacity and plans them again at once (after one idle window); what ran out
+// is already marked unavailable, so the plan moves on.
+func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
+	p.mu.Lock()
+	for uid, n := range p.nominations {
+		if n.claim == claim.Name {
+			delete(p.nominations, uid)
+			p.fallbacks[uid] = fallback{pool: claim.Labels[v1.NodePoolLabelKey], reason: reason}
+		}
+	}
+	p.mu.Unlock()
+	p.batcher.Trigger()
+}
 
 // Start runs batches until ctx ends; it is a manager Runnable and runs on the
 // leader only.
@@ -103,6 +126,7 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 			continue
 		}
 		p.nominate(nc.Pods, created)
+		p.reportFallbacks(nc.Pods, created)
 	}
 	for _, placement := range plan.Existing {
 		what := "node/" + placement.Node
@@ -170,6 +194,30 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 
 func ptrTo[T any](v T) *T { return &v }
 
+// reportFallbacks records, for pods whose last NodeClaim ran out of capacity,
+// where they went instead: an event on the pod and the new NodeClaim, and a count.
+func (p *Provisioner) reportFallbacks(pods []*corev1.Pod, claim *v1.NodeClaim) {
+	to := claim.Labels[v1.NodePoolLabelKey]
+	seen := map[fallback]bool{}
+	for _, pod := range pods {
+		p.mu.Lock()
+		fb, ok := p.fallbacks[pod.UID]
+		delete(p.fallbacks, pod.UID)
+		p.mu.Unlock()
+		if !ok {
+			continue
+		}
+		p.metrics.fallbacks.WithLabelValues(fb.pool, to, fb.reason).Inc()
+		p.recorder.Eventf(pod, claim, corev1.EventTypeWarning, "Fallback", "Provision",
+			"NodePool %s could not launch (%s); planned on NodePool %s, nodeclaim/%s", fb.pool, fb.reason, to, claim.Name)
+		if !seen[fb] {
+			seen[fb] = true
+			p.recorder.Eventf(claim, nil, corev1.EventTypeNormal, "Fallback", "Provision",
+				"Created for pods that NodePool %s could not launch (%s)", fb.pool, fb.reason)
+		}
+	}
+}
+
 // nominate remembers that the pods will land on the claim, and tells them so.
 func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) {
 	p.mu.Lock()
@@ -210,6 +258,7 @@ func (p *Provisioner) forgetNominations(live map[string]*v1.NodeClaim) {
 type Metrics struct {
 	batchPods prometheus.Histogram
 	duration  prometheus.Histogram
+	fallbacks *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers the provisioning metrics.
@@ -223,8 +272,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "karpenter_provisioner_scheduling_duration_seconds", Help: "Duration of one scheduling solve.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "backstop_fallback_total", Help: "Pods planned again after their NodeClaim's launch ran out of capacity, by pool fallen from and to, and EC2 error code.",
+		}, []string{"from_nodepool", "to_nodepool", "reason"}),
 	}
-	reg.MustRegister(m.batchPods, m.duration)
+	reg.MustRegister(m.batchPods, m.duration, m.fallbacks)
 	return m
 }
 

@@ -1,0 +1,195 @@
+// Package nodeclaim runs a NodeClaim's lifecycle. Launch (this file) turns a
+// new NodeClaim into an instance; on a capacity error it deletes the NodeClaim
+// at once and hands its pods back to provisioning, so the next plan — which no
+// longer sees what ran out — picks other Spot types or the next pool.
+package nodeclaim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+)
+
+// Launcher creates the instance of a NodeClaim.
+type Launcher interface {
+	Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass) (*cloudprovider.Instance, error)
+}
+
+// LaunchFailures is told when a NodeClaim is given up for lack of capacity,
+// so its pods are planned again at once.
+type LaunchFailures interface {
+	LaunchFailed(claim *v1.NodeClaim, reason string)
+}
+
+// Launch is the launch step of the lifecycle.
+type Launch struct {
+	client   client.Client
+	launcher Launcher
+	recorder events.EventRecorder
+	failures LaunchFailures
+	metrics  *LaunchMetrics
+	// Workers launch this many NodeClaims at once, so one slow or failing
+	// launch never holds up the others.
+	Workers int
+}
+
+// LaunchMetrics count launch failures.
+type LaunchMetrics struct {
+	failures *prometheus.CounterVec
+}
+
+// NewLaunchMetrics registers the launch metrics.
+func NewLaunchMetrics(reg prometheus.Registerer) *LaunchMetrics {
+	m := &LaunchMetrics{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "karpenter_cloudprovider_instance_launch_failures_total",
+		Help: "Failed instance launches, by capacity type, zone and EC2 error code.",
+	}, []string{"capacity_type", "zone", "reason"})}
+	reg.MustRegister(m.failures)
+	return m
+}
+
+// NewLaunch returns the launch controller.
+func NewLaunch(c client.Client, launcher Launcher, recorder events.EventRecorder, failures LaunchFailures, metrics *LaunchMetrics) *Launch {
+	return &Launch{client: c, launcher: launcher, recorder: recorder, failures: failures, metrics: metrics, Workers: 10}
+}
+
+// Register adds the controller to the manager.
+func (l *Launch) Register(mgr manager.Manager) error {
+	return builder.ControllerManagedBy(mgr).Named("nodeclaim.launch").For(&v1.NodeClaim{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: l.Workers}).Complete(l)
+}
+
+// Reconcile launches one NodeClaim.
+func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	claim := &v1.NodeClaim{}
+	if err := l.client.Get(ctx, req.NamespacedName, claim); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if claim.DeletionTimestamp != nil || claim.Status.ProviderID != "" || meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionLaunched) {
+		return reconcile.Result{}, nil
+	}
+	logger := log.FromContext(ctx).WithValues("nodeclaim", claim.Name, "nodepool", claim.Labels[v1.NodePoolLabelKey])
+	class := &awsv1.EC2NodeClass{}
+	if err := l.client.Get(ctx, client.ObjectKey{Name: claim.Spec.NodeClassRef.Name}, class); err != nil {
+		if apierrors.IsNotFound(err) {
+			return l.notLaunched(ctx, claim, "NodeClassNotFound", fmt.Sprintf("EC2NodeClass %s does not exist", claim.Spec.NodeClassRef.Name), time.Minute)
+		}
+		return reconcile.Result{}, err
+	}
+	if !meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionReady) {
+		msg := "EC2NodeClass " + class.Name + " is not ready"
+		if c := meta.FindStatusCondition(class.Status.Conditions, awsv1.ConditionReady); c != nil && c.Message != "" {
+			msg += ": " + c.Message
+		}
+		return l.notLaunched(ctx, claim, "NodeClassNotReady", msg, 30*time.Second)
+	}
+
+	inst, err := l.launcher.Launch(ctx, claim, class)
+	if err != nil {
+		var ice *cloudprovider.InsufficientCapacityError
+		var cfg *cloudprovider.ConfigurationError
+		switch {
+		case errors.As(err, &ice):
+			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), ice.Reason).Inc()
+			l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "InsufficientCapacityError", "Launch", "NodeClaim %s: %s", claim.Name, ice.Message)
+			logger.Info("no capacity; giving the pods back to provisioning", "aws-error-code", ice.Reason, "reason", ice.Message)
+			if err := l.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
+				return reconcile.Result{}, err
+			}
+			l.failures.LaunchFailed(claim, ice.Reason)
+			return reconcile.Result{}, nil
+		case errors.As(err, &cfg):
+			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), cfg.Reason).Inc()
+			l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "LaunchFailed", "Launch", "%s", cfg.Message)
+			return l.notLaunched(ctx, claim, cfg.Reason, cfg.Message, time.Minute)
+		default:
+			// Passing faults: controller-runtime retries with jittered backoff.
+			return reconcile.Result{}, fmt.Errorf("launching nodeclaim %s: %w", claim.Name, err)
+		}
+	}
+
+	patch := client.MergeFrom(claim.DeepCopy())
+	if claim.Labels == nil {
+		claim.Labels = map[string]string{}
+	}
+	for k, v := range inst.Labels {
+		claim.Labels[k] = v
+	}
+	claim.Labels[corev1.LabelInstanceTypeStable] = inst.InstanceType
+	claim.Labels[corev1.LabelTopologyZone] = inst.Zone
+	claim.Labels[v1.CapacityTypeLabelKey] = inst.CapacityType
+	if err := l.client.Patch(ctx, claim, patch); err != nil {
+		return reconcile.Result{}, err
+	}
+	statusPatch := client.MergeFrom(claim.DeepCopy())
+	claim.Status.ProviderID, claim.Status.ImageID = inst.ProviderID, inst.ImageID
+	claim.Status.Capacity, claim.Status.Allocatable = inst.Capacity, inst.Allocatable
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionLaunched, Status: metav1.ConditionTrue, Reason: "Launched", ObservedGeneration: claim.Generation})
+	if err := l.client.Status().Patch(ctx, claim, statusPatch); err != nil {
+		return reconcile.Result{}, err
+	}
+	l.recorder.Eventf(claim, nil, corev1.EventTypeNormal, "Launched", "Launch", "Launched %s %s in %s (%s)", inst.CapacityType, inst.InstanceType, inst.Zone, inst.ID)
+	logger.Info("launched nodeclaim", "instance-type", inst.InstanceType, "zone", inst.Zone, "capacity-type", inst.CapacityType, "provider-id", inst.ProviderID)
+	return reconcile.Result{}, nil
+}
+
+// notLaunched records why a NodeClaim could not launch and tries again later.
+func (l *Launch) notLaunched(ctx context.Context, claim *v1.NodeClaim, reason, message string, after time.Duration) (reconcile.Result, error) {
+	patch := client.MergeFrom(claim.DeepCopy())
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionLaunched, Status: metav1.ConditionFalse, Reason: reason, Message: message, ObservedGeneration: claim.Generation})
+	if err := l.client.Status().Patch(ctx, claim, patch); client.IgnoreNotFound(err) != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{RequeueAfter: after}, nil
+}
+
+// capacityTypeOf is the capacity type the claim asked for: one value, or "mixed".
+func capacityTypeOf(claim *v1.NodeClaim) string {
+	for _, r := range claim.Spec.Requirements {
+		if r.Key == v1.CapacityTypeLabelKey && r.Operator == v1.OpIn {
+			if len(r.Values) == 1 {
+				return r.Values[0]
+			}
+			if containsString(r.Values, v1.CapacityTypeSpot) {
+				return v1.CapacityTypeSpot
+			}
+		}
+	}
+	return "unknown"
+}
+
+func zoneOf(claim *v1.NodeClaim) string {
+	for _, r := range claim.Spec.Requirements {
+		if r.Key == corev1.LabelTopologyZone && r.Operator == v1.OpIn && len(r.Values) == 1 {
+			return r.Values[0]
+		}
+	}
+	return ""
+}
+
+func containsString(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,82 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	awscloud "github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
+	"github.com/backstop-sh/backstop/pkg/controllers/nodeclass"
+	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+)
+
+// NewEC2Client builds the EC2 client from the default AWS configuration
+// (environment, shared files, instance role), the region and the endpoint.
+func NewEC2Client(ctx context.Context, o *Options) (*ec2.Client, error) {
+	if o.AWSRegion == "" {
+		return nil, fmt.Errorf("no AWS region: set --aws-region or AWS_REGION")
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(o.AWSRegion))
+	if err != nil {
+		return nil, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	return ec2.NewFromConfig(cfg, func(opts *ec2.Options) {
+		if o.AWSEndpoint != "" {
+			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
+		}
+	}), nil
+}
+
+// registerAWS wires the AWS cloud provider and the controllers that need it.
+func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
+	o, mgr := op.Options, op.Manager
+	version, err := kubernetesMinor(cfg)
+	if err != nil {
+		return err
+	}
+	unavailable := awscloud.NewUnavailableOfferings(clock.RealClock{}, o.UnavailableOfferingsTTL, crmetrics.Registry)
+	offerings, err := awscloud.NewOfferings(client, o.AWSRegion, clock.RealClock{}, awscloud.DefaultInstanceTypesTTL, unavailable, awscloud.AllocatableOptions{})
+	if err != nil {
+		return err
+	}
+	recorder := mgr.GetEventRecorder("karpenter")
+	prov := provisioning.New(mgr.GetClient(), recorder, &awscloud.NodePoolInstanceTypes{Reader: mgr.GetClient(), Offerings: offerings},
+		clock.RealClock{}, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
+			BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
+			PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy),
+		})
+	if err := prov.Register(mgr); err != nil {
+		return fmt.Errorf("registering the provisioner: %w", err)
+	}
+	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version)).Register(mgr); err != nil {
+		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
+	}
+	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable)
+	if err := nodeclaim.NewLaunch(mgr.GetClient(), launcher, recorder, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry)).Register(mgr); err != nil {
+		return fmt.Errorf("registering the launch controller: %w", err)
+	}
+	return nil
+}
+
+// kubernetesMinor is the API server's version as "1.36", which picks alias images.
+func kubernetesMinor(cfg *rest.Config) (string, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return "", fmt.Errorf("reading the Kubernetes version: %w", err)
+	}
+	return v.Major + "." + strings.TrimSuffix(v.Minor, "+"), nil
+}
