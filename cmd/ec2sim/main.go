@@ -39,6 +39,7 @@ Config file (YAML or JSON; every field optional):
     onDemandVCPUQuota: 128          # VcpuLimitExceeded past it
     noSpotServiceLinkedRole: true   # AuthFailure.ServiceLinkedRoleCreationNotPermitted for Spot
     throttleEvery: 10               # every 10th request: RequestLimitExceeded
+    throttleNext: 2                 # the next 2 requests: RequestLimitExceeded
     serverErrorEvery: 50            # every 50th request: 500 InternalError
     latency: 50ms                   # delay every answer
 

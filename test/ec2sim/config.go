@@ -49,6 +49,8 @@ type Faults struct {
 	NoSpotServiceLinkedRole bool `json:"noSpotServiceLinkedRole,omitempty"`
 	// ThrottleEvery answers every Nth request with RequestLimitExceeded; 0 never.
 	ThrottleEvery int `json:"throttleEvery,omitempty"`
+	// ThrottleNext answers the next N requests with RequestLimitExceeded.
+	ThrottleNext int `json:"throttleNext,omitempty"`
 	// ServerErrorEvery answers every Nth request with a 500 InternalError; 0 never.
 	ServerErrorEvery int `json:"serverErrorEvery,omitempty"`
 	// Latency delays every answer.

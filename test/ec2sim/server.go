@@ -157,6 +157,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requestCount++
 	n := s.requestCount
 	faults := s.cfg.Faults
+	throttle := s.cfg.Faults.ThrottleNext > 0
+	if throttle {
+		s.cfg.Faults.ThrottleNext--
+	}
 	s.mu.Unlock()
 	if latency > 0 {
 		<-s.clock.After(latency)
@@ -165,7 +169,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body any
 	var err *apiError
 	switch {
-	case faults.ThrottleEvery > 0 && n%faults.ThrottleEvery == 0:
+	case throttle || (faults.ThrottleEvery > 0 && n%faults.ThrottleEvery == 0):
 		err = &apiError{status: http.StatusServiceUnavailable, code: "RequestLimitExceeded", message: "Request limit exceeded."}
 	case faults.ServerErrorEvery > 0 && n%faults.ServerErrorEvery == 0:
 		err = &apiError{status: http.StatusInternalServerError, code: "InternalError", message: "An internal error has occurred."}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,9 @@ type Launch struct {
 	// Workers launch this many NodeClaims at once, so one slow or failing
 	// launch never holds up the others.
 	Workers int
+	// launched remembers instances until the NodeClaim's status shows them:
+	// the informer cache lags the writes, and a second call is wasted.
+	launched sync.Map
 }
 
 // LaunchMetrics count launch failures.
@@ -84,6 +88,7 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if claim.DeletionTimestamp != nil || claim.Status.ProviderID != "" || meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionLaunched) {
+		l.launched.Delete(claim.UID)
 		return reconcile.Result{}, nil
 	}
 	logger := log.FromContext(ctx).WithValues("nodeclaim", claim.Name, "nodepool", claim.Labels[v1.NodePoolLabelKey])
@@ -102,7 +107,13 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		return l.notLaunched(ctx, claim, "NodeClassNotReady", msg, 30*time.Second)
 	}
 
-	inst, err := l.launcher.Launch(ctx, claim, class)
+	var inst *cloudprovider.Instance
+	var err error
+	if known, ok := l.launched.Load(claim.UID); ok {
+		inst = known.(*cloudprovider.Instance)
+	} else {
+		inst, err = l.launcher.Launch(ctx, claim, class)
+	}
 	if err != nil {
 		var ice *cloudprovider.InsufficientCapacityError
 		var cfg *cloudprovider.ConfigurationError
@@ -126,6 +137,7 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		}
 	}
 
+	l.launched.Store(claim.UID, inst)
 	patch := client.MergeFrom(claim.DeepCopy())
 	if claim.Labels == nil {
 		claim.Labels = map[string]string{}

@@ -242,13 +242,18 @@ func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 	return n.claim, ok
 }
 
-// forgetNominations drops nominations to claims that no longer exist, or whose
-// node has registered (kube-scheduler takes over from there).
+// nominationGrace is how long a nomination survives its NodeClaim's absence
+// from the cache: a claim just created may not have reached it yet.
+const nominationGrace = 30 * time.Second
+
+// forgetNominations drops nominations to claims that are being deleted, or
+// that are gone and were not created moments ago.
 func (p *Provisioner) forgetNominations(live map[string]*v1.NodeClaim) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for uid, n := range p.nominations {
-		if c, ok := live[n.claim]; !ok || c.DeletionTimestamp != nil {
+		c, ok := live[n.claim]
+		if (ok && c.DeletionTimestamp != nil) || (!ok && p.clock.Since(n.at) > nominationGrace) {
 			delete(p.nominations, uid)
 		}
 	}

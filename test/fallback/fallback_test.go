@@ -1,0 +1,328 @@
+package fallback_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+var ctx = context.Background()
+
+// fleetCall is one recorded CreateFleet and what it asked for.
+type fleetCall struct {
+	capacityType string
+	failed       bool
+	at           time.Time
+}
+
+func fleetCalls() []fleetCall {
+	var out []fleetCall
+	for _, r := range sim.Requests() {
+		if r.Action == "CreateFleet" && r.Error == "" {
+			out = append(out, fleetCall{capacityType: r.Params["TargetCapacitySpecification.DefaultTargetCapacityType"], at: r.Time})
+		}
+	}
+	return out
+}
+
+func nodeClaims() []v1.NodeClaim {
+	var list v1.NodeClaimList
+	Expect(env.Client.List(ctx, &list)).To(Succeed())
+	return list.Items
+}
+
+func counter(name string, labels map[string]string) float64 {
+	families, err := crmetrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if matchLabels(m, labels) {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func matchLabels(m *dto.Metric, want map[string]string) bool {
+	got := map[string]string{}
+	for _, l := range m.GetLabel() {
+		got[l.GetName()] = l.GetValue()
+	}
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func events(ns, reason string) []eventsv1.Event {
+	var list eventsv1.EventList
+	Expect(env.Client.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Reason == reason {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// pendingPods creates pods that kube-scheduler marked Unschedulable.
+func pendingPods(ns string, n int, cpu string) {
+	for i := 0; i < n; i++ {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("app-%d", i)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app", Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("256Mi")},
+			}}}},
+		}
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, LastTransitionTime: metav1.Now()}}
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+	}
+}
+
+var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
+	var ns string
+
+	BeforeAll(func() {
+		startBackstop()
+		objs, err := test.ReadManifests("examples.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		for _, o := range objs {
+			Expect(env.Client.Create(ctx, o)).To(Succeed())
+		}
+		Eventually(func(g Gomega) {
+			for _, c := range mustGetClass().Status.Conditions {
+				if c.Type == "Ready" {
+					g.Expect(string(c.Status)).To(Equal("True"))
+					return
+				}
+			}
+			g.Expect("Ready condition").To(Equal("set"))
+		}, 10*time.Second).Should(Succeed(), "the README's EC2NodeClass resolves against the simulator")
+	})
+
+	BeforeEach(func() {
+		// A clean slate: no claims, no faults, and no marks left from the last scenario.
+		for _, c := range nodeClaims() {
+			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &c))).To(Succeed())
+		}
+		Eventually(nodeClaims).Should(BeEmpty())
+		sim.SetFaults(ec2sim.Faults{})
+		time.Sleep(ttl) // unavailability marks from the previous scenario expire (a real-clock suite)
+		sim.ResetRequests()
+		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "fallback-"}}
+		Expect(env.Client.Create(ctx, nsObj)).To(Succeed())
+		ns = nsObj.Name
+	})
+
+	It("moves to another Spot type of the same pool when one type has no Spot capacity", func() {
+		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{InstanceType: "c5.large", CapacityType: "spot", Max: 0}}})
+		pendingPods(ns, 3, "250m")
+		Eventually(func() []string {
+			var out []string
+			for _, c := range nodeClaims() {
+				if c.Status.ProviderID != "" {
+					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
+				}
+			}
+			return out
+		}, 10*time.Second).Should(Equal([]string{"batch/spot"}))
+		claim := nodeClaims()[0]
+		Expect(claim.Labels[corev1.LabelInstanceTypeStable]).NotTo(Equal("c5.large"))
+		var codes []string
+		for _, r := range sim.Requests() {
+			if r.Action == "CreateFleet" {
+				codes = append(codes, r.Params["TargetCapacitySpecification.DefaultTargetCapacityType"])
+			}
+		}
+		Expect(codes).To(Equal([]string{"spot"}), "one fleet call: EC2 itself moved past c5.large")
+	})
+
+	It("falls back to the weight-10 On-Demand pool when Spot has no capacity anywhere, and says why", func() {
+		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: 0}}})
+		before := counter("backstop_fallback_total", map[string]string{"from_nodepool": "batch", "to_nodepool": "batch-fallback", "reason": "InsufficientInstanceCapacity"})
+		pendingPods(ns, 3, "250m")
+		Eventually(func() []string {
+			var out []string
+			for _, c := range nodeClaims() {
+				if c.Status.ProviderID != "" {
+					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
+				}
+			}
+			return out
+		}, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
+
+		var calls []string
+		var spotFailed, onDemandCalled time.Time
+		for _, r := range sim.Requests() {
+			if r.Action != "CreateFleet" {
+				continue
+			}
+			ct := r.Params["TargetCapacitySpecification.DefaultTargetCapacityType"]
+			calls = append(calls, ct)
+			if ct == "spot" {
+				spotFailed = r.Time
+			} else if onDemandCalled.IsZero() {
+				onDemandCalled = r.Time
+			}
+		}
+		Expect(calls).To(Equal([]string{"spot", "on-demand"}), "one failed Spot call, then On-Demand")
+		took := onDemandCalled.Sub(spotFailed)
+		AddReportEntry("Spot failure to On-Demand CreateFleet", took.String())
+		GinkgoWriter.Printf("Spot failure to On-Demand CreateFleet: %s (batch idle window 300ms)\n", took)
+		Expect(took).To(BeNumerically("<", 300*time.Millisecond+time.Second), "within one idle window plus 1s")
+
+		Eventually(func() int { return len(events(ns, "Fallback")) }).Should(Equal(3), "each pod is told")
+		note := events(ns, "Fallback")[0].Note
+		Expect(note).To(ContainSubstring("NodePool batch could not launch (InsufficientInstanceCapacity)"))
+		Expect(note).To(ContainSubstring("planned on NodePool batch-fallback"))
+		Expect(counter("backstop_fallback_total", map[string]string{"from_nodepool": "batch", "to_nodepool": "batch-fallback", "reason": "InsufficientInstanceCapacity"})).To(Equal(before + 3))
+		Expect(counter("karpenter_cloudprovider_instance_launch_failures_total", map[string]string{"capacity_type": "spot", "reason": "InsufficientInstanceCapacity"})).To(BeNumerically(">=", 1))
+	})
+
+	It("goes to On-Demand on the very next plan after MaxSpotInstanceCountExceeded, with one failed Spot call", func() {
+		sim.SetFaults(ec2sim.Faults{SpotVCPUQuota: ptrTo[int64](0)})
+		pendingPods(ns, 2, "250m")
+		Eventually(func() []string {
+			var out []string
+			for _, c := range nodeClaims() {
+				if c.Status.ProviderID != "" {
+					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
+				}
+			}
+			return out
+		}, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
+		spot := 0
+		for _, c := range sim.Requests() {
+			if c.Action == "CreateFleet" && c.Params["TargetCapacitySpecification.DefaultTargetCapacityType"] == "spot" {
+				spot++
+			}
+		}
+		Expect(spot).To(Equal(1))
+	})
+
+	It("falls back when the Spot service-linked role is missing, and prints the fix on the NodeClaim", func() {
+		sim.SetFaults(ec2sim.Faults{NoSpotServiceLinkedRole: true})
+		pendingPods(ns, 1, "250m")
+		Eventually(func() []string {
+			var out []string
+			for _, c := range nodeClaims() {
+				if c.Status.ProviderID != "" {
+					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
+				}
+			}
+			return out
+		}, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
+		Eventually(func() bool {
+			for _, e := range events("", "InsufficientCapacityError") {
+				if strings.Contains(e.Note, "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com") {
+					return true
+				}
+			}
+			return false
+		}).Should(BeTrue())
+	})
+
+	It("tries Spot again once the marks expire", func() {
+		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: 0}}})
+		pendingPods(ns, 1, "250m")
+		Eventually(func() []string {
+			var out []string
+			for _, c := range nodeClaims() {
+				if c.Status.ProviderID != "" {
+					out = append(out, c.Labels[v1.CapacityTypeLabelKey])
+				}
+			}
+			return out
+		}, 15*time.Second).Should(Equal([]string{"on-demand"}))
+		Expect(fleetCalls()[0].capacityType).To(Equal("spot"))
+		// Capacity comes back; once the marks expire, Spot is first again.
+		sim.SetFaults(ec2sim.Faults{})
+		for _, c := range nodeClaims() {
+			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &c))).To(Succeed())
+		}
+		Eventually(nodeClaims).Should(BeEmpty())
+		time.Sleep(ttl)
+		other := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "fallback-again-"}}
+		Expect(env.Client.Create(ctx, other)).To(Succeed())
+		sim.ResetRequests()
+		pendingPods(other.Name, 1, "250m")
+		Eventually(func() []fleetCall { return fleetCalls() }, 10*time.Second).ShouldNot(BeEmpty())
+		Expect(fleetCalls()[0].capacityType).To(Equal("spot"))
+	})
+
+	It("retries throttled calls and still launches", func() {
+		sim.SetFaults(ec2sim.Faults{ThrottleNext: 2})
+		pendingPods(ns, 2, "250m")
+		Eventually(func() int {
+			n := 0
+			for _, c := range nodeClaims() {
+				if c.Status.ProviderID != "" {
+					n++
+				}
+			}
+			return n
+		}, 15*time.Second).Should(Equal(1))
+		throttled := 0
+		for _, r := range sim.Requests() {
+			if r.Error == "RequestLimitExceeded" {
+				throttled++
+			}
+		}
+		Expect(throttled).To(BeNumerically(">", 0))
+	})
+
+	It("does not let a NodeClaim that cannot launch hold up the others", func() {
+		poisoned := &v1.NodeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "poisoned", Labels: map[string]string{v1.NodePoolLabelKey: "batch"}},
+			Spec:       v1.NodeClaimSpec{NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "missing"}},
+		}
+		Expect(env.Client.Create(ctx, poisoned)).To(Succeed())
+		pendingPods(ns, 2, "250m")
+		Eventually(func() int {
+			n := 0
+			for _, c := range nodeClaims() {
+				if c.Status.ProviderID != "" {
+					n++
+				}
+			}
+			return n
+		}, 10*time.Second).Should(Equal(1))
+		got := &v1.NodeClaim{}
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(poisoned), got)).To(Succeed())
+		Expect(got.Status.Conditions).To(ContainElement(And(
+			HaveField("Type", v1.ConditionLaunched), HaveField("Reason", "NodeClassNotFound"), HaveField("Message", "EC2NodeClass missing does not exist"))))
+	})
+})
+
+func ptrTo[T any](v T) *T { return &v }
+
+func mustGetClass() *awsv1.EC2NodeClass {
+	nc := &awsv1.EC2NodeClass{}
+	Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, nc)).To(Succeed())
+	return nc
+}
