@@ -23,13 +23,19 @@ import (
 // NewEC2Client builds the EC2 client from the default AWS configuration
 // (environment, shared files, instance role), the region and the endpoint.
 func NewEC2Client(ctx context.Context, o *Options) (*ec2.Client, error) {
+	load := []func(*config.LoadOptions) error{config.WithRegion(o.AWSRegion)}
 	if o.AWSRegion == "" {
-		return nil, fmt.Errorf("no AWS region: set --aws-region or AWS_REGION")
+		// On EC2, the instance metadata service knows the region.
+		load = []func(*config.LoadOptions) error{config.WithEC2IMDSRegion()}
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(o.AWSRegion))
+	cfg, err := config.LoadDefaultConfig(ctx, load...)
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration: %w", err)
 	}
+	if cfg.Region == "" {
+		return nil, fmt.Errorf("no AWS region: set --aws-region or AWS_REGION")
+	}
+	o.AWSRegion = cfg.Region
 	return ec2.NewFromConfig(cfg, func(opts *ec2.Options) {
 		if o.AWSEndpoint != "" {
 			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
