@@ -52,7 +52,7 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 		condition(awsv1.ConditionSecurityGroupsReady, len(status.SecurityGroups) > 0, "SecurityGroupsNotFound",
 			"no security group matched spec.securityGroupSelectorTerms "+describeTerms(nc.Spec.SecurityGroupSelectorTerms)),
 		condition(awsv1.ConditionAMIsReady, len(status.AMIs) > 0, "AMIsNotFound",
-			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)),
+			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+ssmNote(nc.Spec.AMISelectorTerms)),
 		condition(awsv1.ConditionInstanceProfileReady, status.InstanceProfile != "", "InstanceProfileMissing", "set spec.role or spec.instanceProfile"),
 	}
 	var notReady []string
@@ -67,6 +67,16 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 		status.Conditions = append(status.Conditions, c)
 	}
 	return status, nil
+}
+
+// ssmNote explains that ssmParameter terms are not resolved yet.
+func ssmNote(terms []awsv1.AMISelectorTerm) string {
+	for _, t := range terms {
+		if t.SSMParameter != "" {
+			return "; ssmParameter terms are not resolved by this version of Backstop: use an alias, id, name or tags term"
+		}
+	}
+	return ""
 }
 
 func condition(kind string, ok bool, reason, message string) metav1.Condition {
@@ -198,6 +208,9 @@ func (r *Resolver) aliasNames(family, version string) map[string]string {
 func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]awsv1.AMI, error) {
 	var queries []*ec2.DescribeImagesInput
 	for _, t := range terms {
+		if t.SSMParameter != "" {
+			continue
+		}
 		if t.Alias != "" {
 			family, version, _ := strings.Cut(t.Alias, "@")
 			for arch, name := range r.aliasNames(family, version) {
