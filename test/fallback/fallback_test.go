@@ -245,6 +245,13 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 			}
 			return false
 		}).Should(BeTrue())
+		pool := &v1.NodePool{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "batch"}, pool)).To(Succeed())
+		Expect(pool.Status.Conditions).To(ContainElement(And(
+			HaveField("Type", "SpotAvailable"), HaveField("Status", metav1.ConditionFalse),
+			HaveField("Reason", "AuthFailureServiceLinkedRoleCreationNotPermitted"),
+			HaveField("Message", ContainSubstring("aws iam create-service-linked-role --aws-service-name spot.amazonaws.com")))),
+			"the NodePool says why Spot is not used and how to fix it")
 	})
 
 	It("tries Spot again once the marks expire", func() {

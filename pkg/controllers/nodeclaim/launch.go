@@ -122,6 +122,9 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), ice.Reason).Inc()
 			l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "InsufficientCapacityError", "Launch", "NodeClaim %s: %s", claim.Name, ice.Message)
 			logger.Info("no capacity; giving the pods back to provisioning", "aws-error-code", ice.Reason, "reason", ice.Message)
+			if accountWide[ice.Reason] {
+				l.setSpotCondition(ctx, claim, metav1.ConditionFalse, ice.Reason, ice.Message)
+			}
 			if err := l.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
 				return reconcile.Result{}, err
 			}
@@ -158,9 +161,47 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	if err := l.client.Status().Patch(ctx, claim, statusPatch); err != nil {
 		return reconcile.Result{}, err
 	}
+	if inst.CapacityType == v1.CapacityTypeSpot {
+		l.setSpotCondition(ctx, claim, metav1.ConditionTrue, "SpotLaunched", "")
+	}
 	l.recorder.Eventf(claim, nil, corev1.EventTypeNormal, "Launched", "Launch", "Launched %s %s in %s (%s)", inst.CapacityType, inst.InstanceType, inst.Zone, inst.ID)
 	logger.Info("launched nodeclaim", "instance-type", inst.InstanceType, "zone", inst.Zone, "capacity-type", inst.CapacityType, "provider-id", inst.ProviderID)
 	return reconcile.Result{}, nil
+}
+
+// ConditionSpotAvailable is the NodePool condition that says whether Spot can
+// be launched at all, and, when not, why and how to fix it.
+const ConditionSpotAvailable = "SpotAvailable"
+
+// accountWide are the EC2 errors that close Spot for the whole account.
+var accountWide = map[string]bool{"MaxSpotInstanceCountExceeded": true, "AuthFailure.ServiceLinkedRoleCreationNotPermitted": true}
+
+// setSpotCondition records on the claim's NodePool whether Spot launches.
+func (l *Launch) setSpotCondition(ctx context.Context, claim *v1.NodeClaim, status metav1.ConditionStatus, reason, message string) {
+	pool := &v1.NodePool{}
+	if err := l.client.Get(ctx, client.ObjectKey{Name: claim.Labels[v1.NodePoolLabelKey]}, pool); err != nil {
+		return
+	}
+	if c := meta.FindStatusCondition(pool.Status.Conditions, ConditionSpotAvailable); c != nil && c.Status == status && c.Reason == reason && c.Message == message {
+		return
+	}
+	patch := client.MergeFrom(pool.DeepCopy())
+	meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: ConditionSpotAvailable, Status: status, Reason: reasonName(reason), Message: message, ObservedGeneration: pool.Generation})
+	if err := l.client.Status().Patch(ctx, pool, patch); err != nil {
+		log.FromContext(ctx).Error(err, "recording Spot availability on the nodepool", "nodepool", pool.Name)
+	}
+}
+
+// reasonName makes an EC2 code a valid condition reason (no dots).
+func reasonName(code string) string {
+	out := make([]rune, 0, len(code))
+	for _, r := range code {
+		if r == '.' || r == ':' {
+			continue
+		}
+		out = append(out, r)
+	}
+	return string(out)
 }
 
 // notLaunched records why a NodeClaim could not launch and tries again later.
