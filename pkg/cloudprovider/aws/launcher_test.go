@@ -171,3 +171,48 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(err).To(MatchError(ContainSubstring("NoAvailableOffering")), "a Spot-only claim has nowhere to go")
 	})
 })
+
+var _ = Describe("instances", func() {
+	ctx := context.Background()
+
+	It("gets, lists by cluster tag and terminates instances, treating a vanished one as gone", func() {
+		_, client, _ := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "local"}, clock.RealClock{})
+		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, time.Minute, nil)
+		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, time.Minute, unavailable, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		launcher := aws.NewLauncher(client, "local", offerings, unavailable)
+		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+			Role: "r", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
+		}}
+		class.Status, err = aws.NewResolver(client, "local", "1.36").Resolve(ctx, class)
+		Expect(err).NotTo(HaveOccurred())
+		inst, err := launcher.Launch(ctx, &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: "uid-x"}, Spec: v1.NodeClaimSpec{
+			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
+		}}, class)
+		Expect(err).NotTo(HaveOccurred())
+
+		got, err := launcher.Get(ctx, inst.ProviderID)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.InstanceType).To(Equal("m5.large"))
+		Expect(got.Labels).To(HaveKeyWithValue("karpenter.sh/nodeclaim", "x"))
+		listed, err := launcher.List(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(listed).To(HaveLen(1))
+
+		Expect(launcher.Delete(ctx, inst.ProviderID)).To(Succeed())
+		_, err = launcher.Get(ctx, inst.ProviderID)
+		Expect(cloudprovider.IsNotFound(err)).To(BeTrue(), "a terminated instance is gone")
+		Expect(launcher.Delete(ctx, inst.ProviderID)).To(Succeed(), "terminating twice is fine")
+		listed, err = launcher.List(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(listed).To(BeEmpty())
+
+		_, err = launcher.Get(ctx, "aws:///us-east-1a/i-0000000000000dead")
+		Expect(cloudprovider.IsNotFound(err)).To(BeTrue())
+		Expect(launcher.Delete(ctx, "aws:///us-east-1a/i-0000000000000dead")).To(Succeed(), "terminating an unknown instance is success")
+		_, err = launcher.Get(ctx, "gce://nope")
+		Expect(err).To(MatchError(ContainSubstring("is not of the form aws:///<zone>/<instance-id>")))
+	})
+})
