@@ -71,7 +71,23 @@ func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
 	if err := nodeclaim.NewLaunch(mgr.GetClient(), launcher, recorder, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry)).Register(mgr); err != nil {
 		return fmt.Errorf("registering the launch controller: %w", err)
 	}
-	return nil
+	ctx := context.Background()
+	if err := nodeclaim.IndexProviderIDs(ctx, mgr); err != nil {
+		return err
+	}
+	if err := nodeclaim.IndexPodsByNode(ctx, mgr); err != nil {
+		return err
+	}
+	if err := nodeclaim.NewRegistration(mgr.GetClient(), recorder, clock.RealClock{}, o.RegistrationTTL).Register(mgr); err != nil {
+		return fmt.Errorf("registering the registration controller: %w", err)
+	}
+	if err := nodeclaim.NewTermination(mgr.GetClient(), launcher, recorder, clock.RealClock{}).Register(mgr); err != nil {
+		return fmt.Errorf("registering the termination controller: %w", err)
+	}
+	gc := nodeclaim.NewGarbageCollection(mgr.GetClient(), launcher, clock.RealClock{})
+	gc.Every = o.GCInterval
+	gc.Grace = min(gc.Grace, o.GCInterval)
+	return mgr.Add(gc)
 }
 
 // kubernetesMinor is the API server's version as "1.36", which picks alias images.

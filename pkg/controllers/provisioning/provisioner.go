@@ -167,6 +167,7 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 	claim := &v1.NodeClaim{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: pool.Name + "-",
+			Finalizers:   []string{v1.TerminationFinalizer},
 			Labels:       labels,
 			Annotations:  pool.Spec.Template.ObjectMeta.Annotations,
 			OwnerReferences: []metav1.OwnerReference{{

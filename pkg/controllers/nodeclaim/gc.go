@@ -1,0 +1,93 @@
+package nodeclaim
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+)
+
+// GarbageCollection reconciles the cloud with the API server both ways:
+// instances tagged for this cluster whose NodeClaim is gone are terminated
+// after a grace period (a launch in flight has no NodeClaim status yet), and
+// NodeClaims whose instance is gone are deleted. Instances without our tags
+// are never touched: List only returns the cluster's own.
+type GarbageCollection struct {
+	client    client.Client
+	instances Instances
+	clock     clock.Clock
+	Every     time.Duration
+	Grace     time.Duration
+}
+
+// NewGarbageCollection returns the collector; it runs on the leader every minute.
+func NewGarbageCollection(c client.Client, instances Instances, clk clock.Clock) *GarbageCollection {
+	return &GarbageCollection{client: c, instances: instances, clock: clk, Every: time.Minute, Grace: 30 * time.Second}
+}
+
+// NeedLeaderElection makes the collector run on the leader only.
+func (g *GarbageCollection) NeedLeaderElection() bool { return true }
+
+// Start runs the collector until ctx ends.
+func (g *GarbageCollection) Start(ctx context.Context) error {
+	for {
+		if err := g.Collect(ctx); err != nil {
+			log.FromContext(ctx).Error(err, "garbage collection failed; trying again next round")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-g.clock.After(g.Every):
+		}
+	}
+}
+
+// Collect runs one round.
+func (g *GarbageCollection) Collect(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("gc")
+	var claims v1.NodeClaimList
+	if err := g.client.List(ctx, &claims); err != nil {
+		return err
+	}
+	names := sets.New[string]()
+	for _, c := range claims.Items {
+		names.Insert(c.Name)
+	}
+	instances, err := g.instances.List(ctx)
+	if err != nil {
+		return err
+	}
+	live := sets.New[string]()
+	for _, inst := range instances {
+		live.Insert(inst.ProviderID)
+		owner := inst.Labels[v1.NodeClaimLabelKey]
+		if names.Has(owner) || g.clock.Since(inst.LaunchTime) < g.Grace {
+			continue
+		}
+		logger.Info("terminating an instance whose NodeClaim is gone", "instance", inst.ID, "nodeclaim", owner)
+		if err := g.instances.Delete(ctx, inst.ProviderID); err != nil {
+			return err
+		}
+	}
+	for i := range claims.Items {
+		c := &claims.Items[i]
+		if c.Status.ProviderID == "" || c.DeletionTimestamp != nil || live.Has(c.Status.ProviderID) {
+			continue
+		}
+		// Not in the list: confirm, since List and the claim may race.
+		if _, err := g.instances.Get(ctx, c.Status.ProviderID); !cloudprovider.IsNotFound(err) {
+			continue
+		}
+		logger.Info("deleting a NodeClaim whose instance is gone", "nodeclaim", c.Name, "provider-id", c.Status.ProviderID)
+		if err := g.client.Delete(ctx, c); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,225 @@
+package nodeclaim
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+)
+
+// ProviderIDIndex indexes NodeClaims by status.providerID and Nodes by spec.providerID.
+const ProviderIDIndex = "providerID"
+
+// IndexProviderIDs registers the provider-id indexes the lifecycle needs.
+func IndexProviderIDs(ctx context.Context, mgr manager.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1.NodeClaim{}, ProviderIDIndex, func(o client.Object) []string {
+		if id := o.(*v1.NodeClaim).Status.ProviderID; id != "" {
+			return []string{id}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return mgr.GetFieldIndexer().IndexField(ctx, &corev1.Node{}, ProviderIDIndex, func(o client.Object) []string {
+		if id := o.(*corev1.Node).Spec.ProviderID; id != "" {
+			return []string{id}
+		}
+		return nil
+	})
+}
+
+// Registration adopts the Node that joins for a launched NodeClaim, and marks
+// it initialized once it is ready for pods. A NodeClaim whose Node does not
+// join within the registration TTL is deleted, which terminates its instance.
+type Registration struct {
+	client          client.Client
+	recorder        events.EventRecorder
+	clock           clock.Clock
+	RegistrationTTL time.Duration
+}
+
+// NewRegistration returns the registration controller.
+func NewRegistration(c client.Client, recorder events.EventRecorder, clk clock.Clock, ttl time.Duration) *Registration {
+	return &Registration{client: c, recorder: recorder, clock: clk, RegistrationTTL: ttl}
+}
+
+// Register adds the controller; Node changes requeue their NodeClaim.
+func (r *Registration) Register(mgr manager.Manager) error {
+	return builder.ControllerManagedBy(mgr).Named("nodeclaim.registration").For(&v1.NodeClaim{}).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var claims v1.NodeClaimList
+			if err := r.client.List(ctx, &claims, client.MatchingFields{ProviderIDIndex: o.(*corev1.Node).Spec.ProviderID}); err != nil {
+				return nil
+			}
+			var out []reconcile.Request
+			for _, c := range claims.Items {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&c)})
+			}
+			return out
+		})).Complete(r)
+}
+
+// Reconcile registers and initializes one NodeClaim.
+func (r *Registration) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	claim := &v1.NodeClaim{}
+	if err := r.client.Get(ctx, req.NamespacedName, claim); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if claim.DeletionTimestamp != nil || claim.Status.ProviderID == "" {
+		return reconcile.Result{}, nil
+	}
+	var nodes corev1.NodeList
+	if err := r.client.List(ctx, &nodes, client.MatchingFields{ProviderIDIndex: claim.Status.ProviderID}); err != nil {
+		return reconcile.Result{}, err
+	}
+	if len(nodes.Items) == 0 {
+		return r.awaitRegistration(ctx, claim)
+	}
+	node := &nodes.Items[0]
+	if !meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionRegistered) {
+		if err := r.register(ctx, claim, node); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if !meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized) {
+		return r.initialize(ctx, claim, node)
+	}
+	return reconcile.Result{}, nil
+}
+
+func (r *Registration) awaitRegistration(ctx context.Context, claim *v1.NodeClaim) (reconcile.Result, error) {
+	launched := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionLaunched)
+	if launched == nil {
+		return reconcile.Result{}, nil
+	}
+	deadline := launched.LastTransitionTime.Add(r.RegistrationTTL)
+	if remaining := deadline.Sub(r.clock.Now()); remaining > 0 {
+		return reconcile.Result{RequeueAfter: remaining}, nil
+	}
+	r.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "RegistrationTimeout", "Register",
+		"No node registered for %s within %s; deleting the NodeClaim and terminating its instance", claim.Status.ProviderID, r.RegistrationTTL)
+	log.FromContext(ctx).Info("nodeclaim did not register in time", "nodeclaim", claim.Name, "provider-id", claim.Status.ProviderID)
+	return reconcile.Result{}, client.IgnoreNotFound(r.client.Delete(ctx, claim))
+}
+
+// register syncs the claim's labels, annotations and taints onto the Node and
+// ties their lives together.
+func (r *Registration) register(ctx context.Context, claim *v1.NodeClaim, node *corev1.Node) error {
+	patch := client.MergeFrom(node.DeepCopy())
+	if node.Labels == nil {
+		node.Labels = map[string]string{}
+	}
+	for k, v := range claim.Labels {
+		node.Labels[k] = v
+	}
+	node.Labels[v1.RegisteredLabelKey] = "true"
+	if node.Annotations == nil {
+		node.Annotations = map[string]string{}
+	}
+	for k, v := range claim.Annotations {
+		node.Annotations[k] = v
+	}
+	var taints []corev1.Taint
+	for _, t := range node.Spec.Taints {
+		if t.Key != v1.UnregisteredTaintKey {
+			taints = append(taints, t)
+		}
+	}
+	for _, want := range append(append([]corev1.Taint(nil), claim.Spec.Taints...), claim.Spec.StartupTaints...) {
+		if !hasTaint(taints, want) {
+			taints = append(taints, want)
+		}
+	}
+	node.Spec.Taints = taints
+	controllerutil.AddFinalizer(node, v1.TerminationFinalizer)
+	if err := controllerutil.SetOwnerReference(claim, node, r.client.Scheme()); err != nil {
+		return err
+	}
+	if err := r.client.Patch(ctx, node, patch); err != nil {
+		return fmt.Errorf("adopting node %s: %w", node.Name, err)
+	}
+	statusPatch := client.MergeFrom(claim.DeepCopy())
+	claim.Status.NodeName = node.Name
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: "Registered", ObservedGeneration: claim.Generation})
+	if err := r.client.Status().Patch(ctx, claim, statusPatch); err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("registered node", "nodeclaim", claim.Name, "node", node.Name)
+	return nil
+}
+
+func hasTaint(taints []corev1.Taint, t corev1.Taint) bool {
+	for _, x := range taints {
+		if x.Key == t.Key && x.Effect == t.Effect {
+			return true
+		}
+	}
+	return false
+}
+
+// initialize marks the node ready for pods: Ready, startup taints removed by
+// whoever owns them, and requested extended resources advertised.
+func (r *Registration) initialize(ctx context.Context, claim *v1.NodeClaim, node *corev1.Node) (reconcile.Result, error) {
+	reason := ""
+	ready := false
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	switch {
+	case !ready:
+		reason = "node is not Ready"
+	default:
+		for _, t := range claim.Spec.StartupTaints {
+			if hasTaint(node.Spec.Taints, t) {
+				reason = "startup taint " + t.Key + " is still on the node"
+			}
+		}
+		for _, t := range node.Spec.Taints {
+			if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable || t.Key == "node.cloudprovider.kubernetes.io/uninitialized" {
+				reason = "taint " + t.Key + " is still on the node"
+			}
+		}
+		for name, q := range claim.Spec.Resources.Requests {
+			if name == corev1.ResourceCPU || name == corev1.ResourceMemory || name == corev1.ResourcePods || name == corev1.ResourceEphemeralStorage {
+				continue
+			}
+			if have, ok := node.Status.Allocatable[name]; !ok || have.Cmp(q) < 0 {
+				reason = "extended resource " + string(name) + " is not registered yet"
+			}
+		}
+	}
+	if reason != "" {
+		patch := client.MergeFrom(claim.DeepCopy())
+		meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionFalse, Reason: "NotInitialized", Message: reason, ObservedGeneration: claim.Generation})
+		return reconcile.Result{}, client.IgnoreNotFound(r.client.Status().Patch(ctx, claim, patch))
+	}
+	nodePatch := client.MergeFrom(node.DeepCopy())
+	node.Labels[v1.InitializedLabelKey] = "true"
+	if err := r.client.Patch(ctx, node, nodePatch); err != nil {
+		return reconcile.Result{}, err
+	}
+	patch := client.MergeFrom(claim.DeepCopy())
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionTrue, Reason: "Initialized", ObservedGeneration: claim.Generation})
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", ObservedGeneration: claim.Generation})
+	if err := r.client.Status().Patch(ctx, claim, patch); err != nil {
+		return reconcile.Result{}, err
+	}
+	log.FromContext(ctx).Info("initialized node", "nodeclaim", claim.Name, "node", node.Name)
+	return reconcile.Result{}, nil
+}

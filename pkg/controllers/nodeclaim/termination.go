@@ -1,0 +1,237 @@
+package nodeclaim
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+)
+
+// NodeNameIndex indexes pods by spec.nodeName.
+const NodeNameIndex = "spec.nodeName"
+
+// IndexPodsByNode registers the pod index the drain needs.
+func IndexPodsByNode(ctx context.Context, mgr manager.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, NodeNameIndex, func(o client.Object) []string {
+		if n := o.(*corev1.Pod).Spec.NodeName; n != "" {
+			return []string{n}
+		}
+		return nil
+	})
+}
+
+// Instances is what termination and garbage collection need of the cloud.
+type Instances interface {
+	Get(ctx context.Context, providerID string) (*cloudprovider.Instance, error)
+	List(ctx context.Context) ([]*cloudprovider.Instance, error)
+	Delete(ctx context.Context, providerID string) error
+}
+
+// Termination drains and removes nodes: deleting a NodeClaim deletes its Node;
+// a deleting Node is tainted, drained through the Eviction API (PodDisruption
+// Budgets respected) until its NodeClaim's terminationGracePeriod runs out,
+// then its instance is terminated and the finalizers let go.
+type Termination struct {
+	client    client.Client
+	instances Instances
+	recorder  events.EventRecorder
+	clock     clock.Clock
+}
+
+// NewTermination returns the termination controller.
+func NewTermination(c client.Client, instances Instances, recorder events.EventRecorder, clk clock.Clock) *Termination {
+	return &Termination{client: c, instances: instances, recorder: recorder, clock: clk}
+}
+
+// Register adds the NodeClaim and Node halves of termination.
+func (t *Termination) Register(mgr manager.Manager) error {
+	if err := builder.ControllerManagedBy(mgr).Named("nodeclaim.termination").For(&v1.NodeClaim{}).
+		Complete(reconcile.Func(t.reconcileClaim)); err != nil {
+		return err
+	}
+	return builder.ControllerManagedBy(mgr).Named("node.termination").For(&corev1.Node{}).
+		Complete(reconcile.Func(t.reconcileNode))
+}
+
+func (t *Termination) reconcileClaim(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	claim := &v1.NodeClaim{}
+	if err := t.client.Get(ctx, req.NamespacedName, claim); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if claim.DeletionTimestamp == nil || !controllerutil.ContainsFinalizer(claim, v1.TerminationFinalizer) {
+		return reconcile.Result{}, nil
+	}
+	// The Node goes first; its own finalizer drains it.
+	if claim.Status.ProviderID != "" {
+		var nodes corev1.NodeList
+		if err := t.client.List(ctx, &nodes, client.MatchingFields{ProviderIDIndex: claim.Status.ProviderID}); err != nil {
+			return reconcile.Result{}, err
+		}
+		if len(nodes.Items) > 0 {
+			for i := range nodes.Items {
+				if nodes.Items[i].DeletionTimestamp == nil {
+					if err := t.client.Delete(ctx, &nodes.Items[i]); client.IgnoreNotFound(err) != nil {
+						return reconcile.Result{}, err
+					}
+				}
+			}
+			return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+		}
+		if err := t.instances.Delete(ctx, claim.Status.ProviderID); err != nil {
+			return reconcile.Result{}, fmt.Errorf("terminating the instance of nodeclaim %s: %w", claim.Name, err)
+		}
+		log.FromContext(ctx).Info("terminated instance", "nodeclaim", claim.Name, "provider-id", claim.Status.ProviderID)
+	}
+	patch := client.MergeFrom(claim.DeepCopy())
+	controllerutil.RemoveFinalizer(claim, v1.TerminationFinalizer)
+	return reconcile.Result{}, client.IgnoreNotFound(t.client.Patch(ctx, claim, patch))
+}
+
+func (t *Termination) reconcileNode(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	node := &corev1.Node{}
+	if err := t.client.Get(ctx, req.NamespacedName, node); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if node.DeletionTimestamp == nil || !controllerutil.ContainsFinalizer(node, v1.TerminationFinalizer) {
+		return reconcile.Result{}, nil
+	}
+	logger := log.FromContext(ctx).WithValues("node", node.Name)
+	claim := t.claimOf(ctx, node)
+	if err := t.taint(ctx, node); err != nil {
+		return reconcile.Result{}, err
+	}
+	var deadline *time.Time
+	if claim != nil && claim.Spec.TerminationGracePeriod != nil {
+		d := node.DeletionTimestamp.Add(claim.Spec.TerminationGracePeriod.Duration)
+		deadline = &d
+	}
+	draining, err := t.drain(ctx, node, deadline)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if draining > 0 {
+		logger.Info("draining node", "pods", draining)
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+	}
+	if node.Spec.ProviderID != "" {
+		if err := t.instances.Delete(ctx, node.Spec.ProviderID); err != nil {
+			return reconcile.Result{}, fmt.Errorf("terminating the instance of node %s: %w", node.Name, err)
+		}
+	}
+	if claim != nil && claim.DeletionTimestamp == nil {
+		if err := t.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	patch := client.MergeFrom(node.DeepCopy())
+	controllerutil.RemoveFinalizer(node, v1.TerminationFinalizer)
+	if err := t.client.Patch(ctx, node, patch); client.IgnoreNotFound(err) != nil {
+		return reconcile.Result{}, err
+	}
+	logger.Info("drained and deleted node")
+	return reconcile.Result{}, nil
+}
+
+func (t *Termination) claimOf(ctx context.Context, node *corev1.Node) *v1.NodeClaim {
+	if node.Spec.ProviderID == "" {
+		return nil
+	}
+	var claims v1.NodeClaimList
+	if err := t.client.List(ctx, &claims, client.MatchingFields{ProviderIDIndex: node.Spec.ProviderID}); err != nil || len(claims.Items) == 0 {
+		return nil
+	}
+	return &claims.Items[0]
+}
+
+func (t *Termination) taint(ctx context.Context, node *corev1.Node) error {
+	if hasTaint(node.Spec.Taints, v1.DisruptedNoScheduleTaint) {
+		return nil
+	}
+	patch := client.MergeFrom(node.DeepCopy())
+	node.Spec.Taints = append(node.Spec.Taints, v1.DisruptedNoScheduleTaint)
+	return client.IgnoreNotFound(t.client.Patch(ctx, node, patch))
+}
+
+// drain evicts what must leave the node and reports how many pods are still
+// on their way out. Past the deadline, pods are deleted outright.
+func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *time.Time) (int, error) {
+	var pods corev1.PodList
+	if err := t.client.List(ctx, &pods, client.MatchingFields{NodeNameIndex: node.Name}); err != nil {
+		return 0, err
+	}
+	now := t.clock.Now()
+	remaining := 0
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if !mustLeave(pod) {
+			continue
+		}
+		if pod.DeletionTimestamp != nil {
+			// Evicted already; it counts until its grace period has passed.
+			if now.Before(pod.DeletionTimestamp.Time) {
+				remaining++
+			}
+			continue
+		}
+		remaining++
+		if deadline != nil && !now.Before(*deadline) {
+			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "Disrupted", "Drain", "Deleting pod: node %s passed its terminationGracePeriod", node.Name)
+			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+				return remaining, err
+			}
+			continue
+		}
+		eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
+		err := t.client.SubResource("eviction").Create(ctx, pod, eviction)
+		switch {
+		case err == nil:
+			t.recorder.Eventf(pod, node, corev1.EventTypeNormal, "Evicted", "Drain", "Evicted pod: node %s is being terminated", node.Name)
+		case apierrors.IsTooManyRequests(err):
+			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "EvictionBlocked", "Drain", "Cannot evict pod yet: %v", err)
+		case apierrors.IsNotFound(err):
+			remaining--
+		default:
+			return remaining, fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
+		}
+	}
+	return remaining, nil
+}
+
+// mustLeave says whether a pod is drained: not DaemonSet or mirror pods, not
+// finished pods, not pods that tolerate the disrupted taint.
+func mustLeave(pod *corev1.Pod) bool {
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	if _, mirror := pod.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+		return false
+	}
+	for _, ref := range pod.OwnerReferences {
+		if ref.Kind == "DaemonSet" || ref.Kind == "Node" {
+			return false
+		}
+	}
+	for _, tol := range pod.Spec.Tolerations {
+		taint := v1.DisruptedNoScheduleTaint
+		if tol.ToleratesTaint(klog.Background(), &taint, false) {
+			return false
+		}
+	}
+	return true
+}
