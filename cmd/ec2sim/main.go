@@ -50,6 +50,7 @@ Admin endpoint (JSON):
   GET    /admin/instances                 instances and their states
   PUT    /admin/faults                    replace the faults section at run time
   POST   /admin/interrupt?instance=i-...  two-minute Spot interruption notice
+  POST   /admin/terminate?instance=i-...  terminate an instance behind the controller's back
 
 Flags:
 `

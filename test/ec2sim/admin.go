@@ -54,6 +54,32 @@ func (s *Server) Interrupt(id string) bool {
 	return true
 }
 
+// Launch starts an instance directly, with the given tags, as another tool
+// in the same account would; it returns the instance id.
+func (s *Server) Launch(instanceType, zone string, tags map[string]string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	subnet := SubnetConfig{Zone: zone, AvailableIPs: 1}
+	for _, sn := range s.cfg.Subnets {
+		if sn.Zone == zone {
+			subnet = sn
+		}
+	}
+	return s.launch(candidate{typeName: instanceType, subnet: subnet}, onDemand, tags, "").ID
+}
+
+// Terminate ends an instance as if someone did it outside Backstop.
+func (s *Server) Terminate(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst, ok := s.instances[id]
+	if !ok || inst.State == "terminated" {
+		return false
+	}
+	inst.State = "terminated"
+	return true
+}
+
 // serveAdmin is the JSON admin endpoint:
 //
 //	GET    /admin/requests    recorded API calls
@@ -61,6 +87,7 @@ func (s *Server) Interrupt(id string) bool {
 //	GET    /admin/instances   instances and their states
 //	PUT    /admin/faults      replace capacity limits and failures (a Faults object)
 //	POST   /admin/interrupt?instance=i-…   interrupt a Spot instance
+//	POST   /admin/terminate?instance=i-…   terminate an instance behind Backstop's back
 func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	reply := func(status int, v any) {
 		w.Header().Set("Content-Type", "application/json")
@@ -92,6 +119,13 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(http.StatusOK, map[string]string{"status": "interrupted", "instance": id})
+	case r.URL.Path == "/admin/terminate" && r.Method == http.MethodPost:
+		id := r.URL.Query().Get("instance")
+		if !s.Terminate(id) {
+			reply(http.StatusNotFound, map[string]string{"error": "no live instance " + id})
+			return
+		}
+		reply(http.StatusOK, map[string]string{"status": "terminated", "instance": id})
 	default:
 		reply(http.StatusNotFound, map[string]string{"error": "unknown admin call " + r.Method + " " + r.URL.Path})
 	}

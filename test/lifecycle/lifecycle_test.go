@@ -1,0 +1,262 @@
+package lifecycle_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+var ctx = context.Background()
+
+var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
+	var sim *ec2sim.Server
+
+	BeforeAll(func() {
+		sim = test.StartBackstop(env, ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster"},
+			"--registration-ttl=4s", "--gc-interval=1s")
+		objs, err := test.ReadManifests("examples.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		for _, o := range objs {
+			Expect(env.Client.Create(ctx, o)).To(Succeed())
+		}
+	})
+
+	// Each spec starts with no capacity, so its pod needs a new NodeClaim.
+	AfterEach(func() {
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list)).To(Succeed())
+		for i := range list.Items {
+			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &list.Items[i]))).To(Succeed())
+		}
+		Eventually(func() []v1.NodeClaim {
+			Expect(env.Client.List(ctx, &list)).To(Succeed())
+			return list.Items
+		}, 30*time.Second).Should(BeEmpty())
+	})
+
+	var ns string
+	BeforeEach(func() {
+		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "lifecycle-"}}
+		Expect(env.Client.Create(ctx, nsObj)).To(Succeed())
+		ns = nsObj.Name
+	})
+
+	// launchedClaim makes one pending pod and waits for its NodeClaim to launch.
+	launchedClaim := func() *v1.NodeClaim {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "seed"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app", Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")},
+			}}}},
+		}
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		var claim v1.NodeClaim
+		Eventually(func(g Gomega) {
+			var list v1.NodeClaimList
+			g.Expect(env.Client.List(ctx, &list)).To(Succeed())
+			found := false
+			for _, c := range list.Items {
+				if c.Status.ProviderID != "" && c.DeletionTimestamp == nil && !hasNode(c) {
+					claim, found = c, true
+				}
+			}
+			g.Expect(found).To(BeTrue())
+		}, 15*time.Second).Should(Succeed())
+		// The pod is placed; take it away so later specs plan afresh.
+		Expect(env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0))).To(Succeed())
+		return &claim
+	}
+
+	// joinNode plays the kubelet: the instance's node registers, tainted unregistered.
+	joinNode := func(claim *v1.NodeClaim) *corev1.Node {
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: "node-" + claim.Name, Labels: map[string]string{corev1.LabelHostname: "node-" + claim.Name}},
+			Spec:       corev1.NodeSpec{ProviderID: claim.Status.ProviderID, Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
+		}
+		Expect(env.Client.Create(ctx, node)).To(Succeed())
+		return node
+	}
+
+	// markReady plays the kubelet reporting Ready and kube-controller-manager
+	// lifting the not-ready taint the API server put on the new node.
+	markReady := func(node *corev1.Node) {
+		Eventually(func() error {
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+				return err
+			}
+			var taints []corev1.Taint
+			for _, t := range node.Spec.Taints {
+				if t.Key != corev1.TaintNodeNotReady {
+					taints = append(taints, t)
+				}
+			}
+			node.Spec.Taints = taints
+			return env.Client.Update(ctx, node)
+		}).Should(Succeed())
+		Eventually(func() error {
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+				return err
+			}
+			node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+			node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("20")}
+			node.Status.Capacity = node.Status.Allocatable
+			return env.Client.Status().Update(ctx, node)
+		}).Should(Succeed())
+	}
+
+	instanceState := func(providerID string) func() string {
+		return func() string {
+			for _, i := range sim.Instances() {
+				if "aws:///"+i.Zone+"/"+i.ID == providerID {
+					return i.State
+				}
+			}
+			return "missing"
+		}
+	}
+
+	gone := func(obj client.Object) func() bool {
+		return func() bool {
+			err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+			return client.IgnoreNotFound(err) == nil && err != nil
+		}
+	}
+
+	It("adopts the node that registers: labels, taints, finalizer, owner; then marks it initialized when Ready", func() {
+		claim := launchedClaim()
+		node := joinNode(claim)
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			g.Expect(node.Labels).To(HaveKeyWithValue(v1.RegisteredLabelKey, "true"))
+			g.Expect(node.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, claim.Labels[v1.NodePoolLabelKey]))
+			g.Expect(node.Labels).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, "spot"))
+			g.Expect(node.Labels).To(HaveKey(corev1.LabelInstanceTypeStable))
+			g.Expect(node.Labels).To(HaveKey(corev1.LabelTopologyZone))
+			g.Expect(node.Labels).To(HaveKey("karpenter.k8s.aws/instance-family"))
+			g.Expect(node.Spec.Taints).NotTo(ContainElement(HaveField("Key", v1.UnregisteredTaintKey)))
+			g.Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer))
+			g.Expect(node.OwnerReferences).To(ContainElement(HaveField("Name", claim.Name)))
+		}, 10*time.Second).Should(Succeed())
+		Eventually(func() string {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+			return claim.Status.NodeName
+		}).Should(Equal(node.Name))
+
+		markReady(node)
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			c := &v1.NodeClaim{}
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), c)).To(Succeed())
+			g.Expect(node.Labels).To(HaveKeyWithValue(v1.InitializedLabelKey, "true"), "claim conditions: %+v; node conditions %+v taints %+v", c.Status.Conditions, node.Status.Conditions, node.Spec.Taints)
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+			g.Expect(claim.Status.Conditions).To(ContainElement(And(HaveField("Type", v1.ConditionReady), HaveField("Status", metav1.ConditionTrue))))
+		}, 10*time.Second).Should(Succeed())
+	})
+
+	It("deletes a NodeClaim whose node never registers, and terminates its instance", func() {
+		claim := launchedClaim()
+		Expect(instanceState(claim.Status.ProviderID)()).To(Equal("running"))
+		Eventually(gone(claim), 15*time.Second).Should(BeTrue(), "deleted after the 4s registration TTL")
+		Eventually(instanceState(claim.Status.ProviderID), 5*time.Second).Should(Equal("terminated"))
+	})
+
+	It("drains through the Eviction API, waits for a PodDisruptionBudget, then terminates the instance", func() {
+		claim := launchedClaim()
+		node := joinNode(claim)
+		markReady(node)
+		Eventually(func() map[string]string {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			return node.Labels
+		}, 10*time.Second).Should(HaveKeyWithValue(v1.InitializedLabelKey, "true"))
+		for i := 0; i < 2; i++ {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("web-%d", i), Labels: map[string]string{"app": "web"}},
+				Spec: corev1.PodSpec{NodeName: node.Name, TerminationGracePeriodSeconds: ptr.To[int64](1),
+					Containers: []corev1.Container{{Name: "web", Image: "web"}}},
+			}
+			Expect(env.Client.Create(ctx, pod)).To(Succeed())
+			pod.Status.Phase = corev1.PodRunning
+			pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+			Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		}
+		pdb := &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(2)),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+		}
+		Expect(env.Client.Create(ctx, pdb)).To(Succeed())
+		// No disruption controller runs here; say what one would: nothing may go.
+		pdb.Status = policyv1.PodDisruptionBudgetStatus{CurrentHealthy: 2, DesiredHealthy: 2, ExpectedPods: 2, DisruptionsAllowed: 0, ObservedGeneration: pdb.Generation}
+		Expect(env.Client.Status().Update(ctx, pdb)).To(Succeed())
+
+		Expect(env.Client.Delete(ctx, claim)).To(Succeed())
+		Eventually(func() bool {
+			var evs eventsv1.EventList
+			Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+			for _, e := range evs.Items {
+				if e.Reason == "EvictionBlocked" {
+					return true
+				}
+			}
+			return false
+		}, 10*time.Second).Should(BeTrue(), "the PDB blocks the drain")
+		Consistently(instanceState(claim.Status.ProviderID), 2*time.Second).Should(Equal("running"))
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", v1.DisruptedTaintKey)))
+
+		pdb.Status.DisruptionsAllowed = 2
+		Expect(env.Client.Status().Update(ctx, pdb)).To(Succeed())
+		Eventually(gone(node), 20*time.Second).Should(BeTrue())
+		Eventually(gone(claim), 10*time.Second).Should(BeTrue())
+		Expect(instanceState(claim.Status.ProviderID)()).To(Equal("terminated"))
+	})
+
+	It("deletes a NodeClaim whose instance was terminated outside Backstop", func() {
+		claim := launchedClaim()
+		id, err := aws.InstanceID(claim.Status.ProviderID)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sim.Terminate(id)).To(BeTrue())
+		Eventually(gone(claim), 10*time.Second).Should(BeTrue(), "garbage collection notices within a round")
+	})
+
+	It("terminates an instance of this cluster whose NodeClaim is gone, and leaves other instances alone", func() {
+		claim := launchedClaim()
+		// Remove the NodeClaim without termination, as a crash mid-launch would leave it.
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+		claim.Finalizers = nil
+		Expect(env.Client.Update(ctx, claim)).To(Succeed())
+		Expect(env.Client.Delete(ctx, claim)).To(Succeed())
+		Eventually(instanceState(claim.Status.ProviderID), 10*time.Second).Should(Equal("terminated"))
+		foreign := sim.Launch("m5.large", "ap-northeast-2a", map[string]string{"team": "someone-else"})
+		Consistently(func() string { return instanceStateByID(sim, foreign) }, 3*time.Second).Should(Equal("running"), "never touch an instance we did not tag")
+	})
+})
+
+func hasNode(c v1.NodeClaim) bool { return c.Status.NodeName != "" }
+
+func instanceStateByID(sim *ec2sim.Server, id string) string {
+	for _, i := range sim.Instances() {
+		if i.ID == id {
+			return i.State
+		}
+	}
+	return "missing"
+}
