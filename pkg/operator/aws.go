@@ -14,8 +14,10 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	awscloud "github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclass"
+	"github.com/backstop-sh/backstop/pkg/controllers/nodepool"
 	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
@@ -87,7 +89,13 @@ func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
 	gc := nodeclaim.NewGarbageCollection(mgr.GetClient(), launcher, clock.RealClock{})
 	gc.Every = o.GCInterval
 	gc.Grace = min(gc.Grace, o.GCInterval)
-	return mgr.Add(gc)
+	if err := mgr.Add(gc); err != nil {
+		return err
+	}
+	if err := nodepool.NewStatus(mgr.GetClient()).Register(mgr); err != nil {
+		return fmt.Errorf("registering the NodePool status controller: %w", err)
+	}
+	return mgr.Add(disruption.New(mgr.GetClient(), recorder, clock.RealClock{}))
 }
 
 // kubernetesMinor is the API server's version as "1.36", which picks alias images.

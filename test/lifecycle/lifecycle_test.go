@@ -162,6 +162,13 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 
 		markReady(node)
 		Eventually(func(g Gomega) {
+			pool := &v1.NodePool{}
+			g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "batch"}, pool)).To(Succeed())
+			g.Expect(pool.Status.Nodes).To(Equal(ptr.To[int64](1)))
+			g.Expect(pool.Status.Resources).To(HaveKey(corev1.ResourceCPU))
+			g.Expect(pool.Status.Conditions).To(ContainElement(And(HaveField("Type", v1.ConditionReady), HaveField("Status", metav1.ConditionTrue))))
+		}, 10*time.Second).Should(Succeed(), "the NodePool counts its node and is ready")
+		Eventually(func(g Gomega) {
 			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
 			c := &v1.NodeClaim{}
 			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), c)).To(Succeed())

@@ -1,0 +1,124 @@
+package disruption_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
+)
+
+func budgetPool(budgets ...v1.Budget) *v1.NodePool {
+	return &v1.NodePool{Spec: v1.NodePoolSpec{Disruption: v1.Disruption{Budgets: budgets}}}
+}
+
+var _ = DescribeTable("disruption budgets",
+	func(pool *v1.NodePool, reason v1.DisruptionReason, total int, at string, want int) {
+		now, err := time.Parse(time.RFC3339, at)
+		Expect(err).NotTo(HaveOccurred())
+		got, err := disruption.Allowed(pool, reason, total, now)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got).To(Equal(want))
+	},
+	Entry("the default 10% of 25 nodes rounds up to 3", budgetPool(v1.Budget{Nodes: "10%"}), v1.DisruptionReasonEmpty, 25, "2026-11-21T12:00:00Z", 3),
+	Entry("a count", budgetPool(v1.Budget{Nodes: "5"}), v1.DisruptionReasonEmpty, 25, "2026-11-21T12:00:00Z", 5),
+	Entry("the least of several budgets", budgetPool(v1.Budget{Nodes: "50%"}, v1.Budget{Nodes: "2"}), v1.DisruptionReasonEmpty, 25, "2026-11-21T12:00:00Z", 2),
+	Entry("a budget for other reasons does not apply", budgetPool(v1.Budget{Nodes: "0", Reasons: []v1.DisruptionReason{v1.DisruptionReasonDrifted}}, v1.Budget{Nodes: "4"}), v1.DisruptionReasonEmpty, 25, "2026-11-21T12:00:00Z", 4),
+	Entry("a scheduled budget inside its window", budgetPool(v1.Budget{Nodes: "0", Schedule: ptr.To("0 9 * * *"), Duration: &metav1.Duration{Duration: 8 * time.Hour}}, v1.Budget{Nodes: "4"}), v1.DisruptionReasonEmpty, 25, "2026-11-21T12:00:00Z", 0),
+	Entry("a scheduled budget outside its window", budgetPool(v1.Budget{Nodes: "0", Schedule: ptr.To("0 9 * * *"), Duration: &metav1.Duration{Duration: 8 * time.Hour}}, v1.Budget{Nodes: "4"}), v1.DisruptionReasonEmpty, 25, "2026-11-21T18:00:00Z", 4),
+)
+
+var _ = Describe("the disruption controller", func() {
+	var (
+		ctx  = context.Background()
+		clk  *clocktesting.FakeClock
+		ctrl *disruption.Controller
+	)
+
+	BeforeEach(func() {
+		clk = clocktesting.NewFakeClock(time.Now())
+		ctrl = disruption.New(env.Client, events.NewFakeRecorder(100), clk)
+	})
+
+	// pool makes a NodePool and n initialized NodeClaims with nodes.
+	makePool := func(name string, n int, disr v1.Disruption, expireAfter string) []*v1.NodeClaim {
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodePoolSpec{Disruption: disr, Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+		}}}}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pool))).To(Succeed()) })
+		var out []*v1.NodeClaim
+		for i := 0; i < n; i++ {
+			claim := &v1.NodeClaim{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, i), Labels: map[string]string{v1.NodePoolLabelKey: name}},
+				Spec: v1.NodeClaimSpec{NodeClassRef: pool.Spec.Template.Spec.NodeClassRef, ExpireAfter: v1.MustParseNillableDuration(expireAfter)},
+			}
+			Expect(env.Client.Create(ctx, claim)).To(Succeed())
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, claim))).To(Succeed()) })
+			claim.Status.NodeName = claim.Name
+			meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionTrue, Reason: "Initialized"})
+			Expect(env.Client.Status().Update(ctx, claim)).To(Succeed())
+			out = append(out, claim)
+		}
+		return out
+	}
+	exists := func(c *v1.NodeClaim) bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(c), &v1.NodeClaim{}) == nil
+	}
+	podOn := func(node string) {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "busy-"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "c"}}}}
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)))).To(Succeed()) })
+	}
+
+	It("deletes nodes empty for consolidateAfter, within the budget, and keeps busy ones", func() {
+		claims := makePool("empty", 4, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("5m"),
+			ConsolidationPolicy: v1.ConsolidationPolicyWhenEmpty, Budgets: []v1.Budget{{Nodes: "2"}}}, "720h")
+		podOn(claims[3].Status.NodeName)
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		clk.Step(4 * time.Minute)
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		Expect(exists(claims[0]) && exists(claims[1]) && exists(claims[2])).To(BeTrue(), "not empty long enough yet")
+		clk.Step(time.Minute)
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		deleted := 0
+		for _, c := range claims[:3] {
+			if !exists(c) {
+				deleted++
+			}
+		}
+		Expect(deleted).To(Equal(2), "three empty nodes, but the budget allows two")
+		Expect(exists(claims[3])).To(BeTrue(), "a node with a pod stays")
+	})
+
+	It("never consolidates with consolidateAfter: Never", func() {
+		claims := makePool("never", 1, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("Never")}, "Never")
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		clk.Step(1000 * time.Hour)
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		Expect(exists(claims[0])).To(BeTrue())
+	})
+
+	It("deletes NodeClaims older than expireAfter, busy or not", func() {
+		claims := makePool("expiring", 1, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("Never")}, "1h")
+		podOn(claims[0].Status.NodeName)
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		Expect(exists(claims[0])).To(BeTrue())
+		clk.Step(time.Hour)
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		Expect(exists(claims[0])).To(BeFalse())
+	})
+})

@@ -1,0 +1,17 @@
+package disruption_test
+
+import (
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/backstop-sh/backstop/test"
+)
+
+var env = test.SuiteEnvironment()
+
+func TestDisruption(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Disruption")
+}
