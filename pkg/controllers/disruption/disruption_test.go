@@ -63,7 +63,7 @@ var _ = Describe("the disruption controller", func() {
 		for i := 0; i < n; i++ {
 			claim := &v1.NodeClaim{
 				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, i), Labels: map[string]string{v1.NodePoolLabelKey: name}},
-				Spec: v1.NodeClaimSpec{NodeClassRef: pool.Spec.Template.Spec.NodeClassRef, ExpireAfter: v1.MustParseNillableDuration(expireAfter)},
+				Spec:       v1.NodeClaimSpec{NodeClassRef: pool.Spec.Template.Spec.NodeClassRef, ExpireAfter: v1.MustParseNillableDuration(expireAfter)},
 			}
 			Expect(env.Client.Create(ctx, claim)).To(Succeed())
 			DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, claim))).To(Succeed()) })
@@ -81,7 +81,9 @@ var _ = Describe("the disruption controller", func() {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "busy-"},
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "c"}}}}
 		Expect(env.Client.Create(ctx, pod)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)))).To(Succeed()) })
+		DeferCleanup(func() {
+			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)))).To(Succeed())
+		})
 	}
 
 	It("deletes nodes empty for consolidateAfter, within the budget, and keeps busy ones", func() {
