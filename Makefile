@@ -95,6 +95,12 @@ verify: $(BIN)/controller-gen $(BIN)/helm ## fail when generated files are stale
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+RUN_TOOLS := $(TEST_TOOLS) $(BIN)/kube-scheduler $(BIN)/kube-controller-manager $(BIN)/kwok
+
+.PHONY: run
+run: $(RUN_TOOLS) ## run the whole loop locally: control plane, KWOK, EC2 simulator, Backstop, and a demo Deployment (Ctrl-C stops it)
+	$(GO) run ./cmd/local $(RUN_ARGS)
+
 .PHONY: test
 test: $(TEST_TOOLS) ## run every test against a real kube-apiserver and etcd built into bin/
 	$(GO) test ./... -count=1 -timeout 25m

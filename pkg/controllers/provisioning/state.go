@@ -105,10 +105,17 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 				byNode[pod.Spec.NodeName] = append(byNode[pod.Spec.NodeName], pod)
 			}
 		case IsProvisionable(pod):
-			if claim, ok := p.nominatedClaim(pod); ok {
-				byClaim[claim] = append(byClaim[claim], pod)
-			} else {
+			claim, ok := p.nominatedClaim(pod)
+			switch {
+			case !ok:
 				s.pending = append(s.pending, pod)
+			case liveClaims[claim] != nil && liveClaims[claim].Status.NodeName != "":
+				// Registered, but kube-scheduler has not bound the pod yet:
+				// it still takes its room on that node.
+				node := liveClaims[claim].Status.NodeName
+				byNode[node] = append(byNode[node], pod)
+			default:
+				byClaim[claim] = append(byClaim[claim], pod)
 			}
 		}
 	}
@@ -119,10 +126,23 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		s.pools[pool.Name] = pool
 	}
 
+	// A Node whose NodeClaim has not registered it yet is the same capacity as
+	// that in-flight NodeClaim: count it once, as the claim, with the pods
+	// already bound to it.
+	unregistered := map[string]string{}
+	for _, c := range liveClaims {
+		if c.Status.ProviderID != "" && c.Status.NodeName == "" && c.DeletionTimestamp == nil {
+			unregistered[c.Status.ProviderID] = c.Name
+		}
+	}
 	usage := map[string]scheduling.Resources{}
 	counts := map[string]int64{}
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
+		if claim, ok := unregistered[n.Spec.ProviderID]; ok && n.Spec.ProviderID != "" {
+			byClaim[claim] = append(byClaim[claim], byNode[n.Name]...)
+			continue
+		}
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
 			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n, s.pools[n.Labels[v1.NodePoolLabelKey]]),
 			Allocatable: scheduling.ResourcesFromList(n.Status.Allocatable), Pods: byNode[n.Name],

@@ -1,0 +1,204 @@
+// Command local runs Backstop's whole loop on this machine (`make run`): a
+// control plane with kube-scheduler and kube-controller-manager, KWOK for the
+// kubelets, the EC2 simulator and the controller. It applies the README's
+// NodePools and EC2NodeClass, scales a Deployment up while Spot capacity runs
+// out part way, and shows pods getting nodes until Ctrl-C.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+	"github.com/backstop-sh/backstop/test/local"
+)
+
+func main() {
+	replicas := flag.Int("replicas", 20, "replicas of the demo Deployment (1 CPU each)")
+	spotCap := flag.Int("spot-capacity", 2, "Spot instances the simulated account can get before InsufficientInstanceCapacity")
+	flag.Parse()
+	if err := run(*replicas, *spotCap); err != nil {
+		fmt.Fprintf(os.Stderr, "make run: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(replicas, spotCap int) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir := filepath.Join(test.Root, "bin", "local")
+	logFile, err := os.Create(filepath.Join(dir, "backstop.log"))
+	if err != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if logFile, err = os.Create(filepath.Join(dir, "backstop.log")); err != nil {
+			return err
+		}
+	}
+	defer logFile.Close()
+
+	fmt.Println("Starting etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK, the EC2 simulator and Backstop…")
+	cluster, err := local.Start(ctx, local.Options{
+		Bin: filepath.Join(test.Root, "bin"), Dir: dir,
+		Simulator: ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", Faults: ec2sim.Faults{
+			Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: spotCap}},
+		}},
+		ControllerFlags: []string{"--batch-idle-duration=1s", "--log-format=json"},
+		Log:             zap.New(zap.WriteTo(logFile), zap.JSONEncoder()),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Println("\nStopping everything…")
+		cluster.Stop()
+		fmt.Println("Stopped; nothing is left running.")
+	}()
+	fmt.Printf(`
+  kubeconfig:  %s
+  try:         KUBECONFIG=%s kubectl get nodepools,nodeclaims,nodes -L karpenter.sh/capacity-type
+  logs:        %s/*.log
+  EC2 API:     %s (admin: %s/admin/requests)
+
+`, cluster.Kubeconfig, cluster.Kubeconfig, dir, cluster.SimURL, cluster.SimURL)
+
+	objs, err := test.ReadManifests("examples.yaml")
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if err := cluster.Client.Create(ctx, o); err != nil {
+			return fmt.Errorf("applying %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+		fmt.Printf("applied %s/%s\n", strings.ToLower(o.GetKind()), o.GetName())
+	}
+	fmt.Printf("Spot capacity is capped at %d instances; scaling deployment/inflate to %d replicas of 1 CPU…\n\n", spotCap, replicas)
+	if err := cluster.Client.Create(ctx, inflate(replicas)); err != nil {
+		return err
+	}
+	return watch(ctx, cluster.Client, replicas)
+}
+
+func inflate(replicas int) *appsv1.Deployment {
+	labels := map[string]string{"app": "inflate"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "inflate", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(replicas)),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](0),
+					Containers: []corev1.Container{{Name: "inflate", Image: "public.ecr.aws/eks-distro/kubernetes/pause:3.7",
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi"),
+						}}}},
+				},
+			},
+		},
+	}
+}
+
+// watch prints a line whenever the picture changes, until ctx ends.
+func watch(ctx context.Context, c client.Client, replicas int) error {
+	start := time.Now()
+	last, allRunning := "", false
+	for {
+		line, running := snapshot(ctx, c)
+		if line != last {
+			fmt.Printf("[%5.1fs] %s\n", time.Since(start).Seconds(), line)
+			last = line
+		}
+		if running == replicas && !allRunning {
+			allRunning = true
+			fmt.Printf("\nAll %d pods are Running after %.1fs. Watching; Ctrl-C to stop.\n\n", replicas, time.Since(start).Seconds())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func snapshot(ctx context.Context, c client.Client) (string, int) {
+	var pods corev1.PodList
+	var claims v1.NodeClaimList
+	var nodes corev1.NodeList
+	var evs eventsv1.EventList
+	if c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{"app": "inflate"}) != nil ||
+		c.List(ctx, &claims) != nil || c.List(ctx, &nodes) != nil || c.List(ctx, &evs, client.InNamespace("default")) != nil {
+		return "waiting for the API server", 0
+	}
+	pending, running := 0, 0
+	for _, p := range pods.Items {
+		switch {
+		case p.Status.Phase == corev1.PodRunning:
+			running++
+		case p.Spec.NodeName == "":
+			pending++
+		}
+	}
+	groups := map[string][2]int{}
+	for _, cl := range claims.Items {
+		key := cl.Labels[v1.NodePoolLabelKey] + "/" + cl.Labels[v1.CapacityTypeLabelKey]
+		if cl.Labels[v1.CapacityTypeLabelKey] == "" {
+			key = cl.Labels[v1.NodePoolLabelKey] + "/launching"
+		}
+		g := groups[key]
+		g[0]++
+		for _, cond := range cl.Status.Conditions {
+			if cond.Type == v1.ConditionReady && cond.Status == metav1.ConditionTrue {
+				g[1]++
+			}
+		}
+		groups[key] = g
+	}
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d (%d ready)", k, groups[k][0], groups[k][1]))
+	}
+	ready := 0
+	for _, n := range nodes.Items {
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				ready++
+			}
+		}
+	}
+	fallback := "none"
+	var newest time.Time
+	for _, e := range evs.Items {
+		if e.Reason == "Fallback" && e.Regarding.Kind == "Pod" && e.CreationTimestamp.After(newest) {
+			newest, fallback = e.CreationTimestamp.Time, e.Note
+		}
+	}
+	return fmt.Sprintf("pods pending %d, running %d | nodeclaims %s | nodes ready %d | last fallback: %s",
+		pending, running, strings.Join(parts, ", "), ready, fallback), running
+}

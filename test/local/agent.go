@@ -1,0 +1,106 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+// kwokAnnotation marks the Nodes KWOK keeps alive: Ready, heartbeating, and
+// running the pods bound to them.
+const kwokAnnotation = "kwok.x-k8s.io/node"
+
+// NodeAgent plays what boots on a new instance: when a simulated instance
+// runs, it registers a Node with the instance's provider id, labels and
+// capacity, tainted unregistered, as the kubelet would; when the instance is
+// gone, it deletes the Node, as the cloud's node lifecycle controller would.
+type NodeAgent struct {
+	Client  client.Client
+	Sim     *ec2sim.Server
+	Cluster string
+	// Every is how often instances are looked at.
+	Every time.Duration
+}
+
+// Run syncs until ctx ends.
+func (a *NodeAgent) Run(ctx context.Context) {
+	every := a.Every
+	if every == 0 {
+		every = 500 * time.Millisecond
+	}
+	facts := map[string]catalog.InstanceType{}
+	all, _ := catalog.Load()
+	for _, f := range all {
+		facts[f.Name] = f
+	}
+	for {
+		if err := a.sync(ctx, facts); err != nil && ctx.Err() == nil {
+			log.FromContext(ctx).Error(err, "node agent")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (a *NodeAgent) sync(ctx context.Context, facts map[string]catalog.InstanceType) error {
+	for _, inst := range a.Sim.Instances() {
+		if _, ours := inst.Tags[aws.ClusterTag(a.Cluster)]; !ours {
+			continue
+		}
+		node := &corev1.Node{}
+		err := a.Client.Get(ctx, client.ObjectKey{Name: inst.ID}, node)
+		switch {
+		case inst.State == "terminated":
+			if err == nil && node.DeletionTimestamp == nil {
+				if err := a.Client.Delete(ctx, node); client.IgnoreNotFound(err) != nil {
+					return err
+				}
+			}
+		case apierrors.IsNotFound(err):
+			if err := a.Client.Create(ctx, a.node(inst, facts[inst.Type])); client.IgnoreAlreadyExists(err) != nil {
+				return fmt.Errorf("registering node for %s: %w", inst.ID, err)
+			}
+		case err != nil:
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType) *corev1.Node {
+	it, _ := aws.NewInstanceType(f, nil, aws.AllocatableOptions{})
+	arch := f.Arch
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: inst.ID,
+			Labels: map[string]string{
+				corev1.LabelHostname: inst.ID, corev1.LabelInstanceTypeStable: inst.Type, corev1.LabelTopologyZone: inst.Zone,
+				corev1.LabelArchStable: arch, corev1.LabelOSStable: "linux", "type": "kwok",
+			},
+			Annotations: map[string]string{kwokAnnotation: "fake"},
+		},
+		Spec: corev1.NodeSpec{
+			ProviderID: fmt.Sprintf("aws:///%s/%s", inst.Zone, inst.ID),
+			Taints:     []corev1.Taint{v1.UnregisteredNoExecuteTaint},
+		},
+	}
+	if it != nil {
+		node.Status.Capacity = it.Capacity.List()
+		node.Status.Allocatable = it.Allocatable().List()
+	}
+	return node
+}

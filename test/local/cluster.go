@@ -1,0 +1,233 @@
+// Package local runs Backstop's whole loop on one machine: etcd and
+// kube-apiserver (through envtest), kube-scheduler, kube-controller-manager,
+// KWOK playing the kubelets, the EC2 simulator, a node agent that turns
+// simulated instances into Nodes, and the controller. `make run` and the e2e
+// suite both use it.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/backstop-sh/backstop/pkg/operator"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+// Options shape a local cluster.
+type Options struct {
+	// Bin holds kube-apiserver, etcd, kube-scheduler, kube-controller-manager and kwok.
+	Bin string
+	// Dir receives the kubeconfig and the components' logs.
+	Dir string
+	// Simulator configures the EC2 simulator.
+	Simulator ec2sim.Config
+	// ControllerFlags are extra flags for Backstop.
+	ControllerFlags []string
+	// Log receives Backstop's logs.
+	Log logr.Logger
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	Options
+	Kubeconfig string
+	Config     *rest.Config
+	Client     client.Client
+	Sim        *ec2sim.Server
+	SimURL     string
+
+	env    *envtest.Environment
+	cancel context.CancelFunc
+	procs  []*exec.Cmd
+	wg     sync.WaitGroup
+	srv    *http.Server
+}
+
+// Start brings the cluster up; Stop takes it down again, whatever failed.
+func Start(ctx context.Context, o Options) (*Cluster, error) {
+	c := &Cluster{Options: o}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := c.start(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	c.env = &envtest.Environment{
+		BinaryAssetsDirectory: c.Bin,
+		CRDDirectoryPaths:     []string{filepath.Join(test.Root, "charts", "backstop", "crds")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := c.env.Start()
+	if err != nil {
+		return fmt.Errorf("starting etcd and kube-apiserver: %w", err)
+	}
+	c.Config = cfg
+	user, err := c.env.ControlPlane.AddUser(envtest.User{Name: "backstop-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	if c.Client, err = client.New(cfg, client.Options{Scheme: test.Scheme}); err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	c.cancel = cancel
+	for _, p := range []struct {
+		name string
+		args []string
+	}{
+		{"kube-scheduler", []string{"--kubeconfig=" + c.Kubeconfig, "--authentication-kubeconfig=" + c.Kubeconfig,
+			"--authorization-kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0"}},
+		{"kube-controller-manager", []string{"--kubeconfig=" + c.Kubeconfig, "--authentication-kubeconfig=" + c.Kubeconfig,
+			"--authorization-kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
+			"--controllers=*,-serviceaccount-token,-nodeipam,-route,-service,-cloud-node-lifecycle",
+			"--use-service-account-credentials=false", "--node-monitor-grace-period=40s"}},
+		{"kwok", []string{"--kubeconfig=" + c.Kubeconfig, "--manage-nodes-with-annotation-selector=" + kwokAnnotation + "=fake",
+			"--config=" + filepath.Join(test.Root, "test", "local", "kwok-stages.yaml"),
+			"--cidr=10.244.0.0/16", "--node-ip=10.0.0.1"}},
+	} {
+		if err := c.spawn(p.name, p.args...); err != nil {
+			return err
+		}
+	}
+
+	if c.Sim, err = ec2sim.New(c.Simulator, clock.RealClock{}); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	c.SimURL = "http://" + lis.Addr().String()
+	c.srv = &http.Server{Handler: c.Sim, ReadHeaderTimeout: 5 * time.Second}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_ = c.srv.Serve(lis)
+	}()
+
+	agent := &NodeAgent{Client: c.Client, Sim: c.Sim, Cluster: clusterName(c.Simulator)}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		agent.Run(runCtx)
+	}()
+
+	region := c.Simulator.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	args := append([]string{"--cluster-name=" + clusterName(c.Simulator), "--leader-elect=false", "--metrics-bind-address=0",
+		"--health-probe-bind-address=0", "--aws-region=" + region}, c.ControllerFlags...)
+	opts, err := operator.ParseOptions(args, func(string) string { return "" }, os.Stderr)
+	if err != nil {
+		return err
+	}
+	op, err := operator.New(cfg, opts, c.Log, test.EC2Client(c.SimURL))
+	if err != nil {
+		return err
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := op.Start(runCtx); err != nil {
+			c.Log.Error(err, "backstop stopped")
+		}
+	}()
+	return nil
+}
+
+func clusterName(cfg ec2sim.Config) string {
+	if cfg.ClusterTag != "" {
+		return cfg.ClusterTag
+	}
+	return "local"
+}
+
+// spawn starts a component with its output in Dir/<name>.log; it dies with us.
+func (c *Cluster) spawn(name string, args ...string) error {
+	logFile, err := os.Create(filepath.Join(c.Dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(c.Bin, name), args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return fmt.Errorf("starting %s (build it with `make tools`): %w", name, err)
+	}
+	c.procs = append(c.procs, cmd)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_ = cmd.Wait()
+		_ = logFile.Close()
+	}()
+	return nil
+}
+
+// Stop stops every component and leaves nothing running.
+func (c *Cluster) Stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	for _, p := range c.procs {
+		if p.Process != nil {
+			_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+		}
+	}
+	if c.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.srv.Shutdown(ctx)
+		cancel()
+	}
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		for _, p := range c.procs {
+			if p.Process != nil {
+				_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+			}
+		}
+	}
+	if c.env != nil {
+		if err := c.env.Stop(); err != nil && !errors.Is(err, context.Canceled) {
+			c.Log.Error(err, "stopping the control plane")
+		}
+	}
+}
