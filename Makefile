@@ -27,8 +27,9 @@ KUBE_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitTreeState=clean \
 	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
 
-# The tools the tests need; the rest are built by `make tools`.
-TEST_TOOLS := $(BIN)/kube-apiserver $(BIN)/etcd
+# The tools the tests and `make run` need (the e2e suite runs the whole loop);
+# the rest are built by `make tools`.
+TEST_TOOLS := $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kube-scheduler $(BIN)/kube-controller-manager $(BIN)/kwok
 ALL_TOOLS := $(TEST_TOOLS) $(BIN)/kube-scheduler $(BIN)/kube-controller-manager \
 	$(BIN)/controller-gen $(BIN)/ginkgo $(BIN)/helm $(BIN)/ko $(BIN)/kwok
 
@@ -95,10 +96,8 @@ verify: $(BIN)/controller-gen $(BIN)/helm ## fail when generated files are stale
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-RUN_TOOLS := $(TEST_TOOLS) $(BIN)/kube-scheduler $(BIN)/kube-controller-manager $(BIN)/kwok
-
 .PHONY: run
-run: $(RUN_TOOLS) ## run the whole loop locally: control plane, KWOK, EC2 simulator, Backstop, and a demo Deployment (Ctrl-C stops it)
+run: $(TEST_TOOLS) ## run the whole loop locally: control plane, KWOK, EC2 simulator, Backstop, and a demo Deployment (Ctrl-C stops it)
 	$(GO) run ./cmd/local $(RUN_ARGS)
 
 .PHONY: test

@@ -95,7 +95,9 @@ func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
 	if err := nodepool.NewStatus(mgr.GetClient()).Register(mgr); err != nil {
 		return fmt.Errorf("registering the NodePool status controller: %w", err)
 	}
-	return mgr.Add(disruption.New(mgr.GetClient(), recorder, clock.RealClock{}))
+	d := disruption.New(mgr.GetClient(), recorder, clock.RealClock{})
+	d.Every = o.DisruptionInterval
+	return mgr.Add(d)
 }
 
 // kubernetesMinor is the API server's version as "1.36", which picks alias images.

@@ -30,6 +30,7 @@ type Options struct {
 	UnavailableOfferingsTTL time.Duration
 	RegistrationTTL         time.Duration
 	GCInterval              time.Duration
+	DisruptionInterval      time.Duration
 	BatchIdleDuration       time.Duration
 	BatchMaxDuration        time.Duration
 	PreferencePolicy        string
@@ -56,6 +57,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.DurationVar(&o.UnavailableOfferingsTTL, "unavailable-offerings-ttl", env.duration("unavailable-offerings-ttl", 3*time.Minute), "how long capacity EC2 ran out of is skipped [UNAVAILABLE_OFFERINGS_TTL]")
 	fs.DurationVar(&o.RegistrationTTL, "registration-ttl", env.duration("registration-ttl", 15*time.Minute), "a NodeClaim whose node does not register this long after launch is deleted [REGISTRATION_TTL]")
 	fs.DurationVar(&o.GCInterval, "gc-interval", env.duration("gc-interval", time.Minute), "how often instances and NodeClaims are reconciled both ways [GC_INTERVAL]")
+	fs.DurationVar(&o.DisruptionInterval, "disruption-interval", env.duration("disruption-interval", 10*time.Second), "how often empty and expired nodes are looked for [DISRUPTION_INTERVAL]")
 	fs.DurationVar(&o.BatchIdleDuration, "batch-idle-duration", env.duration("batch-idle-duration", time.Second), "a batch of pending pods closes after this long without a new one [BATCH_IDLE_DURATION]")
 	fs.DurationVar(&o.BatchMaxDuration, "batch-max-duration", env.duration("batch-max-duration", 10*time.Second), "a batch of pending pods closes after this long at most [BATCH_MAX_DURATION]")
 	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")

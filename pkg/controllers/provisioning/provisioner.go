@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,9 @@ type Provisioner struct {
 	opts          Options
 	batcher       *Batcher
 	metrics       *Metrics
+
+	// rechecking is set while a re-check of waiting pods is scheduled.
+	rechecking atomic.Bool
 
 	mu          sync.Mutex
 	nominations map[types.UID]nomination
@@ -94,6 +98,19 @@ func (p *Provisioner) Start(ctx context.Context) error {
 			logger.Error(err, "provisioning failed; retrying with the next batch")
 			// Try again soon even if no pod changes.
 			p.batcher.Trigger()
+			continue
+		}
+		if p.pendingWork() && p.rechecking.CompareAndSwap(false, true) {
+			// Pods wait on NodeClaims coming up; look again shortly in case
+			// kube-scheduler gives their room to others.
+			go func() {
+				defer p.rechecking.Store(false)
+				select {
+				case <-p.clock.After(recheck):
+					p.batcher.Trigger()
+				case <-ctx.Done():
+				}
+			}()
 		}
 	}
 	return nil
@@ -232,6 +249,19 @@ func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) {
 	}
 }
 
+func (p *Provisioner) forgetNomination(pod *corev1.Pod) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.nominations, pod.UID)
+}
+
+// pendingWork reports whether pods wait on NodeClaims still coming up.
+func (p *Provisioner) pendingWork() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.nominations) > 0
+}
+
 func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -242,6 +272,9 @@ func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 	}
 	return n.claim, ok
 }
+
+// recheck is how soon pods waiting on NodeClaims are looked at again.
+const recheck = 5 * time.Second
 
 // nominationGrace is how long a nomination survives its NodeClaim's absence
 // from the cache: a claim just created may not have reached it yet.

@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -107,6 +108,11 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		case IsProvisionable(pod):
 			claim, ok := p.nominatedClaim(pod)
 			switch {
+			case ok && liveClaims[claim] != nil && meta.IsStatusConditionTrue(liveClaims[claim].Status.Conditions, v1.ConditionInitialized):
+				// Its node is up and kube-scheduler still could not bind the
+				// pod (others took the room): plan it again.
+				p.forgetNomination(pod)
+				s.pending = append(s.pending, pod)
 			case !ok:
 				s.pending = append(s.pending, pod)
 			case liveClaims[claim] != nil && liveClaims[claim].Status.NodeName != "":
