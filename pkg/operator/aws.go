@@ -70,7 +70,9 @@ func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}
 	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable)
-	if err := nodeclaim.NewLaunch(mgr.GetClient(), launcher, recorder, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry)).Register(mgr); err != nil {
+	launch := nodeclaim.NewLaunch(mgr.GetClient(), launcher, recorder, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry))
+	launch.Timeout = o.LaunchTimeout
+	if err := launch.Register(mgr); err != nil {
 		return fmt.Errorf("registering the launch controller: %w", err)
 	}
 	ctx := context.Background()

@@ -29,6 +29,7 @@ type Options struct {
 	AWSEndpoint             string
 	UnavailableOfferingsTTL time.Duration
 	RegistrationTTL         time.Duration
+	LaunchTimeout           time.Duration
 	GCInterval              time.Duration
 	DisruptionInterval      time.Duration
 	BatchIdleDuration       time.Duration
@@ -56,6 +57,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2 endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
 	fs.DurationVar(&o.UnavailableOfferingsTTL, "unavailable-offerings-ttl", env.duration("unavailable-offerings-ttl", 3*time.Minute), "how long capacity EC2 ran out of is skipped [UNAVAILABLE_OFFERINGS_TTL]")
 	fs.DurationVar(&o.RegistrationTTL, "registration-ttl", env.duration("registration-ttl", 15*time.Minute), "a NodeClaim whose node does not register this long after launch is deleted [REGISTRATION_TTL]")
+	fs.DurationVar(&o.LaunchTimeout, "launch-timeout", env.duration("launch-timeout", 5*time.Minute), "a NodeClaim that cannot launch for other reasons than capacity is given up after this long [LAUNCH_TIMEOUT]")
 	fs.DurationVar(&o.GCInterval, "gc-interval", env.duration("gc-interval", time.Minute), "how often instances and NodeClaims are reconciled both ways [GC_INTERVAL]")
 	fs.DurationVar(&o.DisruptionInterval, "disruption-interval", env.duration("disruption-interval", 10*time.Second), "how often empty and expired nodes are looked for [DISRUPTION_INTERVAL]")
 	fs.DurationVar(&o.BatchIdleDuration, "batch-idle-duration", env.duration("batch-idle-duration", time.Second), "a batch of pending pods closes after this long without a new one [BATCH_IDLE_DURATION]")

@@ -28,7 +28,7 @@ var _ = Describe("options", func() {
 			"LEADER_ELECT": "false", "LEADER_ELECTION_NAMESPACE": "backstop", "LOG_LEVEL": "debug", "LOG_FORMAT": "console",
 			"BATCH_IDLE_DURATION": "2s", "BATCH_MAX_DURATION": "20s", "PREFERENCE_POLICY": "Ignore",
 			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT": "http://127.0.0.1:4566", "UNAVAILABLE_OFFERINGS_TTL": "1m",
-			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s",
+			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s", "LAUNCH_TIMEOUT": "2m",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
@@ -37,7 +37,7 @@ var _ = Describe("options", func() {
 			LogLevel: "debug", LogFormat: "console",
 			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
 			AWSRegion: "eu-west-1", AWSEndpoint: "http://127.0.0.1:4566", UnavailableOfferingsTTL: time.Minute,
-			RegistrationTTL: 5 * time.Minute, GCInterval: 30 * time.Second, DisruptionInterval: 20 * time.Second,
+			RegistrationTTL: 5 * time.Minute, GCInterval: 30 * time.Second, DisruptionInterval: 20 * time.Second, LaunchTimeout: 2 * time.Minute,
 		}))
 	})
 

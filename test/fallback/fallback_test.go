@@ -303,7 +303,7 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 		Expect(throttled).To(BeNumerically(">", 0))
 	})
 
-	It("does not let a NodeClaim that cannot launch hold up the others", func() {
+	It("does not let a NodeClaim that cannot launch hold up the others, and gives it up after the launch timeout", func() {
 		poisoned := &v1.NodeClaim{
 			ObjectMeta: metav1.ObjectMeta{Name: "poisoned", Labels: map[string]string{v1.NodePoolLabelKey: "batch"}},
 			Spec:       v1.NodeClaimSpec{NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "missing"}},
@@ -323,6 +323,10 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(poisoned), got)).To(Succeed())
 		Expect(got.Status.Conditions).To(ContainElement(And(
 			HaveField("Type", v1.ConditionLaunched), HaveField("Reason", "NodeClassNotFound"), HaveField("Message", "EC2NodeClass missing does not exist"))))
+		Eventually(func() bool {
+			return client.IgnoreNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(poisoned), got)) == nil && env.Client.Get(ctx, client.ObjectKeyFromObject(poisoned), got) != nil
+		}, 2*time.Minute, time.Second).Should(BeTrue(), "given up after the 10s launch timeout")
+		Expect(events("", "LaunchTimeout")).NotTo(BeEmpty())
 	})
 })
 

@@ -27,5 +27,5 @@ func TestFallback(t *testing.T) {
 // startBackstop runs the controller against a simulator serving ap-northeast-2,
 // the zones of the README's NodePools.
 func startBackstop() {
-	sim = test.StartBackstop(env, ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster"}, "--unavailable-offerings-ttl="+ttl.String())
+	sim = test.StartBackstop(env, ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster"}, "--unavailable-offerings-ttl="+ttl.String(), "--launch-timeout=10s")
 }

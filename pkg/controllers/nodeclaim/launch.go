@@ -50,6 +50,9 @@ type Launch struct {
 	// Workers launch this many NodeClaims at once, so one slow or failing
 	// launch never holds up the others.
 	Workers int
+	// Timeout gives up a NodeClaim that could not launch for this long for
+	// reasons other than capacity (capacity errors give it up at once).
+	Timeout time.Duration
 	// launched remembers instances until the NodeClaim's status shows them:
 	// the informer cache lags the writes, and a second call is wasted.
 	launched sync.Map
@@ -72,7 +75,7 @@ func NewLaunchMetrics(reg prometheus.Registerer) *LaunchMetrics {
 
 // NewLaunch returns the launch controller.
 func NewLaunch(c client.Client, launcher Launcher, recorder events.EventRecorder, failures LaunchFailures, metrics *LaunchMetrics) *Launch {
-	return &Launch{client: c, launcher: launcher, recorder: recorder, failures: failures, metrics: metrics, Workers: 10}
+	return &Launch{client: c, launcher: launcher, recorder: recorder, failures: failures, metrics: metrics, Workers: 10, Timeout: 5 * time.Minute}
 }
 
 // Register adds the controller to the manager.
@@ -204,8 +207,20 @@ func reasonName(code string) string {
 	return string(out)
 }
 
-// notLaunched records why a NodeClaim could not launch and tries again later.
+// notLaunched records why a NodeClaim could not launch and tries again later,
+// or gives it up once it has tried for the launch timeout.
 func (l *Launch) notLaunched(ctx context.Context, claim *v1.NodeClaim, reason, message string, after time.Duration) (reconcile.Result, error) {
+	if age := time.Since(claim.CreationTimestamp.Time); l.Timeout > 0 && age >= l.Timeout {
+		l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "LaunchTimeout", "Launch", "Giving up after %s: %s", l.Timeout, message)
+		log.FromContext(ctx).Info("giving up a nodeclaim that cannot launch", "nodeclaim", claim.Name, "reason", reason, "message", message)
+		if err := l.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
+			return reconcile.Result{}, err
+		}
+		l.failures.LaunchFailed(claim, reason)
+		return reconcile.Result{}, nil
+	} else if l.Timeout > 0 {
+		after = min(after, l.Timeout-age)
+	}
 	patch := client.MergeFrom(claim.DeepCopy())
 	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionLaunched, Status: metav1.ConditionFalse, Reason: reason, Message: message, ObservedGeneration: claim.Generation})
 	if err := l.client.Status().Patch(ctx, claim, patch); client.IgnoreNotFound(err) != nil {
