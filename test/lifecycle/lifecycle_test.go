@@ -58,12 +58,15 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 	})
 
 	// launchedClaim makes one pending pod and waits for its NodeClaim to launch.
-	launchedClaim := func() *v1.NodeClaim {
+	launchedClaim := func(nodeSelector ...string) *v1.NodeClaim {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "seed"},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app", Resources: corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")},
 			}}}},
+		}
+		if len(nodeSelector) == 2 {
+			pod.Spec.NodeSelector = map[string]string{nodeSelector[0]: nodeSelector[1]}
 		}
 		Expect(env.Client.Create(ctx, pod)).To(Succeed())
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
@@ -234,6 +237,37 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		Eventually(gone(node), 20*time.Second).Should(BeTrue())
 		Eventually(gone(claim), 10*time.Second).Should(BeTrue())
 		Expect(instanceState(claim.Status.ProviderID)()).To(Equal("terminated"))
+	})
+
+	It("deletes the pods a PDB still protects once the NodeClaim's terminationGracePeriod is over", func() {
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "graceful"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
+			NodeClassRef:           &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "default"},
+			TerminationGracePeriod: &metav1.Duration{Duration: 3 * time.Second},
+			Requirements:           []v1.NodeSelectorRequirementWithMinValues{{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{"on-demand"}}},
+		}}}}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+		DeferCleanup(func() { Expect(env.Client.Delete(ctx, pool)).To(Succeed()) })
+		claim := launchedClaim(v1.NodePoolLabelKey, "graceful")
+		Expect(claim.Spec.TerminationGracePeriod.Duration).To(Equal(3 * time.Second))
+		node := joinNode(claim)
+		markReady(node)
+		protected := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "protected", Labels: map[string]string{"app": "protected"}},
+			Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "c", Image: "c"}}},
+		}
+		Expect(env.Client.Create(ctx, protected)).To(Succeed())
+		pdb := &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "protected"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "protected"}}},
+		}
+		Expect(env.Client.Create(ctx, pdb)).To(Succeed())
+		pdb.Status = policyv1.PodDisruptionBudgetStatus{CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1, DisruptionsAllowed: 0, ObservedGeneration: pdb.Generation}
+		Expect(env.Client.Status().Update(ctx, pdb)).To(Succeed())
+		Expect(env.Client.Delete(ctx, claim)).To(Succeed())
+		Eventually(gone(protected), 20*time.Second).Should(BeTrue(), "deleted at the deadline despite the PDB")
+		Eventually(gone(node), 20*time.Second).Should(BeTrue())
+		Eventually(instanceState(claim.Status.ProviderID), 10*time.Second).Should(Equal("terminated"))
 	})
 
 	It("deletes a NodeClaim whose instance was terminated outside Backstop", func() {

@@ -182,7 +182,8 @@ func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *ti
 		if !mustLeave(pod) {
 			continue
 		}
-		if pod.DeletionTimestamp != nil {
+		pastDeadline := deadline != nil && !now.Before(*deadline)
+		if pod.DeletionTimestamp != nil && !pastDeadline {
 			// Evicted already; it counts until its grace period has passed.
 			if now.Before(pod.DeletionTimestamp.Time) {
 				remaining++
@@ -190,7 +191,7 @@ func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *ti
 			continue
 		}
 		remaining++
-		if deadline != nil && !now.Before(*deadline) {
+		if pastDeadline {
 			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "Disrupted", "Drain", "Deleting pod: node %s passed its terminationGracePeriod", node.Name)
 			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 				return remaining, err
