@@ -253,7 +253,7 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		markReady(node)
 		protected := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "protected", Labels: map[string]string{"app": "protected"}},
-			Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "c", Image: "c"}}},
+			Spec:       corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "c", Image: "c"}}},
 		}
 		Expect(env.Client.Create(ctx, protected)).To(Succeed())
 		pdb := &policyv1.PodDisruptionBudget{
