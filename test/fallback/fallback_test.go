@@ -13,6 +13,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -205,7 +206,7 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 	})
 
 	It("goes to On-Demand on the very next plan after MaxSpotInstanceCountExceeded, with one failed Spot call", func() {
-		sim.SetFaults(ec2sim.Faults{SpotVCPUQuota: ptrTo[int64](0)})
+		sim.SetFaults(ec2sim.Faults{SpotVCPUQuota: ptr.To[int64](0)})
 		pendingPods(ns, 2, "250m")
 		Eventually(func() []string {
 			var out []string
@@ -329,8 +330,6 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 		Expect(events("", "LaunchTimeout")).NotTo(BeEmpty())
 	})
 })
-
-func ptrTo[T any](v T) *T { return &v }
 
 func mustGetClass() *awsv1.EC2NodeClass {
 	nc := &awsv1.EC2NodeClass{}

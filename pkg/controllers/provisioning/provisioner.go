@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -189,7 +190,7 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 			Annotations:  pool.Spec.Template.ObjectMeta.Annotations,
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: v1.SchemeGroupVersion.String(), Kind: "NodePool", Name: pool.Name, UID: pool.UID,
-				BlockOwnerDeletion: ptrTo(true),
+				BlockOwnerDeletion: ptr.To(true),
 			}},
 		},
 		Spec: v1.NodeClaimSpec{
@@ -209,8 +210,6 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 		"pods", len(nc.Pods), "instance-types", len(nc.InstanceTypes), "requests", nc.Requests.String())
 	return claim, nil
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // reportFallbacks records, for pods whose last NodeClaim ran out of capacity,
 // where they went instead: an event on the pod and the new NodeClaim, and a count.
