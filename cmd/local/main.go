@@ -17,12 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -93,31 +90,10 @@ func run(replicas, spotCap int) error {
 		fmt.Printf("applied %s/%s\n", strings.ToLower(o.GetKind()), o.GetName())
 	}
 	fmt.Printf("Spot capacity is capped at %d instances; scaling deployment/inflate to %d replicas of 1 CPU…\n\n", spotCap, replicas)
-	if err := cluster.Client.Create(ctx, inflate(replicas)); err != nil {
+	if err := cluster.Client.Create(ctx, local.Inflate(replicas)); err != nil {
 		return err
 	}
 	return watch(ctx, cluster.Client, replicas)
-}
-
-func inflate(replicas int) *appsv1.Deployment {
-	labels := map[string]string{"app": "inflate"}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "inflate", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(replicas)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To[int64](0),
-					Containers: []corev1.Container{{Name: "inflate", Image: "public.ecr.aws/eks-distro/kubernetes/pause:3.7",
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi"),
-						}}}},
-				},
-			},
-		},
-	}
 }
 
 // watch prints a line whenever the picture changes, until ctx ends.

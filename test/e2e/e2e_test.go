@@ -13,8 +13,6 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -78,7 +76,7 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 
 	It("runs every pod, Spot first and On-Demand for the rest when Spot runs out", func() {
 		start := time.Now()
-		Expect(c.Create(ctx, deployment(replicas))).To(Succeed())
+		Expect(c.Create(ctx, local.Inflate(replicas))).To(Succeed())
 		Eventually(running, 5*time.Minute, time.Second).Should(Equal(replicas))
 		took := time.Since(start)
 		AddReportEntry("first pod Pending to last pod Running", took.String())
@@ -127,23 +125,3 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		}
 	})
 })
-
-func deployment(n int) *appsv1.Deployment {
-	labels := map[string]string{"app": "inflate"}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "inflate", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(n)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To[int64](0),
-					Containers: []corev1.Container{{Name: "inflate", Image: "pause", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-						corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi"),
-					}}}},
-				},
-			},
-		},
-	}
-}

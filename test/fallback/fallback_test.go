@@ -48,6 +48,17 @@ func nodeClaims() []v1.NodeClaim {
 	return list.Items
 }
 
+// launchedClaims lists the launched NodeClaims as pool/capacity-type.
+func launchedClaims() []string {
+	var out []string
+	for _, c := range nodeClaims() {
+		if c.Status.ProviderID != "" {
+			out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
+		}
+	}
+	return out
+}
+
 func counter(name string, labels map[string]string) float64 {
 	families, err := crmetrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
@@ -143,15 +154,7 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 	It("moves to another Spot type of the same pool when one type has no Spot capacity", func() {
 		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{InstanceType: "c5.large", CapacityType: "spot", Max: 0}}})
 		pendingPods(ns, 3, "250m")
-		Eventually(func() []string {
-			var out []string
-			for _, c := range nodeClaims() {
-				if c.Status.ProviderID != "" {
-					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
-				}
-			}
-			return out
-		}, 10*time.Second).Should(Equal([]string{"batch/spot"}))
+		Eventually(launchedClaims, 10*time.Second).Should(Equal([]string{"batch/spot"}))
 		claim := nodeClaims()[0]
 		Expect(claim.Labels[corev1.LabelInstanceTypeStable]).NotTo(Equal("c5.large"))
 		var codes []string
@@ -167,15 +170,7 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: 0}}})
 		before := counter("backstop_fallback_total", map[string]string{"from_nodepool": "batch", "to_nodepool": "batch-fallback", "reason": "InsufficientInstanceCapacity"})
 		pendingPods(ns, 3, "250m")
-		Eventually(func() []string {
-			var out []string
-			for _, c := range nodeClaims() {
-				if c.Status.ProviderID != "" {
-					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
-				}
-			}
-			return out
-		}, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
+		Eventually(launchedClaims, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
 
 		var calls []string
 		var spotFailed, onDemandCalled time.Time
@@ -208,15 +203,7 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 	It("goes to On-Demand on the very next plan after MaxSpotInstanceCountExceeded, with one failed Spot call", func() {
 		sim.SetFaults(ec2sim.Faults{SpotVCPUQuota: ptr.To[int64](0)})
 		pendingPods(ns, 2, "250m")
-		Eventually(func() []string {
-			var out []string
-			for _, c := range nodeClaims() {
-				if c.Status.ProviderID != "" {
-					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
-				}
-			}
-			return out
-		}, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
+		Eventually(launchedClaims, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
 		spot := 0
 		for _, c := range sim.Requests() {
 			if c.Action == "CreateFleet" && c.Params["TargetCapacitySpecification.DefaultTargetCapacityType"] == "spot" {
@@ -229,15 +216,7 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 	It("falls back when the Spot service-linked role is missing, and prints the fix on the NodeClaim", func() {
 		sim.SetFaults(ec2sim.Faults{NoSpotServiceLinkedRole: true})
 		pendingPods(ns, 1, "250m")
-		Eventually(func() []string {
-			var out []string
-			for _, c := range nodeClaims() {
-				if c.Status.ProviderID != "" {
-					out = append(out, c.Labels[v1.NodePoolLabelKey]+"/"+c.Labels[v1.CapacityTypeLabelKey])
-				}
-			}
-			return out
-		}, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
+		Eventually(launchedClaims, 15*time.Second).Should(Equal([]string{"batch-fallback/on-demand"}))
 		Eventually(func() bool {
 			for _, e := range events("", "InsufficientCapacityError") {
 				if strings.Contains(e.Note, "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com") {
