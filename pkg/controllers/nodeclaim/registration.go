@@ -117,9 +117,10 @@ func (r *Registration) awaitRegistration(ctx context.Context, claim *v1.NodeClai
 }
 
 // register syncs the claim's labels, annotations and taints onto the Node and
-// ties their lives together.
+// ties their lives together. Node patches carry the resource version: taints
+// are a list, and a stale copy must not put back a taint someone just removed.
 func (r *Registration) register(ctx context.Context, claim *v1.NodeClaim, node *corev1.Node) error {
-	patch := client.MergeFrom(node.DeepCopy())
+	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	if node.Labels == nil {
 		node.Labels = map[string]string{}
 	}
@@ -209,7 +210,7 @@ func (r *Registration) initialize(ctx context.Context, claim *v1.NodeClaim, node
 		meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionFalse, Reason: "NotInitialized", Message: reason, ObservedGeneration: claim.Generation})
 		return reconcile.Result{}, client.IgnoreNotFound(r.client.Status().Patch(ctx, claim, patch))
 	}
-	nodePatch := client.MergeFrom(node.DeepCopy())
+	nodePatch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	node.Labels[v1.InitializedLabelKey] = "true"
 	if err := r.client.Patch(ctx, node, nodePatch); err != nil {
 		return reconcile.Result{}, err

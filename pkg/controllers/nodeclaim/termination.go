@@ -139,7 +139,7 @@ func (t *Termination) reconcileNode(ctx context.Context, req reconcile.Request) 
 			return reconcile.Result{}, err
 		}
 	}
-	patch := client.MergeFrom(node.DeepCopy())
+	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(node, v1.TerminationFinalizer)
 	if err := t.client.Patch(ctx, node, patch); client.IgnoreNotFound(err) != nil {
 		return reconcile.Result{}, err
@@ -163,7 +163,7 @@ func (t *Termination) taint(ctx context.Context, node *corev1.Node) error {
 	if hasTaint(node.Spec.Taints, v1.DisruptedNoScheduleTaint) {
 		return nil
 	}
-	patch := client.MergeFrom(node.DeepCopy())
+	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	node.Spec.Taints = append(node.Spec.Taints, v1.DisruptedNoScheduleTaint)
 	return client.IgnoreNotFound(t.client.Patch(ctx, node, patch))
 }
