@@ -10,11 +10,9 @@ const (
 	NodeClaimLabelKey    = Group + "/nodeclaim"
 	RegisteredLabelKey   = Group + "/registered"
 	InitializedLabelKey  = Group + "/initialized"
-	NodeInitializedLabel = InitializedLabelKey
 
 	CapacityTypeSpot     = "spot"
 	CapacityTypeOnDemand = "on-demand"
-	CapacityTypeReserved = "reserved"
 
 	// TerminationFinalizer holds NodeClaims and Nodes until their instance is gone.
 	TerminationFinalizer = Group + "/termination"
@@ -30,19 +28,6 @@ var UnregisteredNoExecuteTaint = corev1.Taint{Key: UnregisteredTaintKey, Effect:
 
 // DisruptedNoScheduleTaint is put on a node before it is drained.
 var DisruptedNoScheduleTaint = corev1.Taint{Key: DisruptedTaintKey, Effect: corev1.TaintEffectNoSchedule}
-
-// WellKnownLabels are the label keys a NodePool may constrain with requirements
-// although they sit in a restricted domain.
-var WellKnownLabels = []string{
-	NodePoolLabelKey,
-	CapacityTypeLabelKey,
-	corev1.LabelTopologyZone,
-	corev1.LabelTopologyRegion,
-	corev1.LabelInstanceTypeStable,
-	corev1.LabelArchStable,
-	corev1.LabelOSStable,
-	corev1.LabelWindowsBuild,
-}
 
 // NormalizedLabels maps deprecated beta label keys to their stable names.
 var NormalizedLabels = map[string]string{

@@ -1,19 +1,9 @@
 package scheduling
 
-import "math/bits"
-
 // bitset is a set of small integers (instance-type indices of one pool).
 type bitset []uint64
 
 func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
-
-func fullBitset(n int) bitset {
-	b := newBitset(n)
-	for i := 0; i < n; i++ {
-		b.set(i)
-	}
-	return b
-}
 
 func (b bitset) set(i int)      { b[i/64] |= 1 << (uint(i) % 64) }
 func (b bitset) has(i int) bool { return b[i/64]&(1<<(uint(i)%64)) != 0 }
@@ -24,14 +14,6 @@ func (b bitset) and(o bitset) bitset {
 		out[i] = b[i] & o[i]
 	}
 	return out
-}
-
-func (b bitset) count() int {
-	n := 0
-	for _, w := range b {
-		n += bits.OnesCount64(w)
-	}
-	return n
 }
 
 func (b bitset) empty() bool {

@@ -263,9 +263,6 @@ func (r *Requirement) Any() string {
 	}
 }
 
-// Equal reports whether two requirements allow exactly the same values.
-func (r *Requirement) Equal(o *Requirement) bool { return r.String() == o.String() }
-
 // String is a canonical form: equal sets print equally.
 func (r *Requirement) String() string {
 	var b strings.Builder

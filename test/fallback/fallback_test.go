@@ -28,7 +28,6 @@ var ctx = context.Background()
 // fleetCall is one recorded CreateFleet and what it asked for.
 type fleetCall struct {
 	capacityType string
-	failed       bool
 	at           time.Time
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +42,6 @@ type Offerings struct {
 	zones    map[string][]string
 	spot     map[string]map[string]float64
 	onDemand map[string]float64
-	allZones []string
 }
 
 // NewOfferings returns a provider for the region; on-demand prices come from the
@@ -78,7 +76,6 @@ func (o *Offerings) Refresh(ctx context.Context) error {
 		}
 	}
 	zones := map[string][]string{}
-	allZones := map[string]bool{}
 	offerings := ec2.NewDescribeInstanceTypeOfferingsPaginator(o.ec2, &ec2.DescribeInstanceTypeOfferingsInput{LocationType: ec2types.LocationTypeAvailabilityZone})
 	for offerings.HasMorePages() {
 		page, err := offerings.NextPage(ctx)
@@ -88,7 +85,6 @@ func (o *Offerings) Refresh(ctx context.Context) error {
 		for _, off := range page.InstanceTypeOfferings {
 			name, zone := string(off.InstanceType), aws.ToString(off.Location)
 			zones[name] = append(zones[name], zone)
-			allZones[zone] = true
 		}
 	}
 	spot := map[string]map[string]float64{}
@@ -112,14 +108,9 @@ func (o *Offerings) Refresh(ctx context.Context) error {
 			spot[name][aws.ToString(sp.AvailabilityZone)] = price
 		}
 	}
-	zoneList := make([]string, 0, len(allZones))
-	for z := range allZones {
-		zoneList = append(zoneList, z)
-	}
-	sort.Strings(zoneList)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.facts, o.zones, o.spot, o.allZones, o.fetched = facts, zones, spot, zoneList, o.clock.Now()
+	o.facts, o.zones, o.spot, o.fetched = facts, zones, spot, o.clock.Now()
 	return nil
 }
 
