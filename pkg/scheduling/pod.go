@@ -81,6 +81,21 @@ func podHostPorts(pod *corev1.Pod) []hostPort {
 	return out
 }
 
+// FollowsNode reports whether a pod belongs to its node rather than needing
+// one: DaemonSet pods and mirror (static) pods. They are never provisioned
+// for, drained, or counted against a node being empty.
+func FollowsNode(pod *corev1.Pod) bool {
+	if _, mirror := pod.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+		return true
+	}
+	for _, ref := range pod.OwnerReferences {
+		if ref.Kind == "DaemonSet" || ref.Kind == "Node" {
+			return true
+		}
+	}
+	return false
+}
+
 // nodeTerms builds the pod's required node-affinity alternatives.
 func nodeTerms(pod *corev1.Pod) ([]Requirements, error) {
 	base := FromLabels(pod.Spec.NodeSelector)

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
 // Controller looks for disruptable nodes every Every.
@@ -177,15 +178,7 @@ func reschedulable(pod *corev1.Pod) bool {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
 		return false
 	}
-	if _, mirror := pod.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
-		return false
-	}
-	for _, ref := range pod.OwnerReferences {
-		if ref.Kind == "DaemonSet" || ref.Kind == "Node" {
-			return false
-		}
-	}
-	return true
+	return !scheduling.FollowsNode(pod)
 }
 
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)

@@ -21,6 +21,7 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
 // NodeNameIndex indexes pods by spec.nodeName.
@@ -220,13 +221,8 @@ func mustLeave(pod *corev1.Pod) bool {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return false
 	}
-	if _, mirror := pod.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+	if scheduling.FollowsNode(pod) {
 		return false
-	}
-	for _, ref := range pod.OwnerReferences {
-		if ref.Kind == "DaemonSet" || ref.Kind == "Node" {
-			return false
-		}
 	}
 	for _, tol := range pod.Spec.Tolerations {
 		taint := v1.DisruptedNoScheduleTaint

@@ -23,10 +23,8 @@ func IsProvisionable(pod *corev1.Pod) bool {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return false
 	}
-	for _, ref := range pod.OwnerReferences {
-		if ref.Kind == "DaemonSet" || ref.Kind == "Node" {
-			return false
-		}
+	if scheduling.FollowsNode(pod) {
+		return false
 	}
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled {

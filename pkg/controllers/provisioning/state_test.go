@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
 var _ = Describe("a provisionable pod", func() {
@@ -38,3 +39,11 @@ var _ = Describe("a provisionable pod", func() {
 		Entry("finished", unschedulable(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), false),
 	)
 })
+
+var _ = DescribeTable("pods that follow their node",
+	func(pod *corev1.Pod, want bool) { Expect(scheduling.FollowsNode(pod)).To(Equal(want)) },
+	Entry("a DaemonSet pod", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet"}}}}, true),
+	Entry("a mirror pod by owner", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{{Kind: "Node"}}}}, true),
+	Entry("a mirror pod by annotation", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{corev1.MirrorPodAnnotationKey: "x"}}}, true),
+	Entry("a ReplicaSet pod", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet"}}}}, false),
+)
