@@ -180,7 +180,10 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			if !compatible(reqs, it) {
 				continue
 			}
-			arch := it.Requirements.Labels()[corev1.LabelArchStable]
+			arch := ""
+			if r, ok := it.Requirements[corev1.LabelArchStable]; ok {
+				arch = r.Any()
+			}
 			for _, o := range it.Offerings {
 				if !o.Available || o.CapacityType != ct {
 					continue

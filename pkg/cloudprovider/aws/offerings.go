@@ -2,6 +2,7 @@ package aws
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -42,6 +43,10 @@ type Offerings struct {
 	zones    map[string][]string
 	spot     map[string]map[string]float64
 	onDemand map[string]float64
+	// converted caches the types built from facts, by kubelet settings, until
+	// the next refresh: building 1,300 types is the costly part, offerings
+	// (which marks change) are cheap to redo on every call.
+	converted map[string]map[string]*scheduling.InstanceType
 }
 
 // NewOfferings returns a provider for the region; on-demand prices come from the
@@ -111,6 +116,7 @@ func (o *Offerings) Refresh(ctx context.Context) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.facts, o.zones, o.spot, o.fetched = facts, zones, spot, o.clock.Now()
+	o.converted = map[string]map[string]*scheduling.InstanceType{}
 	return nil
 }
 
@@ -139,6 +145,15 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	if nodeClass != nil {
 		opts.Kubelet = nodeClass.Spec.Kubelet
 	}
+	key, err := json.Marshal(opts)
+	if err != nil {
+		return nil, err
+	}
+	cache := o.converted[string(key)]
+	if cache == nil {
+		cache = map[string]*scheduling.InstanceType{}
+		o.converted[string(key)] = cache
+	}
 	out := make([]*scheduling.InstanceType, 0, len(o.facts))
 	for _, f := range o.facts {
 		var offerings []scheduling.Offering
@@ -156,11 +171,18 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 		if len(offerings) == 0 {
 			continue
 		}
-		it, err := NewInstanceType(f, offerings, opts)
-		if err != nil {
-			return nil, err
+		base, ok := cache[f.Name]
+		if !ok {
+			if base, err = NewInstanceType(f, nil, opts); err != nil {
+				return nil, err
+			}
+			cache[f.Name] = base
 		}
-		out = append(out, it)
+		// A copy per call: the shared parts (requirements, capacity) are never
+		// changed by their users; the offerings are this call's.
+		it := *base
+		it.Offerings = offerings
+		out = append(out, &it)
 	}
 	return out, nil
 }
