@@ -131,6 +131,19 @@ var _ = Describe("the provisioner", Ordered, func() {
 		Eventually(clk.Waiters).Should(BeNumerically(">=", 2), "the batch window should be open")
 	}
 
+	// notes lists the notes of the events with reason about pod (any pod when "").
+	notes := func(reason, pod string) []string {
+		var evs eventsv1.EventList
+		Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+		var out []string
+		for _, e := range evs.Items {
+			if e.Reason == reason && (pod == "" || e.Regarding.Name == pod) {
+				out = append(out, e.Note)
+			}
+		}
+		return out
+	}
+
 	nodeClaims := func() []v1.NodeClaim {
 		var list v1.NodeClaimList
 		Expect(env.Client.List(ctx, &list)).To(Succeed())
@@ -164,17 +177,8 @@ var _ = Describe("the provisioner", Ordered, func() {
 		cpu := claim.Spec.Resources.Requests[corev1.ResourceCPU]
 		Expect(cpu.String()).To(Equal("2500m"))
 
-		Eventually(func() int {
-			var evs eventsv1.EventList
-			Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
-			n := 0
-			for _, e := range evs.Items {
-				if e.Reason == "Nominated" && e.Note == "Pod should schedule on: nodeclaim/"+claim.Name {
-					n++
-				}
-			}
-			return n
-		}).Should(Equal(5), "every pod is told where it will go")
+		Eventually(func() []string { return notes("Nominated", "") }).Should(And(
+			HaveLen(5), HaveEach("Pod should schedule on: nodeclaim/"+claim.Name)), "every pod is told where it will go")
 	})
 
 	It("does not plan pods already nominated to an in-flight NodeClaim again", func() {
@@ -195,17 +199,10 @@ var _ = Describe("the provisioner", Ordered, func() {
 		Expect(env.Client.Create(ctx, pod)).To(Succeed())
 		markUnschedulable(ctx, env.Client, pod)
 		settle(6)
-		Eventually(func() string {
+		Eventually(func() []string {
 			clk.Step(time.Second)
-			var evs eventsv1.EventList
-			Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
-			for _, e := range evs.Items {
-				if e.Reason == "FailedScheduling" && e.Regarding.Name == "huge" {
-					return e.Note
-				}
-			}
-			return ""
-		}).Should(Equal("Failed to schedule pod: batch: no instance type has enough resources: cpu 64 > 16"))
+			return notes("FailedScheduling", "huge")
+		}).Should(ContainElement("Failed to schedule pod: batch: no instance type has enough resources: cpu 64 > 16"))
 		Expect(nodeClaims()).To(HaveLen(1))
 	})
 
@@ -227,17 +224,10 @@ var _ = Describe("the provisioner", Ordered, func() {
 		Expect(env.Client.Create(ctx, pod)).To(Succeed())
 		markUnschedulable(ctx, env.Client, pod)
 		settle(7)
-		Eventually(func() bool {
+		Eventually(func() []string {
 			clk.Step(time.Second)
-			var evs eventsv1.EventList
-			Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
-			for _, e := range evs.Items {
-				if e.Reason == "Nominated" && e.Regarding.Name == "fits-on-new-node" {
-					return e.Note == "Pod should schedule on: node/initializing"
-				}
-			}
-			return false
-		}).Should(BeTrue())
+			return notes("Nominated", "fits-on-new-node")
+		}).Should(ContainElement("Pod should schedule on: node/initializing"))
 		Expect(nodeClaims()).To(HaveLen(1), "no NodeClaim for a pod an initializing node can take")
 	})
 })
