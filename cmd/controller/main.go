@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/backstop-sh/backstop/pkg/operator"
@@ -28,7 +29,7 @@ func main() {
 		log.Error(err, "cannot reach AWS")
 		os.Exit(1)
 	}
-	op, err := operator.New(cfg, opts, log, ec2Client)
+	op, err := operator.New(cfg, opts, log, ec2Client, clock.RealClock{})
 	if err != nil {
 		log.Error(err, "cannot start")
 		os.Exit(1)

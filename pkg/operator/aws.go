@@ -10,9 +10,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	awscloud "github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
@@ -47,30 +47,38 @@ func NewEC2Client(ctx context.Context, o *Options) (*ec2.Client, error) {
 
 // registerAWS wires the AWS cloud provider and the controllers that need it.
 func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
-	o, mgr := op.Options, op.Manager
+	o, mgr, clk := op.Options, op.Manager, op.Clock
 	version, err := kubernetesMinor(cfg)
 	if err != nil {
 		return err
 	}
-	unavailable := awscloud.NewUnavailableOfferings(clock.RealClock{}, o.UnavailableOfferingsTTL, crmetrics.Registry)
-	offerings, err := awscloud.NewOfferings(client, o.AWSRegion, clock.RealClock{}, awscloud.DefaultInstanceTypesTTL, unavailable, awscloud.AllocatableOptions{})
+	unavailable := awscloud.NewUnavailableOfferings(clk, o.UnavailableOfferingsTTL, crmetrics.Registry)
+	offerings, err := awscloud.NewOfferings(client, o.AWSRegion, clk, awscloud.DefaultInstanceTypesTTL, unavailable, awscloud.AllocatableOptions{})
 	if err != nil {
 		return err
 	}
+	if err := mgr.Add(offerings); err != nil {
+		return err
+	}
+	cloud := awscloud.New(mgr.GetClient(), awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, clk), offerings)
+	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version), clk).Register(mgr); err != nil {
+		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
+	}
+	return op.registerControllers(cloud)
+}
+
+// registerControllers wires the generic controllers onto a cloud provider.
+func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) error {
+	o, mgr, clk := op.Options, op.Manager, op.Clock
 	recorder := mgr.GetEventRecorder("karpenter")
-	prov := provisioning.New(mgr.GetClient(), recorder, &awscloud.NodePoolInstanceTypes{Reader: mgr.GetClient(), Offerings: offerings},
-		clock.RealClock{}, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
-			BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
-			PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy),
-		})
+	prov := provisioning.New(mgr.GetClient(), recorder, cloud, clk, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
+		BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
+		PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy),
+	})
 	if err := prov.Register(mgr); err != nil {
 		return fmt.Errorf("registering the provisioner: %w", err)
 	}
-	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version)).Register(mgr); err != nil {
-		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
-	}
-	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable)
-	launch := nodeclaim.NewLaunch(mgr.GetClient(), launcher, recorder, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry))
+	launch := nodeclaim.NewLaunch(mgr.GetClient(), cloud, recorder, clk, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry))
 	launch.Timeout = o.LaunchTimeout
 	if err := launch.Register(mgr); err != nil {
 		return fmt.Errorf("registering the launch controller: %w", err)
@@ -82,22 +90,22 @@ func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
 	if err := nodeclaim.IndexPodsByNode(ctx, mgr); err != nil {
 		return err
 	}
-	if err := nodeclaim.NewRegistration(mgr.GetClient(), recorder, clock.RealClock{}, o.RegistrationTTL).Register(mgr); err != nil {
+	if err := nodeclaim.NewRegistration(mgr.GetClient(), recorder, clk, o.RegistrationTTL).Register(mgr); err != nil {
 		return fmt.Errorf("registering the registration controller: %w", err)
 	}
-	if err := nodeclaim.NewTermination(mgr.GetClient(), launcher, recorder, clock.RealClock{}).Register(mgr); err != nil {
+	if err := nodeclaim.NewTermination(mgr.GetClient(), cloud, recorder, clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the termination controller: %w", err)
 	}
-	gc := nodeclaim.NewGarbageCollection(mgr.GetClient(), launcher, clock.RealClock{})
+	gc := nodeclaim.NewGarbageCollection(mgr.GetClient(), cloud, clk)
 	gc.Every = o.GCInterval
 	gc.Grace = min(gc.Grace, o.GCInterval)
 	if err := mgr.Add(gc); err != nil {
 		return err
 	}
-	if err := nodepool.NewStatus(mgr.GetClient()).Register(mgr); err != nil {
+	if err := nodepool.NewStatus(mgr.GetClient(), cloud).Register(mgr); err != nil {
 		return fmt.Errorf("registering the NodePool status controller: %w", err)
 	}
-	d := disruption.New(mgr.GetClient(), recorder, clock.RealClock{})
+	d := disruption.New(mgr.GetClient(), recorder, clk)
 	d.Every = o.DisruptionInterval
 	return mgr.Add(d)
 }

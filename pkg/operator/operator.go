@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -23,11 +24,13 @@ import (
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 )
 
-// Operator is the running controller: its options, logger and manager.
+// Operator is the running controller: its options, logger, clock and manager.
 type Operator struct {
 	Options *Options
 	Log     logr.Logger
 	Manager manager.Manager
+	// Clock is the one clock every controller and cache is given.
+	Clock clock.Clock
 }
 
 // NewScheme returns a scheme with the built-in Kubernetes types and Backstop's APIs.
@@ -65,8 +68,9 @@ func RESTConfig(o *Options) (*rest.Config, error) {
 
 // New builds the manager with leader election, health and readiness probes and
 // the metrics endpoint, and registers the controllers. Provisioning and the
-// node lifecycle run only with an EC2 client (nil leaves them off).
-func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client) (*Operator, error) {
+// node lifecycle run only with an EC2 client (nil leaves them off). Every
+// controller and cache runs on clk.
+func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client, clk clock.Clock) (*Operator, error) {
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
@@ -81,6 +85,9 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client) (
 		LeaderElectionID:              o.LeaderElectionName,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.LeaseDuration,
+		RenewDeadline:                 &o.RenewDeadline,
+		RetryPeriod:                   &o.RetryPeriod,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the controller manager: %w", err)
@@ -98,7 +105,7 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client) (
 	}); err != nil {
 		return nil, err
 	}
-	op := &Operator{Options: o, Log: log, Manager: mgr}
+	op := &Operator{Options: o, Log: log, Manager: mgr, Clock: clk}
 	if ec2Client == nil {
 		log.Info("no cloud provider configured: pending pods will not be provisioned")
 		return op, nil

@@ -14,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/backstop-sh/backstop/pkg/operator"
@@ -46,7 +47,7 @@ var _ = Describe("the manager", func() {
 			"--leader-election-namespace=" + ns.Name,
 		}, func(string) string { return "" }, io.Discard)
 		Expect(err).NotTo(HaveOccurred())
-		op, err := operator.New(env.Config, opts, operator.NewLogger(opts), nil)
+		op, err := operator.New(env.Config, opts, operator.NewLogger(opts), nil, clock.RealClock{})
 		Expect(err).NotTo(HaveOccurred())
 
 		ctx, cancel := context.WithCancel(context.Background())

@@ -22,6 +22,9 @@ type Options struct {
 	LeaderElect             bool
 	LeaderElectionNamespace string
 	LeaderElectionName      string
+	LeaseDuration           time.Duration
+	RenewDeadline           time.Duration
+	RetryPeriod             time.Duration
 	LogLevel                string
 	LogFormat               string
 	Kubeconfig              string
@@ -50,6 +53,9 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.BoolVar(&o.LeaderElect, "leader-elect", env.boolean("leader-elect", true), "elect one active replica through a Lease [LEADER_ELECT]")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", env.str("leader-election-namespace", defaultNamespace(getenv)), "namespace of the leader election Lease [LEADER_ELECTION_NAMESPACE]")
 	fs.StringVar(&o.LeaderElectionName, "leader-election-name", env.str("leader-election-name", "backstop-leader-election"), "name of the leader election Lease [LEADER_ELECTION_NAME]")
+	fs.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", env.duration("leader-election-lease-duration", 15*time.Second), "how long standby replicas wait after the leader's last renewal before taking over [LEADER_ELECTION_LEASE_DURATION]")
+	fs.DurationVar(&o.RenewDeadline, "leader-election-renew-deadline", env.duration("leader-election-renew-deadline", 10*time.Second), "how long the leader keeps trying to renew before it steps down [LEADER_ELECTION_RENEW_DEADLINE]")
+	fs.DurationVar(&o.RetryPeriod, "leader-election-retry-period", env.duration("leader-election-retry-period", 2*time.Second), "how often leader election is tried and renewed [LEADER_ELECTION_RETRY_PERIOD]")
 	fs.StringVar(&o.LogLevel, "log-level", env.str("log-level", "info"), "debug, info or error [LOG_LEVEL]")
 	fs.StringVar(&o.LogFormat, "log-format", env.str("log-format", "json"), "json or console [LOG_FORMAT]")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", env.str("kubeconfig", ""), "kubeconfig to use outside a cluster [KUBECONFIG]")
@@ -95,6 +101,10 @@ func (o *Options) Validate() error {
 	case "Respect", "Ignore":
 	default:
 		errs = append(errs, fmt.Errorf("--preference-policy (PREFERENCE_POLICY) %q is not a policy: use Respect or Ignore", o.PreferencePolicy))
+	}
+	if o.LeaderElect && (o.RetryPeriod <= 0 || o.RenewDeadline <= o.RetryPeriod || o.LeaseDuration <= o.RenewDeadline) {
+		errs = append(errs, fmt.Errorf("leader election needs --leader-election-retry-period (%s) < --leader-election-renew-deadline (%s) < --leader-election-lease-duration (%s), all positive",
+			o.RetryPeriod, o.RenewDeadline, o.LeaseDuration))
 	}
 	if o.LeaderElect && o.LeaderElectionNamespace == "" {
 		errs = append(errs, errors.New("leader election needs a namespace: set --leader-election-namespace or LEADER_ELECTION_NAMESPACE"))

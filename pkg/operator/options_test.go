@@ -29,11 +29,13 @@ var _ = Describe("options", func() {
 			"BATCH_IDLE_DURATION": "2s", "BATCH_MAX_DURATION": "20s", "PREFERENCE_POLICY": "Ignore",
 			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT": "http://127.0.0.1:4566", "UNAVAILABLE_OFFERINGS_TTL": "1m",
 			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s", "LAUNCH_TIMEOUT": "2m",
+			"LEADER_ELECTION_LEASE_DURATION": "6s", "LEADER_ELECTION_RENEW_DEADLINE": "4s", "LEADER_ELECTION_RETRY_PERIOD": "1s",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
 			ClusterName: "prod", MetricsBindAddress: ":9090", HealthProbeBindAddress: ":9091",
 			LeaderElect: false, LeaderElectionNamespace: "backstop", LeaderElectionName: "backstop-leader-election",
+			LeaseDuration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second,
 			LogLevel: "debug", LogFormat: "console",
 			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
 			AWSRegion: "eu-west-1", AWSEndpoint: "http://127.0.0.1:4566", UnavailableOfferingsTTL: time.Minute,

@@ -53,6 +53,9 @@ type Faults struct {
 	ThrottleNext int `json:"throttleNext,omitempty"`
 	// ServerErrorEvery answers every Nth request with a 500 InternalError; 0 never.
 	ServerErrorEvery int `json:"serverErrorEvery,omitempty"`
+	// LoseFleetAnswers makes the next N CreateFleet calls launch as asked and
+	// then answer 500 InternalError, as when the answer is lost after EC2 acted.
+	LoseFleetAnswers int `json:"loseFleetAnswers,omitempty"`
 	// Latency delays every answer.
 	Latency Duration `json:"latency,omitempty"`
 }

@@ -73,14 +73,17 @@ func (s *Server) describeInstanceTypeOfferings(p *params) (any, *apiError) {
 	if locType != "availability-zone" && locType != "region" {
 		return nil, invalidParameter("LocationType %q is not simulated; use availability-zone or region", locType)
 	}
-	filters := p.filters()
+	filters, apiErr := p.filters(false, "instance-type", "location")
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	var items []offeringXML
 	for _, n := range s.typeNames {
 		t := s.types[n]
 		if s.onDemandPrice(t) <= 0 {
 			continue
 		}
-		if v, ok := filters["instance-type"]; ok && !anyMatch(v, n) {
+		if !filters.match("instance-type", n) {
 			continue
 		}
 		locations := []string{s.cfg.Region}
@@ -88,7 +91,7 @@ func (s *Server) describeInstanceTypeOfferings(p *params) (any, *apiError) {
 			locations = s.cfg.Zones
 		}
 		for _, loc := range locations {
-			if v, ok := filters["location"]; ok && !anyMatch(v, loc) {
+			if !filters.match("location", loc) {
 				continue
 			}
 			items = append(items, offeringXML{InstanceType: n, LocationType: locType, Location: loc})
@@ -110,7 +113,10 @@ func (s *Server) describeSpotPriceHistory(p *params) (any, *apiError) {
 	if len(products) > 0 && !contains(products, "Linux/UNIX") && !contains(products, "Linux/UNIX (Amazon VPC)") {
 		return &describeSpotPricesResponse{Xmlns: xmlns}, nil
 	}
-	filters := p.filters()
+	filters, apiErr := p.filters(false, "availability-zone")
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	now := s.clock.Now().UTC().Format(time.RFC3339)
 	var items []spotPriceXML
 	for _, n := range names {
@@ -119,7 +125,7 @@ func (s *Server) describeSpotPriceHistory(p *params) (any, *apiError) {
 			continue
 		}
 		for _, z := range s.cfg.Zones {
-			if v, ok := filters["availability-zone"]; ok && !anyMatch(v, z) {
+			if !filters.match("availability-zone", z) {
 				continue
 			}
 			items = append(items, spotPriceXML{InstanceType: n, ProductDescription: "Linux/UNIX", SpotPrice: strconv.FormatFloat(s.spotPrice(t, z), 'f', 6, 64), Timestamp: now, AvailabilityZone: z})
@@ -138,7 +144,10 @@ func zoneID(zone string) string {
 
 func (s *Server) describeSubnets(p *params) (any, *apiError) {
 	ids := p.strings("SubnetId")
-	filters := p.filters()
+	filters, apiErr := p.filters(true, "subnet-id", "availability-zone")
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	resp := &describeSubnetsResponse{Xmlns: xmlns}
 	for _, id := range ids {
 		if _, ok := s.subnetByID(id); !ok {
@@ -149,10 +158,10 @@ func (s *Server) describeSubnets(p *params) (any, *apiError) {
 		if len(ids) > 0 && !contains(ids, sn.ID) {
 			continue
 		}
-		if v, ok := filters["subnet-id"]; ok && !anyMatch(v, sn.ID) {
+		if !filters.match("subnet-id", sn.ID) {
 			continue
 		}
-		if v, ok := filters["availability-zone"]; ok && !anyMatch(v, sn.Zone) {
+		if !filters.match("availability-zone", sn.Zone) {
 			continue
 		}
 		if !matchesTags(sn.Tags, filters) {
@@ -166,7 +175,10 @@ func (s *Server) describeSubnets(p *params) (any, *apiError) {
 
 func (s *Server) describeSecurityGroups(p *params) (any, *apiError) {
 	ids, names := p.strings("GroupId"), p.strings("GroupName")
-	filters := p.filters()
+	filters, apiErr := p.filters(true, "group-id", "group-name")
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	resp := &describeSecurityGroupsResponse{Xmlns: xmlns}
 	for _, id := range ids {
 		found := false
@@ -181,10 +193,10 @@ func (s *Server) describeSecurityGroups(p *params) (any, *apiError) {
 		if len(ids) > 0 && !contains(ids, g.ID) || len(names) > 0 && !contains(names, g.Name) {
 			continue
 		}
-		if v, ok := filters["group-id"]; ok && !anyMatch(v, g.ID) {
+		if !filters.match("group-id", g.ID) {
 			continue
 		}
-		if v, ok := filters["group-name"]; ok && !anyMatch(v, g.Name) {
+		if !filters.match("group-name", g.Name) {
 			continue
 		}
 		if !matchesTags(g.Tags, filters) {
@@ -197,7 +209,10 @@ func (s *Server) describeSecurityGroups(p *params) (any, *apiError) {
 
 func (s *Server) describeImages(p *params) (any, *apiError) {
 	ids, owners := p.strings("ImageId"), p.strings("Owner")
-	filters := p.filters()
+	filters, apiErr := p.filters(true, "name", "architecture", "image-id")
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	resp := &describeImagesResponse{Xmlns: xmlns}
 	for _, img := range s.cfg.Images {
 		if len(ids) > 0 && !contains(ids, img.ID) {
@@ -210,13 +225,13 @@ func (s *Server) describeImages(p *params) (any, *apiError) {
 		if len(owners) > 0 && !contains(owners, owner) {
 			continue
 		}
-		if v, ok := filters["name"]; ok && !anyMatch(v, img.Name) {
+		if !filters.match("name", img.Name) {
 			continue
 		}
-		if v, ok := filters["architecture"]; ok && !anyMatch(v, img.Architecture) {
+		if !filters.match("architecture", img.Architecture) {
 			continue
 		}
-		if v, ok := filters["image-id"]; ok && !anyMatch(v, img.ID) {
+		if !filters.match("image-id", img.ID) {
 			continue
 		}
 		if !matchesTags(img.Tags, filters) {
@@ -280,7 +295,10 @@ func templateXML(lt *launchTemplate) launchTemplateXML {
 
 func (s *Server) describeLaunchTemplates(p *params) (any, *apiError) {
 	names, ids := p.strings("LaunchTemplateName"), p.strings("LaunchTemplateId")
-	filters := p.filters()
+	filters, apiErr := p.filters(true)
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	var items []launchTemplateXML
 	found := map[string]bool{}
 	for _, id := range sortedTemplateIDs(s.templates) {

@@ -147,6 +147,28 @@ var _ = Describe("the EC2 simulator", func() {
 		Expect(aws.ToString(inst.Placement.AvailabilityZone)).To(HavePrefix("us-east-1"))
 	})
 
+	It("ANDs filters as EC2 does, also two of the same name, and rejects a filter it does not know", func() {
+		_, err := fleet(launchTemplate(), ec2types.DefaultTargetCapacityTypeSpot, "", "m5.large")
+		Expect(err).NotTo(HaveOccurred())
+		find := func(filters ...ec2types.Filter) int {
+			out, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: filters})
+			Expect(err).NotTo(HaveOccurred())
+			return len(out.Reservations)
+		}
+		tagKey := func(k string) ec2types.Filter {
+			return ec2types.Filter{Name: aws.String("tag-key"), Values: []string{k}}
+		}
+		Expect(find(tagKey("karpenter.sh/nodeclaim"))).To(Equal(1))
+		Expect(find(tagKey("karpenter.sh/nodeclaim"), tagKey("kubernetes.io/cluster/other"))).To(Equal(0),
+			"the second tag-key filter must not replace the first")
+		Expect(find(tagKey("kubernetes.io/cluster/other"), tagKey("karpenter.sh/nodeclaim"))).To(Equal(0))
+		Expect(find(ec2types.Filter{Name: aws.String("availability-zone"), Values: []string{"us-east-1a", "us-east-1b", "us-east-1c"}},
+			ec2types.Filter{Name: aws.String("availability-zone"), Values: []string{"nowhere-1z"}})).To(Equal(0))
+
+		_, err = client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{{Name: aws.String("instance-colour"), Values: []string{"red"}}}})
+		Expect(apiCode(err)).To(Equal("InvalidParameterValue"), "an unknown filter fails rather than being ignored")
+	})
+
 	It("answers InsufficientInstanceCapacity per override and launches from another pool", func() {
 		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{InstanceType: "c5.large", CapacityType: "spot", Max: 0}}})
 		// c5.large is cheaper than m5.large, so the fleet tries it first.

@@ -310,20 +310,23 @@ func (s *Server) describeInstances(p *params) (any, *apiError) {
 			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidInstanceID.NotFound", message: fmt.Sprintf("The instance ID '%s' does not exist", id)}
 		}
 	}
-	filters := p.filters()
+	filters, apiErr := p.filters(true, "instance-state-name", "instance-id", "availability-zone")
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	var matched []*Instance
 	for _, id := range s.order {
 		inst := s.instances[id]
 		if len(ids) > 0 && !contains(ids, id) {
 			continue
 		}
-		if v, ok := filters["instance-state-name"]; ok && !anyMatch(v, inst.State) {
+		if !filters.match("instance-state-name", inst.State) {
 			continue
 		}
-		if v, ok := filters["instance-id"]; ok && !anyMatch(v, inst.ID) {
+		if !filters.match("instance-id", inst.ID) {
 			continue
 		}
-		if v, ok := filters["availability-zone"]; ok && !anyMatch(v, inst.Zone) {
+		if !filters.match("availability-zone", inst.Zone) {
 			continue
 		}
 		if !matchesTags(inst.Tags, filters) {

@@ -92,13 +92,39 @@ func (p *params) strings(name string) []string {
 	return out
 }
 
-// filters reads Filter.N.Name and Filter.N.Value.M.
-func (p *params) filters() map[string][]string {
-	out := map[string][]string{}
+// filter is one Filter.N: a name and the values any of which may match.
+type filter struct {
+	name   string
+	values []string
+}
+
+// filterSet is a request's filters. As on EC2, filters are AND-ed, also when
+// two share a name, and the values of one filter are OR-ed.
+type filterSet []filter
+
+// filters reads Filter.N.Name and Filter.N.Value.M, and rejects, as EC2 does,
+// a filter name the action does not know. Tag filters (tag:K, tag-key) are
+// allowed when tagged is set.
+func (p *params) filters(tagged bool, known ...string) (filterSet, *apiError) {
+	var out filterSet
 	for _, f := range p.list("Filter") {
-		out[f.get("Name")] = f.strings("Value")
+		name := f.get("Name")
+		if !contains(known, name) && !(tagged && (strings.HasPrefix(name, "tag:") || name == "tag-key")) {
+			return nil, invalidParameter("The filter '%s' is invalid", name)
+		}
+		out = append(out, filter{name: name, values: f.strings("Value")})
 	}
-	return out
+	return out, nil
+}
+
+// match reports whether v satisfies every filter of that name.
+func (fs filterSet) match(name, v string) bool {
+	for _, f := range fs {
+		if f.name == name && !anyMatch(f.values, v) {
+			return false
+		}
+	}
+	return true
 }
 
 // tags reads TagSpecification.N for one resource type.

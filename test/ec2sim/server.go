@@ -176,10 +176,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.mu.Lock()
 		body, err = s.dispatch(action, p)
+		if action == "CreateFleet" && err == nil && s.cfg.Faults.LoseFleetAnswers > 0 {
+			s.cfg.Faults.LoseFleetAnswers--
+			err = &apiError{status: http.StatusInternalServerError, code: "InternalError", message: "An internal error has occurred."}
+		}
 		s.mu.Unlock()
 	}
 
 	requestID := fmt.Sprintf("%08x-sim-%d", n, n)
+	// EC2 names the request in a header as well as in the body.
+	w.Header().Set("X-Amzn-Requestid", requestID)
 	s.record(action, r.Form, err)
 	if err != nil {
 		s.writeError(w, err, requestID)
@@ -323,19 +329,19 @@ func page[T any](items []T, p *params, defaultMax int) ([]T, string, *apiError) 
 	return items[start:end], next, nil
 }
 
-// matchesTags applies tag:K, tag-key filters; a value of "*" matches any value.
-func matchesTags(tags map[string]string, filters map[string][]string) bool {
-	for name, values := range filters {
+// matchesTags applies tag:K and tag-key filters; a value of "*" matches any value.
+func matchesTags(tags map[string]string, filters filterSet) bool {
+	for _, f := range filters {
 		switch {
-		case strings.HasPrefix(name, "tag:"):
-			v, ok := tags[strings.TrimPrefix(name, "tag:")]
-			if !ok || !anyMatch(values, v) {
+		case strings.HasPrefix(f.name, "tag:"):
+			v, ok := tags[strings.TrimPrefix(f.name, "tag:")]
+			if !ok || !anyMatch(f.values, v) {
 				return false
 			}
-		case name == "tag-key":
+		case f.name == "tag-key":
 			found := false
-			for _, k := range values {
-				if _, ok := tags[k]; ok {
+			for k := range tags {
+				if anyMatch(f.values, k) {
 					found = true
 				}
 			}

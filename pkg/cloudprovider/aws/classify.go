@@ -9,6 +9,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 )
 
 // Scope is how much an EC2 error says is unavailable.
@@ -209,6 +210,26 @@ func FromAPIError(err error) (FleetError, bool) {
 		return FleetError{}, false
 	}
 	return FleetError{Code: apiErr.ErrorCode(), Message: apiErr.ErrorMessage()}, true
+}
+
+// causeOf keeps what EC2 said of a failed request: its error code and request id.
+func causeOf(err error) cloudprovider.Cause {
+	c := cloudprovider.Cause{Err: err}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		c.Code = apiErr.ErrorCode()
+	}
+	var withID interface{ ServiceRequestID() string }
+	if errors.As(err, &withID) {
+		c.RequestID = withID.ServiceRequestID()
+	}
+	return c
+}
+
+// retryable wraps a failed call that is worth trying again: throttling, 5xx,
+// or no answer at all.
+func retryable(operation string, err error) *cloudprovider.RetryableError {
+	return &cloudprovider.RetryableError{Cause: causeOf(err), Operation: operation}
 }
 
 // FamilyClass is the on-demand vCPU quota bucket of an instance type.

@@ -57,7 +57,7 @@ func (l *Launcher) Get(ctx context.Context, providerID string) (*cloudprovider.I
 		if fe, ok := FromAPIError(err); ok && fe.Code == "InvalidInstanceID.NotFound" {
 			return nil, &cloudprovider.NotFoundError{ID: id}
 		}
-		return nil, fmt.Errorf("DescribeInstances %s: %w", id, err)
+		return nil, retryable("DescribeInstances", err)
 	}
 	for _, r := range out.Reservations {
 		for _, i := range r.Instances {
@@ -72,16 +72,26 @@ func (l *Launcher) Get(ctx context.Context, providerID string) (*cloudprovider.I
 
 // List returns the live instances tagged for this cluster.
 func (l *Launcher) List(ctx context.Context) ([]*cloudprovider.Instance, error) {
+	return l.find(ctx, ec2types.Filter{Name: aws.String("tag-key"), Values: []string{TagNodeClaim}})
+}
+
+// launchedFor returns the live instances launched for a NodeClaim.
+func (l *Launcher) launchedFor(ctx context.Context, claim string) ([]*cloudprovider.Instance, error) {
+	return l.find(ctx, ec2types.Filter{Name: aws.String("tag:" + TagNodeClaim), Values: []string{claim}})
+}
+
+// find lists the cluster's live instances that also match filter.
+func (l *Launcher) find(ctx context.Context, filter ec2types.Filter) ([]*cloudprovider.Instance, error) {
 	var out []*cloudprovider.Instance
 	pager := ec2.NewDescribeInstancesPaginator(l.ec2, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
 		{Name: aws.String("tag-key"), Values: []string{ClusterTag(l.cluster)}},
-		{Name: aws.String("tag-key"), Values: []string{TagNodeClaim}},
+		filter,
 		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped"}},
 	}})
 	for pager.HasMorePages() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("DescribeInstances: %w", err)
+			return nil, retryable("DescribeInstances", err)
 		}
 		for _, r := range page.Reservations {
 			for _, i := range r.Instances {
@@ -92,18 +102,34 @@ func (l *Launcher) List(ctx context.Context) ([]*cloudprovider.Instance, error) 
 	return out, nil
 }
 
-// Delete terminates an instance. It is idempotent: an instance already gone
-// is success.
-func (l *Launcher) Delete(ctx context.Context, providerID string) error {
-	id, err := InstanceID(providerID)
-	if err != nil {
-		return err
+// Delete terminates the NodeClaim's instance: the one its provider id names,
+// or, before it has one, any instance launched for it (a launch whose answer
+// was lost). It is idempotent: an instance already gone is success.
+func (l *Launcher) Delete(ctx context.Context, claim *v1.NodeClaim) error {
+	var ids []string
+	if claim.Status.ProviderID != "" {
+		id, err := InstanceID(claim.Status.ProviderID)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	} else {
+		found, err := l.launchedFor(ctx, claim.Name)
+		if err != nil {
+			return err
+		}
+		for _, inst := range found {
+			ids = append(ids, inst.ID)
+		}
 	}
-	if _, err := l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
 		if fe, ok := FromAPIError(err); ok && fe.Code == "InvalidInstanceID.NotFound" {
 			return nil
 		}
-		return fmt.Errorf("TerminateInstances %s: %w", id, err)
+		return retryable("TerminateInstances", err)
 	}
 	return nil
 }

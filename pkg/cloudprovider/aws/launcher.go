@@ -11,11 +11,15 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	corev1 "k8s.io/api/core/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -45,14 +49,23 @@ type Launcher struct {
 	cluster     string
 	offerings   *Offerings
 	unavailable *UnavailableOfferings
+	clock       clock.Clock
 
 	mu        sync.Mutex
 	templates map[string]bool
+	// since is when this launcher first launched: a NodeClaim created before
+	// then may have been launched by an earlier process (or leader) whose
+	// answer was lost.
+	since time.Time
+	// uncertain are NodeClaims whose last CreateFleet got no clear answer (a
+	// 5xx, a dropped connection): it may have launched.
+	uncertain map[k8stypes.UID]bool
 }
 
 // NewLauncher returns a launcher for the cluster.
-func NewLauncher(client *ec2.Client, cluster string, offerings *Offerings, unavailable *UnavailableOfferings) *Launcher {
-	return &Launcher{ec2: client, cluster: cluster, offerings: offerings, unavailable: unavailable, templates: map[string]bool{}}
+func NewLauncher(client *ec2.Client, cluster string, offerings *Offerings, unavailable *UnavailableOfferings, clk clock.Clock) *Launcher {
+	return &Launcher{ec2: client, cluster: cluster, offerings: offerings, unavailable: unavailable, clock: clk,
+		templates: map[string]bool{}, uncertain: map[k8stypes.UID]bool{}}
 }
 
 // fleetOverride is one instance type in one subnet.
@@ -64,21 +77,60 @@ type fleetOverride struct {
 	arch   string
 }
 
-// Launch creates the instance for a NodeClaim from its EC2NodeClass. Errors
-// are typed (cloudprovider.InsufficientCapacityError, ConfigurationError,
-// RetryableError); capacity errors have already marked what ran out.
+// clockSkew allows for the API server's clock running ahead of ours when
+// deciding whether a NodeClaim predates this launcher.
+const clockSkew = 2 * time.Second
+
+// mayHaveLaunched reports whether an instance may already exist for the claim:
+// an earlier call got no clear answer, or the claim predates this launcher.
+func (l *Launcher) mayHaveLaunched(claim *v1.NodeClaim) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.since.IsZero() {
+		l.since = l.clock.Now()
+	}
+	return l.uncertain[claim.UID] || claim.CreationTimestamp.Time.Before(l.since.Add(clockSkew))
+}
+
+func (l *Launcher) setUncertain(claim *v1.NodeClaim, uncertain bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if uncertain {
+		l.uncertain[claim.UID] = true
+	} else {
+		delete(l.uncertain, claim.UID)
+	}
+}
+
+// Launch creates the instance for a NodeClaim from its EC2NodeClass. When an
+// earlier launch may have succeeded, EC2 is asked first (by the NodeClaim's
+// tag), before any unavailability mark is looked at, so a lost answer never
+// leads to a second instance or a NodeClaim given up while its instance runs.
+// Errors are typed (cloudprovider.InsufficientCapacityError,
+// ConfigurationError, RetryableError); capacity errors have already marked
+// what ran out.
 func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass) (*cloudprovider.Instance, error) {
 	reqs, err := scheduling.FromAPI(claim.Spec.Requirements)
 	if err != nil {
-		return nil, &cloudprovider.ConfigurationError{Reason: "InvalidRequirements", Message: err.Error()}
+		return nil, &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "InvalidRequirements", Err: err}, Message: err.Error()}
+	}
+	if l.mayHaveLaunched(claim) {
+		found, err := l.launchedFor(ctx, claim.Name)
+		if err != nil {
+			return nil, err
+		}
+		if len(found) > 0 {
+			l.setUncertain(claim, false)
+			return l.describe(ctx, class, found[0]), nil
+		}
 	}
 	types, err := l.offerings.InstanceTypes(ctx, class)
 	if err != nil {
-		return nil, &cloudprovider.RetryableError{Reason: "InstanceTypes", Err: err}
+		return nil, err
 	}
 	capacityType, overrides := l.choose(reqs, types, class)
 	if len(overrides) == 0 {
-		return nil, &cloudprovider.InsufficientCapacityError{Reason: "NoAvailableOffering",
+		return nil, &cloudprovider.InsufficientCapacityError{Cause: cloudprovider.Cause{Code: "NoAvailableOffering"},
 			Message: "every instance type, zone and capacity type the NodeClaim allows is marked unavailable or not offered"}
 	}
 	configs, err := l.launchTemplateConfigs(ctx, claim, class, overrides)
@@ -98,11 +150,14 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	}
 	if err != nil {
 		fe, ok := FromAPIError(err)
+		// No answer, or a server error: the fleet may have launched.
+		l.setUncertain(claim, !ok || isServerError(err))
 		if !ok {
-			return nil, &cloudprovider.RetryableError{Reason: "CreateFleet", Err: err}
+			return nil, retryable("CreateFleet", err)
 		}
-		return nil, l.failure(capacityType, []FleetError{fe}, err)
+		return nil, l.failure("CreateFleet", capacityType, []FleetError{fe}, causeOf(err))
 	}
+	l.setUncertain(claim, false)
 	var fleetErrs []FleetError
 	for _, e := range out.Errors {
 		fe := FleetError{Code: aws.ToString(e.ErrorCode), Message: aws.ToString(e.ErrorMessage)}
@@ -113,8 +168,9 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 		}
 		fleetErrs = append(fleetErrs, fe)
 	}
+	requestID, _ := awsmiddleware.GetRequestIDMetadata(out.ResultMetadata)
 	if len(out.Instances) == 0 || len(out.Instances[0].InstanceIds) == 0 {
-		return nil, l.failure(capacityType, fleetErrs, nil)
+		return nil, l.failure("CreateFleet", capacityType, fleetErrs, cloudprovider.Cause{RequestID: requestID})
 	}
 	if len(fleetErrs) > 0 {
 		// Partial success: what failed is still worth remembering.
@@ -123,39 +179,59 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 		}
 	}
 	inst := out.Instances[0]
-	name := string(inst.InstanceType)
 	zone := aws.ToString(inst.LaunchTemplateAndOverrides.Overrides.AvailabilityZone)
-	id := inst.InstanceIds[0]
-	var chosen *scheduling.InstanceType
-	for _, o := range overrides {
-		if o.it.Name == name {
-			chosen = o.it
+	return l.result(types, inst.InstanceIds[0], string(inst.InstanceType), zone, capacityType), nil
+}
+
+// result describes a launched instance with the capacity and labels of its type.
+func (l *Launcher) result(types []*scheduling.InstanceType, id, instanceType, zone, capacityType string) *cloudprovider.Instance {
+	out := &cloudprovider.Instance{ID: id, ProviderID: fmt.Sprintf("aws:///%s/%s", zone, id), InstanceType: instanceType, Zone: zone, CapacityType: capacityType}
+	for _, it := range types {
+		if it.Name == instanceType {
+			out.Capacity, out.Allocatable = it.Capacity.List(), it.Allocatable().List()
+			out.Labels = it.Requirements.Labels()
 		}
 	}
-	result := &cloudprovider.Instance{ID: id, ProviderID: fmt.Sprintf("aws:///%s/%s", zone, id), InstanceType: name, Zone: zone, CapacityType: capacityType}
-	if chosen != nil {
-		result.Capacity, result.Allocatable = chosen.Capacity.List(), chosen.Allocatable().List()
-		result.Labels = chosen.Requirements.Labels()
-	}
-	return result, nil
+	return out
+}
+
+// describe completes an instance found in EC2 with its type's capacity and labels.
+func (l *Launcher) describe(ctx context.Context, class *awsv1.EC2NodeClass, found *cloudprovider.Instance) *cloudprovider.Instance {
+	// Without instance types (EC2 not answering), the instance is still
+	// returned: adopting it matters more than its capacity figures.
+	types, _ := l.offerings.InstanceTypes(ctx, class)
+	out := l.result(types, found.ID, found.InstanceType, found.Zone, found.CapacityType)
+	out.ImageID, out.LaunchTime, out.State = found.ImageID, found.LaunchTime, found.State
+	return out
+}
+
+// isServerError reports an HTTP 5xx answer.
+func isServerError(err error) bool {
+	var re interface{ HTTPStatusCode() int }
+	return errors.As(err, &re) && re.HTTPStatusCode() >= 500
 }
 
 // failure classifies a launch that produced no instance.
-func (l *Launcher) failure(capacityType string, errs []FleetError, cause error) error {
+func (l *Launcher) failure(operation, capacityType string, errs []FleetError, cause cloudprovider.Cause) error {
 	c := Classify(capacityType, errs)
+	cause.Code = c.Reason
+	if cause.Err == nil {
+		cause.Err = errors.New(c.Message)
+	}
 	switch c.Outcome {
 	case OutcomeUnavailable:
 		l.unavailable.Mark(c.Unavailable...)
-		return &cloudprovider.InsufficientCapacityError{Reason: c.Reason, Message: c.Message}
-	case OutcomeConfig:
-		return &cloudprovider.ConfigurationError{Reason: c.Reason, Message: c.Message}
-	case OutcomeRetry:
-		if cause == nil {
-			cause = errors.New(c.Message)
+		out := &cloudprovider.InsufficientCapacityError{Cause: cause, Message: c.Message}
+		for _, u := range c.Unavailable {
+			if u.Scope == ScopeCapacityType {
+				out.ClosedCapacityType = u.CapacityType
+			}
 		}
-		return &cloudprovider.RetryableError{Reason: c.Reason, Err: cause}
+		return out
+	case OutcomeRetry:
+		return &cloudprovider.RetryableError{Cause: cause, Operation: operation}
 	default:
-		return &cloudprovider.ConfigurationError{Reason: c.Reason, Message: c.Message}
+		return &cloudprovider.ConfigurationError{Cause: cause, Message: c.Message}
 	}
 }
 
@@ -257,7 +333,7 @@ func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClai
 		configs = append(configs, cfg)
 	}
 	if len(configs) == 0 {
-		return nil, &cloudprovider.ConfigurationError{Reason: "AMIsNotFound", Message: fmt.Sprintf("ec2nodeclass %s has no image for the architectures of the NodeClaim's instance types; check spec.amiSelectorTerms", class.Name)}
+		return nil, &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "AMIsNotFound"}, Message: fmt.Sprintf("ec2nodeclass %s has no image for the architectures of the NodeClaim's instance types; check spec.amiSelectorTerms", class.Name)}
 	}
 	return configs, nil
 }
@@ -316,8 +392,11 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 	_, err := l.ec2.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateNames: []string{name}})
 	if err != nil {
 		fe, ok := FromAPIError(err)
-		if !ok || fe.Code != "InvalidLaunchTemplateName.NotFoundException" {
-			return "", l.failure("", []FleetError{fe}, err)
+		if !ok {
+			return "", retryable("DescribeLaunchTemplates", err)
+		}
+		if fe.Code != "InvalidLaunchTemplateName.NotFoundException" {
+			return "", l.failure("DescribeLaunchTemplates", "", []FleetError{fe}, causeOf(err))
 		}
 		if err := l.createTemplate(ctx, name, class, data); err != nil {
 			return "", err
@@ -381,11 +460,14 @@ func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1
 		})}},
 	})
 	if err != nil {
-		if fe, ok := FromAPIError(err); ok && fe.Code == "InvalidLaunchTemplateName.AlreadyExistsException" {
+		fe, ok := FromAPIError(err)
+		switch {
+		case !ok:
+			return retryable("CreateLaunchTemplate", err)
+		case fe.Code == "InvalidLaunchTemplateName.AlreadyExistsException":
 			return nil
 		}
-		fe, _ := FromAPIError(err)
-		return l.failure("", []FleetError{fe}, err)
+		return l.failure("CreateLaunchTemplate", "", []FleetError{fe}, causeOf(err))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
@@ -28,15 +30,19 @@ var _ = Describe("the fleet launcher", func() {
 		client      *ec2.Client
 		launcher    *aws.Launcher
 		unavailable *aws.UnavailableOfferings
+		offerings   *aws.Offerings
 		class       *awsv1.EC2NodeClass
 	)
 
 	BeforeEach(func() {
 		sim, client, _ = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
 		unavailable = aws.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
-		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
+		var err error
+		offerings, err = aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable)
+		// The launcher started an hour ago: the claims below are its own, so it
+		// launches them without asking EC2 first.
+		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, clocktesting.NewFakeClock(time.Now().Add(-time.Hour)))
 		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "node-role", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
@@ -50,7 +56,8 @@ var _ = Describe("the fleet launcher", func() {
 
 	claim := func(name string, capacityTypes ...string) *v1.NodeClaim {
 		return &v1.NodeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Labels: map[string]string{v1.NodePoolLabelKey: "batch"}},
+			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Labels: map[string]string{v1.NodePoolLabelKey: "batch"},
+				CreationTimestamp: metav1.Now()},
 			Spec: v1.NodeClaimSpec{Requirements: []v1.NodeSelectorRequirementWithMinValues{
 				{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"c5.large", "m5.large", "m6g.large"}},
 				{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: capacityTypes},
@@ -131,6 +138,75 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(sim.Instances()).To(HaveLen(1))
 	})
 
+	It("keeps the EC2 error code and request id of a failed launch", func() {
+		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: 0}}})
+		_, err := launcher.Launch(ctx, claim("code", "spot"), class)
+		var ice *cloudprovider.InsufficientCapacityError
+		Expect(errors.As(err, &ice)).To(BeTrue(), "%v", err)
+		Expect(ice.Code).To(Equal("InsufficientInstanceCapacity"))
+		Expect(ice.RequestID).To(ContainSubstring("-sim-"), "the request id of the CreateFleet answer")
+		Expect(err.Error()).To(ContainSubstring(ice.RequestID))
+
+		sim.SetFaults(ec2sim.Faults{ThrottleNext: 10})
+		_, err = launcher.Launch(ctx, claim("throttled", "on-demand"), class)
+		var retry *cloudprovider.RetryableError
+		Expect(errors.As(err, &retry)).To(BeTrue(), "%v", err)
+		Expect(retry.Code).To(Equal("RequestLimitExceeded"))
+		Expect(retry.RequestID).NotTo(BeEmpty())
+	})
+
+	It("turns a network failure into a retryable error, not a configuration error", func() {
+		dead := test.EC2Client("http://127.0.0.1:1")
+		offline := aws.NewLauncher(dead, "my-cluster", nil, unavailable, clock.RealClock{})
+		_, err := offline.Launch(ctx, claim("offline", "on-demand"), class)
+		var retry *cloudprovider.RetryableError
+		Expect(errors.As(err, &retry)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).NotTo(ContainSubstring(": : "))
+	})
+
+	It("asks EC2 first when an earlier launch lost its answer, and adopts that instance even after Spot is marked unavailable", func() {
+		c := claim("lost", "spot", "on-demand")
+		sim.SetFaults(ec2sim.Faults{LoseFleetAnswers: 10})
+		_, err := launcher.Launch(ctx, c, class)
+		Expect(err).To(HaveOccurred(), "every answer was lost")
+		Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeFalse())
+		Expect(sim.Instances()).To(HaveLen(1), "but EC2 launched the instance")
+		sim.SetFaults(ec2sim.Faults{})
+		// Meanwhile Spot ran out for everyone: without asking EC2 first, the
+		// retry would launch On-Demand beside the Spot instance.
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeCapacityType, CapacityType: "spot", Code: "MaxSpotInstanceCountExceeded"})
+		sim.ResetRequests()
+		inst, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.ID).To(Equal(sim.Instances()[0].ID))
+		Expect(inst.CapacityType).To(Equal("spot"))
+		Expect(inst.Allocatable).To(HaveKey(corev1.ResourceCPU))
+		Expect(fleetCalls()).To(BeEmpty())
+		Expect(sim.Instances()).To(HaveLen(1))
+	})
+
+	It("asks EC2 first for a NodeClaim older than the launcher, as after a restart", func() {
+		c := claim("old", "spot", "on-demand")
+		_, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		restarted := aws.NewLauncher(client, "my-cluster", offerings, unavailable, clock.RealClock{})
+		sim.ResetRequests()
+		inst, err := restarted.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.ID).To(Equal(sim.Instances()[0].ID))
+		Expect(fleetCalls()).To(BeEmpty())
+		Expect(sim.Requests()[0].Action).To(Equal("DescribeInstances"))
+	})
+
+	It("deletes what was launched for a NodeClaim that never learned its instance", func() {
+		c := claim("unlearned", "on-demand")
+		_, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(launcher.Delete(ctx, c)).To(Succeed(), "no provider id: found by the NodeClaim's tag")
+		Expect(sim.Instances()[0].State).To(Or(Equal("shutting-down"), Equal("terminated")))
+		Expect(launcher.Delete(ctx, claim("never-launched", "spot"))).To(Succeed())
+	})
+
 	It("marks Spot ICE per offering and moves to On-Demand once every Spot offering is marked", func() {
 		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: 0}}})
 		_, err := launcher.Launch(ctx, claim("f", "spot", "on-demand"), class)
@@ -180,7 +256,7 @@ var _ = Describe("instances", func() {
 		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, time.Minute, nil)
 		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, time.Minute, unavailable, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		launcher := aws.NewLauncher(client, "local", offerings, unavailable)
+		launcher := aws.NewLauncher(client, "local", offerings, unavailable, clock.RealClock{})
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "r", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
@@ -188,7 +264,7 @@ var _ = Describe("instances", func() {
 		}}
 		class.Status, err = aws.NewResolver(client, "local", "1.36").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
-		inst, err := launcher.Launch(ctx, &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: "uid-x"}, Spec: v1.NodeClaimSpec{
+		inst, err := launcher.Launch(ctx, &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: "uid-x", CreationTimestamp: metav1.Now()}, Spec: v1.NodeClaimSpec{
 			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
 		}}, class)
 		Expect(err).NotTo(HaveOccurred())
@@ -201,17 +277,18 @@ var _ = Describe("instances", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(listed).To(HaveLen(1))
 
-		Expect(launcher.Delete(ctx, inst.ProviderID)).To(Succeed())
+		byID := func(id string) *v1.NodeClaim { return &v1.NodeClaim{Status: v1.NodeClaimStatus{ProviderID: id}} }
+		Expect(launcher.Delete(ctx, byID(inst.ProviderID))).To(Succeed())
 		_, err = launcher.Get(ctx, inst.ProviderID)
 		Expect(cloudprovider.IsNotFound(err)).To(BeTrue(), "a terminated instance is gone")
-		Expect(launcher.Delete(ctx, inst.ProviderID)).To(Succeed(), "terminating twice is fine")
+		Expect(launcher.Delete(ctx, byID(inst.ProviderID))).To(Succeed(), "terminating twice is fine")
 		listed, err = launcher.List(ctx)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(listed).To(BeEmpty())
 
 		_, err = launcher.Get(ctx, "aws:///us-east-1a/i-0000000000000dead")
 		Expect(cloudprovider.IsNotFound(err)).To(BeTrue())
-		Expect(launcher.Delete(ctx, "aws:///us-east-1a/i-0000000000000dead")).To(Succeed(), "terminating an unknown instance is success")
+		Expect(launcher.Delete(ctx, byID("aws:///us-east-1a/i-0000000000000dead"))).To(Succeed(), "terminating an unknown instance is success")
 		_, err = launcher.Get(ctx, "gce://nope")
 		Expect(err).To(MatchError(ContainSubstring("is not of the form aws:///<zone>/<instance-id>")))
 	})

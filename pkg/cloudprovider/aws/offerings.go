@@ -14,9 +14,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
@@ -29,6 +31,11 @@ const DefaultInstanceTypesTTL = 5 * time.Minute
 // DescribeInstanceTypes, DescribeInstanceTypeOfferings and
 // DescribeSpotPriceHistory, with on-demand prices from the compiled-in catalog.
 // Offerings under an unavailability mark are reported unavailable.
+//
+// Discovery runs off the hot path: Start refreshes at start and every TTL,
+// one flight at a time, and callers are served the last good answer while a
+// refresh runs. Only a caller that finds nothing yet waits for a refresh; if it
+// fails, the caller gets the error (typed, with the AWS code), not an empty list.
 type Offerings struct {
 	ec2         *ec2.Client
 	region      string
@@ -36,8 +43,14 @@ type Offerings struct {
 	ttl         time.Duration
 	unavailable *UnavailableOfferings
 	opts        AllocatableOptions
+	// Backoff is the first wait before a failed part of a refresh is tried
+	// again; it doubles up to MaxBackoff, for Attempts tries in all.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	Attempts   int
 
 	mu       sync.Mutex
+	flight   *flight
 	fetched  time.Time
 	facts    []catalog.InstanceType
 	zones    map[string][]string
@@ -47,6 +60,12 @@ type Offerings struct {
 	// the next refresh: building 1,300 types is the costly part, offerings
 	// (which marks change) are cheap to redo on every call.
 	converted map[string]map[string]*scheduling.InstanceType
+}
+
+// flight is one refresh under way; done closes when it ends, with err set.
+type flight struct {
+	done chan struct{}
+	err  error
 }
 
 // NewOfferings returns a provider for the region; on-demand prices come from the
@@ -64,42 +83,125 @@ func NewOfferings(client *ec2.Client, region string, clk clock.Clock, ttl time.D
 			prices[f.Name] = p
 		}
 	}
-	return &Offerings{ec2: client, region: region, clock: clk, ttl: ttl, unavailable: unavailable, opts: opts, onDemand: prices}, nil
+	return &Offerings{ec2: client, region: region, clock: clk, ttl: ttl, unavailable: unavailable, opts: opts, onDemand: prices,
+		Backoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, Attempts: 5}, nil
 }
 
-// Refresh asks EC2 for instance types, their zones and Spot prices.
-func (o *Offerings) Refresh(ctx context.Context) error {
-	var facts []catalog.InstanceType
-	types := ec2.NewDescribeInstanceTypesPaginator(o.ec2, &ec2.DescribeInstanceTypesInput{})
-	for types.HasMorePages() {
-		page, err := types.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("DescribeInstanceTypes: %w", err)
+// NeedLeaderElection is false: a standby replica keeps its discovery warm too.
+func (o *Offerings) NeedLeaderElection() bool { return false }
+
+// Start keeps discovery warm until ctx ends: a refresh at once, then one
+// every TTL; a failed refresh is logged at error level and tried again sooner.
+func (o *Offerings) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("offerings")
+	wait := time.Duration(0)
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-o.clock.After(wait):
 		}
-		for i := range page.InstanceTypes {
-			facts = append(facts, factsOf(&page.InstanceTypes[i]))
+		err := o.await(ctx, o.refresh(ctx))
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			failures++
+			wait = min(time.Second<<min(failures, 8), o.ttl)
+			cause := cloudprovider.CauseOf(err)
+			logger.Error(err, "instance-type discovery failed; serving the last answer and trying again", "aws-error-code", cause.Code,
+				"aws-request-id", cause.RequestID, "retry-in", wait.String())
+		default:
+			failures = 0
+			wait = o.ttl
 		}
 	}
-	zones := map[string][]string{}
+}
+
+// Refresh asks EC2 for instance types, their zones and Spot prices now, and
+// waits for the answer; a refresh already under way is joined, not repeated.
+func (o *Offerings) Refresh(ctx context.Context) error { return o.await(ctx, o.refresh(ctx)) }
+
+func (o *Offerings) await(ctx context.Context, f *flight) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// refresh starts a refresh unless one is under way, and returns it. The
+// refresh outlives the caller's context: others may be waiting on it.
+func (o *Offerings) refresh(ctx context.Context) *flight {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.refreshLocked(ctx)
+}
+
+func (o *Offerings) refreshLocked(ctx context.Context) *flight {
+	if o.flight != nil {
+		return o.flight
+	}
+	f := &flight{done: make(chan struct{})}
+	o.flight = f
+	go func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer cancel()
+		d, err := o.fetch(fctx)
+		o.mu.Lock()
+		if err == nil {
+			o.facts, o.zones, o.spot, o.fetched = d.facts, d.zones, d.spot, o.clock.Now()
+			o.converted = map[string]map[string]*scheduling.InstanceType{}
+		}
+		o.flight = nil
+		o.mu.Unlock()
+		f.err = err
+		close(f.done)
+	}()
+	return f
+}
+
+// discovered is what one refresh learns.
+type discovered struct {
+	facts []catalog.InstanceType
+	zones map[string][]string
+	spot  map[string]map[string]float64
+}
+
+// fetch reads the three parts; each page that fails is tried again with
+// backoff, so one throttled call does not throw the rest away.
+func (o *Offerings) fetch(ctx context.Context) (*discovered, error) {
+	d := &discovered{zones: map[string][]string{}, spot: map[string]map[string]float64{}}
+	types := ec2.NewDescribeInstanceTypesPaginator(o.ec2, &ec2.DescribeInstanceTypesInput{})
+	for types.HasMorePages() {
+		var page *ec2.DescribeInstanceTypesOutput
+		if err := o.retry(ctx, "DescribeInstanceTypes", func() (err error) { page, err = types.NextPage(ctx); return err }); err != nil {
+			return nil, err
+		}
+		for i := range page.InstanceTypes {
+			d.facts = append(d.facts, factsOf(&page.InstanceTypes[i]))
+		}
+	}
 	offerings := ec2.NewDescribeInstanceTypeOfferingsPaginator(o.ec2, &ec2.DescribeInstanceTypeOfferingsInput{LocationType: ec2types.LocationTypeAvailabilityZone})
 	for offerings.HasMorePages() {
-		page, err := offerings.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("DescribeInstanceTypeOfferings: %w", err)
+		var page *ec2.DescribeInstanceTypeOfferingsOutput
+		if err := o.retry(ctx, "DescribeInstanceTypeOfferings", func() (err error) { page, err = offerings.NextPage(ctx); return err }); err != nil {
+			return nil, err
 		}
 		for _, off := range page.InstanceTypeOfferings {
 			name, zone := string(off.InstanceType), aws.ToString(off.Location)
-			zones[name] = append(zones[name], zone)
+			d.zones[name] = append(d.zones[name], zone)
 		}
 	}
-	spot := map[string]map[string]float64{}
 	prices := ec2.NewDescribeSpotPriceHistoryPaginator(o.ec2, &ec2.DescribeSpotPriceHistoryInput{
 		ProductDescriptions: []string{"Linux/UNIX"}, StartTime: aws.Time(o.clock.Now()),
 	})
 	for prices.HasMorePages() {
-		page, err := prices.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("DescribeSpotPriceHistory: %w", err)
+		var page *ec2.DescribeSpotPriceHistoryOutput
+		if err := o.retry(ctx, "DescribeSpotPriceHistory", func() (err error) { page, err = prices.NextPage(ctx); return err }); err != nil {
+			return nil, err
 		}
 		for _, sp := range page.SpotPriceHistory {
 			price, err := strconv.ParseFloat(aws.ToString(sp.SpotPrice), 64)
@@ -107,31 +209,51 @@ func (o *Offerings) Refresh(ctx context.Context) error {
 				continue
 			}
 			name := string(sp.InstanceType)
-			if spot[name] == nil {
-				spot[name] = map[string]float64{}
+			if d.spot[name] == nil {
+				d.spot[name] = map[string]float64{}
 			}
-			spot[name][aws.ToString(sp.AvailabilityZone)] = price
+			d.spot[name][aws.ToString(sp.AvailabilityZone)] = price
 		}
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.facts, o.zones, o.spot, o.fetched = facts, zones, spot, o.clock.Now()
-	o.converted = map[string]map[string]*scheduling.InstanceType{}
-	return nil
+	return d, nil
+}
+
+// retry calls fn until it succeeds, Attempts times at most, waiting Backoff,
+// then twice that, between tries.
+func (o *Offerings) retry(ctx context.Context, operation string, fn func() error) error {
+	wait := o.Backoff
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if attempt >= o.Attempts || ctx.Err() != nil {
+			return retryable(operation, err)
+		}
+		select {
+		case <-ctx.Done():
+			return retryable(operation, err)
+		case <-o.clock.After(wait):
+		}
+		wait = min(2*wait, o.MaxBackoff)
+	}
 }
 
 // InstanceTypes lists what a NodePool's EC2NodeClass can launch. The zones are
-// those of the class's resolved subnets when it has them.
+// those of the class's resolved subnets when it has them. Stale data is served
+// while a refresh runs; only with no data at all does the call wait.
 func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeClass) ([]*scheduling.InstanceType, error) {
 	o.mu.Lock()
-	stale := o.fetched.IsZero() || o.clock.Since(o.fetched) > o.ttl
-	o.mu.Unlock()
-	if stale {
-		if err := o.Refresh(ctx); err != nil {
-			return nil, err
+	if o.fetched.IsZero() {
+		f := o.refreshLocked(ctx)
+		o.mu.Unlock()
+		if err := o.await(ctx, f); err != nil {
+			return nil, fmt.Errorf("discovering instance types: %w", err)
 		}
+		o.mu.Lock()
+	} else if o.clock.Since(o.fetched) > o.ttl {
+		o.refreshLocked(ctx)
 	}
-	o.mu.Lock()
 	defer o.mu.Unlock()
 	allowedZones := map[string]bool{}
 	if nodeClass != nil {

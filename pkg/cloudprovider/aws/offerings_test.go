@@ -2,6 +2,8 @@ package aws_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -10,12 +12,24 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
+
+// discoveries counts the discovery rounds the simulator saw: first pages of DescribeInstanceTypes.
+func discoveries(sim *ec2sim.Server) int {
+	n := 0
+	for _, r := range sim.Requests() {
+		if r.Action == "DescribeInstanceTypes" && r.Params["NextToken"] == "" && r.Error == "" {
+			n++
+		}
+	}
+	return n
+}
 
 var _ = Describe("offerings from EC2", func() {
 	var (
@@ -89,7 +103,7 @@ var _ = Describe("offerings from EC2", func() {
 		}
 	})
 
-	It("asks EC2 again only after the TTL", func() {
+	It("asks EC2 again only after the TTL, serving the last answer while it does", func() {
 		_, err := offerings.InstanceTypes(ctx, nil)
 		Expect(err).NotTo(HaveOccurred())
 		calls := len(sim.Requests())
@@ -97,8 +111,60 @@ var _ = Describe("offerings from EC2", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sim.Requests()).To(HaveLen(calls), "served from the cache")
 		clk.Step(5*time.Minute + time.Second)
-		_, err = offerings.InstanceTypes(ctx, nil)
+		types, err := offerings.InstanceTypes(ctx, nil)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(len(sim.Requests())).To(BeNumerically(">", calls))
+		Expect(types).To(HaveLen(1345), "the stale answer, at once")
+		Eventually(func() int { return discoveries(sim) }).Should(Equal(2), func() string { return fmt.Sprint(sim.Requests()) })
+		Consistently(func() int { return discoveries(sim) }, 200*time.Millisecond).Should(Equal(2), "%v", sim.Requests())
+	})
+
+	It("runs one refresh for many callers at once", func() {
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer GinkgoRecover()
+				defer wg.Done()
+				types, err := offerings.InstanceTypes(ctx, nil)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(types).NotTo(BeEmpty())
+			}()
+		}
+		wg.Wait()
+		Expect(discoveries(sim)).To(Equal(1), "twenty callers, one discovery")
+	})
+
+	It("tries a throttled page again with backoff instead of starting over", func() {
+		offerings.Backoff = time.Second
+		// Three throttles use up the SDK's own attempts; the page is tried again after the backoff.
+		sim.SetFaults(ec2sim.Faults{ThrottleNext: 3})
+		done := make(chan error, 1)
+		go func() {
+			_, err := offerings.InstanceTypes(ctx, nil)
+			done <- err
+		}()
+		Eventually(clk.HasWaiters).Should(BeTrue(), "waiting out the backoff")
+		Consistently(done, 100*time.Millisecond).ShouldNot(Receive())
+		clk.Step(time.Second)
+		Eventually(done).Should(Receive(BeNil()))
+	})
+
+	It("fails discovery with the AWS code when EC2 keeps failing, and returns no empty list", func() {
+		offerings.Attempts = 2
+		sim.SetFaults(ec2sim.Faults{ThrottleNext: 1000})
+		done := make(chan error, 1)
+		go func() {
+			_, err := offerings.InstanceTypes(ctx, nil)
+			done <- err
+		}()
+		Eventually(clk.HasWaiters).Should(BeTrue())
+		clk.Step(time.Minute)
+		var err error
+		Eventually(done).Should(Receive(&err))
+		Expect(err).To(HaveOccurred())
+		cause := cloudprovider.CauseOf(err)
+		Expect(cause.Code).To(Equal("RequestLimitExceeded"))
+		Expect(cause.RequestID).NotTo(BeEmpty())
+		Expect(err.Error()).To(ContainSubstring("DescribeInstanceTypes"))
 	})
 })

@@ -19,16 +19,16 @@ import (
 // NodeClaims whose instance is gone are deleted. Instances without our tags
 // are never touched: List only returns the cluster's own.
 type GarbageCollection struct {
-	client    client.Client
-	instances Instances
-	clock     clock.Clock
-	Every     time.Duration
-	Grace     time.Duration
+	client client.Client
+	cloud  cloudprovider.CloudProvider
+	clock  clock.Clock
+	Every  time.Duration
+	Grace  time.Duration
 }
 
 // NewGarbageCollection returns the collector; it runs on the leader every minute.
-func NewGarbageCollection(c client.Client, instances Instances, clk clock.Clock) *GarbageCollection {
-	return &GarbageCollection{client: c, instances: instances, clock: clk, Every: time.Minute, Grace: 30 * time.Second}
+func NewGarbageCollection(c client.Client, cloud cloudprovider.CloudProvider, clk clock.Clock) *GarbageCollection {
+	return &GarbageCollection{client: c, cloud: cloud, clock: clk, Every: time.Minute, Grace: 30 * time.Second}
 }
 
 // NeedLeaderElection makes the collector run on the leader only.
@@ -59,7 +59,7 @@ func (g *GarbageCollection) Collect(ctx context.Context) error {
 	for _, c := range claims.Items {
 		names.Insert(c.Name)
 	}
-	instances, err := g.instances.List(ctx)
+	instances, err := g.cloud.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (g *GarbageCollection) Collect(ctx context.Context) error {
 			continue
 		}
 		logger.Info("terminating an instance whose NodeClaim is gone", "instance", inst.ID, "nodeclaim", owner)
-		if err := g.instances.Delete(ctx, inst.ProviderID); err != nil {
+		if err := g.cloud.Delete(ctx, &v1.NodeClaim{Status: v1.NodeClaimStatus{ProviderID: inst.ProviderID}}); err != nil {
 			return err
 		}
 	}
@@ -81,7 +81,7 @@ func (g *GarbageCollection) Collect(ctx context.Context) error {
 			continue
 		}
 		// Not in the list: confirm, since List and the claim may race.
-		if _, err := g.instances.Get(ctx, c.Status.ProviderID); !cloudprovider.IsNotFound(err) {
+		if _, err := g.cloud.Get(ctx, c.Status.ProviderID); !cloudprovider.IsNotFound(err) {
 			continue
 		}
 		logger.Info("deleting a NodeClaim whose instance is gone", "nodeclaim", c.Name, "provider-id", c.Status.ProviderID)

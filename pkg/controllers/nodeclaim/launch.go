@@ -13,10 +13,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -24,15 +25,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 )
-
-// Launcher creates the instance of a NodeClaim.
-type Launcher interface {
-	Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass) (*cloudprovider.Instance, error)
-}
 
 // LaunchFailures is told when a NodeClaim is given up for lack of capacity,
 // so its pods are planned again at once.
@@ -43,8 +38,9 @@ type LaunchFailures interface {
 // Launch is the launch step of the lifecycle.
 type Launch struct {
 	client   client.Client
-	launcher Launcher
+	cloud    cloudprovider.CloudProvider
 	recorder events.EventRecorder
+	clock    clock.Clock
 	failures LaunchFailures
 	metrics  *LaunchMetrics
 	// Workers launch this many NodeClaims at once, so one slow or failing
@@ -74,8 +70,8 @@ func NewLaunchMetrics(reg prometheus.Registerer) *LaunchMetrics {
 }
 
 // NewLaunch returns the launch controller.
-func NewLaunch(c client.Client, launcher Launcher, recorder events.EventRecorder, failures LaunchFailures, metrics *LaunchMetrics) *Launch {
-	return &Launch{client: c, launcher: launcher, recorder: recorder, failures: failures, metrics: metrics, Workers: 10, Timeout: 5 * time.Minute}
+func NewLaunch(c client.Client, cloud cloudprovider.CloudProvider, recorder events.EventRecorder, clk clock.Clock, failures LaunchFailures, metrics *LaunchMetrics) *Launch {
+	return &Launch{client: c, cloud: cloud, recorder: recorder, clock: clk, failures: failures, metrics: metrics, Workers: 10, Timeout: 5 * time.Minute}
 }
 
 // Register adds the controller to the manager.
@@ -95,48 +91,43 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		return reconcile.Result{}, nil
 	}
 	logger := log.FromContext(ctx).WithValues("nodeclaim", claim.Name, "nodepool", claim.Labels[v1.NodePoolLabelKey])
-	class := &awsv1.EC2NodeClass{}
-	if err := l.client.Get(ctx, client.ObjectKey{Name: claim.Spec.NodeClassRef.Name}, class); err != nil {
-		if apierrors.IsNotFound(err) {
-			return l.notLaunched(ctx, claim, "NodeClassNotFound", fmt.Sprintf("EC2NodeClass %s does not exist", claim.Spec.NodeClassRef.Name), time.Minute)
-		}
-		return reconcile.Result{}, err
-	}
-	if !meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionReady) {
-		msg := "EC2NodeClass " + class.Name + " is not ready"
-		if c := meta.FindStatusCondition(class.Status.Conditions, awsv1.ConditionReady); c != nil && c.Message != "" {
-			msg += ": " + c.Message
-		}
-		return l.notLaunched(ctx, claim, "NodeClassNotReady", msg, 30*time.Second)
-	}
-
 	var inst *cloudprovider.Instance
 	var err error
 	if known, ok := l.launched.Load(claim.UID); ok {
 		inst = known.(*cloudprovider.Instance)
 	} else {
-		inst, err = l.launcher.Launch(ctx, claim, class)
+		inst, err = l.cloud.Create(ctx, claim)
 	}
 	if err != nil {
 		var ice *cloudprovider.InsufficientCapacityError
 		var cfg *cloudprovider.ConfigurationError
+		var notReady *cloudprovider.NodeClassNotReadyError
 		switch {
-		case errors.As(err, &ice):
-			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), ice.Reason).Inc()
-			l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "InsufficientCapacityError", "Launch", "NodeClaim %s: %s", claim.Name, ice.Message)
-			logger.Info("no capacity; giving the pods back to provisioning", "aws-error-code", ice.Reason, "reason", ice.Message)
-			if accountWide[ice.Reason] {
-				l.setSpotCondition(ctx, claim, metav1.ConditionFalse, ice.Reason, ice.Message)
+		case errors.As(err, &notReady):
+			after := 30 * time.Second
+			if notReady.Reason == "NodeClassNotFound" {
+				after = time.Minute
 			}
+			return l.notLaunched(ctx, claim, notReady.Reason, notReady.Message, after)
+		case errors.As(err, &ice):
+			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), ice.Code).Inc()
+			l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "InsufficientCapacityError", "Launch", "NodeClaim %s: %s", claim.Name, ice.Message)
+			logger.Info("no capacity; giving the pods back to provisioning", "error-code", ice.Code, "request-id", ice.RequestID, "reason", ice.Message)
+			if ice.ClosedCapacityType == v1.CapacityTypeSpot {
+				l.setSpotCondition(ctx, claim, metav1.ConditionFalse, ice.Code, ice.Message)
+			}
+			// The cloud said no instance was made; Delete is still asked, by
+			// the termination finalizer, before the NodeClaim goes.
 			if err := l.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
 				return reconcile.Result{}, err
 			}
-			l.failures.LaunchFailed(claim, ice.Reason)
+			l.failures.LaunchFailed(claim, ice.Code)
 			return reconcile.Result{}, nil
 		case errors.As(err, &cfg):
-			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), cfg.Reason).Inc()
+			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), cfg.Code).Inc()
 			l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "LaunchFailed", "Launch", "%s", cfg.Message)
-			return l.notLaunched(ctx, claim, cfg.Reason, cfg.Message, time.Minute)
+			logger.Error(err, "launch failed: configuration", "error-code", cfg.Code, "request-id", cfg.RequestID)
+			return l.notLaunched(ctx, claim, cfg.Code, cfg.Message, time.Minute)
 		default:
 			// Passing faults: controller-runtime retries with jittered backoff.
 			return reconcile.Result{}, fmt.Errorf("launching nodeclaim %s: %w", claim.Name, err)
@@ -176,22 +167,25 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 // be launched at all, and, when not, why and how to fix it.
 const ConditionSpotAvailable = "SpotAvailable"
 
-// accountWide are the EC2 errors that close Spot for the whole account.
-var accountWide = map[string]bool{"MaxSpotInstanceCountExceeded": true, "AuthFailure.ServiceLinkedRoleCreationNotPermitted": true}
-
-// setSpotCondition records on the claim's NodePool whether Spot launches.
+// setSpotCondition records on the claim's NodePool whether Spot launches. The
+// launch controller owns this one condition and writes it with optimistic
+// locking, so it never erases a condition another controller set meanwhile.
 func (l *Launch) setSpotCondition(ctx context.Context, claim *v1.NodeClaim, status metav1.ConditionStatus, reason, message string) {
-	pool := &v1.NodePool{}
-	if err := l.client.Get(ctx, client.ObjectKey{Name: claim.Labels[v1.NodePoolLabelKey]}, pool); err != nil {
-		return
-	}
-	if c := meta.FindStatusCondition(pool.Status.Conditions, ConditionSpotAvailable); c != nil && c.Status == status && c.Reason == reason && c.Message == message {
-		return
-	}
-	patch := client.MergeFrom(pool.DeepCopy())
-	meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: ConditionSpotAvailable, Status: status, Reason: reasonName(reason), Message: message, ObservedGeneration: pool.Generation})
-	if err := l.client.Status().Patch(ctx, pool, patch); err != nil {
-		log.FromContext(ctx).Error(err, "recording Spot availability on the nodepool", "nodepool", pool.Name)
+	name := claim.Labels[v1.NodePoolLabelKey]
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pool := &v1.NodePool{}
+		if err := l.client.Get(ctx, client.ObjectKey{Name: name}, pool); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(pool.Status.Conditions, ConditionSpotAvailable); c != nil && c.Status == status && c.Reason == reasonName(reason) && c.Message == message {
+			return nil
+		}
+		patch := client.MergeFromWithOptions(pool.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: ConditionSpotAvailable, Status: status, Reason: reasonName(reason), Message: message, ObservedGeneration: pool.Generation})
+		return l.client.Status().Patch(ctx, pool, patch)
+	})
+	if client.IgnoreNotFound(err) != nil {
+		log.FromContext(ctx).Error(err, "recording Spot availability on the nodepool", "nodepool", name)
 	}
 }
 
@@ -210,7 +204,7 @@ func reasonName(code string) string {
 // notLaunched records why a NodeClaim could not launch and tries again later,
 // or gives it up once it has tried for the launch timeout.
 func (l *Launch) notLaunched(ctx context.Context, claim *v1.NodeClaim, reason, message string, after time.Duration) (reconcile.Result, error) {
-	if age := time.Since(claim.CreationTimestamp.Time); l.Timeout > 0 && age >= l.Timeout {
+	if age := l.clock.Since(claim.CreationTimestamp.Time); l.Timeout > 0 && age >= l.Timeout {
 		l.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "LaunchTimeout", "Launch", "Giving up after %s: %s", l.Timeout, message)
 		log.FromContext(ctx).Info("giving up a nodeclaim that cannot launch", "nodeclaim", claim.Name, "reason", reason, "message", message)
 		if err := l.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {

@@ -37,27 +37,20 @@ func IndexPodsByNode(ctx context.Context, mgr manager.Manager) error {
 	})
 }
 
-// Instances is what termination and garbage collection need of the cloud.
-type Instances interface {
-	Get(ctx context.Context, providerID string) (*cloudprovider.Instance, error)
-	List(ctx context.Context) ([]*cloudprovider.Instance, error)
-	Delete(ctx context.Context, providerID string) error
-}
-
 // Termination drains and removes nodes: deleting a NodeClaim deletes its Node;
 // a deleting Node is tainted, drained through the Eviction API (PodDisruption
 // Budgets respected) until its NodeClaim's terminationGracePeriod runs out,
 // then its instance is terminated and the finalizers let go.
 type Termination struct {
-	client    client.Client
-	instances Instances
-	recorder  events.EventRecorder
-	clock     clock.Clock
+	client   client.Client
+	cloud    cloudprovider.CloudProvider
+	recorder events.EventRecorder
+	clock    clock.Clock
 }
 
 // NewTermination returns the termination controller.
-func NewTermination(c client.Client, instances Instances, recorder events.EventRecorder, clk clock.Clock) *Termination {
-	return &Termination{client: c, instances: instances, recorder: recorder, clock: clk}
+func NewTermination(c client.Client, cloud cloudprovider.CloudProvider, recorder events.EventRecorder, clk clock.Clock) *Termination {
+	return &Termination{client: c, cloud: cloud, recorder: recorder, clock: clk}
 }
 
 // Register adds the NodeClaim and Node halves of termination.
@@ -94,11 +87,13 @@ func (t *Termination) reconcileClaim(ctx context.Context, req reconcile.Request)
 			}
 			return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 		}
-		if err := t.instances.Delete(ctx, claim.Status.ProviderID); err != nil {
-			return reconcile.Result{}, fmt.Errorf("terminating the instance of nodeclaim %s: %w", claim.Name, err)
-		}
-		log.FromContext(ctx).Info("terminated instance", "nodeclaim", claim.Name, "provider-id", claim.Status.ProviderID)
 	}
+	// Also without a provider id: a launch whose answer was lost may have
+	// made an instance, and the NodeClaim must not go while it runs.
+	if err := t.cloud.Delete(ctx, claim); err != nil {
+		return reconcile.Result{}, fmt.Errorf("terminating the instance of nodeclaim %s: %w", claim.Name, err)
+	}
+	log.FromContext(ctx).Info("terminated instance", "nodeclaim", claim.Name, "provider-id", claim.Status.ProviderID)
 	patch := client.MergeFrom(claim.DeepCopy())
 	controllerutil.RemoveFinalizer(claim, v1.TerminationFinalizer)
 	return reconcile.Result{}, client.IgnoreNotFound(t.client.Patch(ctx, claim, patch))
@@ -131,7 +126,7 @@ func (t *Termination) reconcileNode(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	if node.Spec.ProviderID != "" {
-		if err := t.instances.Delete(ctx, node.Spec.ProviderID); err != nil {
+		if err := t.cloud.Delete(ctx, &v1.NodeClaim{Status: v1.NodeClaimStatus{ProviderID: node.Spec.ProviderID}}); err != nil {
 			return reconcile.Result{}, fmt.Errorf("terminating the instance of node %s: %w", node.Name, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -28,13 +29,14 @@ type Resolver interface {
 type Controller struct {
 	client   client.Client
 	resolver Resolver
+	clock    clock.Clock
 	// Every re-resolves ready classes, since subnets and images change outside Kubernetes.
 	Every time.Duration
 }
 
 // New returns the controller.
-func New(c client.Client, r Resolver) *Controller {
-	return &Controller{client: c, resolver: r, Every: 5 * time.Minute}
+func New(c client.Client, r Resolver, clk clock.Clock) *Controller {
+	return &Controller{client: c, resolver: r, clock: clk, Every: 5 * time.Minute}
 }
 
 // Register adds the controller to the manager.
@@ -60,7 +62,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			}
 		}
 		if status.Conditions[i].LastTransitionTime.IsZero() {
-			status.Conditions[i].LastTransitionTime = metav1.Now()
+			status.Conditions[i].LastTransitionTime = metav1.NewTime(c.clock.Now())
 		}
 	}
 	if !equality.Semantic.DeepEqual(nc.Status, status) {

@@ -29,7 +29,7 @@ var _ = Describe("the EC2NodeClass status controller", func() {
 			// A manager per spec registers the same controller again.
 			Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(nodeclass.New(mgr.GetClient(), aws.NewResolver(ec2Client, "my-cluster", "1.36")).Register(mgr)).To(Succeed())
+		Expect(nodeclass.New(mgr.GetClient(), aws.NewResolver(ec2Client, "my-cluster", "1.36"), clock.RealClock{}).Register(mgr)).To(Succeed())
 		mctx, cancel := context.WithCancel(ctx)
 		DeferCleanup(cancel)
 		go func() {

@@ -1,54 +1,86 @@
 // Package nodepool keeps each NodePool's status: the resources and number of
-// its nodes, and whether it can launch (its EC2NodeClass is ready).
+// its nodes, and whether it can launch (its NodeClass is ready).
 package nodepool
 
 import (
 	"context"
-	"time"
+	"errors"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 )
 
-// Status is the NodePool status controller.
+// Status is the NodePool status controller. It owns status.resources,
+// status.nodes and the Ready condition, and writes only those, with
+// optimistic locking: other conditions (SpotAvailable, owned by the launch
+// controller) are left as they are.
 type Status struct {
 	client client.Client
+	cloud  cloudprovider.CloudProvider
 }
 
 // NewStatus returns the controller.
-func NewStatus(c client.Client) *Status { return &Status{client: c} }
+func NewStatus(c client.Client, cloud cloudprovider.CloudProvider) *Status {
+	return &Status{client: c, cloud: cloud}
+}
 
-// Register adds the controller; NodeClaim changes requeue their pool.
+// Register adds the controller; NodeClaim changes requeue their pool, and a
+// NodeClass change requeues the pools that use it.
 func (s *Status) Register(mgr manager.Manager) error {
-	return builder.ControllerManagedBy(mgr).Named("nodepool.status").For(&v1.NodePool{}).
+	b := builder.ControllerManagedBy(mgr).Named("nodepool.status").For(&v1.NodePool{}).
 		Watches(&v1.NodeClaim{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if pool := o.GetLabels()[v1.NodePoolLabelKey]; pool != "" {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: pool}}}
 			}
 			return nil
-		})).Complete(s)
+		}))
+	for _, kind := range s.cloud.NodeClasses() {
+		b = b.Watches(kind, handler.EnqueueRequestsFromMapFunc(s.poolsOf))
+	}
+	return b.Complete(s)
+}
+
+// poolsOf lists the pools whose nodeClassRef names the class.
+func (s *Status) poolsOf(ctx context.Context, class client.Object) []reconcile.Request {
+	var pools v1.NodePoolList
+	if err := s.client.List(ctx, &pools); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, p := range pools.Items {
+		if ref := p.Spec.Template.Spec.NodeClassRef; ref != nil && ref.Name == class.GetName() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+		}
+	}
+	return out
 }
 
 // Reconcile recomputes one pool's status.
 func (s *Status) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return s.update(ctx, req.Name) })
+	return reconcile.Result{}, client.IgnoreNotFound(err)
+}
+
+func (s *Status) update(ctx context.Context, name string) error {
 	pool := &v1.NodePool{}
-	if err := s.client.Get(ctx, req.NamespacedName, pool); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+	if err := s.client.Get(ctx, client.ObjectKey{Name: name}, pool); err != nil {
+		return err
 	}
 	var claims v1.NodeClaimList
 	if err := s.client.List(ctx, &claims, client.MatchingLabels{v1.NodePoolLabelKey: pool.Name}); err != nil {
-		return reconcile.Result{}, err
+		return err
 	}
 	resources := corev1.ResourceList{}
 	var nodes int64
@@ -65,22 +97,18 @@ func (s *Status) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	status := *pool.Status.DeepCopy()
 	status.Resources, status.Nodes = resources, &nodes
 	ready := metav1.Condition{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", ObservedGeneration: pool.Generation}
-	class := &awsv1.EC2NodeClass{}
-	ref := pool.Spec.Template.Spec.NodeClassRef
-	switch err := s.client.Get(ctx, client.ObjectKey{Name: ref.Name}, class); {
-	case err != nil:
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "NodeClassNotFound", "EC2NodeClass "+ref.Name+" was not found"
-	case !meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionReady):
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "NodeClassNotReady", "EC2NodeClass "+ref.Name+" is not ready"
+	if err := s.cloud.NodeClassReady(ctx, pool); err != nil {
+		var notReady *cloudprovider.NodeClassNotReadyError
+		if !errors.As(err, &notReady) {
+			return err
+		}
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, notReady.Reason, notReady.Message
 	}
 	meta.SetStatusCondition(&status.Conditions, ready)
-	if !equality.Semantic.DeepEqual(status, pool.Status) {
-		patch := client.MergeFrom(pool.DeepCopy())
-		pool.Status = status
-		if err := s.client.Status().Patch(ctx, pool, patch); err != nil {
-			return reconcile.Result{}, client.IgnoreNotFound(err)
-		}
+	if equality.Semantic.DeepEqual(status, pool.Status) {
+		return nil
 	}
-	// NodeClass readiness changes without a NodePool event.
-	return reconcile.Result{RequeueAfter: 30 * time.Second}, nil
+	patch := client.MergeFromWithOptions(pool.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	pool.Status = status
+	return s.client.Status().Patch(ctx, pool, patch)
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
@@ -33,13 +34,13 @@ type Options struct {
 
 // Provisioner plans capacity for batches of pending pods and creates NodeClaims.
 type Provisioner struct {
-	client        client.Client
-	recorder      events.EventRecorder
-	instanceTypes InstanceTypeProvider
-	clock         clock.Clock
-	opts          Options
-	batcher       *Batcher
-	metrics       *Metrics
+	client   client.Client
+	recorder events.EventRecorder
+	cloud    cloudprovider.CloudProvider
+	clock    clock.Clock
+	opts     Options
+	batcher  *Batcher
+	metrics  *Metrics
 
 	// rechecking is set while a re-check of waiting pods is scheduled.
 	rechecking atomic.Bool
@@ -61,12 +62,12 @@ type nomination struct {
 }
 
 // New returns a provisioner; Register wires it into a manager.
-func New(c client.Client, recorder events.EventRecorder, instanceTypes InstanceTypeProvider, clk clock.Clock, metrics *Metrics, opts Options) *Provisioner {
+func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.CloudProvider, clk clock.Clock, metrics *Metrics, opts Options) *Provisioner {
 	if opts.NominationTTL == 0 {
 		opts.NominationTTL = 20 * time.Minute
 	}
 	return &Provisioner{
-		client: c, recorder: recorder, instanceTypes: instanceTypes, clock: clk, opts: opts, metrics: metrics,
+		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
 		fallbacks: map[types.UID]fallback{},
 	}
@@ -94,13 +95,24 @@ func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
 // leader only.
 func (p *Provisioner) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("provisioner")
+	failures := 0
 	for p.batcher.Wait(ctx) {
 		if err := p.Provision(log.IntoContext(ctx, logger)); err != nil {
-			logger.Error(err, "provisioning failed; retrying with the next batch")
-			// Try again soon even if no pod changes.
+			failures++
+			wait := min(retryBase<<min(failures-1, 10), retryMax)
+			cause := cloudprovider.CauseOf(err)
+			logger.Error(err, "provisioning failed; planning the batch again", "error-code", cause.Code, "request-id", cause.RequestID,
+				"retry-in", wait.String())
+			// Plan again even if no pod changes, backing off while it fails.
+			select {
+			case <-p.clock.After(wait):
+			case <-ctx.Done():
+				return nil
+			}
 			p.batcher.Trigger()
 			continue
 		}
+		failures = 0
 		if p.pendingWork() && p.rechecking.CompareAndSwap(false, true) {
 			// Pods wait on NodeClaims coming up; look again shortly in case
 			// kube-scheduler gives their room to others.
@@ -271,6 +283,12 @@ func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 	}
 	return n.claim, ok
 }
+
+// retryBase and retryMax bound the backoff between failed batches.
+const (
+	retryBase = time.Second
+	retryMax  = time.Minute
+)
 
 // recheck is how soon pods waiting on NodeClaims are looked at again.
 const recheck = 5 * time.Second

@@ -21,17 +21,11 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/fake"
 	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 	"github.com/backstop-sh/backstop/test"
 )
-
-// staticTypes stands in for the cloud's instance-type listing: two sizes in two zones.
-type staticTypes []*scheduling.InstanceType
-
-func (s staticTypes) InstanceTypes(context.Context, *v1.NodePool) ([]*scheduling.InstanceType, error) {
-	return s, nil
-}
 
 func instanceType(name string, cpu int64) *scheduling.InstanceType {
 	it := &scheduling.InstanceType{
@@ -89,7 +83,10 @@ var _ = Describe("the provisioner", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		clk = clocktesting.NewFakeClock(time.Now())
 		reg = prometheus.NewRegistry()
-		p := provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), staticTypes{instanceType("small", 2), instanceType("large", 16)},
+		// The fake cloud offers two sizes in two zones.
+		cloud := fake.New(clk)
+		cloud.Types = []*scheduling.InstanceType{instanceType("small", 2), instanceType("large", 16)}
+		p := provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), cloud,
 			clk, provisioning.NewMetrics(reg), provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second})
 		Expect(p.Register(mgr)).To(Succeed())
 		go func() {

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
@@ -32,12 +33,6 @@ func IsProvisionable(pod *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-// InstanceTypeProvider lists what a NodePool can launch; an error marks the pool
-// as unable to launch now (its NodeClass is not ready, say), with that reason.
-type InstanceTypeProvider interface {
-	InstanceTypes(ctx context.Context, pool *v1.NodePool) ([]*scheduling.InstanceType, error)
 }
 
 // snapshot is what one solve sees of the cluster.
@@ -164,10 +159,15 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			notReady[name] = "the NodePool is being deleted"
 			continue
 		}
-		types, err := p.instanceTypes.InstanceTypes(ctx, pool)
-		if err != nil {
+		types, err := p.cloud.InstanceTypes(ctx, pool)
+		if cloudprovider.IsNodeClassNotReady(err) {
 			notReady[name] = err.Error()
 			continue
+		}
+		if err != nil {
+			// Not the pool's fault: the cloud could not be asked. Planning
+			// without the pool would send its pods elsewhere for nothing.
+			return nil, fmt.Errorf("listing instance types for nodepool %s: %w", name, err)
 		}
 		typesByPool[name] = types
 	}
