@@ -17,10 +17,12 @@ type poolState struct {
 	reqs  Requirements
 	types []*InstanceType
 	// usable is each type's allocatable less the DaemonSet pods that would run on it.
-	usable   []Resources
-	daemons  []Resources
-	typeKeys map[string]bool
-	memo     map[string]*typeSet
+	usable  []Resources
+	daemons []Resources
+	// daemonPorts are, per type, the host ports its DaemonSet pods take.
+	daemonPorts [][]hostPort
+	typeKeys    map[string]bool
+	memo        map[string]*typeSet
 	// limits: remaining capacity (after existing usage and planned claims) in
 	// the limited dimensions; limited is false for a pool without limits.
 	limited        bool
@@ -113,10 +115,12 @@ func newPoolState(p *NodePool, daemons []*podInfo, zoneIndex, capacityTypeIndex 
 	}
 	ps.usable = make([]Resources, len(ps.types))
 	ps.daemons = make([]Resources, len(ps.types))
+	ps.daemonPorts = make([][]hostPort, len(ps.types))
 	for i, it := range ps.types {
 		for _, ds := range daemons {
 			if ps.daemonRuns(ds, it) {
 				ps.daemons[i] = ps.daemons[i].Add(ds.requests)
+				ps.daemonPorts[i] = append(ps.daemonPorts[i], ds.hostPorts...)
 			}
 		}
 		ps.usable[i] = it.Allocatable().Sub(ps.daemons[i])

@@ -184,7 +184,7 @@ func randomPod(r *rand.Rand, i int) *corev1.Pod {
 		p.Spec.Affinity = aff
 	}
 	if chance(r, 0.05) {
-		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
+		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: pick(r, []int32{8080, 8080, 9100}), Protocol: corev1.ProtocolTCP}}
 	}
 	return p
 }
@@ -224,6 +224,10 @@ func randomDaemonSets(r *rand.Rand) []*corev1.Pod {
 		}
 		if chance(r, 0.3) {
 			ds.Spec.NodeSelector = map[string]string{corev1.LabelArchStable: "amd64"}
+		}
+		if chance(r, 0.3) {
+			// A node exporter's port, which some random pods ask for too.
+			ds.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 9100, HostPort: 9100, Protocol: corev1.ProtocolTCP}}
 		}
 		out = append(out, ds)
 	}

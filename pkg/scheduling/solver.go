@@ -97,27 +97,78 @@ type solver struct {
 	cursors  map[cursorKey]int
 	maxTypes int
 	plan     *Plan
+	// preferNoSchedule is set when some node or pool has a PreferNoSchedule taint.
+	preferNoSchedule bool
+	// eligible caches spread domains by what decides them.
+	eligible map[string]map[string]bool
 }
 
 // Solve plans capacity for the pending pods: existing and in-flight capacity
 // first, then new NodeClaims from NodePools by descending weight (ties by name).
 func Solve(in *Input) *Plan {
-	s := &solver{in: in, topo: newTopology(in.NamespaceLabels), universes: map[string][]string{}, mins: map[*constraint]int32{}, cursors: map[cursorKey]int{}, maxTypes: in.MaxInstanceTypes, plan: &Plan{}}
+	s := &solver{in: in, topo: newTopology(in.NamespaceLabels), universes: map[string][]string{}, mins: map[*constraint]int32{}, cursors: map[cursorKey]int{}, eligible: map[string]map[string]bool{}, maxTypes: in.MaxInstanceTypes, plan: &Plan{}}
 	if s.maxTypes <= 0 {
 		s.maxTypes = DefaultMaxInstanceTypes
 	}
 	pods := s.digestPods()
 	s.digestPools()
 	s.digestNodes()
+	// A pod with required pod affinity may need a pod placed after it in the
+	// same batch; it is tried again once the others are placed, as long as
+	// that places more pods.
+	var waiting []*podInfo
+	var why []Unschedulable
 	for _, pi := range pods {
 		if pi.err != nil {
 			s.plan.Unschedulable = append(s.plan.Unschedulable, Unschedulable{Pod: pi.pod, Reasons: map[string]string{"": pi.err.Error()}})
 			continue
 		}
-		s.place(pi)
+		if u, ok := s.tryPlace(pi); !ok {
+			if hasRequiredAffinity(pi) {
+				waiting, why = append(waiting, pi), append(why, u)
+			} else {
+				s.plan.Unschedulable = append(s.plan.Unschedulable, u)
+			}
+		}
 	}
+	for len(waiting) > 0 {
+		var still []*podInfo
+		var stillWhy []Unschedulable
+		for _, pi := range waiting {
+			if u, ok := s.tryPlace(pi); !ok {
+				still, stillWhy = append(still, pi), append(stillWhy, u)
+			}
+		}
+		if len(still) == len(waiting) {
+			break
+		}
+		waiting, why = still, stillWhy
+	}
+	s.plan.Unschedulable = append(s.plan.Unschedulable, why...)
 	s.finish()
 	return s.plan
+}
+
+// tryPlace places the pod, or returns why it cannot go anywhere without
+// recording it in the plan.
+func (s *solver) tryPlace(pi *podInfo) (Unschedulable, bool) {
+	before := len(s.plan.Unschedulable)
+	s.place(pi)
+	if len(s.plan.Unschedulable) == before {
+		return Unschedulable{}, true
+	}
+	u := s.plan.Unschedulable[before]
+	s.plan.Unschedulable = s.plan.Unschedulable[:before]
+	return u, false
+}
+
+func hasRequiredAffinity(pi *podInfo) bool {
+	for _, c := range pi.required {
+		if c.kind == affinityConstraint {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *solver) digestPods() []*podInfo {
@@ -218,7 +269,7 @@ func addNodePreferences(pi *podInfo) error {
 func (s *solver) digestPools() {
 	var daemons []*podInfo
 	for _, pod := range s.in.DaemonSetPods {
-		pi := &podInfo{pod: pod, requests: PodRequests(pod), tolerations: pod.Spec.Tolerations}
+		pi := &podInfo{pod: pod, requests: PodRequests(pod), tolerations: pod.Spec.Tolerations, hostPorts: podHostPorts(pod)}
 		pi.terms, pi.err = nodeTerms(pod)
 		daemons = append(daemons, pi)
 	}
@@ -234,11 +285,13 @@ func (s *solver) digestPools() {
 	for _, p := range pools {
 		s.pools = append(s.pools, newPoolState(p, daemons, zoneIndex, capacityTypeIndex))
 		s.plan.PoolOrder = append(s.plan.PoolOrder, p.Name)
+		s.preferNoSchedule = s.preferNoSchedule || hasPreferNoSchedule(p.Taints)
 	}
 }
 
 func (s *solver) digestNodes() {
 	for _, n := range s.in.Nodes {
+		s.preferNoSchedule = s.preferNoSchedule || hasPreferNoSchedule(n.Taints)
 		nd := &node{id: s.nextID, n: n, free: n.Allocatable}
 		s.nextID++
 		for _, pod := range n.Pods {
@@ -254,6 +307,15 @@ func (s *solver) digestNodes() {
 		}
 		s.nodes = append(s.nodes, nd)
 	}
+}
+
+func hasPreferNoSchedule(taints []corev1.Taint) bool {
+	for _, t := range taints {
+		if t.Effect == corev1.TaintEffectPreferNoSchedule {
+			return true
+		}
+	}
+	return false
 }
 
 func ownedAntiAffinity(t *topology, pod *corev1.Pod) []*group {
@@ -337,13 +399,24 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 	if len(terms) == 0 {
 		return nil, map[string]string{"": "its preferred node affinity conflicts with its required node affinity"}
 	}
-	for _, n := range s.nodes {
-		if !pi.requests.Fits(n.free) {
-			continue
-		}
-		for _, term := range terms {
-			if s.nodeAccepts(n, pi, term, cons) == "" {
-				return &decision{t: target{node: n}}, nil
+	// Within each tier, targets whose PreferNoSchedule taints the pod does not
+	// tolerate come last (a second pass), as kube-scheduler's scoring ranks them.
+	passes := []bool{false}
+	if s.preferNoSchedule {
+		passes = []bool{true, false}
+	}
+	skip := func(avoid bool, taints []corev1.Taint) bool {
+		return s.preferNoSchedule && avoid == repels(pi.tolerations, taints)
+	}
+	for _, avoid := range passes {
+		for _, n := range s.nodes {
+			if !pi.requests.Fits(n.free) || skip(avoid, n.n.Taints) {
+				continue
+			}
+			for _, term := range terms {
+				if s.nodeAccepts(n, pi, term, cons) == "" {
+					return &decision{t: target{node: n}}, nil
+				}
 			}
 		}
 	}
@@ -351,28 +424,32 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 	// cheapest option still fits), else the first that can grow to take it.
 	start, cursorKeys := s.firstOpenClaim(cons, pi)
 	defer s.advanceCursors(cursorKeys)
-	for _, c := range s.claims[start:] {
-		if !pi.requests.Fits(c.slack) {
-			continue
-		}
-		for _, term := range terms {
-			if u, pins, reason := s.claimAccepts(c, pi, term, cons, false); reason == "" && u.price <= c.set.price[c.cheapest] {
-				return &decision{t: target{claim: c}, update: u, pins: pins}, nil
+	for _, avoid := range passes {
+		for _, c := range s.claims[start:] {
+			if !pi.requests.Fits(c.slack) || skip(avoid, c.pool.Taints) {
+				continue
+			}
+			for _, term := range terms {
+				if u, pins, reason := s.claimAccepts(c, pi, term, cons, false); reason == "" && u.price <= c.set.price[c.cheapest] {
+					return &decision{t: target{claim: c}, update: u, pins: pins}, nil
+				}
 			}
 		}
 	}
-	for _, c := range s.claims[start:] {
-		if !pi.requests.Fits(c.headroom) {
-			continue
-		}
-		for _, term := range terms {
-			if u, pins, reason := s.claimAccepts(c, pi, term, cons, false); reason == "" {
-				return &decision{t: target{claim: c}, update: u, pins: pins}, nil
+	for _, avoid := range passes {
+		for _, c := range s.claims[start:] {
+			if !pi.requests.Fits(c.headroom) || skip(avoid, c.pool.Taints) {
+				continue
+			}
+			for _, term := range terms {
+				if u, pins, reason := s.claimAccepts(c, pi, term, cons, false); reason == "" {
+					return &decision{t: target{claim: c}, update: u, pins: pins}, nil
+				}
 			}
 		}
 	}
 	reasons := map[string]string{}
-	for _, ps := range s.pools {
+	for _, ps := range s.poolOrder(pi) {
 		if ps.unusable != "" {
 			reasons[ps.Name] = ps.unusable
 			continue
@@ -400,6 +477,43 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 		reasons[""] = "no NodePool exists and no existing node fits"
 	}
 	return nil, reasons
+}
+
+// poolOrder is the order pools are tried for a pod: by weight, and among
+// pools of equal weight those whose PreferNoSchedule taints the pod does not
+// tolerate last.
+func (s *solver) poolOrder(pi *podInfo) []*poolState {
+	if !s.preferNoSchedule {
+		return s.pools
+	}
+	out := append([]*poolState(nil), s.pools...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Weight != out[j].Weight {
+			return out[i].Weight > out[j].Weight
+		}
+		return !repels(pi.tolerations, out[i].Taints) && repels(pi.tolerations, out[j].Taints)
+	})
+	return out
+}
+
+// repels reports whether a PreferNoSchedule taint is not tolerated.
+func repels(tolerations []corev1.Toleration, taints []corev1.Taint) bool {
+	for i := range taints {
+		if taints[i].Effect != corev1.TaintEffectPreferNoSchedule {
+			continue
+		}
+		tolerated := false
+		for j := range tolerations {
+			if toleratesTaint(&tolerations[j], &taints[i]) {
+				tolerated = true
+				break
+			}
+		}
+		if !tolerated {
+			return true
+		}
+	}
+	return false
 }
 
 // cursorKey names a hostname group and the count at which it refuses a pod:
@@ -586,9 +700,15 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constr
 	}
 	u.cand = newBitset(len(ps.types))
 	u.cheapest = -1
+	portsTaken := false
 	for _, i32 := range u.set.order {
 		i := int(i32)
 		if !cand.has(i) || !u.requests.Fits(ps.usable[i]) {
+			continue
+		}
+		if len(pi.hostPorts) > 0 && portConflict(ps.daemonPorts[i], pi.hostPorts) {
+			// A DaemonSet pod would hold the port on every such node.
+			portsTaken = true
 			continue
 		}
 		if ps.limited && !ps.withinLimits(ps.types[i].Capacity, c.reserved) {
@@ -606,6 +726,9 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constr
 	if u.cheapest < 0 {
 		if !explain {
 			return nil, nil, rejected
+		}
+		if portsTaken {
+			return nil, nil, "a DaemonSet pod takes the pod's host port on every node the pool can make"
 		}
 		if ps.limited {
 			return nil, nil, s.limitReason(ps, u.requests)
@@ -630,34 +753,37 @@ func (s *solver) limitReason(ps *poolState, need Resources) string {
 
 // minValuesUnmet checks that the options span at least minValues values of each key that asks for it.
 func minValuesUnmet(ps *poolState, reqs Requirements, cand bitset) string {
+	if !hasMinValues(reqs) {
+		return ""
+	}
+	var chosen []int
+	for i := range ps.types {
+		if cand.has(i) {
+			chosen = append(chosen, i)
+		}
+	}
+	return spanUnmet(ps, reqs, chosen)
+}
+
+func hasMinValues(reqs Requirements) bool {
+	for _, r := range reqs {
+		if r.MinValues != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// spanUnmet checks the minValues of reqs over the chosen types.
+func spanUnmet(ps *poolState, reqs Requirements, chosen []int) string {
 	for k, r := range reqs {
 		if r.MinValues == nil {
 			continue
 		}
 		seen := map[string]bool{}
-		for i, it := range ps.types {
-			if !cand.has(i) {
-				continue
-			}
-			switch k {
-			case zoneKey, capacityTypeKey:
-				for _, o := range it.Offerings {
-					if o.Available && offeringAllowed(reqs, o) {
-						if k == zoneKey {
-							seen[o.Zone] = true
-						} else {
-							seen[o.CapacityType] = true
-						}
-					}
-				}
-			default:
-				if tr, ok := it.Requirements[k]; ok {
-					for _, v := range tr.Values() {
-						if r.Has(v) {
-							seen[v] = true
-						}
-					}
-				}
+		for _, i := range chosen {
+			for _, v := range typeValues(ps.types[i], k, r, reqs) {
+				seen[v] = true
 			}
 		}
 		if len(seen) < *r.MinValues {
@@ -665,6 +791,96 @@ func minValuesUnmet(ps *poolState, reqs Requirements, cand bitset) string {
 		}
 	}
 	return ""
+}
+
+// typeValues lists the values of key k, allowed by r, that a node of type it can have.
+func typeValues(it *InstanceType, k string, r *Requirement, reqs Requirements) []string {
+	var out []string
+	switch k {
+	case zoneKey, capacityTypeKey:
+		for _, o := range it.Offerings {
+			if o.Available && offeringAllowed(reqs, o) {
+				if k == zoneKey {
+					out = append(out, o.Zone)
+				} else {
+					out = append(out, o.CapacityType)
+				}
+			}
+		}
+	default:
+		if tr, ok := it.Requirements[k]; ok {
+			for _, v := range tr.Values() {
+				if r.Has(v) {
+					out = append(out, v)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// chooseTypes picks at most max of a claim's candidate types, cheapest first,
+// such that they still span every minValues the requirements ask for: the
+// cheapest type bringing a value still missing goes in first, the rest of the
+// room is filled cheapest first.
+func chooseTypes(ps *poolState, reqs Requirements, cand bitset, order []int32, max int) ([]int, string) {
+	var all []int
+	for _, i := range order {
+		if cand.has(int(i)) {
+			all = append(all, int(i))
+			if len(all) == max && !hasMinValues(reqs) {
+				break
+			}
+		}
+	}
+	if len(all) <= max {
+		return all, ""
+	}
+	if spanUnmet(ps, reqs, all[:max]) == "" {
+		return all[:max], ""
+	}
+	picked := map[int]bool{}
+	seen := map[string]map[string]bool{}
+	for _, i := range all {
+		if len(picked) == max {
+			break
+		}
+		for k, r := range reqs {
+			if r.MinValues == nil || len(seen[k]) >= *r.MinValues {
+				continue
+			}
+			for _, v := range typeValues(ps.types[i], k, r, reqs) {
+				if !seen[k][v] {
+					picked[i] = true
+				}
+			}
+		}
+		if picked[i] {
+			for k, r := range reqs {
+				if r.MinValues != nil {
+					if seen[k] == nil {
+						seen[k] = map[string]bool{}
+					}
+					for _, v := range typeValues(ps.types[i], k, r, reqs) {
+						seen[k][v] = true
+					}
+				}
+			}
+		}
+	}
+	for _, i := range all {
+		if len(picked) == max {
+			break
+		}
+		picked[i] = true
+	}
+	var out []int
+	for _, i := range all {
+		if picked[i] {
+			out = append(out, i)
+		}
+	}
+	return out, spanUnmet(ps, reqs, out)
 }
 
 // commit places the pod.
@@ -708,16 +924,23 @@ func (s *solver) commit(pi *podInfo, d *decision) {
 
 // finish turns planned claims into NodeClaims.
 func (s *solver) finish() {
+	dropped := map[int]bool{}
+	defer s.renumber(dropped)
 	for _, c := range s.claims {
 		ps := c.pool
 		nc := &NewNodeClaim{NodePool: ps.Name, Taints: ps.Taints, StartupTaints: ps.StartupTaints}
-		for _, i := range c.set.order {
-			if c.cand.has(int(i)) {
-				nc.InstanceTypes = append(nc.InstanceTypes, ps.types[i])
-				if len(nc.InstanceTypes) == s.maxTypes {
-					break
-				}
+		chosen, unmet := chooseTypes(ps, c.reqs, c.cand, c.set.order, s.maxTypes)
+		if unmet != "" {
+			// No choice of options within the cap spans minValues: the claim
+			// would leave with less variety than the pool demands.
+			for _, pi := range c.pods {
+				s.plan.Unschedulable = append(s.plan.Unschedulable, Unschedulable{Pod: pi.pod, Reasons: map[string]string{ps.Name: unmet + fmt.Sprintf(" within %d instance types", s.maxTypes)}})
 			}
+			dropped[c.index] = true
+			continue
+		}
+		for _, i := range chosen {
+			nc.InstanceTypes = append(nc.InstanceTypes, ps.types[i])
 		}
 		names := make([]string, len(nc.InstanceTypes))
 		zones, capacityTypes := map[string]bool{}, map[string]bool{}
@@ -734,13 +957,40 @@ func (s *solver) finish() {
 		reqs.Add(MustRequirement(zoneKey, v1.OpIn, keys(zones)...))
 		reqs.Add(MustRequirement(capacityTypeKey, v1.OpIn, keys(capacityTypes)...))
 		nc.Requirements = reqs
-		nc.Requests = c.requests.Add(ps.daemons[c.cheapest])
+		nc.Requests = c.requests.Add(ps.daemons[chosen[0]])
 		nc.Labels = reqs.Labels()
 		for _, pi := range c.pods {
 			nc.Pods = append(nc.Pods, pi.pod)
 		}
 		s.plan.NewNodeClaims = append(s.plan.NewNodeClaims, nc)
 	}
+}
+
+// renumber removes the steps of dropped claims and points the others at
+// their claim's place among the NewNodeClaims that remain.
+func (s *solver) renumber(dropped map[int]bool) {
+	if len(dropped) == 0 {
+		return
+	}
+	index := make([]int, len(s.claims))
+	next := 0
+	for i := range s.claims {
+		index[i] = next
+		if !dropped[i] {
+			next++
+		}
+	}
+	steps := s.plan.Steps[:0]
+	for _, st := range s.plan.Steps {
+		if st.Node == "" {
+			if dropped[st.Claim] {
+				continue
+			}
+			st.Claim = index[st.Claim]
+		}
+		steps = append(steps, st)
+	}
+	s.plan.Steps = steps
 }
 
 // universe is every value a topology key can take: on existing nodes and on
@@ -775,6 +1025,32 @@ func (ps *poolState) addValues(key string, seen map[string]bool) {
 		return
 	}
 	for _, it := range ps.types {
+		if r, ok := it.Requirements[key]; ok {
+			for _, v := range r.Values() {
+				seen[v] = true
+			}
+		}
+	}
+}
+
+// addValuesFor adds the values key can take on the pool's nodes that also
+// meet a node-affinity term: nothing when no instance type of the pool can.
+func (ps *poolState) addValuesFor(key string, term Requirements, seen map[string]bool) {
+	if ps.unusable != "" {
+		return
+	}
+	fixed, poolFixed := ps.reqs[key]
+	poolFixed = poolFixed && fixed.Finite()
+	for _, it := range ps.types {
+		if !ps.termAllows(term, it) {
+			continue
+		}
+		if poolFixed {
+			for _, v := range fixed.Values() {
+				seen[v] = true
+			}
+			return
+		}
 		if r, ok := it.Requirements[key]; ok {
 			for _, v := range r.Values() {
 				seen[v] = true
@@ -991,65 +1267,118 @@ func (s *solver) minCount(c *constraint, required []Requirements) int32 {
 }
 
 func (s *solver) computeMinCount(c *constraint, required []Requirements) int32 {
-	minimum := int32(math.MaxInt32)
-	eligible := int32(0)
-	for _, v := range s.universe(c.g.key) {
-		if c.honorAffinity && !anyTermAllows(required, c.g.key, v) {
-			continue
-		}
-		eligible++
-		if n := c.g.byDomain[v]; n < minimum {
-			minimum = n
-		}
-	}
-	if eligible == 0 || eligible < c.minDomains {
+	eligible := s.eligibleDomains(c, required)
+	if len(eligible) == 0 || int32(len(eligible)) < c.minDomains {
 		return 0
 	}
 	if c.filtered {
-		return s.filteredMin(c, required)
+		return s.filteredMin(c, required, eligible)
+	}
+	minimum := int32(math.MaxInt32)
+	for v := range eligible {
+		minimum = min(minimum, c.g.byDomain[v])
 	}
 	return minimum
+}
+
+// eligibleDomains are the values of the constraint's key that count for its
+// skew, as kube-scheduler counts them: those of nodes that exist or that a
+// pool can make, and, under nodeAffinityPolicy Honor, only of nodes the
+// pod's node affinity admits (a zone only reachable through a pool the pod
+// cannot use is no domain of it), and under nodeTaintsPolicy Honor only of
+// nodes whose taints it tolerates.
+func (s *solver) eligibleDomains(c *constraint, required []Requirements) map[string]bool {
+	if c.eligible != nil {
+		return c.eligible
+	}
+	// Pods of one workload share the answer: key it by what decides it.
+	var sig strings.Builder
+	sig.WriteString(c.g.key)
+	if c.honorTaints {
+		sig.WriteString("|taints:")
+		for _, t := range c.tolerations {
+			fmt.Fprintf(&sig, "%s=%s:%s:%s;", t.Key, t.Value, t.Operator, t.Effect)
+		}
+	}
+	if c.honorAffinity {
+		sig.WriteString("|affinity:")
+		for _, term := range required {
+			sig.WriteString(term.String())
+			sig.WriteByte(';')
+		}
+	}
+	if v, ok := s.eligible[sig.String()]; ok {
+		c.eligible = v
+		return v
+	}
+	values := map[string]bool{}
+	for _, n := range s.nodes {
+		v, ok := n.n.Labels[c.g.key]
+		if !ok {
+			continue
+		}
+		if c.honorTaints {
+			if tolerated, _ := tolerates(c.tolerations, n.n.Taints); !tolerated {
+				continue
+			}
+		}
+		if c.honorAffinity && !matchesAnyTerm(required, n.n.Labels) {
+			continue
+		}
+		values[v] = true
+	}
+	for _, ps := range s.pools {
+		if c.honorTaints {
+			if tolerated, _ := tolerates(c.tolerations, ps.Taints); !tolerated {
+				continue
+			}
+		}
+		if !c.honorAffinity || len(required) == 0 {
+			ps.addValues(c.g.key, values)
+			continue
+		}
+		for _, term := range required {
+			ps.addValuesFor(c.g.key, term, values)
+		}
+	}
+	if c.honorAffinity {
+		for v := range values {
+			if !anyTermAllows(required, c.g.key, v) {
+				delete(values, v)
+			}
+		}
+	}
+	c.eligible = values
+	s.eligible[sig.String()] = values
+	return values
+}
+
+func matchesAnyTerm(terms []Requirements, labels map[string]string) bool {
+	if len(terms) == 0 {
+		return true
+	}
+	for _, t := range terms {
+		if t.MatchesLabels(labels) {
+			return true
+		}
+	}
+	return false
 }
 
 // filteredMin is a lower bound of the least count over eligible domains when
 // only nodes matching the pod's node affinity count: a node is counted only when
 // it surely matches.
-func (s *solver) filteredMin(c *constraint, required []Requirements) int32 {
-	values := map[string]bool{}
-	if c.honorTaints {
-		// Only domains of nodes whose taints the pod tolerates.
-		for _, n := range s.nodes {
-			if v, ok := n.n.Labels[c.g.key]; ok {
-				if tolerated, _ := tolerates(c.tolerations, n.n.Taints); tolerated {
-					values[v] = true
-				}
-			}
-		}
-		for _, ps := range s.pools {
-			if tolerated, _ := tolerates(c.tolerations, ps.Taints); tolerated {
-				ps.addValues(c.g.key, values)
-			}
-		}
-	} else {
-		for _, v := range s.universe(c.g.key) {
-			values[v] = true
-		}
-	}
-	counts := map[string]int32{}
-	for v := range values {
-		if !c.honorAffinity || anyTermAllows(required, c.g.key, v) {
-			counts[v] = 0
-		}
-	}
-	if len(counts) == 0 || int32(len(counts)) < c.minDomains {
-		return 0
+func (s *solver) filteredMin(c *constraint, required []Requirements, eligible map[string]bool) int32 {
+	counts := make(map[string]int32, len(eligible))
+	for v := range eligible {
+		counts[v] = 0
 	}
 	add := func(t target) {
 		if t.id() >= len(c.g.allByTarget) || c.g.allByTarget[t.id()] == 0 {
 			return
 		}
 		d, decided, present := s.domainOf(t, c.g.key)
-		if _, eligible := counts[d.value]; !decided || !present || !eligible || !s.surelyMatches(t, required) {
+		if _, ok := counts[d.value]; !decided || !present || !ok || !s.surelyMatches(t, required) {
 			return
 		}
 		if c.honorTaints && !s.surelyTolerated(t, c.tolerations) {

@@ -141,6 +141,8 @@ type constraint struct {
 	// filtered: only some nodes count (the pod's node affinity names keys
 	// besides the topology key, or taints are honoured), so counts are per node.
 	filtered bool
+	// eligible are the domains the constraint counts, once worked out.
+	eligible map[string]bool
 }
 
 // topology builds and holds the groups of one solve.

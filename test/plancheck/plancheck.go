@@ -10,6 +10,7 @@ package plancheck
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -46,7 +47,10 @@ type wnode struct {
 	allocatable []corev1.ResourceList // per resolution, less DaemonSet pods
 	claim       *scheduling.NewNodeClaim
 	pool        string
-	labelCache  map[string]labelState
+	// daemons are the DaemonSet pods that will run on a planned node (on
+	// any of its resolutions): their host ports are taken.
+	daemons    []*corev1.Pod
+	labelCache map[string]labelState
 }
 
 type labelState struct {
@@ -121,6 +125,9 @@ func (w *world) build() {
 					subtract(alloc, quantities(it.Overhead.List()))
 					for _, ds := range w.in.DaemonSetPods {
 						if runsOn(ds, node, pools[c.NodePool].Taints) {
+							if !slices.Contains(wn.daemons, ds) {
+								wn.daemons = append(wn.daemons, ds)
+							}
 							subtract(alloc, resourcehelper.PodRequests(ds, resourcehelper.PodResourcesOptions{}))
 							alloc[corev1.ResourcePods] = *resource.NewQuantity(alloc.Pods().Value()-1, resource.DecimalSI)
 						}
@@ -287,7 +294,7 @@ func (w *world) checkPod(pod *corev1.Pod, wn *wnode, placed map[*wnode][]*corev1
 	if t, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), withoutStartup(wn), pod.Spec.Tolerations, repels, false); untolerated {
 		w.fail("pod %s on %s: taint %s is not tolerated", pod.Name, wn.name, t.ToString())
 	}
-	for _, p := range placed[wn] {
+	for _, p := range append(placed[wn], wn.daemons...) {
 		if portsConflict(p, pod) {
 			w.fail("pod %s on %s: host port also used by %s", pod.Name, wn.name, p.Name)
 		}

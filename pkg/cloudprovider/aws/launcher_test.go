@@ -3,6 +3,8 @@ package aws_test
 import (
 	"context"
 	"errors"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -97,6 +99,47 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(launched.Tags).To(HaveKeyWithValue("karpenter.k8s.aws/ec2nodeclass", "default"))
 		Expect(launched.Tags).To(HaveKeyWithValue("eks:eks-cluster-name", "my-cluster"))
 		Expect(launched.Tags).To(HaveKeyWithValue("team", "data"))
+	})
+
+	It("sends at most 60 overrides, the cheapest, however many types the NodeClaim allows", func() {
+		c := claim("many", "on-demand")
+		c.Spec.Requirements = []v1.NodeSelectorRequirementWithMinValues{
+			{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{"on-demand"}},
+			{Key: corev1.LabelArchStable, Operator: v1.OpIn, Values: []string{"amd64"}},
+		}
+		_, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		p := fleetCalls()[0].Params
+		overrides := 0
+		var prices []float64
+		types, err := offerings.InstanceTypes(ctx, class)
+		Expect(err).NotTo(HaveOccurred())
+		priceOf := map[string]float64{}
+		for _, it := range types {
+			for _, o := range it.Offerings {
+				if o.CapacityType == "on-demand" {
+					priceOf[it.Name] = o.Price
+				}
+			}
+		}
+		for k, v := range p {
+			if strings.HasSuffix(k, ".InstanceType") && strings.Contains(k, ".Overrides.") {
+				overrides++
+				prices = append(prices, priceOf[v])
+			}
+		}
+		Expect(overrides).To(Equal(aws.MaxOverrides))
+		cheapest := []float64{}
+		for _, it := range types {
+			if it.Requirements[corev1.LabelArchStable].Has("amd64") {
+				for range 3 { // one override per zone
+					cheapest = append(cheapest, priceOf[it.Name])
+				}
+			}
+		}
+		sort.Float64s(cheapest)
+		sort.Float64s(prices)
+		Expect(prices).To(Equal(cheapest[:aws.MaxOverrides]), "the cheapest overrides are the ones sent")
 	})
 
 	It("launches On-Demand with lowest-price when the claim allows only On-Demand", func() {
