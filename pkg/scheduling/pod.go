@@ -96,6 +96,25 @@ func FollowsNode(pod *corev1.Pod) bool {
 	return false
 }
 
+// RunsOn reports whether a DaemonSet pod would run on a node with these
+// labels and taints: it tolerates the taints that keep pods off, and one of
+// its node-affinity terms matches the labels.
+func RunsOn(ds *corev1.Pod, labels map[string]string, taints []corev1.Taint) bool {
+	if ok, _ := tolerates(ds.Spec.Tolerations, taints); !ok {
+		return false
+	}
+	terms, err := nodeTerms(ds)
+	if err != nil {
+		return false
+	}
+	for _, t := range terms {
+		if t.MatchesLabels(labels) {
+			return true
+		}
+	}
+	return false
+}
+
 // nodeTerms builds the pod's required node-affinity alternatives.
 func nodeTerms(pod *corev1.Pod) ([]Requirements, error) {
 	base := FromLabels(pod.Spec.NodeSelector)

@@ -151,7 +151,7 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	statusPatch := client.MergeFrom(claim.DeepCopy())
 	claim.Status.ProviderID, claim.Status.ImageID = inst.ProviderID, inst.ImageID
 	claim.Status.Capacity, claim.Status.Allocatable = inst.Capacity, inst.Allocatable
-	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionLaunched, Status: metav1.ConditionTrue, Reason: "Launched", ObservedGeneration: claim.Generation})
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionLaunched, Status: metav1.ConditionTrue, Reason: "Launched", ObservedGeneration: claim.Generation, LastTransitionTime: metav1.NewTime(l.clock.Now())})
 	if err := l.client.Status().Patch(ctx, claim, statusPatch); err != nil {
 		return reconcile.Result{}, err
 	}

@@ -155,7 +155,7 @@ func (r *Registration) register(ctx context.Context, claim *v1.NodeClaim, node *
 	}
 	statusPatch := client.MergeFrom(claim.DeepCopy())
 	claim.Status.NodeName = node.Name
-	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: "Registered", ObservedGeneration: claim.Generation})
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: "Registered", ObservedGeneration: claim.Generation, LastTransitionTime: metav1.NewTime(r.clock.Now())})
 	if err := r.client.Status().Patch(ctx, claim, statusPatch); err != nil {
 		return err
 	}
@@ -216,8 +216,8 @@ func (r *Registration) initialize(ctx context.Context, claim *v1.NodeClaim, node
 		return reconcile.Result{}, err
 	}
 	patch := client.MergeFrom(claim.DeepCopy())
-	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionTrue, Reason: "Initialized", ObservedGeneration: claim.Generation})
-	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", ObservedGeneration: claim.Generation})
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionTrue, Reason: "Initialized", ObservedGeneration: claim.Generation, LastTransitionTime: metav1.NewTime(r.clock.Now())})
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", ObservedGeneration: claim.Generation, LastTransitionTime: metav1.NewTime(r.clock.Now())})
 	if err := r.client.Status().Patch(ctx, claim, patch); err != nil {
 		return reconcile.Result{}, err
 	}

@@ -50,6 +50,8 @@ type Provisioner struct {
 	// fallbacks remember, per pod, the pool whose launch failed and why, until
 	// the pod is planned again.
 	fallbacks map[types.UID]fallback
+	// backoffs hold pods kube-scheduler would not bind where they were planned.
+	backoffs map[types.UID]backoff
 }
 
 type fallback struct {
@@ -69,7 +71,7 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 	return &Provisioner{
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
-		fallbacks: map[types.UID]fallback{},
+		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{},
 	}
 }
 
@@ -312,9 +314,10 @@ func (p *Provisioner) forgetNominations(live map[string]*v1.NodeClaim) {
 
 // Metrics of provisioning, registered on the controller's registry.
 type Metrics struct {
-	batchPods prometheus.Histogram
-	duration  prometheus.Histogram
-	fallbacks *prometheus.CounterVec
+	batchPods     prometheus.Histogram
+	duration      prometheus.Histogram
+	fallbacks     *prometheus.CounterVec
+	disagreements *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers the provisioning metrics.
@@ -331,8 +334,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "backstop_fallback_total", Help: "Pods planned again after their NodeClaim's launch ran out of capacity, by pool fallen from and to, and EC2 error code.",
 		}, []string{"from_nodepool", "to_nodepool", "reason"}),
+		disagreements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "backstop_scheduler_disagreements_total",
+			Help: "Pods kube-scheduler did not bind onto the initialized node planned for them, by NodePool; each backs the pod off.",
+		}, []string{"nodepool"}),
 	}
-	reg.MustRegister(m.batchPods, m.duration, m.fallbacks)
+	reg.MustRegister(m.batchPods, m.duration, m.fallbacks, m.disagreements)
 	return m
 }
 

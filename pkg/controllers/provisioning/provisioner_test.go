@@ -3,6 +3,7 @@ package provisioning_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -11,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -226,5 +228,68 @@ var _ = Describe("the provisioner", Ordered, func() {
 			return notes("Nominated", "fits-on-new-node")
 		}).Should(ContainElement("Pod should schedule on: node/initializing"))
 		Expect(nodeClaims()).To(HaveLen(1), "no NodeClaim for a pod an initializing node can take")
+	})
+	It("backs a pod off when kube-scheduler does not bind it onto the node planned for it, and makes no other NodeClaim meanwhile", func() {
+		disagreements := func() float64 {
+			families, err := reg.Gather()
+			Expect(err).NotTo(HaveOccurred())
+			for _, f := range families {
+				if f.GetName() == "backstop_scheduler_disagreements_total" {
+					return f.GetMetric()[0].GetCounter().GetValue()
+				}
+			}
+			return 0
+		}
+		pod := unschedulablePod(ns, "stubborn", "14") // more than any node or NodeClaim so far has room for
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+			Message: "0/4 nodes are available: 1 node(s) had volume node affinity conflict.", LastTransitionTime: metav1.Now()}}
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		settle(8)
+		Eventually(func() []string {
+			clk.Step(time.Second)
+			return notes("Nominated", "stubborn")
+		}).Should(ContainElement(HavePrefix("Pod should schedule on: nodeclaim/")))
+		name := strings.TrimPrefix(notes("Nominated", "stubborn")[0], "Pod should schedule on: nodeclaim/")
+
+		// Its node comes up and initializes; kube-scheduler still will not bind the pod.
+		claim := &v1.NodeClaim{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: name}, claim)).To(Succeed())
+		claim.Status.NodeName = "stubborn-node"
+		for _, t := range []string{v1.ConditionLaunched, v1.ConditionRegistered, v1.ConditionInitialized} {
+			meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: t, Status: metav1.ConditionTrue, Reason: t, LastTransitionTime: metav1.NewTime(clk.Now())})
+		}
+		Expect(env.Client.Status().Update(ctx, claim)).To(Succeed())
+		Eventually(func() bool {
+			c := &v1.NodeClaim{}
+			Expect(mgr.GetClient().Get(ctx, client.ObjectKey{Name: name}, c)).To(Succeed())
+			return meta.IsStatusConditionTrue(c.Status.Conditions, v1.ConditionInitialized)
+		}).Should(BeTrue())
+		claims := len(nodeClaims())
+
+		// kube-scheduler gets its grace; then the disagreement is recorded.
+		clk.Step(10 * time.Second)
+		Eventually(func() float64 {
+			clk.Step(time.Second)
+			return disagreements()
+		}).Should(Equal(1.0))
+		Eventually(func() []string { return notes("SchedulerDisagreed", "stubborn") }).Should(ContainElement(And(
+			ContainSubstring("nodeclaim/"+name), ContainSubstring("volume node affinity conflict"), ContainSubstring("planning it again in 10s"))))
+
+		// Within the back-off, batches run and leave the pod alone.
+		pod = &corev1.Pod{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "stubborn"}, pod)).To(Succeed())
+		pod.Labels = map[string]string{"touched": "again"}
+		Expect(env.Client.Update(ctx, pod)).To(Succeed())
+		for range 4 {
+			clk.Step(time.Second)
+			Consistently(func() int { return len(nodeClaims()) }, 300*time.Millisecond).Should(Equal(claims), "no NodeClaim within the back-off")
+		}
+		// After it, the pod is planned again: one NodeClaim.
+		Eventually(func() int {
+			clk.Step(time.Second)
+			return len(nodeClaims())
+		}).Should(Equal(claims + 1))
+		Consistently(func() int { return len(nodeClaims()) }, time.Second).Should(Equal(claims + 1))
 	})
 })

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
@@ -91,6 +92,8 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 
 	byNode := map[string][]*corev1.Pod{}
 	byClaim := map[string][]*corev1.Pod{}
+	pendingNow := map[types.UID]bool{}
+	defer p.forgetBackoffs(pendingNow)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		switch {
@@ -99,13 +102,25 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 				byNode[pod.Spec.NodeName] = append(byNode[pod.Spec.NodeName], pod)
 			}
 		case IsProvisionable(pod):
+			pendingNow[pod.UID] = true
+			if p.backingOff(pod) {
+				continue
+			}
 			claim, ok := p.nominatedClaim(pod)
 			switch {
 			case ok && liveClaims[claim] != nil && meta.IsStatusConditionTrue(liveClaims[claim].Status.Conditions, v1.ConditionInitialized):
-				// Its node is up and kube-scheduler still could not bind the
-				// pod (others took the room): plan it again.
+				c := liveClaims[claim]
+				initialized := meta.FindStatusCondition(c.Status.Conditions, v1.ConditionInitialized).LastTransitionTime.Time
+				if p.clock.Since(initialized) < bindGrace {
+					// kube-scheduler has not had its chance at the new node yet.
+					byNode[c.Status.NodeName] = append(byNode[c.Status.NodeName], pod)
+					continue
+				}
+				// Its node is up and kube-scheduler still did not bind the pod:
+				// the plan and kube-scheduler disagree (or others took the
+				// room). Say so, and plan it again only after a back-off.
 				p.forgetNomination(pod)
-				s.pending = append(s.pending, pod)
+				p.disagreed(ctx, pod, c)
 			case !ok:
 				s.pending = append(s.pending, pod)
 			case liveClaims[claim] != nil && liveClaims[claim].Status.NodeName != "":
@@ -190,7 +205,8 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			labels[k] = v
 		}
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
-			Name: c.Name, Labels: labels, Taints: c.Spec.Taints, Allocatable: alloc, Pods: byClaim[c.Name],
+			Name: c.Name, Labels: labels, Taints: c.Spec.Taints, Allocatable: alloc,
+			Pods: withDaemons(byClaim[c.Name], s.input.DaemonSetPods, labels, c.Spec.Taints),
 		})
 		if poolName != "" {
 			usage[poolName] = usage[poolName].Add(capacity)
@@ -210,6 +226,27 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		s.input.NodePools = append(s.input.NodePools, sp)
 	}
 	return s, nil
+}
+
+// withDaemons adds to the pods of an in-flight NodeClaim the DaemonSet pods
+// that will run on its node and are not there yet: they will take their
+// requests and host ports before anything planned there can.
+func withDaemons(pods, daemons []*corev1.Pod, labels map[string]string, taints []corev1.Taint) []*corev1.Pod {
+	present := map[string]bool{}
+	for _, p := range pods {
+		for _, ref := range p.OwnerReferences {
+			if ref.Kind == "DaemonSet" {
+				present[p.Namespace+"/"+ref.Name] = true
+			}
+		}
+	}
+	out := append([]*corev1.Pod(nil), pods...)
+	for _, ds := range daemons {
+		if !present[ds.Namespace+"/"+ds.Name] && scheduling.RunsOn(ds, labels, taints) {
+			out = append(out, ds)
+		}
+	}
+	return out
 }
 
 // ephemeralTaints go away by themselves once a new node is up.
