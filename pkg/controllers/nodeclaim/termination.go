@@ -56,14 +56,15 @@ func NewTermination(c client.Client, cloud cloudprovider.CloudProvider, recorder
 // Register adds the NodeClaim and Node halves of termination.
 func (t *Termination) Register(mgr manager.Manager) error {
 	if err := builder.ControllerManagedBy(mgr).Named("nodeclaim.termination").For(&v1.NodeClaim{}).
-		Complete(reconcile.Func(t.reconcileClaim)); err != nil {
+		Complete(reconcile.Func(t.ReconcileClaim)); err != nil {
 		return err
 	}
 	return builder.ControllerManagedBy(mgr).Named("node.termination").For(&corev1.Node{}).
-		Complete(reconcile.Func(t.reconcileNode))
+		Complete(reconcile.Func(t.ReconcileNode))
 }
 
-func (t *Termination) reconcileClaim(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+// ReconcileClaim terminates a deleted NodeClaim: its Node first, then its instance.
+func (t *Termination) ReconcileClaim(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	claim := &v1.NodeClaim{}
 	if err := t.client.Get(ctx, req.NamespacedName, claim); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
@@ -99,7 +100,8 @@ func (t *Termination) reconcileClaim(ctx context.Context, req reconcile.Request)
 	return reconcile.Result{}, client.IgnoreNotFound(t.client.Patch(ctx, claim, patch))
 }
 
-func (t *Termination) reconcileNode(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+// ReconcileNode drains a deleted Node and terminates its instance.
+func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	node := &corev1.Node{}
 	if err := t.client.Get(ctx, req.NamespacedName, node); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)

@@ -1,0 +1,239 @@
+package nodeclaim_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+)
+
+var _ = Describe("the launch controller", func() {
+	var (
+		w      *world
+		pool   *v1.NodePool
+		failed *failures
+		launch *nodeclaim.Launch
+	)
+	BeforeEach(func() {
+		w = newWorld()
+		pool = w.newPool()
+		failed = &failures{}
+		launch = nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, failed, newLaunchMetrics())
+	})
+
+	It("launches through the cloud provider and records the instance, its labels and when", func() {
+		claim := w.newClaim(pool, "default")
+		_, err := launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		Expect(claim.Status.ProviderID).To(HavePrefix("fake:///zone-a/i-"))
+		Expect(claim.Status.Allocatable).To(HaveKey(corev1.ResourceCPU))
+		Expect(claim.Labels).To(HaveKeyWithValue(corev1.LabelInstanceTypeStable, "m5.large"))
+		Expect(claim.Labels).To(HaveKeyWithValue(corev1.LabelTopologyZone, "zone-a"))
+		Expect(claim.Labels).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, v1.CapacityTypeSpot))
+		launched := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionLaunched)
+		Expect(launched).NotTo(BeNil())
+		Expect(launched.LastTransitionTime.Time).To(BeTemporally("==", w.clock.Now()), "time comes from the injected clock")
+		Expect(w.events()).To(ContainElement(HavePrefix("Normal Launched Launched spot m5.large in zone-a")))
+
+		w.seen(claim)
+		_, err = launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(w.cloud.Calls("Create")).To(Equal(1), "a launched NodeClaim is not launched again")
+		Expect(w.cloud.Instances()).To(HaveLen(1))
+	})
+
+	It("adopts the instance a launch made when its answer was lost, instead of making another", func() {
+		claim := w.newClaim(pool, "default")
+		w.cloud.LaunchThenFail = []error{&cloudprovider.RetryableError{Cause: cloudprovider.Cause{Code: "InternalError"}, Operation: "CreateFleet"}}
+		_, err := launch.Reconcile(w.ctx, request(claim))
+		Expect(err).To(MatchError(ContainSubstring("InternalError")), "a passing fault is retried by controller-runtime")
+		Expect(w.cloud.Instances()).To(HaveLen(1), "but the instance exists")
+		w.get(claim)
+		Expect(claim.DeletionTimestamp).To(BeNil())
+		// Capacity ran out meanwhile: the cloud is asked for what it made before any mark counts.
+		w.cloud.CreateErrors = []error{&cloudprovider.InsufficientCapacityError{Cause: cloudprovider.Cause{Code: "InsufficientInstanceCapacity"}}}
+		_, err = launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		Expect(claim.Status.ProviderID).To(Equal(w.cloud.Instances()[0].ProviderID))
+		Expect(w.cloud.Instances()).To(HaveLen(1))
+	})
+
+	It("gives a NodeClaim up at once on a capacity error, hands its pods back, and closes Spot on the pool when the account ran out", func() {
+		// Another controller owns Ready; the launch controller must not erase it.
+		pool.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: metav1.Now()}}
+		Expect(env.Client.Status().Update(w.ctx, pool)).To(Succeed())
+		w.seen(pool)
+		claim := w.newClaim(pool, "default")
+		w.cloud.CreateErrors = []error{&cloudprovider.InsufficientCapacityError{
+			Cause: cloudprovider.Cause{Code: "MaxSpotInstanceCountExceeded", RequestID: "req-1"}, Message: "the Spot vCPU quota is used up", ClosedCapacityType: v1.CapacityTypeSpot}}
+		_, err := launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(failed.reasons).To(Equal([]string{"MaxSpotInstanceCountExceeded"}))
+		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+		Expect(claim.DeletionTimestamp).NotTo(BeNil(), "deleted; its finalizer asks the cloud before it goes")
+		Expect(w.events()).To(ContainElement(ContainSubstring("InsufficientCapacityError")))
+
+		w.get(pool)
+		spot := meta.FindStatusCondition(pool.Status.Conditions, nodeclaim.ConditionSpotAvailable)
+		Expect(spot).NotTo(BeNil())
+		Expect(spot.Status).To(Equal(metav1.ConditionFalse))
+		Expect(spot.Message).To(ContainSubstring("vCPU quota"))
+		Expect(meta.IsStatusConditionTrue(pool.Status.Conditions, v1.ConditionReady)).To(BeTrue(), "the other owner's condition survives")
+	})
+
+	It("reports a NodeClass that is not ready and gives the NodeClaim up after the launch timeout", func() {
+		w.cloud.NotReady["broken"] = "EC2NodeClass broken is not ready: no subnet matched"
+		claim := w.newClaim(pool, "broken")
+		result, err := launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(result.RequeueAfter).To(Equal(30 * time.Second))
+		w.get(claim)
+		c := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionLaunched)
+		Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		Expect(c.Reason).To(Equal("NodeClassNotReady"))
+		Expect(c.Message).To(ContainSubstring("no subnet matched"))
+		Expect(failed.reasons).To(BeEmpty())
+
+		w.seen(claim)
+		w.clock.SetTime(claim.CreationTimestamp.Add(launch.Timeout))
+		_, err = launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(failed.reasons).To(Equal([]string{"NodeClassNotReady"}))
+		Expect(w.events()).To(ContainElement(ContainSubstring("LaunchTimeout")))
+		w.get(claim)
+		Expect(claim.DeletionTimestamp).NotTo(BeNil())
+	})
+})
+
+var _ = Describe("registration", func() {
+	It("adopts the Node of a launched NodeClaim, initializes it once ready, and deletes a NodeClaim whose Node never comes", func() {
+		w := newWorld()
+		pool := w.newPool()
+		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
+		reg := nodeclaim.NewRegistration(w.client, w.recorder, w.clock, 15*time.Minute)
+
+		claim := w.newClaim(pool, "default")
+		_, err := launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		w.seen(claim)
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "node-"},
+			Spec:       corev1.NodeSpec{ProviderID: claim.Status.ProviderID, Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
+		}
+		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+		w.seen(node)
+		_, err = reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(node)
+		Expect(node.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, pool.Name))
+		Expect(node.Labels).To(HaveKeyWithValue(v1.RegisteredLabelKey, "true"))
+		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")), "the claim's taint on")
+		Expect(node.Spec.Taints).NotTo(ContainElement(HaveField("Key", v1.UnregisteredTaintKey)), "the unregistered taint off")
+		Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer))
+		w.get(claim)
+		Expect(claim.Status.NodeName).To(Equal(node.Name))
+		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)).To(BeFalse(), "not Ready yet")
+
+		// The node turns Ready, and the not-ready taint the API server put on it goes, as the node lifecycle controller does.
+		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}
+		Expect(env.Client.Status().Update(w.ctx, node)).To(Succeed())
+		node.Spec.Taints = []corev1.Taint{{Key: "dedicated", Value: "batch", Effect: corev1.TaintEffectNoSchedule}}
+		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
+		w.seen(node)
+		w.seen(claim)
+		w.clock.Step(time.Minute)
+		_, err = reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		initialized := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionInitialized)
+		Expect(initialized.Status).To(Equal(metav1.ConditionTrue))
+		Expect(initialized.LastTransitionTime.Time).To(BeTemporally("==", w.clock.Now()))
+		w.get(node)
+		Expect(node.Labels).To(HaveKeyWithValue(v1.InitializedLabelKey, "true"))
+
+		// A second claim whose Node never registers.
+		lonely := w.newClaim(pool, "default")
+		_, err = launch.Reconcile(w.ctx, request(lonely))
+		Expect(err).NotTo(HaveOccurred())
+		w.seen(lonely)
+		result, err := reg.Reconcile(w.ctx, request(lonely))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(result.RequeueAfter).To(Equal(15*time.Minute), "woken when the TTL runs out")
+		w.clock.Step(15 * time.Minute)
+		_, err = reg.Reconcile(w.ctx, request(lonely))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(lonely)
+		Expect(lonely.DeletionTimestamp).NotTo(BeNil())
+		Expect(w.events()).To(ContainElement(ContainSubstring("RegistrationTimeout")))
+	})
+})
+
+var _ = Describe("termination and garbage collection", func() {
+	It("terminates what was launched for a NodeClaim that never learned its instance before letting it go", func() {
+		w := newWorld()
+		pool := w.newPool()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		claim := w.newClaim(pool, "default")
+		// The launch made an instance, but its answer never reached the NodeClaim.
+		w.cloud.LaunchThenFail = []error{&cloudprovider.RetryableError{Cause: cloudprovider.Cause{Code: "InternalError"}}}
+		_, err := w.cloud.Create(w.ctx, claim)
+		Expect(err).To(HaveOccurred())
+		Expect(w.cloud.Instances()).To(HaveLen(1))
+
+		Expect(env.Client.Delete(w.ctx, claim)).To(Succeed())
+		w.seen(claim)
+		_, err = term.ReconcileClaim(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(w.cloud.Instances()).To(BeEmpty(), "the instance is terminated before the NodeClaim goes")
+		w.gone(claim)
+	})
+
+	It("keeps the NodeClaim while the cloud cannot say whether its instance is gone", func() {
+		w := newWorld()
+		pool := w.newPool()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		claim := w.newClaim(pool, "default")
+		w.cloud.DeleteError = &cloudprovider.RetryableError{Cause: cloudprovider.Cause{Code: "RequestLimitExceeded"}}
+		Expect(env.Client.Delete(w.ctx, claim)).To(Succeed())
+		w.seen(claim)
+		_, err := term.ReconcileClaim(w.ctx, request(claim))
+		Expect(err).To(HaveOccurred())
+		w.get(claim)
+		Expect(claim.Finalizers).To(ContainElement(v1.TerminationFinalizer))
+	})
+
+	It("terminates instances whose NodeClaim is gone after the grace period, and deletes NodeClaims whose instance is gone", func() {
+		w := newWorld()
+		pool := w.newPool()
+		gc := nodeclaim.NewGarbageCollection(w.client, w.cloud, w.clock)
+		orphan := &cloudprovider.Instance{ID: "i-orphan", ProviderID: "fake:///zone-a/i-orphan", LaunchTime: w.clock.Now(),
+			Labels: map[string]string{v1.NodeClaimLabelKey: "long-gone"}}
+		w.cloud.Add(orphan)
+		claim := w.newClaim(pool, "default")
+		claim.Status.ProviderID = "fake:///zone-a/i-vanished"
+		Expect(env.Client.Status().Update(w.ctx, claim)).To(Succeed())
+		w.seen(claim)
+
+		Expect(gc.Collect(w.ctx)).To(Succeed())
+		Expect(w.cloud.Instances()).To(HaveLen(1), "a fresh instance may be a launch in flight")
+		w.get(claim)
+		Expect(claim.DeletionTimestamp).NotTo(BeNil(), "its instance is gone")
+
+		w.clock.Step(gc.Grace)
+		Expect(gc.Collect(w.ctx)).To(Succeed())
+		Expect(w.cloud.Instances()).To(BeEmpty())
+	})
+})

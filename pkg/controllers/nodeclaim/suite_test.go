@@ -1,0 +1,142 @@
+package nodeclaim_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/fake"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+	"github.com/backstop-sh/backstop/test"
+)
+
+var env = test.SuiteEnvironment()
+
+func TestNodeClaim(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "NodeClaim lifecycle")
+}
+
+// world is what one spec runs against: the real API server through a cached
+// client with the lifecycle's indexes, the fake cloud and a fake clock.
+type world struct {
+	ctx      context.Context
+	client   client.Client
+	cloud    *fake.CloudProvider
+	clock    *clocktesting.FakeClock
+	recorder *events.FakeRecorder
+}
+
+// newWorld starts a manager that only runs its cache (no controller), so
+// specs call Reconcile themselves and decide when time passes.
+func newWorld() *world {
+	ctx, cancel := context.WithCancel(context.Background())
+	DeferCleanup(cancel)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: test.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(nodeclaim.IndexProviderIDs(ctx, mgr)).To(Succeed())
+	Expect(nodeclaim.IndexPodsByNode(ctx, mgr)).To(Succeed())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	Expect(mgr.GetCache().WaitForCacheSync(ctx)).To(BeTrue())
+	clk := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	cloud := fake.New(clk)
+	cloud.Types = []*scheduling.InstanceType{{
+		Name:         "m5.large",
+		Requirements: scheduling.NewRequirements(scheduling.MustRequirement(corev1.LabelArchStable, v1.OpIn, "amd64")),
+		Capacity:     scheduling.Resources{CPU: 2000, Memory: 8 << 30, Pods: 29},
+		Offerings:    []scheduling.Offering{{Zone: "zone-a", CapacityType: v1.CapacityTypeSpot, Price: 0.03, Available: true}},
+	}}
+	return &world{ctx: ctx, client: mgr.GetClient(), cloud: cloud, clock: clk, recorder: events.NewFakeRecorder(100)}
+}
+
+// seen waits until the cache has the object as the API server has it.
+func (w *world) seen(obj client.Object) {
+	Eventually(func(g Gomega) {
+		current := obj.DeepCopyObject().(client.Object)
+		g.Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(obj), current)).To(Succeed())
+		cached := obj.DeepCopyObject().(client.Object)
+		g.Expect(w.client.Get(w.ctx, client.ObjectKeyFromObject(obj), cached)).To(Succeed())
+		g.Expect(cached.GetResourceVersion()).To(Equal(current.GetResourceVersion()))
+	}).Should(Succeed())
+}
+
+// gone waits until the cache no longer has the object.
+func (w *world) gone(obj client.Object) {
+	Eventually(func() bool {
+		return apierrors.IsNotFound(w.client.Get(w.ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)))
+	}).Should(BeTrue())
+}
+
+// events drains the recorded events.
+func (w *world) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-w.recorder.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+func request(obj client.Object) reconcile.Request {
+	return reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}
+}
+
+// failures records what LaunchFailed was told.
+type failures struct{ reasons []string }
+
+func (f *failures) LaunchFailed(_ *v1.NodeClaim, reason string) { f.reasons = append(f.reasons, reason) }
+
+// newPool creates a NodePool with a unique name.
+func (w *world) newPool() *v1.NodePool {
+	pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{GenerateName: "pool-"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+		Spec: v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "default"}},
+	}}}
+	Expect(env.Client.Create(w.ctx, pool)).To(Succeed())
+	return pool
+}
+
+// newClaim creates a NodeClaim of the pool, with the termination finalizer.
+func (w *world) newClaim(pool *v1.NodePool, class string) *v1.NodeClaim {
+	claim := &v1.NodeClaim{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: pool.Name + "-", Labels: map[string]string{v1.NodePoolLabelKey: pool.Name},
+			Finalizers: []string{v1.TerminationFinalizer}},
+		Spec: v1.NodeClaimSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: class},
+			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{v1.CapacityTypeSpot}}},
+			Taints:       []corev1.Taint{{Key: "dedicated", Value: "batch", Effect: corev1.TaintEffectNoSchedule}},
+		},
+	}
+	Expect(env.Client.Create(w.ctx, claim)).To(Succeed())
+	w.seen(claim)
+	return claim
+}
+
+func (w *world) get(obj client.Object) {
+	Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+}
+
+func newLaunchMetrics() *nodeclaim.LaunchMetrics { return nodeclaim.NewLaunchMetrics(prometheus.NewRegistry()) }
