@@ -12,8 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
-	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 )
 
 var _ = Describe("the launch controller", func() {

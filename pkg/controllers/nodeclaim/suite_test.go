@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
-	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/fake"
+	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 	"github.com/backstop-sh/backstop/test"
 )
@@ -108,7 +108,9 @@ func request(obj client.Object) reconcile.Request {
 // failures records what LaunchFailed was told.
 type failures struct{ reasons []string }
 
-func (f *failures) LaunchFailed(_ *v1.NodeClaim, reason string) { f.reasons = append(f.reasons, reason) }
+func (f *failures) LaunchFailed(_ *v1.NodeClaim, reason string) {
+	f.reasons = append(f.reasons, reason)
+}
 
 // newPool creates a NodePool with a unique name.
 func (w *world) newPool() *v1.NodePool {
@@ -139,4 +141,6 @@ func (w *world) get(obj client.Object) {
 	Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
 }
 
-func newLaunchMetrics() *nodeclaim.LaunchMetrics { return nodeclaim.NewLaunchMetrics(prometheus.NewRegistry()) }
+func newLaunchMetrics() *nodeclaim.LaunchMetrics {
+	return nodeclaim.NewLaunchMetrics(prometheus.NewRegistry())
+}
