@@ -107,6 +107,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) error
 	}
 	d := disruption.New(mgr.GetClient(), recorder, clk)
 	d.Every = o.DisruptionInterval
+	d.Nominations = prov
 	return mgr.Add(d)
 }
 

@@ -13,6 +13,9 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -123,5 +126,106 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		for _, i := range cluster.Sim.Instances() {
 			Expect(i.State).To(Equal("terminated"), "instance %s", i.ID)
 		}
+	})
+	// events lists the notes of events about a pod with the reason.
+	notes := func(pod, reason string) []string {
+		var evs eventsv1.EventList
+		Expect(c.List(ctx, &evs, client.InNamespace("default"))).To(Succeed())
+		var out []string
+		for _, e := range evs.Items {
+			if e.Regarding.Name == pod && e.Reason == reason {
+				out = append(out, e.Note)
+			}
+		}
+		return out
+	}
+	claimCount := func() int {
+		var claims v1.NodeClaimList
+		Expect(c.List(ctx, &claims)).To(Succeed())
+		return len(claims.Items)
+	}
+
+	It("gives a pod whose host port a DaemonSet holds on every node no node, and says why", func() {
+		labels := map[string]string{"app": "node-exporter"}
+		port := []corev1.ContainerPort{{ContainerPort: 9100, HostPort: 9100, Protocol: corev1.ProtocolTCP}}
+		ds := &appsv1.DaemonSet{
+			ObjectMeta: metav1.ObjectMeta{Name: "node-exporter", Namespace: "default"},
+			Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}, Containers: []corev1.Container{{
+					Name: "exporter", Image: "exporter", Ports: port,
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}},
+				}}},
+			}},
+		}
+		Expect(c.Create(ctx, ds)).To(Succeed())
+		DeferCleanup(func() { Expect(c.Delete(ctx, ds)).To(Succeed()) })
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "wants-9100", Namespace: "default"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "app", Image: "app", Ports: port,
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}},
+		}}}}
+		Expect(c.Create(ctx, pod)).To(Succeed())
+		DeferCleanup(func() { Expect(c.Delete(ctx, pod)).To(Succeed()) })
+		Eventually(func() []string { return notes("wants-9100", "FailedScheduling") }, time.Minute, time.Second).Should(ContainElement(
+			ContainSubstring("a DaemonSet pod takes the pod's host port on every node the pool can make")))
+		Consistently(claimCount, 15*time.Second, time.Second).Should(BeZero(), "no NodeClaim for a pod that could never bind")
+	})
+
+	It("makes at most one NodeClaim per back-off period for a pod kube-scheduler will not bind where it was planned", func() {
+		// A local volume pinned to a zone no node has: kube-scheduler refuses
+		// every node ("didn't match PersistentVolume's node affinity"); Backstop's planner does
+		// not model volumes, so it believes a new node will do. Each node it
+		// makes stays empty and is removed as empty, and the pod is planned again.
+		pv := &corev1.PersistentVolume{
+			ObjectMeta: metav1.ObjectMeta{Name: "pinned"},
+			Spec: corev1.PersistentVolumeSpec{
+				Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+				AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName:       "manual",
+				ClaimRef:               &corev1.ObjectReference{Namespace: "default", Name: "pinned"},
+				PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: "/mnt/disk"}},
+				NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+					MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{"nowhere-1z"}}},
+				}}}},
+			},
+		}
+		Expect(c.Create(ctx, pv)).To(Succeed())
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "pinned", Namespace: "default"}, Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("manual"), VolumeName: "pinned",
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		}}
+		Expect(c.Create(ctx, pvc)).To(Succeed())
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pinned", Namespace: "default"}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "app", Image: "app",
+				Resources:    corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "pinned"}}}},
+		}}
+		Expect(c.Create(ctx, pod)).To(Succeed())
+		DeferCleanup(func() {
+			Expect(c.Delete(ctx, pod)).To(Succeed())
+			Expect(c.Delete(ctx, pvc)).To(Succeed())
+			Expect(c.Delete(ctx, pv)).To(Succeed())
+		})
+
+		claimsFor := func() []string {
+			seen := map[string]bool{}
+			var out []string
+			for _, n := range notes("pinned", "Nominated") {
+				if !seen[n] {
+					seen[n] = true
+					out = append(out, n)
+				}
+			}
+			return out
+		}
+		Eventually(claimsFor, 2*time.Minute, time.Second).ShouldNot(BeEmpty())
+		first := time.Now()
+		Eventually(func() []string { return notes("pinned", "SchedulerDisagreed") }, time.Minute, time.Second).Should(ContainElement(
+			ContainSubstring("didn't match PersistentVolume's node affinity")), "Backstop says kube-scheduler and its plan disagree, naming kube-scheduler's reason")
+		time.Sleep(time.Until(first.Add(75 * time.Second)))
+		// Without the back-off a NodeClaim comes every ~10 s (launch, emptiness,
+		// plan again); with it, after 0 s, ~20 s and ~50 s (back-offs of 10 s and 20 s).
+		Expect(len(claimsFor())).To(BeNumerically("<=", 3), "NodeClaims planned for the pod in 75 s: %v", claimsFor())
 	})
 })

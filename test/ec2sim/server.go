@@ -74,6 +74,18 @@ type Server struct {
 	seq             int
 	requestCount    int
 	spotPriceFactor map[string]float64
+	// beforeAnswer, when set, runs after EC2 has acted on a request and
+	// before the answer is written: a test kills the client there.
+	beforeAnswer func(action string)
+}
+
+// BeforeAnswer sets a function called after each request has been acted on
+// and before its answer is written (nil removes it); it runs on the request's
+// goroutine, so the answer waits for it.
+func (s *Server) BeforeAnswer(f func(action string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.beforeAnswer = f
 }
 
 // New returns a simulator for cfg on the given clock.
@@ -187,6 +199,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// EC2 names the request in a header as well as in the body.
 	w.Header().Set("X-Amzn-Requestid", requestID)
 	s.record(action, r.Form, err)
+	s.mu.Lock()
+	hook := s.beforeAnswer
+	s.mu.Unlock()
+	if hook != nil {
+		hook(action)
+	}
 	if err != nil {
 		s.writeError(w, err, requestID)
 		return

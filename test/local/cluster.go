@@ -39,6 +39,10 @@ type Options struct {
 	Simulator ec2sim.Config
 	// ControllerFlags are extra flags for Backstop.
 	ControllerFlags []string
+	// ControllerBinary, when set, runs Backstop as a separate process from
+	// this binary (as users run it), which KillController and
+	// StartController stop and start; otherwise it runs in this process.
+	ControllerBinary string
 	// Log receives Backstop's logs.
 	Log logr.Logger
 }
@@ -57,6 +61,10 @@ type Cluster struct {
 	procs  []*exec.Cmd
 	wg     sync.WaitGroup
 	srv    *http.Server
+
+	mu         sync.Mutex
+	controller *exec.Cmd
+	starts     int
 }
 
 // Start brings the cluster up; Stop takes it down again, whatever failed.
@@ -142,12 +150,10 @@ func (c *Cluster) start(ctx context.Context) error {
 		agent.Run(runCtx)
 	}()
 
-	region := c.Simulator.Region
-	if region == "" {
-		region = "us-east-1"
+	if c.ControllerBinary != "" {
+		return c.StartController()
 	}
-	args := append([]string{"--cluster-name=" + clusterName(c.Simulator), "--leader-elect=false", "--metrics-bind-address=0",
-		"--health-probe-bind-address=0", "--aws-region=" + region}, c.ControllerFlags...)
+	args := append([]string{"--leader-elect=false"}, c.controllerArgs()...)
 	opts, err := operator.ParseOptions(args, func(string) string { return "" }, os.Stderr)
 	if err != nil {
 		return err
@@ -166,6 +172,52 @@ func (c *Cluster) start(ctx context.Context) error {
 	return nil
 }
 
+// controllerArgs are the flags Backstop runs with here, the extra ones last.
+func (c *Cluster) controllerArgs() []string {
+	region := c.Simulator.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	return append([]string{"--cluster-name=" + clusterName(c.Simulator), "--metrics-bind-address=0",
+		"--health-probe-bind-address=0", "--aws-region=" + region}, c.ControllerFlags...)
+}
+
+// StartController starts Backstop's binary as its own process, talking to
+// the API server through the kubeconfig and to the simulator over HTTP, with
+// leader election on short timings so a replacement takes over within
+// seconds of a kill. Its log is Dir/controller-N.log.
+func (c *Cluster) StartController() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starts++
+	args := append([]string{"--kubeconfig=" + c.Kubeconfig, "--aws-endpoint=" + c.SimURL,
+		"--leader-elect=true", "--leader-election-namespace=default", "--leader-election-lease-duration=3s",
+		"--leader-election-renew-deadline=2s", "--leader-election-retry-period=500ms"}, c.controllerArgs()...)
+	cmd := exec.Command(c.ControllerBinary, args...)
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDSIMULATOR", "AWS_SECRET_ACCESS_KEY=secret", "AWS_EC2_METADATA_DISABLED=true")
+	if err := c.run(cmd, fmt.Sprintf("controller-%d", c.starts), syscall.SIGKILL); err != nil {
+		return fmt.Errorf("starting %s: %w", c.ControllerBinary, err)
+	}
+	c.controller = cmd
+	return nil
+}
+
+// KillController kills the controller process at once (SIGKILL), as a
+// crash or an OOM kill would, and waits for it to be gone.
+func (c *Cluster) KillController() {
+	c.mu.Lock()
+	cmd := c.controller
+	c.controller = nil
+	c.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	for syscall.Kill(cmd.Process.Pid, 0) == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func clusterName(cfg ec2sim.Config) string {
 	if cfg.ClusterTag != "" {
 		return cfg.ClusterTag
@@ -175,18 +227,27 @@ func clusterName(cfg ec2sim.Config) string {
 
 // spawn starts a component with its output in Dir/<name>.log; it dies with us.
 func (c *Cluster) spawn(name string, args ...string) error {
+	cmd := exec.Command(filepath.Join(c.Bin, name), args...)
+	if err := c.run(cmd, name, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("starting %s (build it with `make tools`): %w", name, err)
+	}
+	c.procs = append(c.procs, cmd)
+	return nil
+}
+
+// run starts cmd in a process group of its own, with its output in
+// Dir/<name>.log; it gets deathSignal when this process dies.
+func (c *Cluster) run(cmd *exec.Cmd, name string, deathSignal syscall.Signal) error {
 	logFile, err := os.Create(filepath.Join(c.Dir, name+".log"))
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(c.Bin, name), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: deathSignal, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
-		return fmt.Errorf("starting %s (build it with `make tools`): %w", name, err)
+		return err
 	}
-	c.procs = append(c.procs, cmd)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -198,6 +259,7 @@ func (c *Cluster) spawn(name string, args ...string) error {
 
 // Stop stops every component and leaves nothing running.
 func (c *Cluster) Stop() {
+	c.KillController()
 	if c.cancel != nil {
 		c.cancel()
 	}

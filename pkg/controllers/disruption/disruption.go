@@ -25,12 +25,20 @@ import (
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
+// Nominations says whether pending pods are planned onto a NodeClaim.
+type Nominations interface {
+	Nominated(ctx context.Context, claim string) bool
+}
+
 // Controller looks for disruptable nodes every Every.
 type Controller struct {
 	client   client.Client
 	recorder events.EventRecorder
 	clock    clock.Clock
 	Every    time.Duration
+	// Nominations, when set, keeps nodes that pending pods are planned onto
+	// from counting as empty.
+	Nominations Nominations
 
 	mu         sync.Mutex
 	emptySince map[string]time.Time
@@ -104,7 +112,9 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 				disrupting++
 				continue
 			}
-			if c.emptyLongEnough(pool, claim, busy[claim.Status.NodeName], now) {
+			// A node pods are on their way to is not empty, whatever it runs now.
+			waitedFor := c.Nominations != nil && c.Nominations.Nominated(ctx, claim.Name)
+			if c.emptyLongEnough(pool, claim, busy[claim.Status.NodeName] || waitedFor, now) {
 				empty = append(empty, claim)
 			}
 		}

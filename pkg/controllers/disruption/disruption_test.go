@@ -123,4 +123,17 @@ var _ = Describe("the disruption controller", func() {
 		Expect(ctrl.Disrupt(ctx)).To(Succeed())
 		Expect(exists(claims[0])).To(BeFalse())
 	})
+	It("does not remove an empty node that pending pods are planned onto", func() {
+		claims := makePool("awaited", 2, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("0s"),
+			ConsolidationPolicy: v1.ConsolidationPolicyWhenEmpty, Budgets: []v1.Budget{{Nodes: "100%"}}}, "720h")
+		ctrl.Nominations = nominated{claims[0].Name: true}
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		Expect(exists(claims[0])).To(BeTrue(), "a pod is on its way there")
+		Expect(exists(claims[1])).To(BeFalse())
+	})
 })
+
+// nominated stands in for the provisioner's nominations.
+type nominated map[string]bool
+
+func (n nominated) Nominated(_ context.Context, claim string) bool { return n[claim] }

@@ -5,11 +5,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
 // A guard against runaways, whatever their cause: when a pod planned onto a
@@ -28,6 +30,43 @@ const (
 	disagreementBackoffMax = 10 * time.Minute
 )
 
+// awaited is a pending pod whose planned node has initialized.
+type awaited struct {
+	pod   *corev1.Pod
+	claim *v1.NodeClaim
+}
+
+// stillWaits decides about a pending pod whose planned node has initialized:
+// true while kube-scheduler is given its chance to bind it there; false when
+// it should be planned again, at once when other pods took its room (that is
+// no disagreement), or after a back-off when the room is there and
+// kube-scheduler still did not bind it. bound are the pods bound per node.
+func (p *Provisioner) stillWaits(ctx context.Context, a awaited, nodes *corev1.NodeList, bound map[string][]*corev1.Pod) bool {
+	p.initialized(a.pod, a.claim)
+	node := a.claim.Status.NodeName
+	free := scheduling.Resources{}
+	for i := range nodes.Items {
+		if nodes.Items[i].Name == node {
+			free = scheduling.ResourcesFromList(nodes.Items[i].Status.Allocatable)
+		}
+	}
+	for _, other := range bound[node] {
+		free = free.Sub(scheduling.PodRequests(other))
+	}
+	if !scheduling.PodRequests(a.pod).Fits(free) {
+		// kube-scheduler gave the room to others: plan the pod again now.
+		p.forgetNomination(a.pod)
+		return false
+	}
+	initialized := meta.FindStatusCondition(a.claim.Status.Conditions, v1.ConditionInitialized).LastTransitionTime.Time
+	if p.clock.Since(initialized) < bindGrace {
+		return true
+	}
+	p.forgetNomination(a.pod)
+	p.disagreed(ctx, a.pod, nomination{claim: a.claim.Name, node: node, pool: a.claim.Labels[v1.NodePoolLabelKey]})
+	return false
+}
+
 // backoff is one pod's record of disagreements.
 type backoff struct {
 	count int
@@ -45,7 +84,7 @@ func (p *Provisioner) backingOff(pod *corev1.Pod) bool {
 // disagreed records that kube-scheduler did not bind the pod onto the node
 // planned for it: an event naming what kube-scheduler said, a count, and a
 // back-off after which the pod is planned again.
-func (p *Provisioner) disagreed(ctx context.Context, pod *corev1.Pod, claim *v1.NodeClaim) {
+func (p *Provisioner) disagreed(ctx context.Context, pod *corev1.Pod, n nomination) {
 	p.mu.Lock()
 	b := p.backoffs[pod.UID]
 	delay := min(disagreementBackoff<<min(b.count, 10), disagreementBackoffMax)
@@ -60,13 +99,12 @@ func (p *Provisioner) disagreed(ctx context.Context, pod *corev1.Pod, claim *v1.
 			said = c.Message
 		}
 	}
-	pool := claim.Labels[v1.NodePoolLabelKey]
-	p.metrics.disagreements.WithLabelValues(pool).Inc()
-	p.recorder.Eventf(pod, claim, corev1.EventTypeWarning, "SchedulerDisagreed", "Provision",
+	p.metrics.disagreements.WithLabelValues(n.pool).Inc()
+	p.recorder.Eventf(pod, nil, corev1.EventTypeWarning, "SchedulerDisagreed", "Provision",
 		"Planned onto node %s (nodeclaim/%s), but kube-scheduler did not bind it: %s; planning it again in %s (disagreement %d)",
-		claim.Status.NodeName, claim.Name, said, delay, b.count)
+		n.node, n.claim, said, delay, b.count)
 	log.FromContext(ctx).Info("kube-scheduler did not bind a pod onto the node planned for it; backing off",
-		"pod", client.ObjectKeyFromObject(pod).String(), "nodeclaim", claim.Name, "nodepool", pool, "kube-scheduler", said,
+		"pod", client.ObjectKeyFromObject(pod).String(), "nodeclaim", n.claim, "nodepool", n.pool, "kube-scheduler", said,
 		"backoff", delay.String(), "disagreements", b.count)
 	go func() {
 		select {
@@ -77,14 +115,19 @@ func (p *Provisioner) disagreed(ctx context.Context, pod *corev1.Pod, claim *v1.
 	}()
 }
 
-// forgetBackoffs drops the records of pods that are no longer pending: bound,
-// deleted or gone.
-func (p *Provisioner) forgetBackoffs(pending map[types.UID]bool) {
+// forgetBound drops the back-offs and nominations of pods that are no longer
+// pending: bound, deleted or gone.
+func (p *Provisioner) forgetBound(pending map[types.UID]bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for uid := range p.backoffs {
 		if !pending[uid] {
 			delete(p.backoffs, uid)
+		}
+	}
+	for uid := range p.nominations {
+		if !pending[uid] {
+			delete(p.nominations, uid)
 		}
 	}
 }

@@ -60,7 +60,11 @@ type fallback struct {
 
 type nomination struct {
 	claim string
+	pod   types.NamespacedName
 	at    time.Time
+	// node is set once the claim's node has initialized: kube-scheduler could
+	// bind the pod from then on.
+	node, pool string
 }
 
 // New returns a provisioner; Register wires it into a manager.
@@ -254,12 +258,31 @@ func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) {
 	p.mu.Lock()
 	now := p.clock.Now()
 	for _, pod := range pods {
-		p.nominations[pod.UID] = nomination{claim: claim.Name, at: now}
+		p.nominations[pod.UID] = nomination{claim: claim.Name, pod: client.ObjectKeyFromObject(pod), at: now}
 	}
 	p.mu.Unlock()
 	for _, pod := range pods {
 		p.recorder.Eventf(pod, claim, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", claim.Name)
 	}
+}
+
+// Nominated reports whether pods still pending are planned onto the NodeClaim.
+func (p *Provisioner) Nominated(ctx context.Context, claim string) bool {
+	p.mu.Lock()
+	var pods []types.NamespacedName
+	for _, n := range p.nominations {
+		if n.claim == claim {
+			pods = append(pods, n.pod)
+		}
+	}
+	p.mu.Unlock()
+	for _, key := range pods {
+		pod := &corev1.Pod{}
+		if err := p.client.Get(ctx, key, pod); err == nil && IsProvisionable(pod) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Provisioner) forgetNomination(pod *corev1.Pod) {
@@ -300,15 +323,32 @@ const recheck = 5 * time.Second
 const nominationGrace = 30 * time.Second
 
 // forgetNominations drops nominations to claims that are being deleted, or
-// that are gone and were not created moments ago.
-func (p *Provisioner) forgetNominations(live map[string]*v1.NodeClaim) {
+// that are gone and were not created moments ago. It returns those whose
+// node had initialized: kube-scheduler could have bound the pod there and
+// did not.
+func (p *Provisioner) forgetNominations(live map[string]*v1.NodeClaim) map[types.UID]nomination {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	lost := map[types.UID]nomination{}
 	for uid, n := range p.nominations {
 		c, ok := live[n.claim]
-		if (ok && c.DeletionTimestamp != nil) || (!ok && p.clock.Since(n.at) > nominationGrace) {
+		if (ok && c.DeletionTimestamp != nil) || (!ok && p.clock.Since(n.at) > nominationGrace) || (!ok && n.node != "") {
 			delete(p.nominations, uid)
+			if n.node != "" {
+				lost[uid] = n
+			}
 		}
+	}
+	return lost
+}
+
+// initialized notes that the node of a pod's nominated claim has initialized.
+func (p *Provisioner) initialized(pod *corev1.Pod, claim *v1.NodeClaim) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n, ok := p.nominations[pod.UID]; ok && n.node == "" {
+		n.node, n.pool = claim.Status.NodeName, claim.Labels[v1.NodePoolLabelKey]
+		p.nominations[pod.UID] = n
 	}
 }
 

@@ -252,7 +252,13 @@ var _ = Describe("the provisioner", Ordered, func() {
 		}).Should(ContainElement(HavePrefix("Pod should schedule on: nodeclaim/")))
 		name := strings.TrimPrefix(notes("Nominated", "stubborn")[0], "Pod should schedule on: nodeclaim/")
 
-		// Its node comes up and initializes; kube-scheduler still will not bind the pod.
+		// Its node comes up and initializes, with room for the pod; kube-scheduler still will not bind it.
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "stubborn-node", Labels: map[string]string{v1.NodePoolLabelKey: "batch"}}}
+		Expect(env.Client.Create(ctx, node)).To(Succeed())
+		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"), corev1.ResourcePods: resource.MustParse("50")}
+		node.Status.Capacity = node.Status.Allocatable
+		Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
+		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) }).Should(Succeed())
 		claim := &v1.NodeClaim{}
 		Expect(env.Client.Get(ctx, client.ObjectKey{Name: name}, claim)).To(Succeed())
 		claim.Status.NodeName = "stubborn-node"
@@ -285,11 +291,12 @@ var _ = Describe("the provisioner", Ordered, func() {
 			clk.Step(time.Second)
 			Consistently(func() int { return len(nodeClaims()) }, 300*time.Millisecond).Should(Equal(claims), "no NodeClaim within the back-off")
 		}
-		// After it, the pod is planned again: one NodeClaim.
-		Eventually(func() int {
+		Expect(notes("Nominated", "stubborn")).NotTo(ContainElement("Pod should schedule on: node/stubborn-node"))
+		// After it, the pod is planned again: onto the node that has its room.
+		Eventually(func() []string {
 			clk.Step(time.Second)
-			return len(nodeClaims())
-		}).Should(Equal(claims + 1))
-		Consistently(func() int { return len(nodeClaims()) }, time.Second).Should(Equal(claims + 1))
+			return notes("Nominated", "stubborn")
+		}).Should(ContainElement("Pod should schedule on: node/stubborn-node"))
+		Expect(nodeClaims()).To(HaveLen(claims))
 	})
 })

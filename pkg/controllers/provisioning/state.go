@@ -88,12 +88,13 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	for i := range claims.Items {
 		liveClaims[claims.Items[i].Name] = &claims.Items[i]
 	}
-	p.forgetNominations(liveClaims)
+	lost := p.forgetNominations(liveClaims)
 
 	byNode := map[string][]*corev1.Pod{}
 	byClaim := map[string][]*corev1.Pod{}
 	pendingNow := map[types.UID]bool{}
-	defer p.forgetBackoffs(pendingNow)
+	var awaiting []awaited
+	defer p.forgetBound(pendingNow)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		switch {
@@ -103,24 +104,20 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			}
 		case IsProvisionable(pod):
 			pendingNow[pod.UID] = true
+			if n, ok := lost[pod.UID]; ok {
+				// Its node initialized and went away without kube-scheduler
+				// binding the pod there (emptied, say).
+				p.disagreed(ctx, pod, n)
+				continue
+			}
 			if p.backingOff(pod) {
 				continue
 			}
 			claim, ok := p.nominatedClaim(pod)
 			switch {
 			case ok && liveClaims[claim] != nil && meta.IsStatusConditionTrue(liveClaims[claim].Status.Conditions, v1.ConditionInitialized):
-				c := liveClaims[claim]
-				initialized := meta.FindStatusCondition(c.Status.Conditions, v1.ConditionInitialized).LastTransitionTime.Time
-				if p.clock.Since(initialized) < bindGrace {
-					// kube-scheduler has not had its chance at the new node yet.
-					byNode[c.Status.NodeName] = append(byNode[c.Status.NodeName], pod)
-					continue
-				}
-				// Its node is up and kube-scheduler still did not bind the pod:
-				// the plan and kube-scheduler disagree (or others took the
-				// room). Say so, and plan it again only after a back-off.
-				p.forgetNomination(pod)
-				p.disagreed(ctx, pod, c)
+				// Judged once every bound pod is known.
+				awaiting = append(awaiting, awaited{pod: pod, claim: liveClaims[claim]})
 			case !ok:
 				s.pending = append(s.pending, pod)
 			case liveClaims[claim] != nil && liveClaims[claim].Status.NodeName != "":
@@ -131,6 +128,13 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			default:
 				byClaim[claim] = append(byClaim[claim], pod)
 			}
+		}
+	}
+	for _, a := range awaiting {
+		if p.stillWaits(ctx, a, &nodes, byNode) {
+			byNode[a.claim.Status.NodeName] = append(byNode[a.claim.Status.NodeName], a.pod)
+		} else if !p.backingOff(a.pod) {
+			s.pending = append(s.pending, a.pod)
 		}
 	}
 	s.input.Pods = s.pending

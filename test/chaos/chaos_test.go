@@ -1,0 +1,204 @@
+// Package chaos_test runs Backstop as users run it — its own process, talking
+// to a real API server through a kubeconfig and to the EC2 simulator over
+// HTTP — on the local cluster (kube-scheduler, kube-controller-manager, KWOK),
+// and hurts it: EC2 throttling every second request, and the process killed
+// ten times the moment EC2 has acted on a CreateFleet, before the answer gets
+// back. Every pod must still run, and nothing may leak or be launched twice.
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+	"github.com/backstop-sh/backstop/test/local"
+)
+
+func TestChaos(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Chaos")
+}
+
+const pods = 100
+
+var controllerBinary string
+
+var _ = BeforeSuite(func() {
+	controllerBinary = filepath.Join(GinkgoT().TempDir(), "controller")
+	goTool := os.Getenv("GO")
+	if goTool == "" {
+		goTool = "go"
+	}
+	build := exec.Command(goTool, "build", "-o", controllerBinary, "./cmd/controller")
+	build.Dir = test.Root
+	out, err := build.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "building the controller: %s", out)
+})
+
+// run is one scale-up of 100 pods on a fresh local cluster.
+type run struct {
+	cluster *local.Cluster
+	took    time.Duration
+}
+
+func start(ctx context.Context, faults ec2sim.Faults) *run {
+	cluster, err := local.Start(ctx, local.Options{
+		Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
+		Simulator:        ec2sim.Config{ClusterTag: "chaos", Faults: faults},
+		ControllerBinary: controllerBinary,
+		ControllerFlags:  []string{"--batch-idle-duration=1s", "--gc-interval=10s", "--log-format=console"},
+		Log:              zap.New(zap.WriteTo(GinkgoWriter)),
+	})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(cluster.Stop)
+	objs, err := test.ReadManifests("chaos.yaml")
+	Expect(err).NotTo(HaveOccurred())
+	for _, o := range objs {
+		Expect(cluster.Client.Create(ctx, o)).To(Succeed())
+	}
+	return &run{cluster: cluster}
+}
+
+// scaleUp creates the 100-pod Deployment and waits until every pod runs.
+func (r *run) scaleUp(ctx context.Context) {
+	begin := time.Now()
+	Expect(r.cluster.Client.Create(ctx, local.Inflate(pods))).To(Succeed())
+	Eventually(func() int {
+		var list corev1.PodList
+		Expect(r.cluster.Client.List(ctx, &list, client.InNamespace("default"), client.MatchingLabels{"app": "inflate"})).To(Succeed())
+		n := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				n++
+			}
+		}
+		return n
+	}, 8*time.Minute, time.Second).Should(Equal(pods), "every pod runs")
+	r.took = time.Since(begin)
+}
+
+// calls counts the EC2 requests by action.
+func (r *run) calls() (int, map[string]int) {
+	by := map[string]int{}
+	reqs := r.cluster.Sim.Requests()
+	for _, q := range reqs {
+		by[q.Action]++
+	}
+	return len(reqs), by
+}
+
+// expectNothingLeakedOrDoubled checks that every instance ever launched
+// belongs to a NodeClaim that exists, one instance per NodeClaim.
+func (r *run) expectNothingLeakedOrDoubled(ctx context.Context) {
+	var claims v1.NodeClaimList
+	Expect(r.cluster.Client.List(ctx, &claims)).To(Succeed())
+	byName := map[string]v1.NodeClaim{}
+	for _, c := range claims.Items {
+		byName[c.Name] = c
+	}
+	instances := r.cluster.Sim.Instances()
+	perClaim := map[string][]string{}
+	for _, inst := range instances {
+		owner := inst.Tags[v1.NodeClaimLabelKey]
+		perClaim[owner] = append(perClaim[owner], inst.ID+"("+inst.State+")")
+		c, ok := byName[owner]
+		Expect(ok).To(BeTrue(), "instance %s (%s) was launched for NodeClaim %q, which does not exist", inst.ID, inst.State, owner)
+		Expect(c.Status.ProviderID).To(HaveSuffix("/"+inst.ID), "NodeClaim %s knows another instance than %s", owner, inst.ID)
+	}
+	for owner, ids := range perClaim {
+		Expect(ids).To(HaveLen(1), "NodeClaim %s got more than one instance", owner)
+	}
+	Expect(instances).To(HaveLen(len(claims.Items)), "one instance per NodeClaim, and no NodeClaim without one")
+}
+
+func (r *run) report(name string) {
+	total, by := r.calls()
+	actions := make([]string, 0, len(by))
+	for a := range by {
+		actions = append(actions, a)
+	}
+	sort.Strings(actions)
+	detail := ""
+	for _, a := range actions {
+		detail += fmt.Sprintf(" %s=%d", a, by[a])
+	}
+	line := fmt.Sprintf("%s: %d pods Running in %s, %d instances, %d EC2 calls (%s)", name, pods, r.took.Round(100*time.Millisecond),
+		len(r.cluster.Sim.Instances()), total, detail[1:])
+	AddReportEntry(name, line)
+	GinkgoWriter.Println(line)
+	fmt.Fprintln(os.Stderr, "chaos: "+line)
+}
+
+var _ = Describe("Backstop as a separate process", Ordered, func() {
+	ctx := context.Background()
+	var undisturbed int
+
+	It("scales 100 pods up undisturbed, as the baseline", func() {
+		r := start(ctx, ec2sim.Faults{})
+		r.scaleUp(ctx)
+		r.expectNothingLeakedOrDoubled(ctx)
+		r.report("undisturbed")
+		undisturbed, _ = r.calls()
+	})
+
+	It("runs every pod while EC2 throttles every second request", func() {
+		r := start(ctx, ec2sim.Faults{ThrottleEvery: 2})
+		r.scaleUp(ctx)
+		r.expectNothingLeakedOrDoubled(ctx)
+		r.report("throttled")
+		_, by := r.calls()
+		Expect(by["CreateFleet"]).To(BeNumerically(">", 0))
+	})
+
+	It("launches nothing twice and leaks nothing when killed ten times the moment EC2 has acted on a CreateFleet", func() {
+		r := start(ctx, ec2sim.Faults{})
+		var mu sync.Mutex
+		kills := 0
+		restarted := make(chan struct{}, 16)
+		r.cluster.Sim.BeforeAnswer(func(action string) {
+			if action != "CreateFleet" {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if kills >= 10 {
+				return
+			}
+			kills++
+			// EC2 has launched; the controller dies before it hears so.
+			r.cluster.KillController()
+			go func() {
+				defer GinkgoRecover()
+				time.Sleep(200 * time.Millisecond)
+				Expect(r.cluster.StartController()).To(Succeed())
+				restarted <- struct{}{}
+			}()
+		})
+		r.scaleUp(ctx)
+		mu.Lock()
+		Expect(kills).To(Equal(10), "ten kills, each right after a CreateFleet")
+		mu.Unlock()
+		Eventually(restarted).Should(HaveLen(10))
+		// Let garbage collection run once more: it must find nothing to do.
+		time.Sleep(12 * time.Second)
+		r.expectNothingLeakedOrDoubled(ctx)
+		r.report("killed 10 times")
+		total, _ := r.calls()
+		Expect(total).To(BeNumerically("<=", 5*undisturbed), "EC2 calls stay within a few times an undisturbed run's %d", undisturbed)
+	})
+})
