@@ -5,6 +5,7 @@ package e2e_test
 
 import (
 	"context"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -212,7 +213,7 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 			seen := map[string]bool{}
 			var out []string
 			for _, n := range notes("pinned", "Nominated") {
-				if !seen[n] {
+				if strings.HasPrefix(n, "Pod should schedule on: nodeclaim/") && !seen[n] {
 					seen[n] = true
 					out = append(out, n)
 				}
