@@ -76,6 +76,10 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client, c
 		return nil, err
 	}
 	ctrl.SetLogger(log)
+	// client-go's default of 5 requests a second would pace a controller
+	// that creates hundreds of objects a minute.
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = float32(o.KubeClientQPS), o.KubeClientBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Logger:                        log,

@@ -28,6 +28,8 @@ type Options struct {
 	LogLevel                string
 	LogFormat               string
 	Kubeconfig              string
+	KubeClientQPS           float64
+	KubeClientBurst         int
 	AWSRegion               string
 	AWSEndpoint             string
 	UnavailableOfferingsTTL time.Duration
@@ -59,6 +61,8 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.LogLevel, "log-level", env.str("log-level", "info"), "debug, info or error [LOG_LEVEL]")
 	fs.StringVar(&o.LogFormat, "log-format", env.str("log-format", "json"), "json or console [LOG_FORMAT]")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", env.str("kubeconfig", ""), "kubeconfig to use outside a cluster [KUBECONFIG]")
+	fs.Float64Var(&o.KubeClientQPS, "kube-client-qps", env.float("kube-client-qps", 200), "requests per second the controller may make to the API server, sustained [KUBE_CLIENT_QPS]")
+	fs.IntVar(&o.KubeClientBurst, "kube-client-burst", env.integer("kube-client-burst", 300), "requests the controller may make to the API server in a burst [KUBE_CLIENT_BURST]")
 	fs.StringVar(&o.AWSRegion, "aws-region", env.str("aws-region", getenv("AWS_REGION")), "AWS region [AWS_REGION]")
 	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2 endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
 	fs.DurationVar(&o.UnavailableOfferingsTTL, "unavailable-offerings-ttl", env.duration("unavailable-offerings-ttl", 3*time.Minute), "how long capacity EC2 ran out of is skipped [UNAVAILABLE_OFFERINGS_TTL]")
@@ -101,6 +105,9 @@ func (o *Options) Validate() error {
 	case "Respect", "Ignore":
 	default:
 		errs = append(errs, fmt.Errorf("--preference-policy (PREFERENCE_POLICY) %q is not a policy: use Respect or Ignore", o.PreferencePolicy))
+	}
+	if o.KubeClientQPS <= 0 || o.KubeClientBurst <= 0 {
+		errs = append(errs, fmt.Errorf("--kube-client-qps (%g) and --kube-client-burst (%d) must be positive (KUBE_CLIENT_QPS, KUBE_CLIENT_BURST)", o.KubeClientQPS, o.KubeClientBurst))
 	}
 	if o.LeaderElect && (o.RetryPeriod <= 0 || o.RenewDeadline <= o.RetryPeriod || o.LeaseDuration <= o.RenewDeadline) {
 		errs = append(errs, fmt.Errorf("leader election needs --leader-election-retry-period (%s) < --leader-election-renew-deadline (%s) < --leader-election-lease-duration (%s), all positive",
@@ -149,6 +156,30 @@ func (e *envDefaults) boolean(flagName string, def bool) bool {
 		e.err = fmt.Errorf("%s=%q is not a boolean: use true or false", envName(flagName), v)
 	}
 	return b
+}
+
+func (e *envDefaults) float(flagName string, def float64) float64 {
+	v := e.getenv(envName(flagName))
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%s=%q is not a number: use a value such as 200 or 50.5", envName(flagName), v)
+	}
+	return f
+}
+
+func (e *envDefaults) integer(flagName string, def int) int {
+	v := e.getenv(envName(flagName))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%s=%q is not a whole number: use a value such as 300", envName(flagName), v)
+	}
+	return n
 }
 
 func (e *envDefaults) duration(flagName string, def time.Duration) time.Duration {

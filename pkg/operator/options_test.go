@@ -30,12 +30,14 @@ var _ = Describe("options", func() {
 			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT": "http://127.0.0.1:4566", "UNAVAILABLE_OFFERINGS_TTL": "1m",
 			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s", "LAUNCH_TIMEOUT": "2m",
 			"LEADER_ELECTION_LEASE_DURATION": "6s", "LEADER_ELECTION_RENEW_DEADLINE": "4s", "LEADER_ELECTION_RETRY_PERIOD": "1s",
+			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
 			ClusterName: "prod", MetricsBindAddress: ":9090", HealthProbeBindAddress: ":9091",
 			LeaderElect: false, LeaderElectionNamespace: "backstop", LeaderElectionName: "backstop-leader-election",
 			LeaseDuration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second,
+			KubeClientQPS: 50.5, KubeClientBurst: 80,
 			LogLevel: "debug", LogFormat: "console",
 			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
 			AWSRegion: "eu-west-1", AWSEndpoint: "http://127.0.0.1:4566", UnavailableOfferingsTTL: time.Minute,
@@ -62,6 +64,8 @@ var _ = Describe("options", func() {
 		Expect(o.BatchIdleDuration).To(Equal(time.Second))
 		Expect(o.BatchMaxDuration).To(Equal(10 * time.Second))
 		Expect(o.PreferencePolicy).To(Equal("Respect"))
+		Expect(o.KubeClientQPS).To(Equal(200.0), "not client-go's 5 requests a second")
+		Expect(o.KubeClientBurst).To(Equal(300))
 	})
 
 	DescribeTable("rejects bad values, naming the setting and the fix",
@@ -77,5 +81,10 @@ var _ = Describe("options", func() {
 		Entry("an idle window longer than the max", []string{"--batch-idle-duration=30s"}, map[string]string{}, "idle no longer than max"),
 		Entry("a preference policy", nil, map[string]string{"PREFERENCE_POLICY": "Maybe"}, `"Maybe" is not a policy: use Respect or Ignore`),
 		Entry("an unknown flag", []string{"--clustername=x"}, map[string]string{}, "flag provided but not defined: -clustername"),
+		Entry("a rate in the environment", nil, map[string]string{"KUBE_CLIENT_QPS": "fast"}, `KUBE_CLIENT_QPS="fast" is not a number`),
+		Entry("a burst in the environment", nil, map[string]string{"KUBE_CLIENT_BURST": "1.5"}, `KUBE_CLIENT_BURST="1.5" is not a whole number`),
+		Entry("a rate of zero", []string{"--kube-client-qps=0"}, map[string]string{}, "--kube-client-qps (0) and --kube-client-burst (300) must be positive"),
+		Entry("leader election timings out of order", []string{"--leader-election-renew-deadline=20s"}, map[string]string{},
+			"--leader-election-retry-period (2s) < --leader-election-renew-deadline (20s) < --leader-election-lease-duration (15s)"),
 	)
 })

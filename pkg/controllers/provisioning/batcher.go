@@ -34,6 +34,13 @@ func (b *Batcher) Trigger() {
 	b.mu.Lock()
 	b.last = b.clock.Now()
 	b.mu.Unlock()
+	b.Wake()
+}
+
+// Wake asks for a batch without extending the open window: a window it
+// opens closes as soon as the idle duration since the last Trigger has
+// passed (at once, when that was long ago). It never blocks.
+func (b *Batcher) Wake() {
 	select {
 	case b.trigger <- struct{}{}:
 	default:

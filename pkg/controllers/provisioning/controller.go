@@ -12,8 +12,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
-// Register runs the provisioner on the manager and feeds it pending pods: every
-// pod that becomes provisionable opens or extends a batch window.
+// Register runs the provisioner on the manager and feeds it pending pods: a
+// pod that becomes provisionable opens or extends a batch window; another
+// update of a pod already pending (kube-scheduler rewrites its condition
+// again and again) asks for a batch but does not hold the window open.
 func (p *Provisioner) Register(mgr manager.Manager) error {
 	if err := mgr.Add(p); err != nil {
 		return err
@@ -25,8 +27,12 @@ func (p *Provisioner) Register(mgr manager.Manager) error {
 	return builder.ControllerManagedBy(mgr).
 		Named("provisioning.pods").
 		For(&corev1.Pod{}, builder.WithPredicates(provisionable, predicate.Funcs{DeleteFunc: func(event.DeleteEvent) bool { return false }})).
-		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
-			p.Trigger()
+		Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
+			if p.observe(req.NamespacedName) {
+				p.Trigger()
+			} else {
+				p.batcher.Wake()
+			}
 			return reconcile.Result{}, nil
 		}))
 }

@@ -115,11 +115,16 @@ func (p *Provisioner) disagreed(ctx context.Context, pod *corev1.Pod, n nominati
 	}()
 }
 
-// forgetBound drops the back-offs and nominations of pods that are no longer
-// pending: bound, deleted or gone.
-func (p *Provisioner) forgetBound(pending map[types.UID]bool) {
+// forgetBound drops the back-offs, nominations and knowledge of pods that are
+// no longer pending: bound, deleted or gone.
+func (p *Provisioner) forgetBound(pending map[types.UID]bool, pendingKeys map[types.NamespacedName]bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for key := range p.known {
+		if !pendingKeys[key] {
+			delete(p.known, key)
+		}
+	}
 	for uid := range p.backoffs {
 		if !pending[uid] {
 			delete(p.backoffs, uid)

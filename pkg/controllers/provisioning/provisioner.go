@@ -52,6 +52,8 @@ type Provisioner struct {
 	fallbacks map[types.UID]fallback
 	// backoffs hold pods kube-scheduler would not bind where they were planned.
 	backoffs map[types.UID]backoff
+	// known are the pending pods already seen: only a new one extends a window.
+	known map[types.NamespacedName]bool
 }
 
 type fallback struct {
@@ -75,8 +77,19 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 	return &Provisioner{
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
-		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{},
+		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]bool{},
 	}
+}
+
+// observe records a pending pod and reports whether it is new.
+func (p *Provisioner) observe(pod types.NamespacedName) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.known[pod] {
+		return false
+	}
+	p.known[pod] = true
+	return true
 }
 
 // Trigger tells the provisioner a pod may need capacity.
@@ -154,16 +167,30 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 	logger.Info("planned capacity", "pods", len(snap.pending), "nodeclaims", len(plan.NewNodeClaims),
 		"existing-placements", len(plan.Existing), "unschedulable", len(plan.Unschedulable), "duration", p.clock.Since(start).String())
 
-	var errs []error
+	// NodeClaims are created concurrently, each launched as soon as it exists.
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		errs  []error
+		slots = make(chan struct{}, createWorkers)
+	)
 	for _, nc := range plan.NewNodeClaims {
-		created, err := p.create(ctx, snap.pools[nc.NodePool], nc)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		p.nominate(nc.Pods, created)
-		p.reportFallbacks(nc.Pods, created)
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			created, err := p.create(ctx, snap.pools[nc.NodePool], nc)
+			if err != nil {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+				return
+			}
+			p.nominate(nc.Pods, created)
+			p.reportFallbacks(nc.Pods, created)
+		}()
 	}
+	wg.Wait()
 	for _, placement := range plan.Existing {
 		what := "node/" + placement.Node
 		if snap.inFlight[placement.Node] {
@@ -308,6 +335,9 @@ func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 	}
 	return n.claim, ok
 }
+
+// createWorkers bounds the NodeClaims created at once.
+const createWorkers = 10
 
 // retryBase and retryMax bound the backoff between failed batches.
 const (

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
@@ -93,8 +94,9 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	byNode := map[string][]*corev1.Pod{}
 	byClaim := map[string][]*corev1.Pod{}
 	pendingNow := map[types.UID]bool{}
+	pendingKeys := map[types.NamespacedName]bool{}
 	var awaiting []awaited
-	defer p.forgetBound(pendingNow)
+	defer p.forgetBound(pendingNow, pendingKeys)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		switch {
@@ -104,6 +106,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			}
 		case IsProvisionable(pod):
 			pendingNow[pod.UID] = true
+			pendingKeys[client.ObjectKeyFromObject(pod)] = true
 			if n, ok := lost[pod.UID]; ok {
 				// Its node initialized and went away without kube-scheduler
 				// binding the pod there (emptied, say).

@@ -1,0 +1,157 @@
+package provisioning_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/fake"
+	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
+	"github.com/backstop-sh/backstop/test"
+)
+
+var _ = Describe("a batch", func() {
+	var (
+		ctx      context.Context
+		clk      *clocktesting.FakeClock
+		reg      *prometheus.Registry
+		ns, pool string
+		inFlight atomic.Int32
+		most     atomic.Int32
+	)
+
+	BeforeEach(func() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(context.Background())
+		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "window-"}}
+		Expect(env.Client.Create(ctx, nsObj)).To(Succeed())
+		ns = nsObj.Name
+		// This provisioner sees only its namespace's pods, and leaves nothing
+		// behind for the other specs: its pods and NodeClaims go when it stops.
+		DeferCleanup(func() {
+			cancel()
+			bg := context.Background()
+			Expect(env.Client.DeleteAllOf(bg, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))).To(Succeed())
+			var list v1.NodeClaimList
+			Expect(env.Client.List(bg, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
+			for i := range list.Items {
+				c := &list.Items[i]
+				c.Finalizers = nil
+				Expect(env.Client.Update(bg, c)).To(Succeed())
+				Expect(client.IgnoreNotFound(env.Client.Delete(bg, c))).To(Succeed())
+			}
+		})
+		mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: test.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+			Cache:      cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}}})
+		Expect(err).NotTo(HaveOccurred())
+		clk = clocktesting.NewFakeClock(time.Now())
+		reg = prometheus.NewRegistry()
+		cloud := fake.New(clk)
+		cloud.Types = []*scheduling.InstanceType{instanceType("small", 2), instanceType("large", 16)}
+		// A client whose NodeClaim creates take a while, counting how many run at once.
+		inFlight.Store(0)
+		most.Store(0)
+		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most}
+		p := provisioning.New(slow, mgr.GetEventRecorder("karpenter"), cloud, clk, provisioning.NewMetrics(reg),
+			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second})
+		Expect(p.Register(mgr)).To(Succeed())
+		go func() {
+			defer GinkgoRecover()
+			Expect(mgr.Start(ctx)).To(Succeed())
+		}()
+		// Pods go to this spec's own pool, by a label only it has.
+		poolObj := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{GenerateName: "window-"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"window": ns}},
+			Spec:       v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "default"}},
+		}}}
+		Expect(env.Client.Create(ctx, poolObj)).To(Succeed())
+		pool = poolObj.Name
+		DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), poolObj)).To(Succeed()) })
+		// The pool must be in the provisioner's cache before the first pod.
+		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(poolObj), &v1.NodePool{}) }).Should(Succeed())
+	})
+
+	pending := func(name, cpu string) *corev1.Pod {
+		pod := unschedulablePod(ns, name, cpu)
+		pod.Spec.NodeSelector = map[string]string{"window": ns}
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		markUnschedulable(ctx, env.Client, pod)
+		return pod
+	}
+	batches := func() uint64 { return histogram(reg, "backstop_provisioner_batch_pods").GetSampleCount() }
+	claims := func() int {
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
+		return len(list.Items)
+	}
+
+	It("is not held open by status updates of pods it already has, only by new pods", func() {
+		pod := pending("seen", "1")
+		Eventually(clk.Waiters).Should(BeNumerically(">=", 2), "the window opened")
+		clk.Step(600 * time.Millisecond)
+		// kube-scheduler rewrites the pod's condition, as it does again and again.
+		pod.Status.Conditions[0].Message = "0/3 nodes are available: 3 Insufficient cpu."
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		Consistently(batches, 200*time.Millisecond).Should(BeZero())
+		clk.Step(400 * time.Millisecond)
+		Eventually(batches, 5*time.Second).Should(Equal(uint64(1)), "one idle second after the only new pod, whatever was updated meanwhile")
+
+		// A new pod does extend the window.
+		pending("new-1", "1")
+		Eventually(clk.Waiters).Should(BeNumerically(">=", 2))
+		clk.Step(600 * time.Millisecond)
+		pending("new-2", "1")
+		Eventually(func() int { return int(batches()) }).Should(Equal(1))
+		time.Sleep(200 * time.Millisecond) // the watch delivers new-2
+		clk.Step(400 * time.Millisecond)
+		Consistently(batches, 200*time.Millisecond).Should(Equal(uint64(1)), "new-2 came 600ms in and holds the window for a second")
+		clk.Step(600 * time.Millisecond)
+		Eventually(batches).Should(Equal(uint64(2)))
+	})
+
+	It("creates its NodeClaims concurrently", func() {
+		for i := range 6 {
+			pending(fmt.Sprintf("big-%d", i), "15") // one large node each
+		}
+		Eventually(clk.Waiters).Should(BeNumerically(">=", 2))
+		Eventually(func() int {
+			clk.Step(time.Second)
+			return claims()
+		}).Should(Equal(6))
+		Expect(most.Load()).To(BeNumerically(">=", 2), "NodeClaims were created one at a time")
+	})
+})
+
+// countingClient makes NodeClaim creates take a while and counts how many run at once.
+type countingClient struct {
+	client.Client
+	inFlight, most *atomic.Int32
+}
+
+func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if _, ok := obj.(*v1.NodeClaim); ok {
+		n := c.inFlight.Add(1)
+		defer c.inFlight.Add(-1)
+		for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c.Client.Create(ctx, obj, opts...)
+}
