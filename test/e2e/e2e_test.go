@@ -5,8 +5,8 @@ package e2e_test
 
 import (
 	"context"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
