@@ -45,6 +45,11 @@ type CloudProvider interface {
 	NodeClasses() []client.Object
 }
 
+// CreatedByAnnotation names, on a NodeClaim, the controller process that
+// created it. A provider launching a NodeClaim another process created asks
+// the cloud first whether that process already launched it.
+const CreatedByAnnotation = "backstop.sh/created-by"
+
 // Instance is a launched machine.
 type Instance struct {
 	ProviderID   string

@@ -60,7 +60,7 @@ func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
 	if err := mgr.Add(offerings); err != nil {
 		return err
 	}
-	cloud := awscloud.New(mgr.GetClient(), awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, clk), offerings)
+	cloud := awscloud.New(mgr.GetClient(), awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process), offerings)
 	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version), clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}
@@ -73,7 +73,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) error
 	recorder := mgr.GetEventRecorder("karpenter")
 	prov := provisioning.New(mgr.GetClient(), recorder, cloud, clk, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
 		BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
-		PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy),
+		PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy), Process: op.Process,
 	})
 	if err := prov.Register(mgr); err != nil {
 		return fmt.Errorf("registering the provisioner: %w", err)

@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
@@ -31,6 +32,8 @@ type Operator struct {
 	Manager manager.Manager
 	// Clock is the one clock every controller and cache is given.
 	Clock clock.Clock
+	// Process is this process's id, written on the NodeClaims it creates.
+	Process string
 }
 
 // NewScheme returns a scheme with the built-in Kubernetes types and Backstop's APIs.
@@ -109,7 +112,7 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client, c
 	}); err != nil {
 		return nil, err
 	}
-	op := &Operator{Options: o, Log: log, Manager: mgr, Clock: clk}
+	op := &Operator{Options: o, Log: log, Manager: mgr, Clock: clk, Process: string(uuid.NewUUID())}
 	if ec2Client == nil {
 		log.Info("no cloud provider configured: pending pods will not be provisioned")
 		return op, nil

@@ -3,7 +3,8 @@
 // HTTP — on the local cluster (kube-scheduler, kube-controller-manager, KWOK),
 // and hurts it: EC2 throttling every second request, and the process killed
 // ten times the moment EC2 has acted on a CreateFleet, before the answer gets
-// back. Every pod must still run, and nothing may leak or be launched twice.
+// back. Every pod must still run, nothing may leak or be launched twice, and
+// the EC2 calls stay within six times those of an undisturbed run.
 package chaos_test
 
 import (
@@ -199,6 +200,8 @@ var _ = Describe("Backstop as a separate process", Ordered, func() {
 		r.expectNothingLeakedOrDoubled(ctx)
 		r.report("killed 10 times")
 		total, _ := r.calls()
-		Expect(total).To(BeNumerically("<=", 5*undisturbed), "EC2 calls stay within a few times an undisturbed run's %d", undisturbed)
+		// Each of the eleven processes discovers instance types, zones and Spot
+		// prices once at start (about 23 calls); nothing else may multiply.
+		Expect(total).To(BeNumerically("<=", 6*undisturbed), "EC2 calls stay within a few times an undisturbed run's %d", undisturbed)
 	})
 })

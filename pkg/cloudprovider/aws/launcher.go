@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
@@ -19,7 +18,6 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	corev1 "k8s.io/api/core/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/clock"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -49,22 +47,24 @@ type Launcher struct {
 	cluster     string
 	offerings   *Offerings
 	unavailable *UnavailableOfferings
-	clock       clock.Clock
+	// process names this controller process; NodeClaims it created carry it.
+	process string
 
 	mu        sync.Mutex
 	templates map[string]bool
-	// since is when this launcher first launched: a NodeClaim created before
-	// then may have been launched by an earlier process (or leader) whose
-	// answer was lost.
-	since time.Time
 	// uncertain are NodeClaims whose last CreateFleet got no clear answer (a
 	// 5xx, a dropped connection): it may have launched.
 	uncertain map[k8stypes.UID]bool
+	// inherited are the instances earlier processes launched, by NodeClaim,
+	// as listed once when the first of their NodeClaims was launched here.
+	inherited map[string]*cloudprovider.Instance
 }
 
-// NewLauncher returns a launcher for the cluster.
-func NewLauncher(client *ec2.Client, cluster string, offerings *Offerings, unavailable *UnavailableOfferings, clk clock.Clock) *Launcher {
-	return &Launcher{ec2: client, cluster: cluster, offerings: offerings, unavailable: unavailable, clock: clk,
+// NewLauncher returns a launcher for the cluster; process is the id this
+// controller process writes on the NodeClaims it creates
+// (cloudprovider.CreatedByAnnotation).
+func NewLauncher(client *ec2.Client, cluster string, offerings *Offerings, unavailable *UnavailableOfferings, process string) *Launcher {
+	return &Launcher{ec2: client, cluster: cluster, offerings: offerings, unavailable: unavailable, process: process,
 		templates: map[string]bool{}, uncertain: map[k8stypes.UID]bool{}}
 }
 
@@ -77,19 +77,42 @@ type fleetOverride struct {
 	arch   string
 }
 
-// clockSkew allows for the API server's clock running ahead of ours when
-// deciding whether a NodeClaim predates this launcher.
-const clockSkew = 2 * time.Second
-
-// mayHaveLaunched reports whether an instance may already exist for the claim:
-// an earlier call got no clear answer, or the claim predates this launcher.
-func (l *Launcher) mayHaveLaunched(claim *v1.NodeClaim) bool {
+// alreadyLaunched returns the instance an earlier launch of the claim made,
+// if one may exist: when this process's last CreateFleet for it got no clear
+// answer, EC2 is asked by the claim's tag; when another process (a controller
+// since crashed or replaced, an earlier leader) created the claim, the answer
+// comes from one listing of the cluster's instances, taken the first time
+// such a claim is launched, so a restart asks EC2 once, not once per claim.
+func (l *Launcher) alreadyLaunched(ctx context.Context, claim *v1.NodeClaim) (*cloudprovider.Instance, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.since.IsZero() {
-		l.since = l.clock.Now()
+	uncertain := l.uncertain[claim.UID]
+	foreign := claim.Annotations[cloudprovider.CreatedByAnnotation] != l.process
+	inherited := l.inherited
+	l.mu.Unlock()
+	if uncertain {
+		found, err := l.launchedFor(ctx, claim.Name)
+		if err != nil || len(found) == 0 {
+			return nil, err
+		}
+		return found[0], nil
 	}
-	return l.uncertain[claim.UID] || claim.CreationTimestamp.Time.Before(l.since.Add(clockSkew))
+	if !foreign {
+		return nil, nil
+	}
+	if inherited == nil {
+		all, err := l.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		inherited = map[string]*cloudprovider.Instance{}
+		for _, inst := range all {
+			inherited[inst.Labels[TagNodeClaim]] = inst
+		}
+		l.mu.Lock()
+		l.inherited = inherited
+		l.mu.Unlock()
+	}
+	return inherited[claim.Name], nil
 }
 
 func (l *Launcher) setUncertain(claim *v1.NodeClaim, uncertain bool) {
@@ -114,15 +137,13 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	if err != nil {
 		return nil, &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "InvalidRequirements", Err: err}, Message: err.Error()}
 	}
-	if l.mayHaveLaunched(claim) {
-		found, err := l.launchedFor(ctx, claim.Name)
-		if err != nil {
-			return nil, err
-		}
-		if len(found) > 0 {
-			l.setUncertain(claim, false)
-			return l.describe(ctx, class, found[0]), nil
-		}
+	found, err := l.alreadyLaunched(ctx, claim)
+	if err != nil {
+		return nil, err
+	}
+	if found != nil {
+		l.setUncertain(claim, false)
+		return l.describe(ctx, class, found), nil
 	}
 	types, err := l.offerings.InstanceTypes(ctx, class)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
-	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
@@ -42,9 +41,9 @@ var _ = Describe("the fleet launcher", func() {
 		var err error
 		offerings, err = aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		// The launcher started an hour ago: the claims below are its own, so it
-		// launches them without asking EC2 first.
-		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, clocktesting.NewFakeClock(time.Now().Add(-time.Hour)))
+		// The claims below are this launcher's process's own, so it launches
+		// them without asking EC2 first.
+		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process")
 		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "node-role", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
@@ -59,7 +58,7 @@ var _ = Describe("the fleet launcher", func() {
 	claim := func(name string, capacityTypes ...string) *v1.NodeClaim {
 		return &v1.NodeClaim{
 			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Labels: map[string]string{v1.NodePoolLabelKey: "batch"},
-				CreationTimestamp: metav1.Now()},
+				Annotations: map[string]string{cloudprovider.CreatedByAnnotation: "this-process"}},
 			Spec: v1.NodeClaimSpec{Requirements: []v1.NodeSelectorRequirementWithMinValues{
 				{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"c5.large", "m5.large", "m6g.large"}},
 				{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: capacityTypes},
@@ -200,7 +199,7 @@ var _ = Describe("the fleet launcher", func() {
 
 	It("turns a network failure into a retryable error, not a configuration error", func() {
 		dead := test.EC2Client("http://127.0.0.1:1")
-		offline := aws.NewLauncher(dead, "my-cluster", nil, unavailable, clock.RealClock{})
+		offline := aws.NewLauncher(dead, "my-cluster", nil, unavailable, "other-process")
 		_, err := offline.Launch(ctx, claim("offline", "on-demand"), class)
 		var retry *cloudprovider.RetryableError
 		Expect(errors.As(err, &retry)).To(BeTrue(), "%v", err)
@@ -228,11 +227,11 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(sim.Instances()).To(HaveLen(1))
 	})
 
-	It("asks EC2 first for a NodeClaim older than the launcher, as after a restart", func() {
+	It("asks EC2 first for a NodeClaim another process created, as after a restart or a leader change", func() {
 		c := claim("old", "spot", "on-demand")
 		_, err := launcher.Launch(ctx, c, class)
 		Expect(err).NotTo(HaveOccurred())
-		restarted := aws.NewLauncher(client, "my-cluster", offerings, unavailable, clock.RealClock{})
+		restarted := aws.NewLauncher(client, "my-cluster", offerings, unavailable, "restarted-process")
 		sim.ResetRequests()
 		inst, err := restarted.Launch(ctx, c, class)
 		Expect(err).NotTo(HaveOccurred())
@@ -299,7 +298,7 @@ var _ = Describe("instances", func() {
 		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, time.Minute, nil)
 		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, time.Minute, unavailable, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		launcher := aws.NewLauncher(client, "local", offerings, unavailable, clock.RealClock{})
+		launcher := aws.NewLauncher(client, "local", offerings, unavailable, "this-process")
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "r", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
@@ -307,7 +306,8 @@ var _ = Describe("instances", func() {
 		}}
 		class.Status, err = aws.NewResolver(client, "local", "1.36").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
-		inst, err := launcher.Launch(ctx, &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: "uid-x", CreationTimestamp: metav1.Now()}, Spec: v1.NodeClaimSpec{
+		inst, err := launcher.Launch(ctx, &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: "uid-x",
+			Annotations: map[string]string{cloudprovider.CreatedByAnnotation: "this-process"}}, Spec: v1.NodeClaimSpec{
 			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
 		}}, class)
 		Expect(err).NotTo(HaveOccurred())

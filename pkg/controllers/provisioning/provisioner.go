@@ -30,6 +30,9 @@ type Options struct {
 	// NominationTTL bounds how long a pod counts on an in-flight NodeClaim
 	// before it is planned again.
 	NominationTTL time.Duration
+	// Process names this controller process on the NodeClaims it creates
+	// (cloudprovider.CreatedByAnnotation).
+	Process string
 }
 
 // Provisioner plans capacity for batches of pending pods and creates NodeClaims.
@@ -227,12 +230,19 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 			reqs = append(reqs, r)
 		}
 	}
+	annotations := map[string]string{}
+	for k, v := range pool.Spec.Template.ObjectMeta.Annotations {
+		annotations[k] = v
+	}
+	if p.opts.Process != "" {
+		annotations[cloudprovider.CreatedByAnnotation] = p.opts.Process
+	}
 	claim := &v1.NodeClaim{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: pool.Name + "-",
 			Finalizers:   []string{v1.TerminationFinalizer},
 			Labels:       labels,
-			Annotations:  pool.Spec.Template.ObjectMeta.Annotations,
+			Annotations:  annotations,
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: v1.SchemeGroupVersion.String(), Kind: "NodePool", Name: pool.Name, UID: pool.UID,
 				BlockOwnerDeletion: ptr.To(true),

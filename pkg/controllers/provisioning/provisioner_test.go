@@ -23,6 +23,7 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/fake"
 	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
@@ -89,7 +90,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		cloud := fake.New(clk)
 		cloud.Types = []*scheduling.InstanceType{instanceType("small", 2), instanceType("large", 16)}
 		p := provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), cloud,
-			clk, provisioning.NewMetrics(reg), provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second})
+			clk, provisioning.NewMetrics(reg), provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Process: "this-process"})
 		Expect(p.Register(mgr)).To(Succeed())
 		go func() {
 			defer GinkgoRecover()
@@ -168,6 +169,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		Expect(claim.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "batch"))
 		Expect(claim.Labels).To(HaveKeyWithValue("team", "data"))
 		Expect(claim.Spec.NodeClassRef.Name).To(Equal("default"))
+		Expect(claim.Annotations).To(HaveKeyWithValue(cloudprovider.CreatedByAnnotation, "this-process"), "so a launcher of another process asks the cloud first")
 		Expect(claim.Spec.ExpireAfter.String()).To(Equal("720h"), "the pool's default")
 		Expect(claim.Spec.Requirements).To(ContainElement(v1.NodeSelectorRequirementWithMinValues{
 			Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"large"}}), "2.5 CPU does not fit the 2-CPU type")
