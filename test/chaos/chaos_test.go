@@ -170,23 +170,27 @@ var _ = Describe("Backstop as a separate process", Ordered, func() {
 		r := start(ctx, ec2sim.Faults{})
 		var mu sync.Mutex
 		kills := 0
+		restarting := false
 		restarted := make(chan struct{}, 16)
 		r.cluster.Sim.BeforeAnswer(func(action string) {
-			if action != "CreateFleet" {
-				return
-			}
 			mu.Lock()
 			defer mu.Unlock()
-			if kills >= 10 {
+			// Launches of the process just killed may still be answered: one
+			// kill per process.
+			if action != "CreateFleet" || kills >= 10 || restarting {
 				return
 			}
 			kills++
+			restarting = true
 			// EC2 has launched; the controller dies before it hears so.
 			r.cluster.KillController()
 			go func() {
 				defer GinkgoRecover()
 				time.Sleep(200 * time.Millisecond)
 				Expect(r.cluster.StartController()).To(Succeed())
+				mu.Lock()
+				restarting = false
+				mu.Unlock()
 				restarted <- struct{}{}
 			}()
 		})

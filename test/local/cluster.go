@@ -62,9 +62,9 @@ type Cluster struct {
 	wg     sync.WaitGroup
 	srv    *http.Server
 
-	mu         sync.Mutex
-	controller *exec.Cmd
-	starts     int
+	mu sync.Mutex
+	// controllers are every controller process started; the last is current.
+	controllers []*exec.Cmd
 }
 
 // Start brings the cluster up; Stop takes it down again, whatever failed.
@@ -189,16 +189,15 @@ func (c *Cluster) controllerArgs() []string {
 func (c *Cluster) StartController() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.starts++
 	args := append([]string{"--kubeconfig=" + c.Kubeconfig, "--aws-endpoint=" + c.SimURL,
 		"--leader-elect=true", "--leader-election-namespace=default", "--leader-election-lease-duration=3s",
 		"--leader-election-renew-deadline=2s", "--leader-election-retry-period=500ms"}, c.controllerArgs()...)
 	cmd := exec.Command(c.ControllerBinary, args...)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDSIMULATOR", "AWS_SECRET_ACCESS_KEY=secret", "AWS_EC2_METADATA_DISABLED=true")
-	if err := c.run(cmd, fmt.Sprintf("controller-%d", c.starts), syscall.SIGKILL); err != nil {
+	if err := c.run(cmd, fmt.Sprintf("controller-%d", len(c.controllers)+1), syscall.SIGKILL); err != nil {
 		return fmt.Errorf("starting %s: %w", c.ControllerBinary, err)
 	}
-	c.controller = cmd
+	c.controllers = append(c.controllers, cmd)
 	return nil
 }
 
@@ -206,9 +205,16 @@ func (c *Cluster) StartController() error {
 // crash or an OOM kill would, and waits for it to be gone.
 func (c *Cluster) KillController() {
 	c.mu.Lock()
-	cmd := c.controller
-	c.controller = nil
+	var cmd *exec.Cmd
+	if n := len(c.controllers); n > 0 {
+		cmd = c.controllers[n-1]
+	}
 	c.mu.Unlock()
+	kill(cmd)
+}
+
+// kill kills a process and its group with SIGKILL and waits until it is gone.
+func kill(cmd *exec.Cmd) {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
@@ -259,7 +265,12 @@ func (c *Cluster) run(cmd *exec.Cmd, name string, deathSignal syscall.Signal) er
 
 // Stop stops every component and leaves nothing running.
 func (c *Cluster) Stop() {
-	c.KillController()
+	c.mu.Lock()
+	controllers := c.controllers
+	c.mu.Unlock()
+	for _, cmd := range controllers {
+		kill(cmd)
+	}
 	if c.cancel != nil {
 		c.cancel()
 	}

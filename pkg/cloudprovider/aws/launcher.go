@@ -57,6 +57,7 @@ type Launcher struct {
 	uncertain map[k8stypes.UID]bool
 	// inherited are the instances earlier processes launched, by NodeClaim,
 	// as listed once when the first of their NodeClaims was launched here.
+	inheritMu sync.Mutex
 	inherited map[string]*cloudprovider.Instance
 }
 
@@ -87,7 +88,6 @@ func (l *Launcher) alreadyLaunched(ctx context.Context, claim *v1.NodeClaim) (*c
 	l.mu.Lock()
 	uncertain := l.uncertain[claim.UID]
 	foreign := claim.Annotations[cloudprovider.CreatedByAnnotation] != l.process
-	inherited := l.inherited
 	l.mu.Unlock()
 	if uncertain {
 		found, err := l.launchedFor(ctx, claim.Name)
@@ -99,20 +99,20 @@ func (l *Launcher) alreadyLaunched(ctx context.Context, claim *v1.NodeClaim) (*c
 	if !foreign {
 		return nil, nil
 	}
-	if inherited == nil {
+	// One listing for all: the launch workers that get here together wait for it.
+	l.inheritMu.Lock()
+	defer l.inheritMu.Unlock()
+	if l.inherited == nil {
 		all, err := l.List(ctx)
 		if err != nil {
 			return nil, err
 		}
-		inherited = map[string]*cloudprovider.Instance{}
+		l.inherited = map[string]*cloudprovider.Instance{}
 		for _, inst := range all {
-			inherited[inst.Labels[TagNodeClaim]] = inst
+			l.inherited[inst.Labels[TagNodeClaim]] = inst
 		}
-		l.mu.Lock()
-		l.inherited = inherited
-		l.mu.Unlock()
 	}
-	return inherited[claim.Name], nil
+	return l.inherited[claim.Name], nil
 }
 
 func (l *Launcher) setUncertain(claim *v1.NodeClaim, uncertain bool) {

@@ -35,15 +35,17 @@ func NewGarbageCollection(c client.Client, cloud cloudprovider.CloudProvider, cl
 func (g *GarbageCollection) NeedLeaderElection() bool { return true }
 
 // Start runs the collector until ctx ends.
+// The first round comes one interval after start, not at once: a controller
+// that restarts often does not list every instance each time.
 func (g *GarbageCollection) Start(ctx context.Context) error {
 	for {
-		if err := g.Collect(ctx); err != nil {
-			log.FromContext(ctx).Error(err, "garbage collection failed; trying again next round")
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-g.clock.After(g.Every):
+		}
+		if err := g.Collect(ctx); err != nil {
+			log.FromContext(ctx).Error(err, "garbage collection failed; trying again next round")
 		}
 	}
 }
