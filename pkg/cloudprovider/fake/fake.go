@@ -72,13 +72,6 @@ func (c *CloudProvider) Add(inst *cloudprovider.Instance) {
 	c.instances[inst.ProviderID] = inst
 }
 
-// Set changes the fake under its lock; tests call it while controllers run.
-func (c *CloudProvider) Set(f func(c *CloudProvider)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f(c)
-}
-
 func (c *CloudProvider) pop(queue *[]error) (error, bool) {
 	if len(*queue) == 0 {
 		return nil, false
