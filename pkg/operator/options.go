@@ -147,49 +147,32 @@ func (e *envDefaults) str(flagName, def string) string {
 }
 
 func (e *envDefaults) boolean(flagName string, def bool) bool {
-	v := e.getenv(envName(flagName))
-	if v == "" {
-		return def
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%s=%q is not a boolean: use true or false", envName(flagName), v)
-	}
-	return b
+	return parseEnv(e, flagName, def, strconv.ParseBool, "a boolean: use true or false")
 }
 
 func (e *envDefaults) float(flagName string, def float64) float64 {
-	v := e.getenv(envName(flagName))
-	if v == "" {
-		return def
-	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%s=%q is not a number: use a value such as 200 or 50.5", envName(flagName), v)
-	}
-	return f
+	return parseEnv(e, flagName, def, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }, "a number: use a value such as 200 or 50.5")
 }
 
 func (e *envDefaults) integer(flagName string, def int) int {
-	v := e.getenv(envName(flagName))
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%s=%q is not a whole number: use a value such as 300", envName(flagName), v)
-	}
-	return n
+	return parseEnv(e, flagName, def, strconv.Atoi, "a whole number: use a value such as 300")
 }
 
 func (e *envDefaults) duration(flagName string, def time.Duration) time.Duration {
+	return parseEnv(e, flagName, def, time.ParseDuration, "a duration: use a value such as 1s, 500ms or 3m")
+}
+
+// parseEnv reads a flag's environment variable with parse; def when it is
+// unset. The first value that does not parse is remembered with what it
+// should have been.
+func parseEnv[T any](e *envDefaults, flagName string, def T, parse func(string) (T, error), want string) T {
 	v := e.getenv(envName(flagName))
 	if v == "" {
 		return def
 	}
-	d, err := time.ParseDuration(v)
+	out, err := parse(v)
 	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%s=%q is not a duration: use a value such as 1s, 500ms or 3m", envName(flagName), v)
+		e.err = fmt.Errorf("%s=%q is not %s", envName(flagName), v, want)
 	}
-	return d
+	return out
 }
