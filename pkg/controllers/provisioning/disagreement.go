@@ -41,15 +41,10 @@ type awaited struct {
 // it should be planned again, at once when other pods took its room (that is
 // no disagreement), or after a back-off when the room is there and
 // kube-scheduler still did not bind it. bound are the pods bound per node.
-func (p *Provisioner) stillWaits(ctx context.Context, a awaited, nodes *corev1.NodeList, bound map[string][]*corev1.Pod) bool {
+func (p *Provisioner) stillWaits(ctx context.Context, a awaited, allocatable map[string]scheduling.Resources, bound map[string][]*corev1.Pod) bool {
 	p.initialized(a.pod, a.claim)
 	node := a.claim.Status.NodeName
-	free := scheduling.Resources{}
-	for i := range nodes.Items {
-		if nodes.Items[i].Name == node {
-			free = scheduling.ResourcesFromList(nodes.Items[i].Status.Allocatable)
-		}
-	}
+	free := allocatable[node]
 	for _, other := range bound[node] {
 		free = free.Sub(scheduling.PodRequests(other))
 	}

@@ -133,8 +133,12 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			}
 		}
 	}
+	allocatable := make(map[string]scheduling.Resources, len(nodes.Items))
+	for i := range nodes.Items {
+		allocatable[nodes.Items[i].Name] = scheduling.ResourcesFromList(nodes.Items[i].Status.Allocatable)
+	}
 	for _, a := range awaiting {
-		if p.stillWaits(ctx, a, &nodes, byNode) {
+		if p.stillWaits(ctx, a, allocatable, byNode) {
 			byNode[a.claim.Status.NodeName] = append(byNode[a.claim.Status.NodeName], a.pod)
 		} else if !p.backingOff(a.pod) {
 			s.pending = append(s.pending, a.pod)
