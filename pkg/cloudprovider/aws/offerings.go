@@ -102,7 +102,7 @@ func (o *Offerings) Start(ctx context.Context) error {
 			return nil
 		case <-o.clock.After(wait):
 		}
-		err := o.await(ctx, o.refresh(ctx))
+		err := o.Refresh(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
