@@ -12,10 +12,11 @@ import (
 	"github.com/onsi/gomega"
 	"k8s.io/utils/clock"
 
+	awscloud "github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
 
-// EC2Client is the unmodified SDK client with only the endpoint changed, and
+// EC2Client is the SDK client as the controller builds it, with the endpoint changed and
 // retries that back off for milliseconds rather than seconds.
 func EC2Client(endpoint string) *ec2.Client {
 	return ec2.New(ec2.Options{
@@ -23,6 +24,7 @@ func EC2Client(endpoint string) *ec2.Client {
 		BaseEndpoint: aws.String(endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
 		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
+		HTTPClient:   awscloud.HTTPClient(),
 	})
 }
 

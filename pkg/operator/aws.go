@@ -39,6 +39,7 @@ func NewEC2Client(ctx context.Context, o *Options) (*ec2.Client, error) {
 	}
 	o.AWSRegion = cfg.Region
 	return ec2.NewFromConfig(cfg, func(opts *ec2.Options) {
+		opts.HTTPClient = awscloud.HTTPClient()
 		if o.AWSEndpoint != "" {
 			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
 		}
