@@ -20,13 +20,13 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
 // LaunchFailures is told when a NodeClaim is given up for lack of capacity,
@@ -76,8 +76,9 @@ func NewLaunch(c client.Client, cloud cloudprovider.CloudProvider, recorder even
 
 // Register adds the controller to the manager.
 func (l *Launch) Register(mgr manager.Manager) error {
-	return builder.ControllerManagedBy(mgr).Named("nodeclaim.launch").For(&v1.NodeClaim{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: l.Workers}).Complete(l)
+	opts := controllers.Options()
+	opts.MaxConcurrentReconciles = l.Workers
+	return builder.ControllerManagedBy(mgr).Named("nodeclaim.launch").For(&v1.NodeClaim{}).WithOptions(opts).Complete(l)
 }
 
 // Reconcile launches one NodeClaim.

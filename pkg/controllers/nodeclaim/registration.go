@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
 // ProviderIDIndex indexes NodeClaims by status.providerID and Nodes by spec.providerID.
@@ -59,7 +60,7 @@ func NewRegistration(c client.Client, recorder events.EventRecorder, clk clock.C
 
 // Register adds the controller; Node changes requeue their NodeClaim.
 func (r *Registration) Register(mgr manager.Manager) error {
-	return builder.ControllerManagedBy(mgr).Named("nodeclaim.registration").For(&v1.NodeClaim{}).
+	return builder.ControllerManagedBy(mgr).Named("nodeclaim.registration").For(&v1.NodeClaim{}).WithOptions(controllers.Options()).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			var claims v1.NodeClaimList
 			if err := r.client.List(ctx, &claims, client.MatchingFields{ProviderIDIndex: o.(*corev1.Node).Spec.ProviderID}); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/controllers"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
@@ -55,11 +56,11 @@ func NewTermination(c client.Client, cloud cloudprovider.CloudProvider, recorder
 
 // Register adds the NodeClaim and Node halves of termination.
 func (t *Termination) Register(mgr manager.Manager) error {
-	if err := builder.ControllerManagedBy(mgr).Named("nodeclaim.termination").For(&v1.NodeClaim{}).
+	if err := builder.ControllerManagedBy(mgr).Named("nodeclaim.termination").For(&v1.NodeClaim{}).WithOptions(controllers.Options()).
 		Complete(reconcile.Func(t.ReconcileClaim)); err != nil {
 		return err
 	}
-	return builder.ControllerManagedBy(mgr).Named("node.termination").For(&corev1.Node{}).
+	return builder.ControllerManagedBy(mgr).Named("node.termination").For(&corev1.Node{}).WithOptions(controllers.Options()).
 		Complete(reconcile.Func(t.ReconcileNode))
 }
 

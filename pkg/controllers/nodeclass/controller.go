@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
 // Resolver resolves a class's selector terms.
@@ -41,7 +42,7 @@ func New(c client.Client, r Resolver, clk clock.Clock) *Controller {
 
 // Register adds the controller to the manager.
 func (c *Controller) Register(mgr manager.Manager) error {
-	return builder.ControllerManagedBy(mgr).Named("nodeclass.status").For(&awsv1.EC2NodeClass{}).Complete(c)
+	return builder.ControllerManagedBy(mgr).Named("nodeclass.status").For(&awsv1.EC2NodeClass{}).WithOptions(controllers.Options()).Complete(c)
 }
 
 // Reconcile resolves one class.

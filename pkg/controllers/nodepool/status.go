@@ -20,6 +20,7 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
 // Status is the NodePool status controller. It owns status.resources,
@@ -39,7 +40,7 @@ func NewStatus(c client.Client, cloud cloudprovider.CloudProvider) *Status {
 // Register adds the controller; NodeClaim changes requeue their pool, and a
 // NodeClass change requeues the pools that use it.
 func (s *Status) Register(mgr manager.Manager) error {
-	b := builder.ControllerManagedBy(mgr).Named("nodepool.status").For(&v1.NodePool{}).
+	b := builder.ControllerManagedBy(mgr).Named("nodepool.status").For(&v1.NodePool{}).WithOptions(controllers.Options()).
 		Watches(&v1.NodeClaim{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if pool := o.GetLabels()[v1.NodePoolLabelKey]; pool != "" {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: pool}}}

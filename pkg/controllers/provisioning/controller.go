@@ -10,6 +10,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
 // Register runs the provisioner on the manager and feeds it pending pods: a
@@ -26,6 +28,7 @@ func (p *Provisioner) Register(mgr manager.Manager) error {
 	})
 	return builder.ControllerManagedBy(mgr).
 		Named("provisioning.pods").
+		WithOptions(controllers.Options()).
 		For(&corev1.Pod{}, builder.WithPredicates(provisionable, predicate.Funcs{DeleteFunc: func(event.DeleteEvent) bool { return false }})).
 		Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
 			if p.observe(req.NamespacedName) {
