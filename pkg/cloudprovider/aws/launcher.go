@@ -16,6 +16,7 @@ import (
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
@@ -52,6 +53,9 @@ type Launcher struct {
 
 	mu        sync.Mutex
 	templates map[string]bool
+	// ensuring makes one Describe (and Create) per template however many
+	// NodeClaims need it at once.
+	ensuring singleflight.Group
 	// uncertain are NodeClaims whose last CreateFleet got no clear answer (a
 	// 5xx, a dropped connection): it may have launched.
 	uncertain map[k8stypes.UID]bool
@@ -410,23 +414,35 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 	if known {
 		return name, nil
 	}
-	_, err := l.ec2.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateNames: []string{name}})
+	_, err, _ := l.ensuring.Do(name, func() (any, error) {
+		if err := l.describeOrCreateTemplate(ctx, name, class, data); err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		l.templates[name] = true
+		l.mu.Unlock()
+		return nil, nil
+	})
 	if err != nil {
-		fe, ok := FromAPIError(err)
-		if !ok {
-			return "", retryable("DescribeLaunchTemplates", err)
-		}
-		if fe.Code != "InvalidLaunchTemplateName.NotFoundException" {
-			return "", l.failure("DescribeLaunchTemplates", "", []FleetError{fe}, causeOf(err))
-		}
-		if err := l.createTemplate(ctx, name, class, data); err != nil {
-			return "", err
-		}
+		return "", err
 	}
-	l.mu.Lock()
-	l.templates[name] = true
-	l.mu.Unlock()
 	return name, nil
+}
+
+// describeOrCreateTemplate creates the template unless EC2 has it.
+func (l *Launcher) describeOrCreateTemplate(ctx context.Context, name string, class *awsv1.EC2NodeClass, data templateData) error {
+	_, err := l.ec2.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateNames: []string{name}})
+	if err == nil {
+		return nil
+	}
+	fe, ok := FromAPIError(err)
+	if !ok {
+		return retryable("DescribeLaunchTemplates", err)
+	}
+	if fe.Code != "InvalidLaunchTemplateName.NotFoundException" {
+		return l.failure("DescribeLaunchTemplates", "", []FleetError{fe}, causeOf(err))
+	}
+	return l.createTemplate(ctx, name, class, data)
 }
 
 func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1.EC2NodeClass, d templateData) error {

@@ -3,8 +3,10 @@ package aws_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -168,6 +170,27 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(actions).To(ContainElement("CreateFleet:InvalidLaunchTemplateName.NotFoundException"))
 		Expect(actions).To(ContainElement("CreateLaunchTemplate:"))
 		Expect(actions[len(actions)-1]).To(Equal("CreateFleet:"))
+	})
+
+	It("asks for each launch template once however many NodeClaims launch at once", func() {
+		var wg sync.WaitGroup
+		for i := range 10 {
+			wg.Add(1)
+			go func() {
+				defer GinkgoRecover()
+				defer wg.Done()
+				_, err := launcher.Launch(ctx, claim(fmt.Sprintf("burst-%d", i), "on-demand"), class)
+				Expect(err).NotTo(HaveOccurred())
+			}()
+		}
+		wg.Wait()
+		by := map[string]int{}
+		for _, r := range sim.Requests() {
+			by[r.Action]++
+		}
+		Expect(by).To(HaveKeyWithValue("CreateFleet", 10))
+		Expect(by).To(HaveKeyWithValue("DescribeLaunchTemplates", 2), "one per architecture: %v", by)
+		Expect(by).To(HaveKeyWithValue("CreateLaunchTemplate", 2), "one per architecture: %v", by)
 	})
 
 	It("returns the same instance for a retried launch of the same NodeClaim", func() {
