@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,8 +90,50 @@ func (r *run) scaleUp(ctx context.Context) {
 			}
 		}
 		return n
-	}, 8*time.Minute, time.Second).Should(Equal(pods), "every pod runs")
+	}, 8*time.Minute, time.Second).Should(Equal(pods), func() string { return "every pod runs\n" + r.diagnosis(ctx) })
 	r.took = time.Since(begin)
+}
+
+// diagnosis tells what a stalled run was doing: the NodePool's and the
+// NodeClaims' conditions, the EC2 calls, and the controller's last errors.
+func (r *run) diagnosis(ctx context.Context) string {
+	var b strings.Builder
+	var pools v1.NodePoolList
+	if err := r.cluster.Client.List(ctx, &pools); err == nil {
+		for _, p := range pools.Items {
+			fmt.Fprintf(&b, "NodePool %s: %v\n", p.Name, p.Status.Conditions)
+		}
+	}
+	var claims v1.NodeClaimList
+	if err := r.cluster.Client.List(ctx, &claims); err == nil {
+		fmt.Fprintf(&b, "%d NodeClaims\n", len(claims.Items))
+		for i, c := range claims.Items {
+			if i == 5 {
+				break
+			}
+			fmt.Fprintf(&b, "  %s: %v\n", c.Name, c.Status.Conditions)
+		}
+	}
+	total, by := r.calls()
+	fmt.Fprintf(&b, "%d EC2 calls %v\n", total, by)
+	logs, _ := filepath.Glob(filepath.Join(r.cluster.Dir, "controller-*.log"))
+	for _, name := range logs {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		var errs []string
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "ERROR") || strings.Contains(line, "panic") {
+				errs = append(errs, line)
+			}
+		}
+		fmt.Fprintf(&b, "%s: %d error lines; the last:\n", filepath.Base(name), len(errs))
+		for _, line := range errs[max(0, len(errs)-15):] {
+			fmt.Fprintf(&b, "  %.400s\n", line)
+		}
+	}
+	return b.String()
 }
 
 // calls counts the EC2 requests by action.
