@@ -8,11 +8,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 	"k8s.io/utils/clock"
 
 	awscloud "github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/pkg/operator"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
 
@@ -26,6 +28,23 @@ func EC2Client(endpoint string) *ec2.Client {
 		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
 		HTTPClient:   awscloud.HTTPClient(),
 	})
+}
+
+// SQSClient is the SDK's SQS client as the controller builds it, pointed at
+// the simulator.
+func SQSClient(endpoint string) *sqs.Client {
+	return sqs.New(sqs.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
+		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
+		HTTPClient:   awscloud.HTTPClient(),
+	})
+}
+
+// AWSClients are the controller's clients pointed at the simulator.
+func AWSClients(endpoint string) *operator.AWS {
+	return &operator.AWS{EC2: EC2Client(endpoint), SQS: SQSClient(endpoint)}
 }
 
 // StartEC2Simulator serves a simulator over HTTP for one spec and returns it

@@ -33,7 +33,7 @@ func StartBackstop(env *Environment, cfg ec2sim.Config, flags ...string) *ec2sim
 	}, flags...)
 	opts, err := operator.ParseOptions(args, func(string) string { return "" }, io.Discard)
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	op, err := operator.New(env.Config, opts, zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)), EC2Client(srv.URL), clock.RealClock{})
+	op, err := operator.New(env.Config, opts, zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)), AWSClients(srv.URL), clock.RealClock{})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -21,6 +21,14 @@ const (
 	UnregisteredTaintKey = Group + "/unregistered"
 	// DisruptedTaintKey marks a node that is being drained.
 	DisruptedTaintKey = Group + "/disrupted"
+
+	// ReclaimAtAnnotation (RFC 3339) is when the cloud takes a NodeClaim's
+	// instance back, as a Spot interruption warning says: its drain ends
+	// then, whatever the terminationGracePeriod. Backstop's own.
+	ReclaimAtAnnotation = "backstop.sh/reclaim-at"
+	// InterruptedAnnotation says why a NodeClaim is being replaced ahead of
+	// its drain: the interruption message's kind. Backstop's own.
+	InterruptedAnnotation = "backstop.sh/interrupted"
 )
 
 // UnregisteredNoExecuteTaint is put on every node at launch and removed at registration.

@@ -24,12 +24,12 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	ec2Client, err := operator.NewEC2Client(ctx, opts)
+	clients, err := operator.NewAWS(ctx, opts)
 	if err != nil {
 		log.Error(err, "cannot reach AWS")
 		os.Exit(1)
 	}
-	op, err := operator.New(cfg, opts, log, ec2Client, clock.RealClock{})
+	op, err := operator.New(cfg, opts, log, clients, clock.RealClock{})
 	if err != nil {
 		log.Error(err, "cannot start")
 		os.Exit(1)

@@ -8,13 +8,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	awscloud "github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	awsinterruption "github.com/backstop-sh/backstop/pkg/cloudprovider/aws/interruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
+	"github.com/backstop-sh/backstop/pkg/controllers/interruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclass"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodepool"
@@ -22,9 +25,16 @@ import (
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
-// NewEC2Client builds the EC2 client from the default AWS configuration
-// (environment, shared files, instance role), the region and the endpoint.
-func NewEC2Client(ctx context.Context, o *Options) (*ec2.Client, error) {
+// AWS are the clients of the AWS services Backstop calls.
+type AWS struct {
+	EC2 *ec2.Client
+	// SQS reads the interruption queue; nil leaves interruption handling off.
+	SQS *sqs.Client
+}
+
+// NewAWS builds the clients from the default AWS configuration (environment,
+// shared files, instance role), the region and the endpoint.
+func NewAWS(ctx context.Context, o *Options) (*AWS, error) {
 	load := []func(*config.LoadOptions) error{config.WithRegion(o.AWSRegion)}
 	if o.AWSRegion == "" {
 		// On EC2, the instance metadata service knows the region.
@@ -38,16 +48,26 @@ func NewEC2Client(ctx context.Context, o *Options) (*ec2.Client, error) {
 		return nil, fmt.Errorf("no AWS region: set --aws-region or AWS_REGION")
 	}
 	o.AWSRegion = cfg.Region
-	return ec2.NewFromConfig(cfg, func(opts *ec2.Options) {
+	clients := &AWS{EC2: ec2.NewFromConfig(cfg, func(opts *ec2.Options) {
 		opts.HTTPClient = awscloud.HTTPClient()
 		if o.AWSEndpoint != "" {
 			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
 		}
-	}), nil
+	})}
+	if o.InterruptionQueue != "" {
+		clients.SQS = sqs.NewFromConfig(cfg, func(opts *sqs.Options) {
+			opts.HTTPClient = awscloud.HTTPClient()
+			if o.AWSEndpoint != "" {
+				opts.BaseEndpoint = aws.String(o.AWSEndpoint)
+			}
+		})
+	}
+	return clients, nil
 }
 
 // registerAWS wires the AWS cloud provider and the controllers that need it.
-func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
+func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
+	client := clients.EC2
 	o, mgr, clk := op.Options, op.Manager, op.Clock
 	version, err := kubernetesMinor(cfg)
 	if err != nil {
@@ -65,11 +85,24 @@ func (op *Operator) registerAWS(cfg *rest.Config, client *ec2.Client) error {
 	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version), clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}
-	return op.registerControllers(cloud)
+	handler, err := op.registerControllers(cloud)
+	if err != nil {
+		return err
+	}
+	if o.InterruptionQueue == "" || clients.SQS == nil {
+		op.Log.Info("no interruption queue (--interruption-queue): Spot interruptions are noticed only when the instance is gone")
+		return nil
+	}
+	if err := awsinterruption.IndexInstanceIDs(context.Background(), mgr); err != nil {
+		return err
+	}
+	return mgr.Add(awsinterruption.NewProcessor(clients.SQS, o.InterruptionQueue, mgr.GetClient(), handler, unavailable, clk,
+		awsinterruption.NewMetrics(crmetrics.Registry)))
 }
 
-// registerControllers wires the generic controllers onto a cloud provider.
-func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) error {
+// registerControllers wires the generic controllers onto a cloud provider,
+// and returns the interruption handler for the cloud's notice source.
+func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*interruption.Controller, error) {
 	o, mgr, clk := op.Options, op.Manager, op.Clock
 	recorder := mgr.GetEventRecorder("karpenter")
 	prov := provisioning.New(mgr.GetClient(), recorder, cloud, clk, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
@@ -77,39 +110,47 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) error
 		PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy), Process: op.Process,
 	})
 	if err := prov.Register(mgr); err != nil {
-		return fmt.Errorf("registering the provisioner: %w", err)
+		return nil, fmt.Errorf("registering the provisioner: %w", err)
 	}
 	launch := nodeclaim.NewLaunch(mgr.GetClient(), cloud, recorder, clk, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry))
 	launch.Timeout = o.LaunchTimeout
 	if err := launch.Register(mgr); err != nil {
-		return fmt.Errorf("registering the launch controller: %w", err)
+		return nil, fmt.Errorf("registering the launch controller: %w", err)
 	}
 	ctx := context.Background()
 	if err := nodeclaim.IndexProviderIDs(ctx, mgr); err != nil {
-		return err
+		return nil, err
 	}
 	if err := nodeclaim.IndexPodsByNode(ctx, mgr); err != nil {
-		return err
+		return nil, err
 	}
 	if err := nodeclaim.NewRegistration(mgr.GetClient(), recorder, clk, o.RegistrationTTL).Register(mgr); err != nil {
-		return fmt.Errorf("registering the registration controller: %w", err)
+		return nil, fmt.Errorf("registering the registration controller: %w", err)
 	}
 	if err := nodeclaim.NewTermination(mgr.GetClient(), cloud, recorder, clk).Register(mgr); err != nil {
-		return fmt.Errorf("registering the termination controller: %w", err)
+		return nil, fmt.Errorf("registering the termination controller: %w", err)
 	}
 	gc := nodeclaim.NewGarbageCollection(mgr.GetClient(), cloud, clk)
 	gc.Every = o.GCInterval
 	gc.Grace = min(gc.Grace, o.GCInterval)
 	if err := mgr.Add(gc); err != nil {
-		return err
+		return nil, err
 	}
 	if err := nodepool.NewStatus(mgr.GetClient(), cloud).Register(mgr); err != nil {
-		return fmt.Errorf("registering the NodePool status controller: %w", err)
+		return nil, fmt.Errorf("registering the NodePool status controller: %w", err)
 	}
 	d := disruption.New(mgr.GetClient(), recorder, clk)
 	d.Every = o.DisruptionInterval
 	d.Nominations = prov
-	return mgr.Add(d)
+	if err := mgr.Add(d); err != nil {
+		return nil, err
+	}
+	handler := interruption.New(mgr.GetClient(), recorder, clk, prov, interruption.NewMetrics(crmetrics.Registry))
+	handler.ReplaceOnRebalance = o.ReplaceOnRebalance
+	if err := handler.Register(mgr); err != nil {
+		return nil, fmt.Errorf("registering the interruption controller: %w", err)
+	}
+	return handler, nil
 }
 
 // kubernetesMinor is the API server's version as "1.36", which picks alias images.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -71,9 +70,9 @@ func RESTConfig(o *Options) (*rest.Config, error) {
 
 // New builds the manager with leader election, health and readiness probes and
 // the metrics endpoint, and registers the controllers. Provisioning and the
-// node lifecycle run only with an EC2 client (nil leaves them off). Every
+// node lifecycle run only with AWS clients (nil leaves them off). Every
 // controller and cache runs on clk.
-func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client, clk clock.Clock) (*Operator, error) {
+func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.Clock) (*Operator, error) {
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
@@ -113,11 +112,11 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, ec2Client *ec2.Client, c
 		return nil, err
 	}
 	op := &Operator{Options: o, Log: log, Manager: mgr, Clock: clk, Process: string(uuid.NewUUID())}
-	if ec2Client == nil {
+	if clients == nil || clients.EC2 == nil {
 		log.Info("no cloud provider configured: pending pods will not be provisioned")
 		return op, nil
 	}
-	if err := op.registerAWS(cfg, ec2Client); err != nil {
+	if err := op.registerAWS(cfg, clients); err != nil {
 		return nil, err
 	}
 	return op, nil

@@ -40,6 +40,8 @@ type Options struct {
 	BatchIdleDuration       time.Duration
 	BatchMaxDuration        time.Duration
 	PreferencePolicy        string
+	InterruptionQueue       string
+	ReplaceOnRebalance      bool
 }
 
 // ParseOptions reads options from args (without the program name) and getenv.
@@ -64,7 +66,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.Float64Var(&o.KubeClientQPS, "kube-client-qps", env.float("kube-client-qps", 200), "requests per second the controller may make to the API server, sustained [KUBE_CLIENT_QPS]")
 	fs.IntVar(&o.KubeClientBurst, "kube-client-burst", env.integer("kube-client-burst", 300), "requests the controller may make to the API server in a burst [KUBE_CLIENT_BURST]")
 	fs.StringVar(&o.AWSRegion, "aws-region", env.str("aws-region", getenv("AWS_REGION")), "AWS region [AWS_REGION]")
-	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2 endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
+	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2 and SQS endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
 	fs.DurationVar(&o.UnavailableOfferingsTTL, "unavailable-offerings-ttl", env.duration("unavailable-offerings-ttl", 3*time.Minute), "how long capacity EC2 ran out of is skipped [UNAVAILABLE_OFFERINGS_TTL]")
 	fs.DurationVar(&o.RegistrationTTL, "registration-ttl", env.duration("registration-ttl", 15*time.Minute), "a NodeClaim whose node does not register this long after launch is deleted [REGISTRATION_TTL]")
 	fs.DurationVar(&o.LaunchTimeout, "launch-timeout", env.duration("launch-timeout", 5*time.Minute), "a NodeClaim that cannot launch for other reasons than capacity is given up after this long [LAUNCH_TIMEOUT]")
@@ -73,6 +75,8 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.DurationVar(&o.BatchIdleDuration, "batch-idle-duration", env.duration("batch-idle-duration", time.Second), "a batch of pending pods closes after this long without a new one [BATCH_IDLE_DURATION]")
 	fs.DurationVar(&o.BatchMaxDuration, "batch-max-duration", env.duration("batch-max-duration", 10*time.Second), "a batch of pending pods closes after this long at most [BATCH_MAX_DURATION]")
 	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")
+	fs.StringVar(&o.InterruptionQueue, "interruption-queue", env.str("interruption-queue", ""), "SQS queue (name or URL) EventBridge feeds with Spot interruption warnings, rebalance recommendations, scheduled changes and instance state changes; empty turns interruption handling off [INTERRUPTION_QUEUE]")
+	fs.BoolVar(&o.ReplaceOnRebalance, "replace-on-rebalance", env.boolean("replace-on-rebalance", false), "replace a Spot node when EC2 recommends rebalancing it, not only on its interruption warning [REPLACE_ON_REBALANCE]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 )
@@ -94,6 +95,24 @@ func FollowsNode(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// MustLeave reports whether a pod leaves a drained node: not DaemonSet or
+// mirror pods, not finished pods, not pods that tolerate the disrupted taint.
+func MustLeave(pod *corev1.Pod) bool {
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	if FollowsNode(pod) {
+		return false
+	}
+	taint := v1.DisruptedNoScheduleTaint
+	for _, tol := range pod.Spec.Tolerations {
+		if tol.ToleratesTaint(klog.Background(), &taint, false) {
+			return false
+		}
+	}
+	return true
 }
 
 // RunsOn reports whether a DaemonSet pod would run on a node with these

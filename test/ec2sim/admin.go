@@ -40,17 +40,21 @@ func (s *Server) Instances() []Instance {
 	return out
 }
 
-// Interrupt gives a Spot instance its two-minute interruption notice; it ends
-// when the notice is up. It reports false for an unknown or non-Spot instance.
+// Interrupt gives a running Spot instance its interruption warning, as EC2
+// does: the warning goes to the interruption queue, and when the notice
+// (SpotNotice, two minutes) is up the instance is terminated and its state
+// change published. It reports false for an unknown, non-Spot or ended
+// instance.
 func (s *Server) Interrupt(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inst, ok := s.instances[id]
-	if !ok || inst.CapacityType != spot || inst.State == "terminated" {
+	if !ok || inst.CapacityType != spot || inst.State != "running" || inst.Interrupted {
 		return false
 	}
 	inst.Interrupted = true
-	inst.TerminateAt = s.clock.Now().Add(2 * time.Minute)
+	inst.TerminateAt = s.clock.Now().Add(s.cfg.SpotNotice.Duration)
+	s.publishEventLocked("aws.ec2", "EC2 Spot Instance Interruption Warning", id, map[string]string{"instance-id": id, "instance-action": "terminate"})
 	return true
 }
 
@@ -77,6 +81,8 @@ func (s *Server) Terminate(id string) bool {
 		return false
 	}
 	inst.State = "terminated"
+	s.freeAddress(inst)
+	s.publishStateLocked(id, "terminated")
 	return true
 }
 
@@ -88,6 +94,8 @@ func (s *Server) Terminate(id string) bool {
 //	PUT    /admin/faults      replace capacity limits and failures (a Faults object)
 //	POST   /admin/interrupt?instance=i-…   interrupt a Spot instance
 //	POST   /admin/terminate?instance=i-…   terminate an instance behind Backstop's back
+//	POST   /admin/rebalance?instance=i-…   recommend rebalancing a Spot instance
+//	POST   /admin/retire?instance=i-…&in=72h   schedule an instance's retirement (AWS Health)
 func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	reply := func(status int, v any) {
 		w.Header().Set("Content-Type", "application/json")
@@ -126,6 +134,25 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(http.StatusOK, map[string]string{"status": "terminated", "instance": id})
+	case r.URL.Path == "/admin/rebalance" && r.Method == http.MethodPost:
+		id := r.URL.Query().Get("instance")
+		if !s.Rebalance(id) {
+			reply(http.StatusNotFound, map[string]string{"error": "no running Spot instance " + id})
+			return
+		}
+		reply(http.StatusOK, map[string]string{"status": "rebalance recommended", "instance": id})
+	case r.URL.Path == "/admin/retire" && r.Method == http.MethodPost:
+		id := r.URL.Query().Get("instance")
+		in, err := time.ParseDuration(r.URL.Query().Get("in"))
+		if err != nil {
+			reply(http.StatusBadRequest, map[string]string{"error": "in: a duration such as 72h, the time until the retirement: " + err.Error()})
+			return
+		}
+		if !s.ScheduleRetirement(id, s.clock.Now().Add(in)) {
+			reply(http.StatusNotFound, map[string]string{"error": "no running instance " + id})
+			return
+		}
+		reply(http.StatusOK, map[string]string{"status": "retirement scheduled", "instance": id})
 	default:
 		reply(http.StatusNotFound, map[string]string{"error": "unknown admin call " + r.Method + " " + r.URL.Path})
 	}

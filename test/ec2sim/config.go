@@ -28,6 +28,15 @@ type Config struct {
 	// SpotPriceSeed seeds Spot prices, a stable 25–45% of on-demand per type and zone.
 	SpotPriceSeed int64 `json:"spotPriceSeed,omitempty"`
 
+	// InterruptionQueue is the SQS queue EventBridge feeds in this account:
+	// it exists from the start, and Spot interruption warnings, rebalance
+	// recommendations, scheduled changes and instance state changes are
+	// delivered to it. Empty: no queue, events go nowhere.
+	InterruptionQueue string `json:"interruptionQueue,omitempty"`
+	// SpotNotice is how long after its interruption warning a Spot instance
+	// is reclaimed; two minutes, as on AWS, unless set.
+	SpotNotice Duration `json:"spotNotice,omitempty"`
+
 	Faults Faults `json:"faults,omitempty"`
 }
 
@@ -56,6 +65,11 @@ type Faults struct {
 	// LoseFleetAnswers makes the next N CreateFleet calls launch as asked and
 	// then answer 500 InternalError, as when the answer is lost after EC2 acted.
 	LoseFleetAnswers int `json:"loseFleetAnswers,omitempty"`
+	// SQSThrottleNext answers the next N SQS calls with RequestThrottled.
+	SQSThrottleNext int `json:"sqsThrottleNext,omitempty"`
+	// SQSAccessDenied answers every SQS call with AccessDenied, as when the
+	// controller's role lacks the queue permissions.
+	SQSAccessDenied bool `json:"sqsAccessDenied,omitempty"`
 	// Latency delays every answer.
 	Latency Duration `json:"latency,omitempty"`
 }
@@ -142,6 +156,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.ClusterTag == "" {
 		c.ClusterTag = "local"
+	}
+	if c.SpotNotice.Duration == 0 {
+		c.SpotNotice.Duration = 2 * time.Minute
 	}
 	discovery := map[string]string{"karpenter.sh/discovery": c.ClusterTag}
 	if len(c.Subnets) == 0 {

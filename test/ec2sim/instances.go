@@ -298,6 +298,8 @@ func (s *Server) settle() {
 	for _, inst := range s.instances {
 		if inst.Interrupted && inst.State != "terminated" && !now.Before(inst.TerminateAt) {
 			inst.State = "terminated"
+			s.freeAddress(inst)
+			s.publishStateLocked(inst.ID, "terminated")
 		}
 	}
 }
@@ -369,11 +371,8 @@ func (s *Server) terminateInstances(p *params) (any, *apiError) {
 		inst := s.instances[id]
 		prev := inst.State
 		if prev != "terminated" {
-			for i := range s.cfg.Subnets {
-				if s.cfg.Subnets[i].ID == inst.SubnetID {
-					s.cfg.Subnets[i].AvailableIPs++
-				}
-			}
+			s.freeAddress(inst)
+			s.publishStateLocked(id, "shutting-down")
 		}
 		inst.State = "terminated"
 		resp.Instances = append(resp.Instances, stateChangeXML{InstanceID: id, PreviousState: stateXML{Code: states[prev], Name: prev}, CurrentState: stateXML{Code: 48, Name: "terminated"}})
@@ -408,4 +407,13 @@ func (s *Server) createTags(p *params) (any, *apiError) {
 		}
 	}
 	return &returnResponse{XMLName: xmlName("CreateTagsResponse"), Xmlns: xmlns, Return: true}, nil
+}
+
+// freeAddress gives an ending instance's address back to its subnet; locked.
+func (s *Server) freeAddress(inst *Instance) {
+	for i := range s.cfg.Subnets {
+		if s.cfg.Subnets[i].ID == inst.SubnetID {
+			s.cfg.Subnets[i].AvailableIPs++
+		}
+	}
 }

@@ -74,6 +74,8 @@ type Server struct {
 	seq             int
 	requestCount    int
 	spotPriceFactor map[string]float64
+	queues          map[string]*queue
+	messageSeq      int
 	// beforeAnswer, when set, runs after EC2 has acted on a request and
 	// before the answer is written: a test kills the client there.
 	beforeAnswer func(action string)
@@ -96,7 +98,11 @@ func New(cfg Config, clk clock.Clock) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{clock: clk, cfg: cfg, types: map[string]catalog.InstanceType{}, instances: map[string]*Instance{},
-		templates: map[string]*launchTemplate{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{}}
+		templates: map[string]*launchTemplate{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{},
+		queues: map[string]*queue{}}
+	if cfg.InterruptionQueue != "" {
+		s.queues[cfg.InterruptionQueue] = newQueue(cfg.InterruptionQueue)
+	}
 	allowed := map[string]bool{}
 	for _, t := range cfg.InstanceTypes {
 		allowed[t] = true
@@ -155,6 +161,10 @@ func invalidParameter(format string, args ...any) *apiError {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/admin/") {
 		s.serveAdmin(w, r)
+		return
+	}
+	if target := r.Header.Get("X-Amz-Target"); strings.HasPrefix(target, "AmazonSQS.") {
+		s.serveSQS(w, r, strings.TrimPrefix(target, "AmazonSQS."))
 		return
 	}
 	if err := r.ParseForm(); err != nil {

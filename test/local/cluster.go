@@ -158,7 +158,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	op, err := operator.New(cfg, opts, c.Log, test.EC2Client(c.SimURL), clock.RealClock{})
+	op, err := operator.New(cfg, opts, c.Log, test.AWSClients(c.SimURL), clock.RealClock{})
 	if err != nil {
 		return err
 	}

@@ -271,3 +271,10 @@ func sortedKeys(m map[string]bool) []string {
 	sort.Strings(out)
 	return out
 }
+
+// Retryable wraps a failed AWS call worth trying again, keeping its error
+// code and request id; for callers outside this package, such as the
+// interruption queue.
+func Retryable(operation string, err error) *cloudprovider.RetryableError {
+	return retryable(operation, err)
+}

@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -115,11 +114,7 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 	if err := t.taint(ctx, node); err != nil {
 		return reconcile.Result{}, err
 	}
-	var deadline *time.Time
-	if claim != nil && claim.Spec.TerminationGracePeriod != nil {
-		d := node.DeletionTimestamp.Add(claim.Spec.TerminationGracePeriod.Duration)
-		deadline = &d
-	}
+	deadline := drainDeadline(node, claim)
 	draining, err := t.drain(ctx, node, deadline)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -145,6 +140,24 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 	}
 	logger.Info("drained and deleted node")
 	return reconcile.Result{}, nil
+}
+
+// drainDeadline is when pods still on the node are deleted outright: the
+// NodeClaim's terminationGracePeriod after the node's deletion, or the
+// reclaim time of an interrupted instance if that comes first.
+func drainDeadline(node *corev1.Node, claim *v1.NodeClaim) *time.Time {
+	var deadline *time.Time
+	if claim == nil {
+		return nil
+	}
+	if claim.Spec.TerminationGracePeriod != nil {
+		d := node.DeletionTimestamp.Add(claim.Spec.TerminationGracePeriod.Duration)
+		deadline = &d
+	}
+	if at, err := time.Parse(time.RFC3339, claim.Annotations[v1.ReclaimAtAnnotation]); err == nil && (deadline == nil || at.Before(*deadline)) {
+		deadline = &at
+	}
+	return deadline
 }
 
 func (t *Termination) claimOf(ctx context.Context, node *corev1.Node) *v1.NodeClaim {
@@ -178,7 +191,7 @@ func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *ti
 	remaining := 0
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if !mustLeave(pod) {
+		if !scheduling.MustLeave(pod) {
 			continue
 		}
 		pastDeadline := deadline != nil && !now.Before(*deadline)
@@ -191,7 +204,7 @@ func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *ti
 		}
 		remaining++
 		if pastDeadline {
-			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "Disrupted", "Drain", "Deleting pod: node %s passed its terminationGracePeriod", node.Name)
+			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "Disrupted", "Drain", "Deleting pod: node %s passed its drain deadline (terminationGracePeriod or reclaim time)", node.Name)
 			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 				return remaining, err
 			}
@@ -211,22 +224,4 @@ func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *ti
 		}
 	}
 	return remaining, nil
-}
-
-// mustLeave says whether a pod is drained: not DaemonSet or mirror pods, not
-// finished pods, not pods that tolerate the disrupted taint.
-func mustLeave(pod *corev1.Pod) bool {
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	if scheduling.FollowsNode(pod) {
-		return false
-	}
-	for _, tol := range pod.Spec.Tolerations {
-		taint := v1.DisruptedNoScheduleTaint
-		if tol.ToleratesTaint(klog.Background(), &taint, false) {
-			return false
-		}
-	}
-	return true
 }

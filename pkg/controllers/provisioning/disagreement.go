@@ -130,4 +130,9 @@ func (p *Provisioner) forgetBound(pending map[types.UID]bool, pendingKeys map[ty
 			delete(p.nominations, uid)
 		}
 	}
+	for uid := range p.placed {
+		if !pending[uid] {
+			delete(p.placed, uid)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -57,6 +58,8 @@ type Provisioner struct {
 	backoffs map[types.UID]backoff
 	// known are the pending pods already seen: only a new one extends a window.
 	known map[types.NamespacedName]bool
+	// placed are pods of leaving nodes planned onto registered nodes, by node.
+	placed map[types.UID]string
 }
 
 type fallback struct {
@@ -81,6 +84,7 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
 		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]bool{},
+		placed: map[types.UID]string{},
 	}
 }
 
@@ -199,6 +203,9 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		if snap.inFlight[placement.Node] {
 			what = "nodeclaim/" + placement.Node
 		}
+		if snap.displaced[placement.Pod.UID] {
+			p.remember(placement, snap.inFlight[placement.Node])
+		}
 		p.recorder.Eventf(placement.Pod, nil, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: %s", what)
 	}
 	for _, u := range plan.Unschedulable {
@@ -303,7 +310,8 @@ func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) {
 	}
 }
 
-// Nominated reports whether pods still pending are planned onto the NodeClaim.
+// Nominated reports whether pods still to come, pending or on a leaving
+// node, are planned onto the NodeClaim.
 func (p *Provisioner) Nominated(ctx context.Context, claim string) bool {
 	p.mu.Lock()
 	var pods []types.NamespacedName
@@ -315,11 +323,52 @@ func (p *Provisioner) Nominated(ctx context.Context, claim string) bool {
 	p.mu.Unlock()
 	for _, key := range pods {
 		pod := &corev1.Pod{}
-		if err := p.client.Get(ctx, key, pod); err == nil && IsProvisionable(pod) {
+		// A bound pod keeps a nomination only while its node is leaving:
+		// it is still to come.
+		if err := p.client.Get(ctx, key, pod); err == nil && (IsProvisionable(pod) || (pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil)) {
 			return true
 		}
 	}
 	return false
+}
+
+// remember where a pod of a leaving node was planned on capacity that exists:
+// an in-flight NodeClaim, as a nomination; a registered node, as placed.
+func (p *Provisioner) remember(placement scheduling.Placement, inFlight bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	uid := placement.Pod.UID
+	if inFlight {
+		p.nominations[uid] = nomination{claim: placement.Node, pod: client.ObjectKeyFromObject(placement.Pod), at: p.clock.Now()}
+		return
+	}
+	p.placed[uid] = placement.Node
+}
+
+func (p *Provisioner) placedFor(pod *corev1.Pod) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.placed[pod.UID]
+}
+
+// ReplacementReady reports whether a pod on a leaving node has a Ready place
+// to go: planned onto a registered node, or onto a NodeClaim whose node has
+// initialized. False while it is not planned yet.
+func (p *Provisioner) ReplacementReady(ctx context.Context, pod *corev1.Pod) bool {
+	if p.placedFor(pod) != "" {
+		return true
+	}
+	p.mu.Lock()
+	n, ok := p.nominations[pod.UID]
+	p.mu.Unlock()
+	if !ok {
+		return false
+	}
+	claim := &v1.NodeClaim{}
+	if err := p.client.Get(ctx, client.ObjectKey{Name: n.claim}, claim); err != nil {
+		return false
+	}
+	return claim.DeletionTimestamp == nil && meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)
 }
 
 func (p *Provisioner) forgetNomination(pod *corev1.Pod) {

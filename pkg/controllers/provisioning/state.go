@@ -44,6 +44,8 @@ type snapshot struct {
 	input   *scheduling.Input
 	// inFlight names the NodeClaims standing in for nodes not registered yet.
 	inFlight map[string]bool
+	// displaced are the pods of leaving nodes planned in this batch.
+	displaced map[types.UID]bool
 }
 
 // takeSnapshot reads the cluster from the cache and builds the solver's input.
@@ -74,7 +76,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		return nil, fmt.Errorf("listing namespaces: %w", err)
 	}
 
-	s := &snapshot{pools: map[string]*v1.NodePool{}, inFlight: map[string]bool{}, input: &scheduling.Input{
+	s := &snapshot{pools: map[string]*v1.NodePool{}, inFlight: map[string]bool{}, displaced: map[types.UID]bool{}, input: &scheduling.Input{
 		NamespaceLabels: map[string]map[string]string{}, PreferencePolicy: p.opts.PreferencePolicy,
 	}}
 	for i := range namespaces.Items {
@@ -91,6 +93,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	}
 	lost := p.forgetNominations(liveClaims)
 
+	leaving := leavingNodes(nodes.Items, liveClaims)
 	byNode := map[string][]*corev1.Pod{}
 	byClaim := map[string][]*corev1.Pod{}
 	pendingNow := map[types.UID]bool{}
@@ -100,6 +103,26 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		switch {
+		case pod.Spec.NodeName != "" && leaving[pod.Spec.NodeName] && pod.DeletionTimestamp == nil && scheduling.MustLeave(pod):
+			// Its node is being drained or reclaimed: it needs a place
+			// before it is evicted, planned like a pending pod once and then
+			// counted on the NodeClaim planned for it.
+			pendingNow[pod.UID] = true
+			s.displaced[pod.UID] = true
+			claim, ok := p.nominatedClaim(pod)
+			switch {
+			case ok && liveClaims[claim] != nil && liveClaims[claim].Status.NodeName != "":
+				node := liveClaims[claim].Status.NodeName
+				byNode[node] = append(byNode[node], pod)
+			case ok:
+				byClaim[claim] = append(byClaim[claim], pod)
+			case p.placedFor(pod) != "":
+				byNode[p.placedFor(pod)] = append(byNode[p.placedFor(pod)], pod)
+			default:
+				moved := pod.DeepCopy()
+				moved.Spec.NodeName = ""
+				s.pending = append(s.pending, moved)
+			}
 		case pod.Spec.NodeName != "":
 			if pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
 				byNode[pod.Spec.NodeName] = append(byNode[pod.Spec.NodeName], pod)
@@ -166,6 +189,10 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		n := &nodes.Items[i]
 		if claim, ok := unregistered[n.Spec.ProviderID]; ok && n.Spec.ProviderID != "" {
 			byClaim[claim] = append(byClaim[claim], byNode[n.Name]...)
+			continue
+		}
+		if leaving[n.Name] {
+			// Nothing is planned onto a node on its way out.
 			continue
 		}
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
@@ -237,6 +264,34 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		s.input.NodePools = append(s.input.NodePools, sp)
 	}
 	return s, nil
+}
+
+// leavingNodes are the nodes whose pods must find another place: tainted
+// for disruption (drained, or warned of a Spot reclaim), or being deleted,
+// or whose NodeClaim is.
+func leavingNodes(nodes []corev1.Node, claims map[string]*v1.NodeClaim) map[string]bool {
+	leaving := map[string]bool{}
+	for _, c := range claims {
+		if c.DeletionTimestamp != nil && c.Status.NodeName != "" {
+			leaving[c.Status.NodeName] = true
+		}
+	}
+	for i := range nodes {
+		n := &nodes[i]
+		if n.DeletionTimestamp != nil || hasDisruptedTaint(n.Spec.Taints) {
+			leaving[n.Name] = true
+		}
+	}
+	return leaving
+}
+
+func hasDisruptedTaint(taints []corev1.Taint) bool {
+	for _, t := range taints {
+		if t.MatchTaint(&v1.DisruptedNoScheduleTaint) {
+			return true
+		}
+	}
+	return false
 }
 
 // withDaemons adds to the pods of an in-flight NodeClaim the DaemonSet pods
