@@ -54,7 +54,11 @@ func (s *Server) Interrupt(id string) bool {
 	}
 	inst.Interrupted = true
 	inst.TerminateAt = s.clock.Now().Add(s.cfg.SpotNotice.Duration)
-	s.publishEventLocked("aws.ec2", "EC2 Spot Instance Interruption Warning", id, map[string]string{"instance-id": id, "instance-action": "terminate"})
+	// The warning carries no reclaim time: readers take it as two minutes
+	// after the event's time. A shorter notice is stamped as if sent that
+	// much earlier, so that a reader as strict as AWS reads the right time.
+	s.publishAtLocked(inst.TerminateAt.Add(-2*time.Minute), "aws.ec2", "EC2 Spot Instance Interruption Warning", id,
+		map[string]string{"instance-id": id, "instance-action": "terminate"})
 	return true
 }
 

@@ -26,13 +26,18 @@ type event struct {
 // queue, as the EventBridge rules of an install do; without a queue it goes
 // nowhere. Locked.
 func (s *Server) publishEventLocked(source, detailType, instanceID string, detail any) {
+	s.publishAtLocked(s.clock.Now(), source, detailType, instanceID, detail)
+}
+
+// publishAtLocked publishes an event stamped with the given time; locked.
+func (s *Server) publishAtLocked(at time.Time, source, detailType, instanceID string, detail any) {
 	q := s.queues[s.cfg.InterruptionQueue]
 	if q == nil {
 		return
 	}
 	s.seq++
 	e := event{Version: "0", ID: fmt.Sprintf("%08x-1111-4222-8333-%012x", s.seq, s.seq), DetailType: detailType, Source: source,
-		Account: accountID, Time: s.clock.Now().UTC().Format(time.RFC3339), Region: s.cfg.Region, Detail: detail,
+		Account: accountID, Time: at.UTC().Format(time.RFC3339), Region: s.cfg.Region, Detail: detail,
 		Resources: []string{fmt.Sprintf("arn:aws:ec2:%s:%s:instance/%s", s.cfg.Region, accountID, instanceID)}}
 	body, _ := json.Marshal(e)
 	s.publishLocked(q, string(body))

@@ -76,6 +76,7 @@ type Server struct {
 	spotPriceFactor map[string]float64
 	queues          map[string]*queue
 	messageSeq      int
+	sqsRequests     int
 	// beforeAnswer, when set, runs after EC2 has acted on a request and
 	// before the answer is written: a test kills the client there.
 	beforeAnswer func(action string)

@@ -62,7 +62,12 @@ func (s *Server) queueByURL(url string) (*queue, *sqsError) {
 // serveSQS answers one SQS call.
 func (s *Server) serveSQS(w http.ResponseWriter, r *http.Request, action string) {
 	var in map[string]json.RawMessage
+	s.mu.Lock()
+	s.sqsRequests++ // apart from EC2's count, which ThrottleEvery follows
+	requestID := fmt.Sprintf("%08x-sqs-%d", s.sqsRequests, s.sqsRequests)
+	s.mu.Unlock()
 	reply := func(status int, v any) {
+		w.Header().Set("X-Amzn-Requestid", requestID)
 		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(v)

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -57,73 +56,12 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		ns = nsObj.Name
 	})
 
-	// launchedClaim makes one pending pod and waits for its NodeClaim to launch.
 	launchedClaim := func(nodeSelector ...string) *v1.NodeClaim {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "seed"},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app", Resources: corev1.ResourceRequirements{
-				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")},
-			}}}},
-		}
-		if len(nodeSelector) == 2 {
-			pod.Spec.NodeSelector = map[string]string{nodeSelector[0]: nodeSelector[1]}
-		}
-		Expect(env.Client.Create(ctx, pod)).To(Succeed())
-		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
-		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
-		var claim v1.NodeClaim
-		Eventually(func(g Gomega) {
-			var list v1.NodeClaimList
-			g.Expect(env.Client.List(ctx, &list)).To(Succeed())
-			found := false
-			for _, c := range list.Items {
-				if c.Status.ProviderID != "" && c.DeletionTimestamp == nil && !hasNode(c) {
-					claim, found = c, true
-				}
-			}
-			g.Expect(found).To(BeTrue())
-		}, 15*time.Second).Should(Succeed())
-		// The pod is placed; take it away so later specs plan afresh.
-		Expect(env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0))).To(Succeed())
-		return &claim
+		return test.LaunchedClaim(ctx, env.Client, ns, nodeSelector...)
 	}
 
-	// joinNode plays the kubelet: the instance's node registers, tainted unregistered.
-	joinNode := func(claim *v1.NodeClaim) *corev1.Node {
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: "node-" + claim.Name, Labels: map[string]string{corev1.LabelHostname: "node-" + claim.Name}},
-			Spec:       corev1.NodeSpec{ProviderID: claim.Status.ProviderID, Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
-		}
-		Expect(env.Client.Create(ctx, node)).To(Succeed())
-		return node
-	}
-
-	// markReady plays the kubelet reporting Ready and kube-controller-manager
-	// lifting the not-ready taint the API server put on the new node.
-	markReady := func(node *corev1.Node) {
-		Eventually(func() error {
-			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
-				return err
-			}
-			var taints []corev1.Taint
-			for _, t := range node.Spec.Taints {
-				if t.Key != corev1.TaintNodeNotReady {
-					taints = append(taints, t)
-				}
-			}
-			node.Spec.Taints = taints
-			return env.Client.Update(ctx, node)
-		}).Should(Succeed())
-		Eventually(func() error {
-			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
-				return err
-			}
-			node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-			node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("20")}
-			node.Status.Capacity = node.Status.Allocatable
-			return env.Client.Status().Update(ctx, node)
-		}).Should(Succeed())
-	}
+	joinNode := func(claim *v1.NodeClaim) *corev1.Node { return test.JoinNode(ctx, env.Client, claim) }
+	markReady := func(node *corev1.Node) { test.MarkReady(ctx, env.Client, node) }
 
 	instanceState := func(providerID string) func() string {
 		return func() string {
@@ -136,12 +74,8 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		}
 	}
 
-	gone := func(obj client.Object) func() bool {
-		return func() bool {
-			err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
-			return client.IgnoreNotFound(err) == nil && err != nil
-		}
-	}
+	gone := func(obj client.Object) func() bool { return test.Gone(ctx, env.Client, obj) }
+
 
 	It("adopts the node that registers: labels, taints, finalizer, owner; then marks it initialized when Ready", func() {
 		claim := launchedClaim()
@@ -290,8 +224,6 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		Consistently(func() string { return instanceStateByID(sim, foreign) }, 3*time.Second).Should(Equal("running"), "never touch an instance we did not tag")
 	})
 })
-
-func hasNode(c v1.NodeClaim) bool { return c.Status.NodeName != "" }
 
 func instanceStateByID(sim *ec2sim.Server, id string) string {
 	for _, i := range sim.Instances() {

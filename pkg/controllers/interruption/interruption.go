@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -176,18 +177,22 @@ func (c *Controller) taint(ctx context.Context, claim *v1.NodeClaim) error {
 	if claim.Status.NodeName == "" {
 		return nil
 	}
-	node := &corev1.Node{}
-	if err := c.client.Get(ctx, client.ObjectKey{Name: claim.Status.NodeName}, node); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	for _, t := range node.Spec.Taints {
-		if t.MatchTaint(&v1.DisruptedNoScheduleTaint) {
-			return nil
+	// Others write the node too (the kubelet, registration): a conflict is
+	// read again and retried, the taints of others kept.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node := &corev1.Node{}
+		if err := c.client.Get(ctx, client.ObjectKey{Name: claim.Status.NodeName}, node); err != nil {
+			return client.IgnoreNotFound(err)
 		}
-	}
-	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	node.Spec.Taints = append(node.Spec.Taints, v1.DisruptedNoScheduleTaint)
-	return client.IgnoreNotFound(c.client.Patch(ctx, node, patch))
+		for _, t := range node.Spec.Taints {
+			if t.MatchTaint(&v1.DisruptedNoScheduleTaint) {
+				return nil
+			}
+		}
+		patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		node.Spec.Taints = append(node.Spec.Taints, v1.DisruptedNoScheduleTaint)
+		return client.IgnoreNotFound(c.client.Patch(ctx, node, patch))
+	})
 }
 
 func (c *Controller) event(ctx context.Context, claim *v1.NodeClaim, kind, reason, msg string) {

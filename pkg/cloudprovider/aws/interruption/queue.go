@@ -137,7 +137,7 @@ func (p *Processor) Start(ctx context.Context) error {
 			wait = min(max(2*wait, p.Backoff), p.MaxBackoff)
 			cause := cloudprovider.CauseOf(err)
 			p.metrics.errors.WithLabelValues(cause.Code).Inc()
-			logger.Error(err, "reading the interruption queue failed; "+advice(cause.Code), "aws-error-code", cause.Code,
+			logger.Error(err, "reading the interruption queue failed; "+Advice(cause.Code), "aws-error-code", cause.Code,
 				"aws-request-id", cause.RequestID, "retry-in", wait.String())
 		default:
 			wait = 0
@@ -145,8 +145,8 @@ func (p *Processor) Start(ctx context.Context) error {
 	}
 }
 
-// advice says what a user does about a queue error.
-func advice(code string) string {
+// Advice says what a user does about a queue error with this AWS code.
+func Advice(code string) string {
 	switch code {
 	case "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist":
 		return "the queue does not exist: create it with its EventBridge rules (see the README), or fix --interruption-queue"

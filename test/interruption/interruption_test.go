@@ -1,0 +1,276 @@
+package interruption_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+)
+
+var ctx = context.Background()
+
+const queue = "backstop-interruptions"
+
+// counter reads a counter of the controller's registry; labels narrow it.
+func counter(name string, labels ...string) float64 {
+	families, err := crmetrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.Metric {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !hasLabel(m, labels[i], labels[i+1]) {
+					continue metrics
+				}
+			}
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
+
+func hasLabel(m *dto.Metric, name, value string) bool {
+	for _, l := range m.Label {
+		if l.GetName() == name && l.GetValue() == value {
+			return true
+		}
+	}
+	return false
+}
+
+func instanceID(claim *v1.NodeClaim) string {
+	id := claim.Status.ProviderID
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i] == '/' {
+			return id[i+1:]
+		}
+	}
+	return id
+}
+
+var _ = Describe("the interruption queue", Ordered, func() {
+	var sim *ec2sim.Server
+
+	BeforeAll(func() {
+		sim = test.StartBackstop(env, ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", InterruptionQueue: queue, SpotNotice: ec2sim.Duration{Duration: 30 * time.Second}},
+			"--interruption-queue="+queue, "--gc-interval=1s")
+		objs, err := test.ReadManifests("examples.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		for _, o := range objs {
+			Expect(env.Client.Create(ctx, o)).To(Succeed())
+		}
+	})
+
+	AfterEach(func() {
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list)).To(Succeed())
+		for i := range list.Items {
+			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &list.Items[i]))).To(Succeed())
+		}
+		Eventually(func() []v1.NodeClaim {
+			Expect(env.Client.List(ctx, &list)).To(Succeed())
+			return list.Items
+		}, 30*time.Second).Should(BeEmpty())
+		var nodes corev1.NodeList
+		Expect(env.Client.List(ctx, &nodes)).To(Succeed())
+		Expect(nodes.Items).To(BeEmpty())
+	})
+
+	var ns string
+	BeforeEach(func() {
+		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "interruption-"}}
+		Expect(env.Client.Create(ctx, nsObj)).To(Succeed())
+		ns = nsObj.Name
+	})
+
+	// readyNode launches a NodeClaim and plays its node up to initialized.
+	readyNode := func() (*v1.NodeClaim, *corev1.Node) {
+		claim := test.LaunchedClaim(ctx, env.Client, ns)
+		node := test.JoinNode(ctx, env.Client, claim)
+		test.MarkReady(ctx, env.Client, node)
+		Eventually(func() map[string]string {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			return node.Labels
+		}, 10*time.Second).Should(HaveKeyWithValue(v1.InitializedLabelKey, "true"))
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+		return claim, node
+	}
+
+	runningPod := func(node *corev1.Node, name string) *corev1.Pod {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{NodeName: node.Name, TerminationGracePeriodSeconds: ptr.To[int64](1),
+				Containers: []corev1.Container{{Name: "web", Image: "web"}}},
+		}
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		pod.Status.Phase = corev1.PodRunning
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		return pod
+	}
+
+	claims := func() []v1.NodeClaim {
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list)).To(Succeed())
+		return list.Items
+	}
+
+	events := func(reason string) []string {
+		var evs eventsv1.EventList
+		Expect(env.Client.List(ctx, &evs)).To(Succeed())
+		var out []string
+		for _, e := range evs.Items {
+			if e.Reason == reason {
+				out = append(out, e.Regarding.Kind+"/"+e.Regarding.Name+": "+e.Note)
+			}
+		}
+		return out
+	}
+
+	drained := func() bool { return sim.QueueDepth(queue) == 0 }
+
+	It("answers a Spot interruption warning with replacement capacity at once, then drains the node once it is Ready, before the reclaim", func() {
+		claim, node := readyNode()
+		pod := runningPod(node, "web")
+		received := counter("karpenter_interruption_received_messages_total", "message_type", "spot_interrupted")
+		Expect(sim.Interrupt(instanceID(claim))).To(BeTrue())
+		warned := time.Now()
+
+		var replacement v1.NodeClaim
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			g.Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", v1.DisruptedTaintKey)), "tainted so nothing new lands")
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+			g.Expect(claim.Annotations).To(HaveKey(v1.ReclaimAtAnnotation))
+			g.Expect(claim.DeletionTimestamp).To(BeNil(), "not drained before the replacement is Ready")
+			found := false
+			for _, c := range claims() {
+				if c.Name != claim.Name && c.Status.ProviderID != "" {
+					replacement, found = c, true
+				}
+			}
+			g.Expect(found).To(BeTrue(), "a replacement NodeClaim is launched while the pod still runs")
+		}, 10*time.Second).Should(Succeed())
+		Expect(time.Since(warned)).To(BeNumerically("<", 10*time.Second))
+		Expect(counter("karpenter_interruption_received_messages_total", "message_type", "spot_interrupted")).To(Equal(received + 1))
+		Expect(counter("backstop_unavailable_offerings_marked_total", "reason", "SpotInterruptionWarning")).To(BeNumerically(">=", 1))
+		Expect(replacement.Labels[corev1.LabelInstanceTypeStable] + "/" + replacement.Labels[corev1.LabelTopologyZone] + "/" + replacement.Labels[v1.CapacityTypeLabelKey]).
+			NotTo(Equal(claim.Labels[corev1.LabelInstanceTypeStable]+"/"+claim.Labels[corev1.LabelTopologyZone]+"/spot"), "not the offering being reclaimed")
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		Expect(pod.DeletionTimestamp).To(BeNil(), "the pod keeps running until its replacement is Ready")
+		Eventually(drained, 5*time.Second).Should(BeTrue(), "the message is deleted once handled")
+
+		Consistently(func() *metav1.Time {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+			return claim.DeletionTimestamp
+		}, 2*time.Second).Should(BeNil(), "the replacement is not Ready yet")
+
+		replacementNode := test.JoinNode(ctx, env.Client, &replacement)
+		test.MarkReady(ctx, env.Client, replacementNode)
+		Eventually(func() *metav1.Time {
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+				return &metav1.Time{}
+			}
+			return pod.DeletionTimestamp
+		}, 15*time.Second).ShouldNot(BeNil(), "evicted once the replacement is Ready")
+		Eventually(test.Gone(ctx, env.Client, claim), 15*time.Second).Should(BeTrue())
+		Expect(time.Since(warned)).To(BeNumerically("<", 30*time.Second), "all before the reclaim")
+		Expect(events("SpotInterrupted")).To(ContainElement(ContainSubstring("NodeClaim/" + claim.Name)))
+		Expect(events("SpotInterrupted")).To(ContainElement(ContainSubstring("Node/" + node.Name)))
+		Expect(events("Draining")).To(ContainElement(ContainSubstring("every pod that must leave has a Ready place")))
+	})
+
+	It("handles the same warning delivered twice only once", func() {
+		claim, node := readyNode()
+		runningPod(node, "web")
+		body := fmt.Sprintf(`{"version":"0","id":"dup-1","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","account":"123456789012",`+
+			`"time":%q,"region":"us-east-1","resources":[],"detail":{"instance-id":%q,"instance-action":"terminate"}}`, time.Now().UTC().Format(time.RFC3339), instanceID(claim))
+		Expect(sim.Publish(queue, body)).To(BeTrue())
+		Expect(sim.Publish(queue, body)).To(BeTrue())
+		Eventually(drained, 10*time.Second).Should(BeTrue())
+		Eventually(func() int { return len(claims()) }, 10*time.Second).Should(Equal(2))
+		Consistently(func() int { return len(claims()) }, 3*time.Second).Should(Equal(2), "one replacement, not two")
+	})
+
+	It("deletes the NodeClaim, draining its node, when its instance is stopping or scheduled for retirement", func() {
+		claim, node := readyNode()
+		body := fmt.Sprintf(`{"version":"0","id":"s-1","detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","account":"123456789012",`+
+			`"time":%q,"region":"us-east-1","resources":[],"detail":{"instance-id":%q,"state":"stopping"}}`, time.Now().UTC().Format(time.RFC3339), instanceID(claim))
+		Expect(sim.Publish(queue, body)).To(BeTrue())
+		Eventually(test.Gone(ctx, env.Client, node), 15*time.Second).Should(BeTrue())
+		Eventually(test.Gone(ctx, env.Client, claim), 15*time.Second).Should(BeTrue())
+		Expect(events("InstanceStateChange")).To(ContainElement(ContainSubstring("instance state stopping")))
+
+		claim, node = readyNode()
+		Expect(sim.ScheduleRetirement(instanceID(claim), time.Now().Add(72*time.Hour))).To(BeTrue())
+		Eventually(test.Gone(ctx, env.Client, node), 15*time.Second).Should(BeTrue())
+		Eventually(test.Gone(ctx, env.Client, claim), 15*time.Second).Should(BeTrue())
+		Expect(events("ScheduledChange")).To(ContainElement(ContainSubstring("AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED")))
+	})
+
+	It("records a rebalance recommendation and leaves the node alone by default", func() {
+		claim, node := readyNode()
+		Expect(sim.Rebalance(instanceID(claim))).To(BeTrue())
+		Eventually(func() []string { return events("RebalanceRecommendation") }, 10*time.Second).Should(ContainElement(ContainSubstring("Node/" + node.Name)))
+		Eventually(drained, 5*time.Second).Should(BeTrue())
+		Consistently(func() []corev1.Taint {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			return node.Spec.Taints
+		}, 2*time.Second).ShouldNot(ContainElement(HaveField("Key", v1.DisruptedTaintKey)))
+		Expect(claims()).To(HaveLen(1))
+	})
+
+	It("deletes and counts malformed, unknown and foreign messages without touching anything", func() {
+		claim, node := readyNode()
+		malformed := counter("backstop_interruption_ignored_messages_total", "reason", "malformed")
+		unknown := counter("backstop_interruption_ignored_messages_total", "reason", "unknown_type")
+		foreign := counter("backstop_interruption_ignored_messages_total", "reason", "not_ours")
+		deleted := counter("karpenter_interruption_deleted_messages_total")
+		for _, body := range []string{
+			`{"detail-type": "EC2 Spot`,
+			`{"Service":"Amazon S3","Event":"s3:TestEvent"}`,
+			`{"version":"0","detail-type":"EC2 AMI State Change","source":"aws.ec2","time":"2026-11-21T10:00:00Z","detail":{"ImageId":"ami-1"}}`,
+			`{"version":"0","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","time":"2026-11-21T10:00:00Z","detail":{"instance-id":"i-0000000000000dead","instance-action":"terminate"}}`,
+		} {
+			Expect(sim.Publish(queue, body)).To(BeTrue())
+		}
+		Eventually(drained, 10*time.Second).Should(BeTrue(), "every one is deleted")
+		Eventually(func() float64 { return counter("karpenter_interruption_deleted_messages_total") - deleted }).Should(Equal(4.0))
+		Expect(counter("backstop_interruption_ignored_messages_total", "reason", "malformed") - malformed).To(Equal(2.0))
+		Expect(counter("backstop_interruption_ignored_messages_total", "reason", "unknown_type") - unknown).To(Equal(1.0))
+		Expect(counter("backstop_interruption_ignored_messages_total", "reason", "not_ours") - foreign).To(Equal(1.0))
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+		Expect(node.Spec.Taints).NotTo(ContainElement(HaveField("Key", v1.DisruptedTaintKey)))
+		Expect(claims()).To(HaveLen(1))
+		Expect(claims()[0].Name).To(Equal(claim.Name))
+	})
+
+	It("keeps reading through SQS throttling and loses no message", func() {
+		claim, _ := readyNode()
+		errs := counter("backstop_interruption_queue_errors_total")
+		sim.SetFaults(ec2sim.Faults{SQSThrottleNext: 12})
+		Expect(sim.ScheduleRetirement(instanceID(claim), time.Now().Add(72*time.Hour))).To(BeTrue())
+		Eventually(test.Gone(ctx, env.Client, claim), 30*time.Second).Should(BeTrue())
+		Expect(counter("backstop_interruption_queue_errors_total") - errs).To(BeNumerically(">=", 1), "throttled past the SDK's own retries")
+		// A message whose deletion was throttled shows again after its
+		// 30-second visibility timeout, and is handled again: nothing more to do.
+		Eventually(drained, 40*time.Second).Should(BeTrue())
+	})
+})
