@@ -184,6 +184,18 @@ func (c *CloudProvider) NodeClassReady(_ context.Context, pool *v1.NodePool) err
 	return c.nodeClassReady(pool.Spec.Template.Spec.NodeClassRef)
 }
 
+// SetNotReady makes a NodeClass not ready with the message, or ready again
+// with "", while the fake is in use.
+func (c *CloudProvider) SetNotReady(class, message string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if message == "" {
+		delete(c.NotReady, class)
+		return
+	}
+	c.NotReady[class] = message
+}
+
 func (c *CloudProvider) nodeClassReady(ref *v1.NodeClassReference) error {
 	if ref == nil {
 		return &cloudprovider.NodeClassNotReadyError{Reason: "NodeClassNotSupported", Message: "no nodeClassRef"}

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
@@ -26,6 +27,15 @@ func (p *Provisioner) Register(mgr manager.Manager) error {
 		pod, ok := o.(*corev1.Pod)
 		return ok && IsProvisionable(pod)
 	})
+	// A NodePool that changes (turns Ready, gets a new limit or weight) may
+	// take pods it could not before.
+	if err := builder.ControllerManagedBy(mgr).Named("provisioning.nodepools").WithOptions(controllers.Options()).
+		For(&v1.NodePool{}).Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+		p.batcher.Wake()
+		return reconcile.Result{}, nil
+	})); err != nil {
+		return err
+	}
 	return builder.ControllerManagedBy(mgr).
 		Named("provisioning.pods").
 		WithOptions(controllers.Options()).

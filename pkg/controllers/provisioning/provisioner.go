@@ -48,6 +48,8 @@ type Provisioner struct {
 
 	// rechecking is set while a re-check of waiting pods is scheduled.
 	rechecking atomic.Bool
+	// unplaced is how many pods the last batch could place nowhere.
+	unplaced atomic.Int64
 
 	mu          sync.Mutex
 	nominations map[types.UID]nomination
@@ -121,7 +123,7 @@ func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
 // leader only.
 func (p *Provisioner) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("provisioner")
-	failures := 0
+	failures, unplacedRounds := 0, 0
 	for p.batcher.Wait(ctx) {
 		if err := p.Provision(log.IntoContext(ctx, logger)); err != nil {
 			failures++
@@ -139,14 +141,28 @@ func (p *Provisioner) Start(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		if p.pendingWork() && p.rechecking.CompareAndSwap(false, true) {
+		after := time.Duration(0)
+		switch left := p.unplaced.Load(); {
+		case p.pendingWork():
 			// Pods wait on NodeClaims coming up; look again shortly in case
 			// kube-scheduler gives their room to others.
+			after = recheck
+		case left > 0:
+			// Pods no pool could take: what stopped them may pass without
+			// any pod changing (a NodePool turning Ready, capacity marks
+			// expiring), and kube-scheduler does not rewrite a condition that
+			// says the same. Look again, less often while nothing changes.
+			unplacedRounds++
+			after = min(unplacedBase<<min(unplacedRounds-1, 4), unplacedMax)
+		default:
+			unplacedRounds = 0
+		}
+		if after > 0 && p.rechecking.CompareAndSwap(false, true) {
 			go func() {
 				defer p.rechecking.Store(false)
 				select {
-				case <-p.clock.After(recheck):
-					p.batcher.Trigger()
+				case <-p.clock.After(after):
+					p.batcher.Wake()
 				case <-ctx.Done():
 				}
 			}()
@@ -154,6 +170,12 @@ func (p *Provisioner) Start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// unplacedBase and unplacedMax bound the re-checks of pods no pool could take.
+const (
+	unplacedBase = 10 * time.Second
+	unplacedMax  = 2 * time.Minute
+)
 
 // NeedLeaderElection makes the provisioner run on the leader only.
 func (p *Provisioner) NeedLeaderElection() bool { return true }
@@ -166,10 +188,12 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		return err
 	}
 	if len(snap.pending) == 0 {
+		p.unplaced.Store(0)
 		return nil
 	}
 	start := p.clock.Now()
 	plan := scheduling.Solve(snap.input)
+	p.unplaced.Store(int64(len(plan.Unschedulable)))
 	p.metrics.observe(len(snap.pending), p.clock.Since(start))
 	logger.Info("planned capacity", "pods", len(snap.pending), "nodeclaims", len(plan.NewNodeClaims),
 		"existing-placements", len(plan.Existing), "unschedulable", len(plan.Unschedulable), "duration", p.clock.Since(start).String())
@@ -345,6 +369,12 @@ func (p *Provisioner) remember(placement scheduling.Placement, inFlight bool) {
 	p.placed[uid] = placement.Node
 }
 
+func (p *Provisioner) forgetPlacement(pod *corev1.Pod) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.placed, pod.UID)
+}
+
 func (p *Provisioner) placedFor(pod *corev1.Pod) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -355,7 +385,7 @@ func (p *Provisioner) placedFor(pod *corev1.Pod) string {
 // to go: planned onto a registered node, or onto a NodeClaim whose node has
 // initialized. False while it is not planned yet.
 func (p *Provisioner) ReplacementReady(ctx context.Context, pod *corev1.Pod) bool {
-	if p.placedFor(pod) != "" {
+	if node := p.placedFor(pod); node != "" && node != pod.Spec.NodeName {
 		return true
 	}
 	p.mu.Lock()
@@ -368,7 +398,10 @@ func (p *Provisioner) ReplacementReady(ctx context.Context, pod *corev1.Pod) boo
 	if err := p.client.Get(ctx, client.ObjectKey{Name: n.claim}, claim); err != nil {
 		return false
 	}
-	return claim.DeletionTimestamp == nil && meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)
+	// A nomination to the node the pod is on is the one that brought it
+	// there, not a new place.
+	return claim.DeletionTimestamp == nil && claim.Status.NodeName != pod.Spec.NodeName &&
+		meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)
 }
 
 func (p *Provisioner) forgetNomination(pod *corev1.Pod) {

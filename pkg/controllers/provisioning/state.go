@@ -110,6 +110,14 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			pendingNow[pod.UID] = true
 			s.displaced[pod.UID] = true
 			claim, ok := p.nominatedClaim(pod)
+			if ok && liveClaims[claim] != nil && liveClaims[claim].Status.NodeName == pod.Spec.NodeName {
+				// The nomination that brought it to the node it leaves.
+				p.forgetNomination(pod)
+				ok = false
+			}
+			if p.placedFor(pod) == pod.Spec.NodeName {
+				p.forgetPlacement(pod)
+			}
 			switch {
 			case ok && liveClaims[claim] != nil && liveClaims[claim].Status.NodeName != "":
 				node := liveClaims[claim].Status.NodeName

@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -34,6 +35,7 @@ var _ = Describe("a batch", func() {
 		ns, pool string
 		inFlight atomic.Int32
 		most     atomic.Int32
+		cloud    *fake.CloudProvider
 	)
 
 	BeforeEach(func() {
@@ -63,7 +65,7 @@ var _ = Describe("a batch", func() {
 		Expect(err).NotTo(HaveOccurred())
 		clk = clocktesting.NewFakeClock(time.Now())
 		reg = prometheus.NewRegistry()
-		cloud := fake.New(clk)
+		cloud = fake.New(clk)
 		cloud.Types = []*scheduling.InstanceType{instanceType("small", 2), instanceType("large", 16)}
 		// A client whose NodeClaim creates take a while, counting how many run at once.
 		inFlight.Store(0)
@@ -101,6 +103,49 @@ var _ = Describe("a batch", func() {
 		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
 		return len(list.Items)
 	}
+
+	// firstBatchFindsNoPool runs one batch while the EC2NodeClass is not
+	// ready, as when pods come before it resolves, then makes it ready
+	// without any pod changing: kube-scheduler does not rewrite a condition
+	// that says the same.
+	firstBatchFindsNoPool := func() {
+		cloud.SetNotReady("default", "not resolved yet")
+		pending("early", "1")
+		Eventually(func() uint64 {
+			clk.Step(100 * time.Millisecond)
+			return batches()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(1)))
+		Expect(claims()).To(BeZero())
+		Expect(eventNotes(ctx, ns)).To(ContainElement(ContainSubstring("not resolved yet")))
+		cloud.SetNotReady("default", "")
+	}
+
+	It("plans pods no pool could take again when a NodePool changes", func() {
+		firstBatchFindsNoPool()
+		poolObj := &v1.NodePool{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: pool}, poolObj)).To(Succeed())
+		// The NodePool status controller's part: the pool turns Ready.
+		poolObj.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: metav1.Now()}}
+		Expect(env.Client.Status().Update(ctx, poolObj)).To(Succeed())
+		// The window closes at once, the idle second since the last new pod
+		// long past; a fake clock's timer still needs a step to fire. Less
+		// than a second in all, far short of a re-check.
+		Eventually(func() int {
+			clk.Step(10 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 50*time.Millisecond).Should(Equal(1), func() string {
+			return fmt.Sprintf("without waiting for a re-check; %d batches, events %v", batches(), eventNotes(ctx, ns))
+		})
+	})
+
+	It("looks again at pods no pool could take even when nothing changes", func() {
+		firstBatchFindsNoPool()
+		Consistently(claims, 300*time.Millisecond).Should(BeZero())
+		Eventually(func() int {
+			clk.Step(time.Second)
+			return claims()
+		}, 5*time.Second, 50*time.Millisecond).Should(Equal(1), "re-checked within seconds of the clock")
+	})
 
 	It("is not held open by status updates of pods it already has, only by new pods", func() {
 		pod := pending("seen", "1")
@@ -154,4 +199,14 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 		time.Sleep(100 * time.Millisecond)
 	}
 	return c.Client.Create(ctx, obj, opts...)
+}
+
+func eventNotes(ctx context.Context, ns string) []string {
+	var evs eventsv1.EventList
+	Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+	var out []string
+	for _, e := range evs.Items {
+		out = append(out, e.Reason+": "+e.Note)
+	}
+	return out
 }
