@@ -91,3 +91,34 @@ func Gone(ctx context.Context, c client.Client, obj client.Object) func() bool {
 		return client.IgnoreNotFound(err) == nil && err != nil
 	}
 }
+
+// ApplyManifests creates every object of a fixture file.
+func ApplyManifests(ctx context.Context, c client.Client, file string) {
+	objs, err := ReadManifests(file)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	for _, o := range objs {
+		gomega.Expect(c.Create(ctx, o)).To(gomega.Succeed())
+	}
+}
+
+// DeleteAllNodeClaims deletes every NodeClaim and waits until they are gone,
+// so that the next spec starts with no capacity.
+func DeleteAllNodeClaims(ctx context.Context, c client.Client) {
+	var list v1.NodeClaimList
+	gomega.Expect(c.List(ctx, &list)).To(gomega.Succeed())
+	for i := range list.Items {
+		gomega.Expect(client.IgnoreNotFound(c.Delete(ctx, &list.Items[i]))).To(gomega.Succeed())
+	}
+	gomega.Eventually(func() []v1.NodeClaim {
+		gomega.Expect(c.List(ctx, &list)).To(gomega.Succeed())
+		return list.Items
+	}, 30*time.Second).Should(gomega.BeEmpty())
+}
+
+// AwaitInitialized waits until Backstop has marked the node initialized.
+func AwaitInitialized(ctx context.Context, c client.Client, node *corev1.Node) {
+	gomega.Eventually(func() map[string]string {
+		gomega.Expect(c.Get(ctx, client.ObjectKeyFromObject(node), node)).To(gomega.Succeed())
+		return node.Labels
+	}, 10*time.Second).Should(gomega.HaveKeyWithValue(v1.InitializedLabelKey, "true"))
+}

@@ -32,14 +32,17 @@ import (
 func main() {
 	replicas := flag.Int("replicas", 20, "replicas of the demo Deployment (1 CPU each)")
 	spotCap := flag.Int("spot-capacity", 2, "Spot instances the simulated account can get before InsufficientInstanceCapacity")
+	interruptEvery := flag.Duration("interrupt-every", 0, "warn a running Spot instance of its reclaim this often (0: never); the reclaim comes 2 minutes later, and Backstop replaces the node before it")
 	flag.Parse()
-	if err := run(*replicas, *spotCap); err != nil {
+	if err := run(*replicas, *spotCap, *interruptEvery); err != nil {
 		fmt.Fprintf(os.Stderr, "make run: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(replicas, spotCap int) error {
+const queue = "backstop-interruptions"
+
+func run(replicas, spotCap int, interruptEvery time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir := filepath.Join(test.Root, "bin", "local")
@@ -57,10 +60,10 @@ func run(replicas, spotCap int) error {
 	fmt.Println("Starting etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK, the EC2 simulator and Backstop…")
 	cluster, err := local.Start(ctx, local.Options{
 		Bin: filepath.Join(test.Root, "bin"), Dir: dir,
-		Simulator: ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", Faults: ec2sim.Faults{
+		Simulator: ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", InterruptionQueue: queue, Faults: ec2sim.Faults{
 			Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: spotCap}},
 		}},
-		ControllerFlags: []string{"--batch-idle-duration=1s", "--log-format=json"},
+		ControllerFlags: []string{"--batch-idle-duration=1s", "--log-format=json", "--interruption-queue=" + queue},
 		Log:             zap.New(zap.WriteTo(logFile), zap.JSONEncoder()),
 	})
 	if err != nil {
@@ -93,7 +96,28 @@ func run(replicas, spotCap int) error {
 	if err := cluster.Client.Create(ctx, local.Inflate(replicas)); err != nil {
 		return err
 	}
+	if interruptEvery > 0 {
+		go interrupt(ctx, cluster.Sim, interruptEvery)
+	}
 	return watch(ctx, cluster.Client, replicas)
+}
+
+// interrupt warns one running Spot instance of its reclaim every period, as
+// EC2 does through the interruption queue.
+func interrupt(ctx context.Context, sim *ec2sim.Server, every time.Duration) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		for _, inst := range sim.Instances() {
+			if inst.CapacityType == "spot" && inst.State == "running" && !inst.Interrupted && sim.Interrupt(inst.ID) {
+				fmt.Printf("\n>>> EC2 warns: Spot instance %s will be reclaimed in 2 minutes; watch its replacement arrive first.\n\n", inst.ID)
+				break
+			}
+		}
+	}
 }
 
 // watch prints a line whenever the picture changes, until ctx ends.

@@ -93,7 +93,7 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 		op.Log.Info("no interruption queue (--interruption-queue): Spot interruptions are noticed only when the instance is gone")
 		return nil
 	}
-	if err := awsinterruption.IndexInstanceIDs(context.Background(), mgr); err != nil {
+	if err := awsinterruption.IndexInstanceIDs(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	return mgr.Add(awsinterruption.NewProcessor(clients.SQS, o.InterruptionQueue, mgr.GetClient(), handler, unavailable, clk,

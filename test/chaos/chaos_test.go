@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -41,15 +40,9 @@ const pods = 100
 var controllerBinary string
 
 var _ = BeforeSuite(func() {
-	controllerBinary = filepath.Join(GinkgoT().TempDir(), "controller")
-	goTool := os.Getenv("GO")
-	if goTool == "" {
-		goTool = "go"
-	}
-	build := exec.Command(goTool, "build", "-o", controllerBinary, "./cmd/controller")
-	build.Dir = test.Root
-	out, err := build.CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "building the controller: %s", out)
+	var err error
+	controllerBinary, err = test.BuildController(GinkgoT().TempDir())
+	Expect(err).NotTo(HaveOccurred())
 })
 
 // run is one scale-up of 100 pods on a fresh local cluster.

@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -71,23 +72,11 @@ var _ = Describe("the interruption queue", Ordered, func() {
 	BeforeAll(func() {
 		sim = test.StartBackstop(env, ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", InterruptionQueue: queue, SpotNotice: ec2sim.Duration{Duration: 30 * time.Second}},
 			"--interruption-queue="+queue, "--gc-interval=1s")
-		objs, err := test.ReadManifests("examples.yaml")
-		Expect(err).NotTo(HaveOccurred())
-		for _, o := range objs {
-			Expect(env.Client.Create(ctx, o)).To(Succeed())
-		}
+		test.ApplyManifests(ctx, env.Client, "examples.yaml")
 	})
 
 	AfterEach(func() {
-		var list v1.NodeClaimList
-		Expect(env.Client.List(ctx, &list)).To(Succeed())
-		for i := range list.Items {
-			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &list.Items[i]))).To(Succeed())
-		}
-		Eventually(func() []v1.NodeClaim {
-			Expect(env.Client.List(ctx, &list)).To(Succeed())
-			return list.Items
-		}, 30*time.Second).Should(BeEmpty())
+		test.DeleteAllNodeClaims(ctx, env.Client)
 		var nodes corev1.NodeList
 		Expect(env.Client.List(ctx, &nodes)).To(Succeed())
 		Expect(nodes.Items).To(BeEmpty())
@@ -105,10 +94,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		claim := test.LaunchedClaim(ctx, env.Client, ns)
 		node := test.JoinNode(ctx, env.Client, claim)
 		test.MarkReady(ctx, env.Client, node)
-		Eventually(func() map[string]string {
-			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
-			return node.Labels
-		}, 10*time.Second).Should(HaveKeyWithValue(v1.InitializedLabelKey, "true"))
+		test.AwaitInitialized(ctx, env.Client, node)
 		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
 		return claim, node
 	}
@@ -147,8 +133,35 @@ var _ = Describe("the interruption queue", Ordered, func() {
 	drained := func() bool { return sim.QueueDepth(queue) == 0 }
 
 	It("answers a Spot interruption warning with replacement capacity at once, then drains the node once it is Ready, before the reclaim", func() {
-		claim, node := readyNode()
-		pod := runningPod(node, "web")
+		// The pod is provisioned for, as a user's is: its NodeClaim was
+		// planned for it, and the nomination that brought it there must not
+		// pass for a place to go.
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web", Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{Name: "web", Image: "web",
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}}}}},
+		}
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		claim := &v1.NodeClaim{}
+		Eventually(func(g Gomega) {
+			list := claims()
+			g.Expect(list).To(HaveLen(1))
+			g.Expect(list[0].Status.ProviderID).NotTo(BeEmpty())
+			*claim = list[0]
+		}, 15*time.Second).Should(Succeed())
+		node := test.JoinNode(ctx, env.Client, claim)
+		test.MarkReady(ctx, env.Client, node)
+		test.AwaitInitialized(ctx, env.Client, node)
+		// kube-scheduler's part: bind it there; the kubelet's: run it.
+		Expect(env.Client.SubResource("binding").Create(ctx, pod, &corev1.Binding{
+			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: ns}, Target: corev1.ObjectReference{Kind: "Node", Name: node.Name}})).To(Succeed())
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		pod.Status.Phase = corev1.PodRunning
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
 		received := counter("karpenter_interruption_received_messages_total", "message_type", "spot_interrupted")
 		Expect(sim.Interrupt(instanceID(claim))).To(BeTrue())
 		warned := time.Now()
@@ -171,7 +184,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		Expect(time.Since(warned)).To(BeNumerically("<", 10*time.Second))
 		Expect(counter("karpenter_interruption_received_messages_total", "message_type", "spot_interrupted")).To(Equal(received + 1))
 		Expect(counter("backstop_unavailable_offerings_marked_total", "reason", "SpotInterruptionWarning")).To(BeNumerically(">=", 1))
-		Expect(replacement.Labels[corev1.LabelInstanceTypeStable] + "/" + replacement.Labels[corev1.LabelTopologyZone] + "/" + replacement.Labels[v1.CapacityTypeLabelKey]).
+		Expect(replacement.Labels[corev1.LabelInstanceTypeStable]+"/"+replacement.Labels[corev1.LabelTopologyZone]+"/"+replacement.Labels[v1.CapacityTypeLabelKey]).
 			NotTo(Equal(claim.Labels[corev1.LabelInstanceTypeStable]+"/"+claim.Labels[corev1.LabelTopologyZone]+"/spot"), "not the offering being reclaimed")
 		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
 		Expect(pod.DeletionTimestamp).To(BeNil(), "the pod keeps running until its replacement is Ready")
@@ -225,6 +238,49 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		Expect(events("ScheduledChange")).To(ContainElement(ContainSubstring("AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED")))
 	})
 
+	It("lives next to another agent that cordoned the node and evicted a pod: keeps the cordon, evicts nothing twice", func() {
+		claim, node := readyNode()
+		runningPod(node, "web")
+		// Node Termination Handler's part: cordon, and evict a pod, which is
+		// still stopping (its finalizer holds it).
+		gone := runningPod(node, "leaving")
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(gone), gone)).To(Succeed())
+		gone.Finalizers = []string{"example.com/hold"}
+		Expect(env.Client.Update(ctx, gone)).To(Succeed())
+		Expect(env.Client.Delete(ctx, gone)).To(Succeed())
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+		node.Spec.Unschedulable = true
+		Expect(env.Client.Update(ctx, node)).To(Succeed())
+
+		Expect(sim.Interrupt(instanceID(claim))).To(BeTrue())
+		var replacement v1.NodeClaim
+		Eventually(func() bool {
+			for _, c := range claims() {
+				if c.Name != claim.Name && c.Status.ProviderID != "" {
+					replacement = c
+					return true
+				}
+			}
+			return false
+		}, 10*time.Second).Should(BeTrue())
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+		Expect(node.Spec.Unschedulable).To(BeTrue(), "the cordon stays")
+		replacementNode := test.JoinNode(ctx, env.Client, &replacement)
+		test.MarkReady(ctx, env.Client, replacementNode)
+		Eventually(func() []string { return events("Evicted") }, 15*time.Second).Should(ContainElement(ContainSubstring("Pod/web")))
+		Consistently(func() []string { return events("Evicted") }, 3*time.Second).ShouldNot(ContainElement(ContainSubstring("Pod/leaving")),
+			"a pod another agent evicted is left to stop")
+		Expect(client.IgnoreNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node))).To(Succeed())
+		Expect(node.Spec.Unschedulable || node.Name == "").To(BeTrue(), "never uncordoned")
+		Eventually(func() error {
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(gone), gone); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			gone.Finalizers = nil
+			return env.Client.Update(ctx, gone)
+		}).Should(Succeed())
+	})
+
 	It("records a rebalance recommendation and leaves the node alone by default", func() {
 		claim, node := readyNode()
 		Expect(sim.Rebalance(instanceID(claim))).To(BeTrue())
@@ -268,7 +324,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		sim.SetFaults(ec2sim.Faults{SQSThrottleNext: 12})
 		Expect(sim.ScheduleRetirement(instanceID(claim), time.Now().Add(72*time.Hour))).To(BeTrue())
 		Eventually(test.Gone(ctx, env.Client, claim), 30*time.Second).Should(BeTrue())
-		Expect(counter("backstop_interruption_queue_errors_total") - errs).To(BeNumerically(">=", 1), "throttled past the SDK's own retries")
+		Expect(counter("backstop_interruption_queue_errors_total")-errs).To(BeNumerically(">=", 1), "throttled past the SDK's own retries")
 		// A message whose deletion was throttled shows again after its
 		// 30-second visibility timeout, and is handled again: nothing more to do.
 		Eventually(drained, 40*time.Second).Should(BeTrue())

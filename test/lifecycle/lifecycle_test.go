@@ -29,25 +29,11 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 	BeforeAll(func() {
 		sim = test.StartBackstop(env, ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster"},
 			"--registration-ttl=4s", "--gc-interval=1s")
-		objs, err := test.ReadManifests("examples.yaml")
-		Expect(err).NotTo(HaveOccurred())
-		for _, o := range objs {
-			Expect(env.Client.Create(ctx, o)).To(Succeed())
-		}
+		test.ApplyManifests(ctx, env.Client, "examples.yaml")
 	})
 
 	// Each spec starts with no capacity, so its pod needs a new NodeClaim.
-	AfterEach(func() {
-		var list v1.NodeClaimList
-		Expect(env.Client.List(ctx, &list)).To(Succeed())
-		for i := range list.Items {
-			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &list.Items[i]))).To(Succeed())
-		}
-		Eventually(func() []v1.NodeClaim {
-			Expect(env.Client.List(ctx, &list)).To(Succeed())
-			return list.Items
-		}, 30*time.Second).Should(BeEmpty())
-	})
+	AfterEach(func() { test.DeleteAllNodeClaims(ctx, env.Client) })
 
 	var ns string
 	BeforeEach(func() {
@@ -75,7 +61,6 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 	}
 
 	gone := func(obj client.Object) func() bool { return test.Gone(ctx, env.Client, obj) }
-
 
 	It("adopts the node that registers: labels, taints, finalizer, owner; then marks it initialized when Ready", func() {
 		claim := launchedClaim()

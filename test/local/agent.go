@@ -24,13 +24,17 @@ const kwokAnnotation = "kwok.x-k8s.io/node"
 // NodeAgent plays what boots on a new instance: when a simulated instance
 // runs, it registers a Node with the instance's provider id, labels and
 // capacity, tainted unregistered, as the kubelet would; when the instance is
-// gone, it deletes the Node, as the cloud's node lifecycle controller would.
+// gone, its pods stop (they are deleted at once) and it deletes the Node, as
+// the cloud's node lifecycle controller would.
 type NodeAgent struct {
 	Client  client.Client
 	Sim     *ec2sim.Server
 	Cluster string
 	// Every is how often instances are looked at.
 	Every time.Duration
+	// BootTime is how long an instance takes from launch to registering its
+	// node; none by default (EC2 on AWS takes tens of seconds).
+	BootTime time.Duration
 }
 
 // Run syncs until ctx ends.
@@ -65,16 +69,40 @@ func (a *NodeAgent) sync(ctx context.Context, facts map[string]catalog.InstanceT
 		err := a.Client.Get(ctx, client.ObjectKey{Name: inst.ID}, node)
 		switch {
 		case inst.State == "terminated":
-			if err == nil && node.DeletionTimestamp == nil {
+			if err != nil {
+				continue
+			}
+			// The machine is gone and its containers with it: what still
+			// runs there stops now, whatever drain was under way.
+			if err := a.killPods(ctx, node.Name); err != nil {
+				return err
+			}
+			if node.DeletionTimestamp == nil {
 				if err := a.Client.Delete(ctx, node); client.IgnoreNotFound(err) != nil {
 					return err
 				}
 			}
+		case apierrors.IsNotFound(err) && time.Since(inst.LaunchTime) < a.BootTime:
+			// Still booting.
 		case apierrors.IsNotFound(err):
 			if err := a.Client.Create(ctx, a.node(inst, facts[inst.Type])); client.IgnoreAlreadyExists(err) != nil {
 				return fmt.Errorf("registering node for %s: %w", inst.ID, err)
 			}
 		case err != nil:
+			return err
+		}
+	}
+	return nil
+}
+
+// killPods deletes at once the pods bound to a node whose instance ended.
+func (a *NodeAgent) killPods(ctx context.Context, node string) error {
+	var pods corev1.PodList
+	if err := a.Client.List(ctx, &pods, client.MatchingFields{"spec.nodeName": node}); err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		if err := a.Client.Delete(ctx, &pods.Items[i], client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 			return err
 		}
 	}

@@ -45,6 +45,8 @@ type Options struct {
 	ControllerBinary string
 	// Log receives Backstop's logs.
 	Log logr.Logger
+	// BootTime is how long an instance takes to register its node.
+	BootTime time.Duration
 }
 
 // Cluster is a running local cluster.
@@ -143,7 +145,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		_ = c.srv.Serve(lis)
 	}()
 
-	agent := &NodeAgent{Client: c.Client, Sim: c.Sim, Cluster: clusterName(c.Simulator)}
+	agent := &NodeAgent{Client: c.Client, Sim: c.Sim, Cluster: clusterName(c.Simulator), BootTime: c.BootTime}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -17,7 +17,6 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
@@ -29,8 +28,8 @@ import (
 const InstanceIDIndex = "backstop.sh/instance-id"
 
 // IndexInstanceIDs registers InstanceIDIndex.
-func IndexInstanceIDs(ctx context.Context, mgr manager.Manager) error {
-	return mgr.GetFieldIndexer().IndexField(ctx, &v1.NodeClaim{}, InstanceIDIndex, func(o client.Object) []string {
+func IndexInstanceIDs(ctx context.Context, indexer client.FieldIndexer) error {
+	return indexer.IndexField(ctx, &v1.NodeClaim{}, InstanceIDIndex, func(o client.Object) []string {
 		if id := instanceID(o.(*v1.NodeClaim).Status.ProviderID); id != "" {
 			return []string{id}
 		}
