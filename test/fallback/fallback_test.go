@@ -137,13 +137,22 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 	})
 
 	BeforeEach(func() {
-		// A clean slate: no claims, no faults, and no marks left from the last scenario.
-		for _, c := range nodeClaims() {
-			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &c))).To(Succeed())
+		// A clean slate: no pods, claims, faults or marks left from the last
+		// scenario. Its pods go first: while they are pending, Backstop
+		// rightly plans capacity for them again.
+		if ns != "" {
+			Expect(env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))).To(Succeed())
 		}
-		Eventually(nodeClaims).Should(BeEmpty())
 		sim.SetFaults(ec2sim.Faults{})
 		time.Sleep(ttl) // unavailability marks from the previous scenario expire (a real-clock suite)
+		// By now a batch that read the pods before they went is over; what
+		// it made goes with the rest.
+		Eventually(func() []v1.NodeClaim {
+			for _, c := range nodeClaims() {
+				Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &c))).To(Succeed())
+			}
+			return nodeClaims()
+		}, 10*time.Second, 200*time.Millisecond).Should(BeEmpty())
 		sim.ResetRequests()
 		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "fallback-"}}
 		Expect(env.Client.Create(ctx, nsObj)).To(Succeed())
@@ -284,7 +293,7 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 				throttled++
 			}
 		}
-		Expect(throttled).To(BeNumerically(">", 0))
+		Expect(throttled).To(BeNumerically(">", 0), "%v", sim.Requests())
 	})
 
 	It("does not let a NodeClaim that cannot launch hold up the others, and gives it up after the launch timeout", func() {
