@@ -117,12 +117,14 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 			if ice.ClosedCapacityType == v1.CapacityTypeSpot {
 				l.setSpotCondition(ctx, claim, metav1.ConditionFalse, ice.Code, ice.Message)
 			}
+			// Provisioning learns which pods fell back before the NodeClaim
+			// goes: a batch that runs once it is gone tells them why.
+			l.failures.LaunchFailed(claim, ice.Code)
 			// The cloud said no instance was made; Delete is still asked, by
 			// the termination finalizer, before the NodeClaim goes.
 			if err := l.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
 				return reconcile.Result{}, err
 			}
-			l.failures.LaunchFailed(claim, ice.Code)
 			return reconcile.Result{}, nil
 		case errors.As(err, &cfg):
 			l.metrics.failures.WithLabelValues(capacityTypeOf(claim), zoneOf(claim), cfg.Code).Inc()
