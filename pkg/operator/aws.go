@@ -18,6 +18,7 @@ import (
 	awsinterruption "github.com/backstop-sh/backstop/pkg/cloudprovider/aws/interruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/interruption"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclass"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodepool"
@@ -124,10 +125,18 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	if err := nodeclaim.IndexPodsByNode(ctx, mgr); err != nil {
 		return nil, err
 	}
-	if err := nodeclaim.NewRegistration(mgr.GetClient(), recorder, clk, o.RegistrationTTL).Register(mgr); err != nil {
+	lifecycle := metrics.NewLifecycle(crmetrics.Registry)
+	if err := mgr.Add(metrics.New(mgr.GetClient(), clk, crmetrics.Registry)); err != nil {
+		return nil, err
+	}
+	registration := nodeclaim.NewRegistration(mgr.GetClient(), recorder, clk, o.RegistrationTTL)
+	registration.Metrics = lifecycle
+	if err := registration.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the registration controller: %w", err)
 	}
-	if err := nodeclaim.NewTermination(mgr.GetClient(), cloud, recorder, clk).Register(mgr); err != nil {
+	termination := nodeclaim.NewTermination(mgr.GetClient(), cloud, recorder, clk)
+	termination.Metrics = lifecycle
+	if err := termination.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the termination controller: %w", err)
 	}
 	gc := nodeclaim.NewGarbageCollection(mgr.GetClient(), cloud, clk)
@@ -142,11 +151,13 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	d := disruption.New(mgr.GetClient(), recorder, clk)
 	d.Every = o.DisruptionInterval
 	d.Nominations = prov
+	d.Metrics = lifecycle
 	if err := mgr.Add(d); err != nil {
 		return nil, err
 	}
 	handler := interruption.New(mgr.GetClient(), recorder, clk, prov, interruption.NewMetrics(crmetrics.Registry))
 	handler.ReplaceOnRebalance = o.ReplaceOnRebalance
+	handler.Lifecycle = lifecycle
 	if err := handler.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the interruption controller: %w", err)
 	}

@@ -163,6 +163,9 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
 		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
 		received := counter("karpenter_interruption_received_messages_total", "message_type", "spot_interrupted")
+		disrupted := counter("karpenter_nodeclaims_disrupted_total", "reason", "spot_interrupted", "nodepool", "batch")
+		terminated := counter("karpenter_nodes_terminated_total", "nodepool", "batch")
+		Expect(counter("karpenter_nodes_created_total", "nodepool", "batch")).To(BeNumerically(">=", 1), "the node's registration counted")
 		Expect(sim.Interrupt(instanceID(claim))).To(BeTrue())
 		warned := time.Now()
 
@@ -205,6 +208,9 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		}, 15*time.Second).ShouldNot(BeNil(), "evicted once the replacement is Ready")
 		Eventually(test.Gone(ctx, env.Client, claim), 15*time.Second).Should(BeTrue())
 		Expect(time.Since(warned)).To(BeNumerically("<", 30*time.Second), "all before the reclaim")
+		// Karpenter's dashboards see it: a disruption, a terminated node.
+		Expect(counter("karpenter_nodeclaims_disrupted_total", "reason", "spot_interrupted", "nodepool", "batch")).To(Equal(disrupted + 1))
+		Expect(counter("karpenter_nodes_terminated_total", "nodepool", "batch")).To(BeNumerically(">", terminated))
 		Expect(events("SpotInterrupted")).To(ContainElement(ContainSubstring("NodeClaim/" + claim.Name)))
 		Expect(events("SpotInterrupted")).To(ContainElement(ContainSubstring("Node/" + node.Name)))
 		Expect(events("Draining")).To(ContainElement(ContainSubstring("every pod that must leave has a Ready place")))

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
@@ -39,6 +40,8 @@ type Controller struct {
 	// Nominations, when set, keeps nodes that pending pods are planned onto
 	// from counting as empty.
 	Nominations Nominations
+	// Metrics counts disrupted NodeClaims; nil counts nothing.
+	Metrics *metrics.Lifecycle
 
 	mu         sync.Mutex
 	emptySince map[string]time.Time
@@ -180,7 +183,10 @@ func (c *Controller) remove(ctx context.Context, claim *v1.NodeClaim, reason, me
 	log.FromContext(ctx).Info("disrupting node", "nodeclaim", claim.Name, "node", claim.Status.NodeName, "reason", reason)
 	if err := c.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
 		log.FromContext(ctx).Error(err, "deleting nodeclaim", "nodeclaim", claim.Name)
+		return
 	}
+	// Karpenter's reason values are lower case: empty, expired.
+	c.Metrics.Disrupted(claim.Labels[v1.NodePoolLabelKey], strings.ToLower(reason), claim.Labels[v1.CapacityTypeLabelKey])
 }
 
 // reschedulable pods keep a node from being empty: not DaemonSet, mirror or finished pods.

@@ -29,6 +29,7 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
@@ -76,6 +77,8 @@ type Controller struct {
 	// RebalanceWait bounds how long a rebalance replacement waits for the
 	// replacements before the node is drained anyway.
 	RebalanceWait time.Duration
+	// Lifecycle counts disrupted NodeClaims; nil counts nothing.
+	Lifecycle *metrics.Lifecycle
 }
 
 // New returns the controller; Register wires its replacement half.
@@ -123,7 +126,11 @@ func (c *Controller) Handle(ctx context.Context, claim *v1.NodeClaim, n Notice) 
 		return c.replace(ctx, claim, Notice{Kind: Rebalance})
 	case ScheduledChange, StateChange:
 		c.event(ctx, claim, corev1.EventTypeWarning, eventReason(n.Kind), fmt.Sprintf("%s: deleting the NodeClaim, its node is drained", n.Detail))
-		return client.IgnoreNotFound(c.client.Delete(ctx, claim))
+		if err := c.client.Delete(ctx, claim); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		c.Lifecycle.Disrupted(claim.Labels[v1.NodePoolLabelKey], string(n.Kind), claim.Labels[v1.CapacityTypeLabelKey])
+		return nil
 	default:
 		return fmt.Errorf("notice kind %q is not handled", n.Kind)
 	}
@@ -290,7 +297,11 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		"waited_too_long":    "replacements were not Ready in time: draining now",
 	}
 	c.recorder.Eventf(claim, nil, corev1.EventTypeNormal, "Draining", "Interruption", "%s", msgs[reason])
-	return reconcile.Result{}, client.IgnoreNotFound(c.client.Delete(ctx, claim))
+	if err := c.client.Delete(ctx, claim); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	c.Lifecycle.Disrupted(claim.Labels[v1.NodePoolLabelKey], claim.Annotations[v1.InterruptedAnnotation], claim.Labels[v1.CapacityTypeLabelKey])
+	return reconcile.Result{}, nil
 }
 
 func parseTime(s string) (time.Time, bool) {

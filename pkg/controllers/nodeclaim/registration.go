@@ -20,6 +20,7 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 )
 
 // ProviderIDIndex indexes NodeClaims by status.providerID and Nodes by spec.providerID.
@@ -51,6 +52,8 @@ type Registration struct {
 	recorder        events.EventRecorder
 	clock           clock.Clock
 	RegistrationTTL time.Duration
+	// Metrics counts registered nodes; nil counts nothing.
+	Metrics *metrics.Lifecycle
 }
 
 // NewRegistration returns the registration controller.
@@ -160,6 +163,7 @@ func (r *Registration) register(ctx context.Context, claim *v1.NodeClaim, node *
 	if err := r.client.Status().Patch(ctx, claim, statusPatch); err != nil {
 		return err
 	}
+	r.Metrics.NodeCreated(claim.Labels[v1.NodePoolLabelKey])
 	log.FromContext(ctx).Info("registered node", "nodeclaim", claim.Name, "node", node.Name)
 	return nil
 }

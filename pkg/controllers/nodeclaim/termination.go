@@ -21,6 +21,7 @@ import (
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/controllers"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
@@ -46,6 +47,8 @@ type Termination struct {
 	cloud    cloudprovider.CloudProvider
 	recorder events.EventRecorder
 	clock    clock.Clock
+	// Metrics counts terminated nodes; nil counts nothing.
+	Metrics *metrics.Lifecycle
 }
 
 // NewTermination returns the termination controller.
@@ -138,6 +141,7 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 	if err := t.client.Patch(ctx, node, patch); client.IgnoreNotFound(err) != nil {
 		return reconcile.Result{}, err
 	}
+	t.Metrics.NodeTerminated(node.Labels[v1.NodePoolLabelKey], t.clock.Since(node.DeletionTimestamp.Time))
 	logger.Info("drained and deleted node")
 	return reconcile.Result{}, nil
 }
