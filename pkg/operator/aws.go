@@ -126,6 +126,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 		return nil, err
 	}
 	lifecycle := metrics.NewLifecycle(crmetrics.Registry)
+	metrics.RegisterBuildInfo(crmetrics.Registry)
 	if err := mgr.Add(metrics.New(mgr.GetClient(), clk, crmetrics.Registry)); err != nil {
 		return nil, err
 	}

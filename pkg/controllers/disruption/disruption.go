@@ -97,6 +97,8 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 		byPool[claims.Items[i].Labels[v1.NodePoolLabelKey]] = append(byPool[claims.Items[i].Labels[v1.NodePoolLabelKey]], &claims.Items[i])
 	}
 	seen := map[string]bool{}
+	eligible := map[string]int{}
+	defer func() { c.Metrics.Eligible(eligible) }()
 	for i := range pools.Items {
 		pool := &pools.Items[i]
 		var empty []*v1.NodeClaim
@@ -111,6 +113,7 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 				continue
 			}
 			if d := claim.Spec.ExpireAfter.Duration; d != nil && now.Sub(claim.CreationTimestamp.Time) >= *d {
+				eligible["expired"]++
 				c.remove(ctx, claim, "Expired", fmt.Sprintf("NodeClaim is older than expireAfter %s", claim.Spec.ExpireAfter.String()))
 				disrupting++
 				continue
@@ -121,6 +124,7 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 				empty = append(empty, claim)
 			}
 		}
+		eligible["empty"] += len(empty)
 		if len(empty) == 0 {
 			continue
 		}
@@ -187,6 +191,11 @@ func (c *Controller) remove(ctx context.Context, claim *v1.NodeClaim, reason, me
 	}
 	// Karpenter's reason values are lower case: empty, expired.
 	c.Metrics.Disrupted(claim.Labels[v1.NodePoolLabelKey], strings.ToLower(reason), claim.Labels[v1.CapacityTypeLabelKey])
+	consolidation := ""
+	if reason == "Empty" {
+		consolidation = "empty"
+	}
+	c.Metrics.Decided("delete", strings.ToLower(reason), consolidation)
 }
 
 // reschedulable pods keep a node from being empty: not DaemonSet, mirror or finished pods.

@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +19,7 @@ import (
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 )
 
 func budgetPool(budgets ...v1.Budget) *v1.NodePool {
@@ -45,12 +47,36 @@ var _ = Describe("the disruption controller", func() {
 		ctx  = context.Background()
 		clk  *clocktesting.FakeClock
 		ctrl *disruption.Controller
+		reg  *prometheus.Registry
 	)
 
 	BeforeEach(func() {
 		clk = clocktesting.NewFakeClock(time.Now())
 		ctrl = disruption.New(env.Client, events.NewFakeRecorder(100), clk)
+		reg = prometheus.NewRegistry()
+		ctrl.Metrics = metrics.NewLifecycle(reg)
 	})
+
+	// sample reads one series of the registry: a counter's or a gauge's value.
+	sample := func(name string, labels map[string]string) float64 {
+		families, err := reg.Gather()
+		Expect(err).NotTo(HaveOccurred())
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+		series:
+			for _, m := range f.Metric {
+				for _, l := range m.Label {
+					if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+						continue series
+					}
+				}
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
 
 	// pool makes a NodePool and n initialized NodeClaims with nodes.
 	makePool := func(name string, n int, disr v1.Disruption, expireAfter string) []*v1.NodeClaim {
@@ -104,6 +130,10 @@ var _ = Describe("the disruption controller", func() {
 		}
 		Expect(deleted).To(Equal(2), "three empty nodes, but the budget allows two")
 		Expect(exists(claims[3])).To(BeTrue(), "a node with a pod stays")
+		// What Karpenter's capacity dashboard reads.
+		Expect(sample("karpenter_voluntary_disruption_eligible_nodes", map[string]string{"reason": "empty"})).To(Equal(3.0))
+		Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "delete", "reason": "empty", "consolidation_type": "empty"})).To(Equal(2.0))
+		Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": "empty", "reason": "empty"})).To(Equal(2.0))
 	})
 
 	It("never consolidates with consolidateAfter: Never", func() {

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +17,8 @@ type Lifecycle struct {
 	created, terminated *prometheus.CounterVec
 	terminationTime     *prometheus.SummaryVec
 	disrupted           *prometheus.CounterVec
+	eligible            *prometheus.GaugeVec
+	decisions           *prometheus.CounterVec
 }
 
 // NewLifecycle registers the counters on reg.
@@ -29,8 +33,30 @@ func NewLifecycle(reg prometheus.Registerer) *Lifecycle {
 		disrupted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_nodeclaims_disrupted_total",
 			Help: "NodeClaims deleted to disrupt them, by NodePool, reason and capacity type."}, []string{"nodepool", "reason", "capacity_type"}),
 	}
-	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.disrupted)
+	l.eligible = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_voluntary_disruption_eligible_nodes",
+		Help: "Nodes a disruption round found eligible, by reason (empty, expired)."}, []string{"reason"})
+	l.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_voluntary_disruption_decisions_total",
+		Help: "Disruption decisions, by decision (delete), reason and consolidation_type."}, []string{"decision", "reason", "consolidation_type"})
+	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.disrupted, l.eligible, l.decisions)
 	return l
+}
+
+// Eligible sets how many nodes a disruption round found eligible, by reason;
+// reasons not given are zero.
+func (l *Lifecycle) Eligible(byReason map[string]int) {
+	if l == nil {
+		return
+	}
+	for _, reason := range []string{"empty", "expired"} {
+		l.eligible.WithLabelValues(reason).Set(float64(byReason[reason]))
+	}
+}
+
+// Decided counts a voluntary disruption decision.
+func (l *Lifecycle) Decided(decision, reason, consolidationType string) {
+	if l != nil {
+		l.decisions.WithLabelValues(decision, reason, consolidationType).Inc()
+	}
 }
 
 // NodeCreated counts a node registered for the pool.
@@ -54,4 +80,22 @@ func (l *Lifecycle) Disrupted(pool, reason, capacityType string) {
 	if l != nil {
 		l.disrupted.WithLabelValues(pool, reason, capacityType).Inc()
 	}
+}
+
+// RegisterBuildInfo exports backstop_build_info, 1, labelled with the
+// module version, VCS revision and Go version of the running binary.
+func RegisterBuildInfo(reg prometheus.Registerer) {
+	version, revision := "(devel)", "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		version = info.Main.Version
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "backstop_build_info", Help: "The running binary: version, revision, Go version.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()}})
+	g.Set(1)
+	reg.MustRegister(g)
 }

@@ -478,6 +478,7 @@ func (p *Provisioner) initialized(pod *corev1.Pod, claim *v1.NodeClaim) {
 type Metrics struct {
 	batchPods     prometheus.Histogram
 	duration      prometheus.Histogram
+	durationV1    prometheus.Histogram
 	fallbacks     *prometheus.CounterVec
 	disagreements *prometheus.CounterVec
 }
@@ -501,11 +502,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Pods kube-scheduler did not bind onto the initialized node planned for them, by NodePool; each backs the pod off.",
 		}, []string{"nodepool"}),
 	}
-	reg.MustRegister(m.batchPods, m.duration, m.fallbacks, m.disagreements)
+	// Karpenter v1 renamed the solve's histogram; both names are exported.
+	m.durationV1 = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "karpenter_scheduler_scheduling_duration_seconds", Help: "Duration of one scheduling solve (Karpenter v1's name).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+	reg.MustRegister(m.batchPods, m.duration, m.durationV1, m.fallbacks, m.disagreements)
 	return m
 }
 
 func (m *Metrics) observe(pods int, d time.Duration) {
 	m.batchPods.Observe(float64(pods))
 	m.duration.Observe(d.Seconds())
+	m.durationV1.Observe(d.Seconds())
 }
