@@ -20,6 +20,7 @@ import (
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
+	"github.com/backstop-sh/backstop/test"
 )
 
 func budgetPool(budgets ...v1.Budget) *v1.NodePool {
@@ -57,25 +58,9 @@ var _ = Describe("the disruption controller", func() {
 		ctrl.Metrics = metrics.NewLifecycle(reg)
 	})
 
-	// sample reads one series of the registry: a counter's or a gauge's value.
 	sample := func(name string, labels map[string]string) float64 {
-		families, err := reg.Gather()
-		Expect(err).NotTo(HaveOccurred())
-		for _, f := range families {
-			if f.GetName() != name {
-				continue
-			}
-		series:
-			for _, m := range f.Metric {
-				for _, l := range m.Label {
-					if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
-						continue series
-					}
-				}
-				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-		return 0
+		v, _ := test.Metric(reg, name, labels)
+		return v
 	}
 
 	// pool makes a NodePool and n initialized NodeClaims with nodes.

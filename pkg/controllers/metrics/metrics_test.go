@@ -6,7 +6,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,49 +15,17 @@ import (
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
+	"github.com/backstop-sh/backstop/test"
 )
 
-// gauge sums the series of a metric whose labels include all of want.
 func gauge(reg *prometheus.Registry, name string, want map[string]string) float64 {
-	v, _ := value(reg, name, want)
+	v, _ := test.Metric(reg, name, want)
 	return v
 }
 
-// series counts them.
 func series(reg *prometheus.Registry, name string, want map[string]string) int {
-	_, n := value(reg, name, want)
+	_, n := test.Metric(reg, name, want)
 	return n
-}
-
-func value(reg *prometheus.Registry, name string, want map[string]string) (float64, int) {
-	families, err := reg.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	sum, n := 0.0, 0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.Metric {
-			for k, v := range want {
-				if !has(m, k, v) {
-					continue series
-				}
-			}
-			sum += m.GetGauge().GetValue()
-			n++
-		}
-	}
-	return sum, n
-}
-
-func has(m *dto.Metric, name, value string) bool {
-	for _, l := range m.Label {
-		if l.GetName() == name {
-			return l.GetValue() == value
-		}
-	}
-	return false
 }
 
 var _ = Describe("the cluster-state gauges of Karpenter's dashboards", func() {

@@ -28,10 +28,12 @@ func (p *Provisioner) Register(mgr manager.Manager) error {
 		return ok && IsProvisionable(pod)
 	})
 	// A NodePool that changes (turns Ready, gets a new limit or weight) may
-	// take pods it could not before.
+	// take pods it could not before, if any are waiting.
 	if err := builder.ControllerManagedBy(mgr).Named("provisioning.nodepools").WithOptions(controllers.Options()).
 		For(&v1.NodePool{}).Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
-		p.batcher.Wake()
+		if p.waiting() {
+			p.batcher.Wake()
+		}
 		return reconcile.Result{}, nil
 	})); err != nil {
 		return err

@@ -101,6 +101,14 @@ func (p *Provisioner) observe(pod types.NamespacedName) bool {
 	return true
 }
 
+// waiting reports whether pending pods are known: only then can a change of
+// a NodePool matter.
+func (p *Provisioner) waiting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.known) > 0
+}
+
 // Trigger tells the provisioner a pod may need capacity.
 func (p *Provisioner) Trigger() { p.batcher.Trigger() }
 
