@@ -37,7 +37,7 @@ export KUBEBUILDER_ASSETS := $(BIN)
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 ##@ Tools (built from tools/go.mod into bin/, once)
 
@@ -69,6 +69,25 @@ $(BIN)/ko: tools/go.mod tools/go.sum
 	$(call build_tool,ko,github.com/google/ko,-s -w,$(call tool_version,github.com/google/ko))
 $(BIN)/kwok: tools/go.mod tools/go.sum
 	$(call build_tool,kwok,sigs.k8s.io/kwok/cmd/kwok,-s -w,$(call tool_version,sigs.k8s.io/kwok))
+
+# Karpenter, the peer of `make bench-e2e`, is pinned in a module of its own
+# (tools/karpenter); its CRDs are copied from the same module version.
+$(BIN)/karpenter-kwok: tools/karpenter/go.mod tools/karpenter/go.sum
+	@echo "tools: building karpenter-kwok $$(cd tools/karpenter && $(GO) list -m -f '{{.Version}}' sigs.k8s.io/karpenter) (Karpenter's kwok provider, from source; a few minutes on 2 cores)"
+	@mkdir -p $(BIN)
+	@cd tools/karpenter && $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/karpenter-kwok.tmp sigs.k8s.io/karpenter/kwok && mv $(BIN)/karpenter-kwok.tmp $(BIN)/karpenter-kwok
+$(BIN)/karpenter-crds: tools/karpenter/go.mod tools/karpenter/go.sum
+	@dir=$$(cd tools/karpenter && $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/karpenter) && \
+	rm -rf $@.tmp && mkdir -p $@.tmp && cp $$dir/pkg/apis/crds/*.yaml $$dir/kwok/apis/crds/*.yaml $@.tmp/ && \
+	chmod u+w $@.tmp/* && rm -rf $@ && mv $@.tmp $@
+
+##@ Benchmarks (not part of `make test`)
+
+BENCH_ARGS ?=
+
+.PHONY: bench-e2e
+bench-e2e: $(TEST_TOOLS) $(BIN)/karpenter-kwok $(BIN)/karpenter-crds ## Backstop and Karpenter side by side, end to end (N=100, 500, 2000; about 20 min); BENCH_ARGS="-n 500 -pairs 1"
+	$(GO) run ./test/benche2e $(BENCH_ARGS)
 
 ##@ Development
 

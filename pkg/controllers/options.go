@@ -28,3 +28,17 @@ func Options() controller.Options {
 		&workqueue.TypedBucketRateLimiter[reconcile.Request]{Limiter: rate.NewLimiter(rate.Limit(10), 100)},
 	)}
 }
+
+// NodeWorkers is how many nodes a per-node controller (registration,
+// termination) works on at once: in a scale-up of hundreds of nodes each
+// waits on API calls, and one at a time left pods waiting for a minute
+// after their nodes had joined.
+const NodeWorkers = 20
+
+// ParallelOptions are Options with n objects reconciled at once; one object
+// is never reconciled twice at the same time.
+func ParallelOptions(n int) controller.Options {
+	o := Options()
+	o.MaxConcurrentReconciles = n
+	return o
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
@@ -49,7 +51,10 @@ func NewScheme() (*kruntime.Scheme, error) {
 // NewLogger returns a structured logger at the options' level and format.
 func NewLogger(o *Options) logr.Logger {
 	level := map[string]zapcore.Level{"debug": zapcore.DebugLevel, "info": zapcore.InfoLevel, "error": zapcore.ErrorLevel}[o.LogLevel]
-	return zap.New(zap.UseDevMode(o.LogFormat == "console"), zap.Level(level))
+	// Milliseconds in the timestamps: a scale-up's steps are apart by less
+	// than a second.
+	return zap.New(zap.UseDevMode(o.LogFormat == "console"), zap.Level(level),
+		func(z *zap.Options) { z.TimeEncoder = zapcore.ISO8601TimeEncoder })
 }
 
 // RESTConfig loads the kubeconfig named by the options, or the in-cluster config.
@@ -83,9 +88,12 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(o.KubeClientQPS), o.KubeClientBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        scheme,
-		Logger:                        log,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Scheme: scheme,
+		Logger: log,
+		// Nothing reads managedFields; without them the cached pods and
+		// nodes take a third less memory.
+		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress, ExtraHandlers: profiling(o.EnableProfiling)},
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              o.LeaderElectionName,
@@ -126,4 +134,18 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.
 func (op *Operator) Start(ctx context.Context) error {
 	op.Log.Info("starting backstop", "cluster-name", op.Options.ClusterName, "leader-elect", op.Options.LeaderElect)
 	return op.Manager.Start(ctx)
+}
+
+// profiling is Go's pprof handlers for the metrics endpoint, when enabled.
+func profiling(enabled bool) map[string]http.Handler {
+	if !enabled {
+		return nil
+	}
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+	}
 }

@@ -18,6 +18,8 @@ import (
 type Options struct {
 	ClusterName             string
 	MetricsBindAddress      string
+	EnableProfiling         bool
+	EarlyProvisioning       bool
 	HealthProbeBindAddress  string
 	LeaderElect             bool
 	LeaderElectionNamespace string
@@ -53,6 +55,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	env := envDefaults{getenv: getenv}
 	fs.StringVar(&o.ClusterName, "cluster-name", env.str("cluster-name", ""), "name of the Kubernetes cluster; tags every instance (required) [CLUSTER_NAME]")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", env.str("metrics-bind-address", ":8080"), "address of the Prometheus /metrics endpoint; 0 turns it off [METRICS_BIND_ADDRESS]")
+	fs.BoolVar(&o.EnableProfiling, "enable-profiling", env.boolean("enable-profiling", false), "serve Go's pprof profiles under /debug/pprof/ on the metrics endpoint [ENABLE_PROFILING]")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", env.str("health-probe-bind-address", ":8081"), "address of the /healthz and /readyz probes [HEALTH_PROBE_BIND_ADDRESS]")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", env.boolean("leader-elect", true), "elect one active replica through a Lease [LEADER_ELECT]")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", env.str("leader-election-namespace", defaultNamespace(getenv)), "namespace of the leader election Lease [LEADER_ELECTION_NAMESPACE]")
@@ -74,6 +77,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.DurationVar(&o.DisruptionInterval, "disruption-interval", env.duration("disruption-interval", 10*time.Second), "how often empty and expired nodes are looked for [DISRUPTION_INTERVAL]")
 	fs.DurationVar(&o.BatchIdleDuration, "batch-idle-duration", env.duration("batch-idle-duration", time.Second), "a batch of pending pods closes after this long without a new one [BATCH_IDLE_DURATION]")
 	fs.DurationVar(&o.BatchMaxDuration, "batch-max-duration", env.duration("batch-max-duration", 10*time.Second), "a batch of pending pods closes after this long at most [BATCH_MAX_DURATION]")
+	fs.BoolVar(&o.EarlyProvisioning, "early-provisioning", env.boolean("early-provisioning", true), "plan new pods before kube-scheduler has judged them, on existing room first; false waits for its Unschedulable verdict, as Karpenter does [EARLY_PROVISIONING]")
 	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")
 	fs.StringVar(&o.InterruptionQueue, "interruption-queue", env.str("interruption-queue", ""), "SQS queue (name or URL) EventBridge feeds with Spot interruption warnings, rebalance recommendations, scheduled changes and instance state changes; empty turns interruption handling off [INTERRUPTION_QUEUE]")
 	fs.BoolVar(&o.ReplaceOnRebalance, "replace-on-rebalance", env.boolean("replace-on-rebalance", false), "replace a Spot node when EC2 recommends rebalancing it, not only on its interruption warning [REPLACE_ON_REBALANCE]")

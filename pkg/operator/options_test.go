@@ -30,14 +30,14 @@ var _ = Describe("options", func() {
 			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT": "http://127.0.0.1:4566", "UNAVAILABLE_OFFERINGS_TTL": "1m",
 			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s", "LAUNCH_TIMEOUT": "2m",
 			"LEADER_ELECTION_LEASE_DURATION": "6s", "LEADER_ELECTION_RENEW_DEADLINE": "4s", "LEADER_ELECTION_RETRY_PERIOD": "1s",
-			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80",
+			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80", "ENABLE_PROFILING": "true", "EARLY_PROVISIONING": "false",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
 			ClusterName: "prod", MetricsBindAddress: ":9090", HealthProbeBindAddress: ":9091",
 			LeaderElect: false, LeaderElectionNamespace: "backstop", LeaderElectionName: "backstop-leader-election",
 			LeaseDuration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second,
-			KubeClientQPS: 50.5, KubeClientBurst: 80,
+			KubeClientQPS: 50.5, KubeClientBurst: 80, EnableProfiling: true, EarlyProvisioning: false,
 			LogLevel: "debug", LogFormat: "console",
 			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
 			AWSRegion: "eu-west-1", AWSEndpoint: "http://127.0.0.1:4566", UnavailableOfferingsTTL: time.Minute,
@@ -66,6 +66,8 @@ var _ = Describe("options", func() {
 		Expect(o.PreferencePolicy).To(Equal("Respect"))
 		Expect(o.KubeClientQPS).To(Equal(200.0), "not client-go's 5 requests a second")
 		Expect(o.KubeClientBurst).To(Equal(300))
+		Expect(o.EarlyProvisioning).To(BeTrue(), "new pods are planned before kube-scheduler's verdict")
+		Expect(o.EnableProfiling).To(BeFalse())
 	})
 
 	DescribeTable("rejects bad values, naming the setting and the fix",

@@ -2,11 +2,12 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -61,38 +62,69 @@ func (a *NodeAgent) Run(ctx context.Context) {
 }
 
 func (a *NodeAgent) sync(ctx context.Context, facts map[string]catalog.InstanceType) error {
+	// One list per round, not a read per instance: with hundreds of
+	// instances the agent would otherwise lag the launches by a minute, as
+	// no kubelet does.
+	var list corev1.NodeList
+	if err := a.Client.List(ctx, &list); err != nil {
+		return err
+	}
+	nodes := make(map[string]*corev1.Node, len(list.Items))
+	for i := range list.Items {
+		nodes[list.Items[i].Name] = &list.Items[i]
+	}
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		errs  []error
+		slots = make(chan struct{}, 20)
+	)
+	do := func(f func() error) {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if err := f(); err != nil {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+			}
+		}()
+	}
 	for _, inst := range a.Sim.Instances() {
 		if _, ours := inst.Tags[aws.ClusterTag(a.Cluster)]; !ours {
 			continue
 		}
-		node := &corev1.Node{}
-		err := a.Client.Get(ctx, client.ObjectKey{Name: inst.ID}, node)
+		node, exists := nodes[inst.ID]
 		switch {
 		case inst.State == "terminated":
-			if err != nil {
+			if !exists {
 				continue
 			}
 			// The machine is gone and its containers with it: what still
 			// runs there stops now, whatever drain was under way.
-			if err := a.killPods(ctx, node.Name); err != nil {
-				return err
-			}
-			if node.DeletionTimestamp == nil {
-				if err := a.Client.Delete(ctx, node); client.IgnoreNotFound(err) != nil {
+			do(func() error {
+				if err := a.killPods(ctx, node.Name); err != nil {
 					return err
 				}
-			}
-		case apierrors.IsNotFound(err) && time.Since(inst.LaunchTime) < a.BootTime:
+				if node.DeletionTimestamp == nil {
+					return client.IgnoreNotFound(a.Client.Delete(ctx, node))
+				}
+				return nil
+			})
+		case !exists && time.Since(inst.LaunchTime) < a.BootTime:
 			// Still booting.
-		case apierrors.IsNotFound(err):
-			if err := a.Client.Create(ctx, a.node(inst, facts[inst.Type])); client.IgnoreAlreadyExists(err) != nil {
-				return fmt.Errorf("registering node for %s: %w", inst.ID, err)
-			}
-		case err != nil:
-			return err
+		case !exists:
+			do(func() error {
+				if err := a.Client.Create(ctx, a.node(inst, facts[inst.Type])); client.IgnoreAlreadyExists(err) != nil {
+					return fmt.Errorf("registering node for %s: %w", inst.ID, err)
+				}
+				return nil
+			})
 		}
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // killPods deletes at once the pods bound to a node whose instance ended.

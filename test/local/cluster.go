@@ -47,6 +47,15 @@ type Options struct {
 	Log logr.Logger
 	// BootTime is how long an instance takes to register its node.
 	BootTime time.Duration
+	// CRDDirs replace Backstop's CRDs (charts/backstop/crds) as the ones
+	// installed, for a cluster another provisioner runs in.
+	CRDDirs []string
+	// NoBackstop leaves Backstop out: the cluster runs without a
+	// provisioner, or with one started through StartProcess.
+	NoBackstop bool
+	// SchedulerFlags and ControllerManagerFlags are extra flags for
+	// kube-scheduler and kube-controller-manager.
+	SchedulerFlags, ControllerManagerFlags []string
 }
 
 // Cluster is a running local cluster.
@@ -67,6 +76,8 @@ type Cluster struct {
 	mu sync.Mutex
 	// controllers are every controller process started; the last is current.
 	controllers []*exec.Cmd
+	// others are processes started through StartProcess.
+	others []*exec.Cmd
 }
 
 // Start brings the cluster up; Stop takes it down again, whatever failed.
@@ -83,9 +94,13 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 }
 
 func (c *Cluster) start(ctx context.Context) error {
+	crds := c.CRDDirs
+	if len(crds) == 0 {
+		crds = []string{filepath.Join(test.Root, "charts", "backstop", "crds")}
+	}
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: c.Bin,
-		CRDDirectoryPaths:     []string{filepath.Join(test.Root, "charts", "backstop", "crds")},
+		CRDDirectoryPaths:     crds,
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := c.env.Start()
@@ -115,12 +130,12 @@ func (c *Cluster) start(ctx context.Context) error {
 		name string
 		args []string
 	}{
-		{"kube-scheduler", []string{"--kubeconfig=" + c.Kubeconfig, "--authentication-kubeconfig=" + c.Kubeconfig,
-			"--authorization-kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0"}},
-		{"kube-controller-manager", []string{"--kubeconfig=" + c.Kubeconfig, "--authentication-kubeconfig=" + c.Kubeconfig,
+		{"kube-scheduler", append([]string{"--kubeconfig=" + c.Kubeconfig, "--authentication-kubeconfig=" + c.Kubeconfig,
+			"--authorization-kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0"}, c.SchedulerFlags...)},
+		{"kube-controller-manager", append([]string{"--kubeconfig=" + c.Kubeconfig, "--authentication-kubeconfig=" + c.Kubeconfig,
 			"--authorization-kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
 			"--controllers=*,-serviceaccount-token,-nodeipam,-route,-service,-cloud-node-lifecycle",
-			"--use-service-account-credentials=false", "--node-monitor-grace-period=40s"}},
+			"--use-service-account-credentials=false", "--node-monitor-grace-period=40s"}, c.ControllerManagerFlags...)},
 		{"kwok", []string{"--kubeconfig=" + c.Kubeconfig, "--manage-nodes-with-annotation-selector=" + kwokAnnotation + "=fake",
 			"--config=" + filepath.Join(test.Root, "test", "local", "kwok-stages.yaml"),
 			"--cidr=10.244.0.0/16", "--node-ip=10.0.0.1"}},
@@ -152,7 +167,10 @@ func (c *Cluster) start(ctx context.Context) error {
 		agent.Run(runCtx)
 	}()
 
-	if c.ControllerBinary != "" {
+	switch {
+	case c.NoBackstop:
+		return nil
+	case c.ControllerBinary != "":
 		return c.StartController()
 	}
 	args := append([]string{"--leader-elect=false"}, c.controllerArgs()...)
@@ -200,6 +218,29 @@ func (c *Cluster) StartController() error {
 		return fmt.Errorf("starting %s: %w", c.ControllerBinary, err)
 	}
 	c.controllers = append(c.controllers, cmd)
+	return nil
+}
+
+// StartProcess runs cmd for as long as the cluster runs, in a process group
+// of its own with its output in Dir/<name>.log; Stop kills it.
+func (c *Cluster) StartProcess(name string, cmd *exec.Cmd) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.run(cmd, name, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	c.others = append(c.others, cmd)
+	return nil
+}
+
+// ControllerProcess is the current controller process, nil when Backstop
+// runs in this process or not at all.
+func (c *Cluster) ControllerProcess() *os.Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.controllers); n > 0 {
+		return c.controllers[n-1].Process
+	}
 	return nil
 }
 
@@ -268,7 +309,7 @@ func (c *Cluster) run(cmd *exec.Cmd, name string, deathSignal syscall.Signal) er
 // Stop stops every component and leaves nothing running.
 func (c *Cluster) Stop() {
 	c.mu.Lock()
-	controllers := c.controllers
+	controllers := append(append([]*exec.Cmd{}, c.controllers...), c.others...)
 	c.mu.Unlock()
 	for _, cmd := range controllers {
 		kill(cmd)

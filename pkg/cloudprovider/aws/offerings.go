@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,18 @@ type Offerings struct {
 	// the next refresh: building 1,300 types is the costly part, offerings
 	// (which marks change) are cheap to redo on every call.
 	converted map[string]map[string]*scheduling.InstanceType
+	// lists keep the last answer per kubelet settings and zones, for as long
+	// as the data and the capacity marks it was built from hold: a scale-up
+	// plans many times a second, and rebuilding thousands of offerings each
+	// time was a fifth of the controller's CPU.
+	lists map[string]list
+}
+
+// list is an answer of InstanceTypes and what it was built from.
+type list struct {
+	fetched time.Time
+	marks   MarksVersion
+	types   []*scheduling.InstanceType
 }
 
 // flight is one refresh under way; done closes when it ends, with err set.
@@ -154,6 +167,7 @@ func (o *Offerings) refreshLocked(ctx context.Context) *flight {
 		if err == nil {
 			o.facts, o.zones, o.spot, o.fetched = d.facts, d.zones, d.spot, o.clock.Now()
 			o.converted = map[string]map[string]*scheduling.InstanceType{}
+			o.lists = map[string]list{}
 		}
 		o.flight = nil
 		o.mu.Unlock()
@@ -271,6 +285,20 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	if err != nil {
 		return nil, err
 	}
+	zones := make([]string, 0, len(allowedZones))
+	for z := range allowedZones {
+		zones = append(zones, z)
+	}
+	sort.Strings(zones)
+	listKey := string(key) + "|" + strings.Join(zones, ",")
+	marks := MarksVersion{}
+	if o.unavailable != nil {
+		marks = o.unavailable.Version()
+	}
+	if l, ok := o.lists[listKey]; ok && l.fetched.Equal(o.fetched) && marks.Same(l.marks, o.clock.Now()) {
+		// A new slice, so a caller that reorders it cannot disturb the next.
+		return append([]*scheduling.InstanceType(nil), l.types...), nil
+	}
 	cache := o.converted[string(key)]
 	if cache == nil {
 		cache = map[string]*scheduling.InstanceType{}
@@ -300,13 +328,17 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 			}
 			cache[f.Name] = base
 		}
-		// A copy per call: the shared parts (requirements, capacity) are never
-		// changed by their users; the offerings are this call's.
+		// A copy per list: the shared parts (requirements, capacity) and
+		// the offerings are never changed by their users.
 		it := *base
 		it.Offerings = offerings
 		out = append(out, &it)
 	}
-	return out, nil
+	if o.lists == nil {
+		o.lists = map[string]list{}
+	}
+	o.lists[listKey] = list{fetched: o.fetched, marks: marks, types: out}
+	return append([]*scheduling.InstanceType(nil), out...), nil
 }
 
 func (o *Offerings) offering(instanceType, zone, capacityType string, price float64) scheduling.Offering {

@@ -103,6 +103,32 @@ var _ = Describe("offerings from EC2", func() {
 		}
 	})
 
+	It("keeps an answer only while the marks it was built under hold", func() {
+		spotAvailable := func(zone string) bool {
+			types, err := offerings.InstanceTypes(ctx, nil)
+			Expect(err).NotTo(HaveOccurred())
+			for _, o := range byName(types)["c5.large"].Offerings {
+				if o.CapacityType == v1.CapacityTypeSpot && o.Zone == zone {
+					return o.Available
+				}
+			}
+			Fail("no Spot offering of c5.large in " + zone)
+			return false
+		}
+		Expect(spotAvailable("us-east-1a")).To(BeTrue())
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeOffering, CapacityType: v1.CapacityTypeSpot, InstanceType: "c5.large", Zone: "us-east-1a", Code: "InsufficientInstanceCapacity"})
+		Expect(spotAvailable("us-east-1a")).To(BeFalse(), "a mark made after the last answer")
+		Expect(spotAvailable("us-east-1b")).To(BeTrue())
+		clk.Step(time.Minute)
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeOffering, CapacityType: v1.CapacityTypeSpot, InstanceType: "c5.large", Zone: "us-east-1b", Code: "InsufficientInstanceCapacity"})
+		Expect(spotAvailable("us-east-1b")).To(BeFalse())
+		clk.Step(2 * time.Minute)
+		Expect(spotAvailable("us-east-1a")).To(BeTrue(), "the first mark expired, though nothing else changed")
+		Expect(spotAvailable("us-east-1b")).To(BeFalse(), "the second holds a minute longer")
+		clk.Step(time.Minute)
+		Expect(spotAvailable("us-east-1b")).To(BeTrue())
+	})
+
 	It("asks EC2 again only after the TTL, serving the last answer while it does", func() {
 		_, err := offerings.InstanceTypes(ctx, nil)
 		Expect(err).NotTo(HaveOccurred())

@@ -22,6 +22,8 @@ type UnavailableOfferings struct {
 
 	mu      sync.Mutex
 	entries map[Unavailable]time.Time
+	// changes counts marks added and removed.
+	changes uint64
 	marked  *prometheus.CounterVec
 	current *prometheus.GaugeVec
 }
@@ -56,6 +58,7 @@ func (c *UnavailableOfferings) Mark(marks ...Unavailable) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	until := c.clock.Now().Add(c.ttl)
+	c.changes++
 	for _, u := range marks {
 		c.entries[key(u)] = until
 		c.marked.WithLabelValues(string(u.Scope), u.CapacityType, u.Code).Inc()
@@ -95,10 +98,37 @@ func (c *UnavailableOfferings) live(u Unavailable, now time.Time) bool {
 	}
 	if !now.Before(until) {
 		delete(c.entries, u)
+		c.changes++
 		c.refreshGauge()
 		return false
 	}
 	return true
+}
+
+// MarksVersion identifies the marks in force at one time: an answer built
+// under them holds while no mark is added and none expires.
+type MarksVersion struct {
+	changes uint64
+	// expiry is when the first of the marks expires; zero without marks.
+	expiry time.Time
+}
+
+// Same reports whether the marks are still those of v at now.
+func (v MarksVersion) Same(old MarksVersion, now time.Time) bool {
+	return v.changes == old.changes && (old.expiry.IsZero() || now.Before(old.expiry))
+}
+
+// Version is the marks' version now.
+func (c *UnavailableOfferings) Version() MarksVersion {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := MarksVersion{changes: c.changes}
+	for _, until := range c.entries {
+		if v.expiry.IsZero() || until.Before(v.expiry) {
+			v.expiry = until
+		}
+	}
+	return v
 }
 
 func (c *UnavailableOfferings) refreshGauge() {

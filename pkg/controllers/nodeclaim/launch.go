@@ -76,9 +76,7 @@ func NewLaunch(c client.Client, cloud cloudprovider.CloudProvider, recorder even
 
 // Register adds the controller to the manager.
 func (l *Launch) Register(mgr manager.Manager) error {
-	opts := controllers.Options()
-	opts.MaxConcurrentReconciles = l.Workers
-	return builder.ControllerManagedBy(mgr).Named("nodeclaim.launch").For(&v1.NodeClaim{}).WithOptions(opts).Complete(l)
+	return builder.ControllerManagedBy(mgr).Named("nodeclaim.launch").For(&v1.NodeClaim{}).WithOptions(controllers.ParallelOptions(l.Workers)).Complete(l)
 }
 
 // Reconcile launches one NodeClaim.
@@ -95,7 +93,12 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	var inst *cloudprovider.Instance
 	var err error
 	if known, ok := l.launched.Load(claim.UID); ok {
-		inst = known.(*cloudprovider.Instance)
+		done := known.(*launched)
+		if done.recorded {
+			// Recorded on the NodeClaim already; the cache has not caught up.
+			return reconcile.Result{}, nil
+		}
+		inst = done.inst
 	} else {
 		inst, err = l.cloud.Create(ctx, claim)
 	}
@@ -137,7 +140,7 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		}
 	}
 
-	l.launched.Store(claim.UID, inst)
+	l.launched.Store(claim.UID, &launched{inst: inst})
 	patch := client.MergeFrom(claim.DeepCopy())
 	if claim.Labels == nil {
 		claim.Labels = map[string]string{}
@@ -158,12 +161,20 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	if err := l.client.Status().Patch(ctx, claim, statusPatch); err != nil {
 		return reconcile.Result{}, err
 	}
+	l.launched.Store(claim.UID, &launched{inst: inst, recorded: true})
 	if inst.CapacityType == v1.CapacityTypeSpot {
 		l.setSpotCondition(ctx, claim, metav1.ConditionTrue, "SpotLaunched", "")
 	}
 	l.recorder.Eventf(claim, nil, corev1.EventTypeNormal, "Launched", "Launch", "Launched %s %s in %s (%s)", inst.CapacityType, inst.InstanceType, inst.Zone, inst.ID)
 	logger.Info("launched nodeclaim", "instance-type", inst.InstanceType, "zone", inst.Zone, "capacity-type", inst.CapacityType, "provider-id", inst.ProviderID)
 	return reconcile.Result{}, nil
+}
+
+// launched is an instance made for a NodeClaim, and whether the NodeClaim
+// records it yet.
+type launched struct {
+	inst     *cloudprovider.Instance
+	recorded bool
 }
 
 // ConditionSpotAvailable is the NodePool condition that says whether Spot can

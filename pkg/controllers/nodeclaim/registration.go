@@ -3,6 +3,7 @@ package nodeclaim
 import (
 	"context"
 	"fmt"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -63,7 +64,7 @@ func NewRegistration(c client.Client, recorder events.EventRecorder, clk clock.C
 
 // Register adds the controller; Node changes requeue their NodeClaim.
 func (r *Registration) Register(mgr manager.Manager) error {
-	return builder.ControllerManagedBy(mgr).Named("nodeclaim.registration").For(&v1.NodeClaim{}).WithOptions(controllers.Options()).
+	return builder.ControllerManagedBy(mgr).Named("nodeclaim.registration").For(&v1.NodeClaim{}).WithOptions(controllers.ParallelOptions(controllers.NodeWorkers)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			var claims v1.NodeClaimList
 			if err := r.client.List(ctx, &claims, client.MatchingFields{ProviderIDIndex: o.(*corev1.Node).Spec.ProviderID}); err != nil {
@@ -96,11 +97,15 @@ func (r *Registration) Reconcile(ctx context.Context, req reconcile.Request) (re
 	node := &nodes.Items[0]
 	if !meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionRegistered) {
 		if err := r.register(ctx, claim, node); err != nil {
-			return reconcile.Result{}, err
+			return retryConflict(err)
 		}
 	}
 	if !meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized) {
-		return r.initialize(ctx, claim, node)
+		result, err := r.initialize(ctx, claim, node)
+		if err != nil {
+			return retryConflict(err)
+		}
+		return result, nil
 	}
 	return reconcile.Result{}, nil
 }
@@ -166,6 +171,16 @@ func (r *Registration) register(ctx context.Context, claim *v1.NodeClaim, node *
 	r.Metrics.NodeCreated(claim.Labels[v1.NodePoolLabelKey])
 	log.FromContext(ctx).Info("registered node", "nodeclaim", claim.Name, "node", node.Name)
 	return nil
+}
+
+// retryConflict asks for the reconcile again without an error when a write
+// lost a race: the kubelet (or KWOK) writes the Node every few seconds, and a
+// conflict is routine, not worth an error in the log.
+func retryConflict(err error) (reconcile.Result, error) {
+	if apierrors.IsConflict(err) {
+		return reconcile.Result{Requeue: true}, nil
+	}
+	return reconcile.Result{}, err
 }
 
 func hasTaint(taints []corev1.Taint, t corev1.Taint) bool {

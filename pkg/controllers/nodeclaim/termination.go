@@ -58,11 +58,11 @@ func NewTermination(c client.Client, cloud cloudprovider.CloudProvider, recorder
 
 // Register adds the NodeClaim and Node halves of termination.
 func (t *Termination) Register(mgr manager.Manager) error {
-	if err := builder.ControllerManagedBy(mgr).Named("nodeclaim.termination").For(&v1.NodeClaim{}).WithOptions(controllers.Options()).
+	if err := builder.ControllerManagedBy(mgr).Named("nodeclaim.termination").For(&v1.NodeClaim{}).WithOptions(controllers.ParallelOptions(controllers.NodeWorkers)).
 		Complete(reconcile.Func(t.ReconcileClaim)); err != nil {
 		return err
 	}
-	return builder.ControllerManagedBy(mgr).Named("node.termination").For(&corev1.Node{}).WithOptions(controllers.Options()).
+	return builder.ControllerManagedBy(mgr).Named("node.termination").For(&corev1.Node{}).WithOptions(controllers.ParallelOptions(controllers.NodeWorkers)).
 		Complete(reconcile.Func(t.ReconcileNode))
 }
 

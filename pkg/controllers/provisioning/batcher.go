@@ -6,6 +6,7 @@ package provisioning
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -22,6 +23,8 @@ type Batcher struct {
 
 	mu   sync.Mutex
 	last time.Time
+	// nudging is set while a nudge waits to wake the batcher.
+	nudging atomic.Bool
 }
 
 // NewBatcher returns a batcher on the given clock.
@@ -45,6 +48,22 @@ func (b *Batcher) Wake() {
 	case b.trigger <- struct{}{}:
 	default:
 	}
+}
+
+// Nudge asks for a batch one idle duration from now without extending the
+// window, and folds the nudges that arrive meanwhile into that one: updates
+// of pods already pending (kube-scheduler rewrites their condition on every
+// attempt, hundreds a second in a scale-up) plan at most once per idle
+// duration instead of once per update.
+func (b *Batcher) Nudge() {
+	if !b.nudging.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		<-b.clock.After(b.idle)
+		b.nudging.Store(false)
+		b.Wake()
+	}()
 }
 
 func (b *Batcher) sinceLast() time.Duration {

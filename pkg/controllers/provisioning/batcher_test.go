@@ -83,6 +83,30 @@ var _ = Describe("the batcher", func() {
 		Expect(clk.Since(start)).To(Equal(10 * time.Second))
 	})
 
+	It("folds nudges into one batch per idle duration, without a window of their own", func() {
+		for i := 0; i < 100; i++ {
+			batcher.Nudge()
+		}
+		Eventually(clk.Waiters).Should(Equal(1), "one nudge waits, the others are folded into it")
+		Consistently(closed, 50*time.Millisecond).ShouldNot(Receive(), "a nudge waits one idle duration")
+		clk.Step(time.Second)
+		// The window's idle timer is already due (no trigger holds it open);
+		// the fake clock fires it on its next step.
+		waitForTimers()
+		clk.Step(time.Nanosecond)
+		Eventually(closed).Should(Receive(BeTrue()), "the nudge closes at once: no trigger holds a window open")
+		again := make(chan bool, 1)
+		go func() { again <- batcher.Wait(context.Background()) }()
+		clk.Step(time.Hour)
+		Consistently(again, 50*time.Millisecond).ShouldNot(Receive(), "100 nudges made a second batch")
+		batcher.Nudge()
+		Eventually(clk.Waiters).Should(Equal(1))
+		clk.Step(time.Second)
+		waitForTimers()
+		clk.Step(time.Nanosecond)
+		Eventually(again).Should(Receive(BeTrue()), "a nudge after the first one's batch asks again")
+	})
+
 	It("gives up when its context ends", func() {
 		batcher.Trigger()
 		waitForTimers()

@@ -18,14 +18,15 @@ import (
 // Register runs the provisioner on the manager and feeds it pending pods: a
 // pod that becomes provisionable opens or extends a batch window; another
 // update of a pod already pending (kube-scheduler rewrites its condition
-// again and again) asks for a batch but does not hold the window open.
+// again and again) nudges: it asks for a batch within one idle duration,
+// however many such updates arrive, and does not hold the window open.
 func (p *Provisioner) Register(mgr manager.Manager) error {
 	if err := mgr.Add(p); err != nil {
 		return err
 	}
 	provisionable := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		pod, ok := o.(*corev1.Pod)
-		return ok && IsProvisionable(pod)
+		return ok && p.provisionable(pod)
 	})
 	// A NodePool that changes (turns Ready, gets a new limit or weight) may
 	// take pods it could not before, if any are waiting.
@@ -46,7 +47,7 @@ func (p *Provisioner) Register(mgr manager.Manager) error {
 			if p.observe(req.NamespacedName) {
 				p.Trigger()
 			} else {
-				p.batcher.Wake()
+				p.batcher.Nudge()
 			}
 			return reconcile.Result{}, nil
 		}))

@@ -34,6 +34,9 @@ type Options struct {
 	// Process names this controller process on the NodeClaims it creates
 	// (cloudprovider.CreatedByAnnotation).
 	Process string
+	// Early plans pods kube-scheduler has not judged yet (AwaitsScheduler)
+	// with the Unschedulable ones.
+	Early bool
 }
 
 // Provisioner plans capacity for batches of pending pods and creates NodeClaims.
@@ -203,17 +206,26 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 	plan := scheduling.Solve(snap.input)
 	p.unplaced.Store(int64(len(plan.Unschedulable)))
 	p.metrics.observe(len(snap.pending), p.clock.Since(start))
-	logger.Info("planned capacity", "pods", len(snap.pending), "nodeclaims", len(plan.NewNodeClaims),
+	planned := logger.V(1)
+	if len(plan.NewNodeClaims) > 0 || len(plan.Unschedulable) > 0 {
+		// A plan that only confirms existing room is routine.
+		planned = logger
+	}
+	planned.Info("planned capacity", "pods", len(snap.pending), "nodeclaims", len(plan.NewNodeClaims),
 		"existing-placements", len(plan.Existing), "unschedulable", len(plan.Unschedulable), "duration", p.clock.Since(start).String())
 
 	// NodeClaims are created concurrently, each launched as soon as it exists.
+	// Their events wait until all are created: the API server has better
+	// things to do than record a nomination per pod while claims queue.
 	var (
 		wg    sync.WaitGroup
 		errMu sync.Mutex
 		errs  []error
+		done  = make([]*v1.NodeClaim, len(plan.NewNodeClaims))
+		fbs   = make([]map[types.UID]fallback, len(plan.NewNodeClaims))
 		slots = make(chan struct{}, createWorkers)
 	)
-	for _, nc := range plan.NewNodeClaims {
+	for i, nc := range plan.NewNodeClaims {
 		wg.Add(1)
 		slots <- struct{}{}
 		go func() {
@@ -225,12 +237,27 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 				errMu.Unlock()
 				return
 			}
-			p.nominate(nc.Pods, created)
-			p.reportFallbacks(nc.Pods, created)
+			fbs[i] = p.nominate(nc.Pods, created)
+			done[i] = created
 		}()
 	}
 	wg.Wait()
+	for i, created := range done {
+		if created == nil {
+			continue
+		}
+		pods := plan.NewNodeClaims[i].Pods
+		for _, pod := range pods {
+			p.recorder.Eventf(pod, created, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", created.Name)
+		}
+		p.reportFallbacks(pods, created, fbs[i])
+	}
 	for _, placement := range plan.Existing {
+		if AwaitsScheduler(placement.Pod) && !snap.inFlight[placement.Node] {
+			// kube-scheduler will place it on room that exists; nothing
+			// to say.
+			continue
+		}
 		what := "node/" + placement.Node
 		if snap.inFlight[placement.Node] {
 			what = "nodeclaim/" + placement.Node
@@ -241,6 +268,10 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		p.recorder.Eventf(placement.Pod, nil, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: %s", what)
 	}
 	for _, u := range plan.Unschedulable {
+		if AwaitsScheduler(u.Pod) {
+			// Said once kube-scheduler has judged it too.
+			continue
+		}
 		msg := u.Message(plan.PoolOrder)
 		p.recorder.Eventf(u.Pod, nil, corev1.EventTypeWarning, "FailedScheduling", "Provision", "Failed to schedule pod: %s", msg)
 		logger.Info("pod cannot be scheduled", "pod", client.ObjectKeyFromObject(u.Pod).String(), "reason", msg)
@@ -307,14 +338,12 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 
 // reportFallbacks records, for pods whose last NodeClaim ran out of capacity,
 // where they went instead: an event on the pod and the new NodeClaim, and a count.
-func (p *Provisioner) reportFallbacks(pods []*corev1.Pod, claim *v1.NodeClaim) {
+// fallbacks are those nominate took for the claim's pods.
+func (p *Provisioner) reportFallbacks(pods []*corev1.Pod, claim *v1.NodeClaim, fallbacks map[types.UID]fallback) {
 	to := claim.Labels[v1.NodePoolLabelKey]
 	seen := map[fallback]bool{}
 	for _, pod := range pods {
-		p.mu.Lock()
-		fb, ok := p.fallbacks[pod.UID]
-		delete(p.fallbacks, pod.UID)
-		p.mu.Unlock()
+		fb, ok := fallbacks[pod.UID]
 		if !ok {
 			continue
 		}
@@ -329,17 +358,22 @@ func (p *Provisioner) reportFallbacks(pods []*corev1.Pod, claim *v1.NodeClaim) {
 	}
 }
 
-// nominate remembers that the pods will land on the claim, and tells them so.
-func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) {
+// nominate remembers that the pods will land on the claim, and takes the
+// fallbacks the pods carried to it: a launch failure of this very claim may
+// set new ones at any moment after.
+func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) map[types.UID]fallback {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	now := p.clock.Now()
+	taken := map[types.UID]fallback{}
 	for _, pod := range pods {
 		p.nominations[pod.UID] = nomination{claim: claim.Name, pod: client.ObjectKeyFromObject(pod), at: now}
+		if fb, ok := p.fallbacks[pod.UID]; ok {
+			taken[pod.UID] = fb
+			delete(p.fallbacks, pod.UID)
+		}
 	}
-	p.mu.Unlock()
-	for _, pod := range pods {
-		p.recorder.Eventf(pod, claim, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", claim.Name)
-	}
+	return taken
 }
 
 // Nominated reports whether pods still to come, pending or on a leaving
@@ -357,7 +391,7 @@ func (p *Provisioner) Nominated(ctx context.Context, claim string) bool {
 		pod := &corev1.Pod{}
 		// A bound pod keeps a nomination only while its node is leaving:
 		// it is still to come.
-		if err := p.client.Get(ctx, key, pod); err == nil && (IsProvisionable(pod) || (pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil)) {
+		if err := p.client.Get(ctx, key, pod); err == nil && (p.provisionable(pod) || (pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil)) {
 			return true
 		}
 	}
@@ -437,7 +471,7 @@ func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 }
 
 // createWorkers bounds the NodeClaims created at once.
-const createWorkers = 10
+const createWorkers = 50
 
 // retryBase and retryMax bound the backoff between failed batches.
 const (

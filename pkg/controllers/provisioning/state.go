@@ -20,13 +20,7 @@ import (
 // plan: kube-scheduler marked it Unschedulable, it is not bound or nominated to
 // a node, and it is not a DaemonSet pod or a mirror pod (those follow nodes).
 func IsProvisionable(pod *corev1.Pod) bool {
-	if pod.Spec.NodeName != "" || pod.Status.NominatedNodeName != "" || pod.DeletionTimestamp != nil {
-		return false
-	}
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	if scheduling.FollowsNode(pod) {
+	if !unplaced(pod) {
 		return false
 	}
 	for _, c := range pod.Status.Conditions {
@@ -35,6 +29,46 @@ func IsProvisionable(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// AwaitsScheduler reports whether a pod waits for kube-scheduler's first
+// verdict: it is for the default scheduler, not gated, not placed, and has
+// no PodScheduled condition yet. In a scale-up kube-scheduler judges about a
+// hundred pods a second on a small control plane, so the last of a thousand
+// new pods is marked Unschedulable seconds after it was created; planning
+// such pods with the rest of the batch asks for their capacity that much
+// sooner. The plan puts them on existing room first, as kube-scheduler would.
+func AwaitsScheduler(pod *corev1.Pod) bool {
+	if !unplaced(pod) || len(pod.Spec.SchedulingGates) > 0 {
+		return false
+	}
+	if pod.Spec.SchedulerName != "" && pod.Spec.SchedulerName != corev1.DefaultSchedulerName {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			return false
+		}
+	}
+	return true
+}
+
+// unplaced reports whether a pod still needs a node: not bound or nominated,
+// not leaving or finished, and not one that follows its node.
+func unplaced(pod *corev1.Pod) bool {
+	if pod.Spec.NodeName != "" || pod.Status.NominatedNodeName != "" || pod.DeletionTimestamp != nil {
+		return false
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	return !scheduling.FollowsNode(pod)
+}
+
+// provisionable reports whether the provisioner plans a pod: marked
+// Unschedulable, or awaiting kube-scheduler when planning early.
+func (p *Provisioner) provisionable(pod *corev1.Pod) bool {
+	return IsProvisionable(pod) || (p.opts.Early && AwaitsScheduler(pod))
 }
 
 // snapshot is what one solve sees of the cluster.
@@ -51,8 +85,11 @@ type snapshot struct {
 // takeSnapshot reads the cluster from the cache and builds the solver's input.
 // Pods nominated to in-flight NodeClaims count on those claims, not as pending.
 func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
+	// The cache's own pods, not copies: a plan only reads them (a pod it
+	// must change is copied first), and copying every pod of the cluster on
+	// every plan was a tenth of the controller's CPU in a scale-up.
 	var pods corev1.PodList
-	if err := p.client.List(ctx, &pods); err != nil {
+	if err := p.client.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
 	var nodes corev1.NodeList
@@ -135,7 +172,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			if pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
 				byNode[pod.Spec.NodeName] = append(byNode[pod.Spec.NodeName], pod)
 			}
-		case IsProvisionable(pod):
+		case p.provisionable(pod):
 			pendingNow[pod.UID] = true
 			pendingKeys[client.ObjectKeyFromObject(pod)] = true
 			if n, ok := lost[pod.UID]; ok {

@@ -40,6 +40,20 @@ var _ = Describe("a provisionable pod", func() {
 	)
 })
 
+var _ = DescribeTable("pods that await kube-scheduler's first verdict",
+	func(pod *corev1.Pod, want bool) { Expect(provisioning.AwaitsScheduler(pod)).To(Equal(want)) },
+	Entry("new", &corev1.Pod{}, true),
+	Entry("for the default scheduler by name", &corev1.Pod{Spec: corev1.PodSpec{SchedulerName: corev1.DefaultSchedulerName}}, true),
+	Entry("for another scheduler", &corev1.Pod{Spec: corev1.PodSpec{SchedulerName: "volcano"}}, false),
+	Entry("scheduling gated", &corev1.Pod{Spec: corev1.PodSpec{SchedulingGates: []corev1.PodSchedulingGate{{Name: "wait"}}}}, false),
+	Entry("judged already", &corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}}}, false),
+	Entry("bound", &corev1.Pod{Spec: corev1.PodSpec{NodeName: "node-1"}}, false),
+	Entry("nominated by preemption", &corev1.Pod{Status: corev1.PodStatus{NominatedNodeName: "node-1"}}, false),
+	Entry("a DaemonSet pod", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet"}}}}, false),
+	Entry("being deleted", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &metav1.Time{}}}, false),
+	Entry("finished", &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed}}, false),
+)
+
 var _ = DescribeTable("pods that follow their node",
 	func(pod *corev1.Pod, want bool) { Expect(scheduling.FollowsNode(pod)).To(Equal(want)) },
 	Entry("a DaemonSet pod", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet"}}}}, true),

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -36,9 +37,12 @@ var _ = Describe("a batch", func() {
 		inFlight atomic.Int32
 		most     atomic.Int32
 		cloud    *fake.CloudProvider
+		early    bool
 	)
 
-	BeforeEach(func() {
+	BeforeEach(func() { early = false })
+
+	JustBeforeEach(func() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(context.Background())
 		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "window-"}}
@@ -72,7 +76,7 @@ var _ = Describe("a batch", func() {
 		most.Store(0)
 		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most}
 		p := provisioning.New(slow, mgr.GetEventRecorder("karpenter"), cloud, clk, provisioning.NewMetrics(reg),
-			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second})
+			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Early: early})
 		Expect(p.Register(mgr)).To(Succeed())
 		go func() {
 			defer GinkgoRecover()
@@ -90,10 +94,16 @@ var _ = Describe("a batch", func() {
 		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(poolObj), &v1.NodePool{}) }).Should(Succeed())
 	})
 
-	pending := func(name, cpu string) *corev1.Pod {
+	// created is a new pod for this spec's pool that kube-scheduler has
+	// not looked at yet; pending, one it found no room for.
+	created := func(name, cpu string) *corev1.Pod {
 		pod := unschedulablePod(ns, name, cpu)
 		pod.Spec.NodeSelector = map[string]string{"window": ns}
 		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		return pod
+	}
+	pending := func(name, cpu string) *corev1.Pod {
+		pod := created(name, cpu)
 		markUnschedulable(ctx, env.Client, pod)
 		return pod
 	}
@@ -169,6 +179,63 @@ var _ = Describe("a batch", func() {
 		Consistently(batches, 200*time.Millisecond).Should(Equal(uint64(1)), "new-2 came 600ms in and holds the window for a second")
 		clk.Step(600 * time.Millisecond)
 		Eventually(batches).Should(Equal(uint64(2)))
+	})
+
+	It("waits for kube-scheduler's verdict on a new pod when not planning early", func() {
+		pod := created("unjudged", "1")
+		Consistently(func() int {
+			clk.Step(time.Second)
+			return int(batches())
+		}, 2*time.Second, 50*time.Millisecond).Should(BeZero(), "planned before kube-scheduler said Unschedulable")
+		markUnschedulable(ctx, env.Client, pod)
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+	})
+
+	Context("planning early", func() {
+		BeforeEach(func() { early = true })
+
+		It("plans new pods before kube-scheduler has judged them", func() {
+			for i := range 3 {
+				created(fmt.Sprintf("new-%d", i), "5")
+			}
+			Eventually(func() int {
+				clk.Step(100 * time.Millisecond)
+				return claims()
+			}, 5*time.Second, 20*time.Millisecond).Should(Equal(1), "one large node for the three, with no pod marked Unschedulable")
+			Expect(batches()).To(Equal(uint64(1)))
+		})
+
+		It("leaves a new pod that fits an existing node to kube-scheduler, and says nothing of it", func() {
+			node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "window-", Labels: map[string]string{"window": ns}}}
+			Expect(env.Client.Create(ctx, node)).To(Succeed())
+			DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), node)).To(Succeed()) })
+			// Ready: the not-ready taint admission put on it is gone, as
+			// kube-controller-manager removes it.
+			node.Spec.Taints = nil
+			Expect(env.Client.Update(ctx, node)).To(Succeed())
+			node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("16Gi"), corev1.ResourcePods: resource.MustParse("50")}
+			node.Status.Capacity = node.Status.Allocatable
+			Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
+			time.Sleep(200 * time.Millisecond) // the watch delivers the node
+			created("fits", "1")
+			Eventually(func() int {
+				clk.Step(100 * time.Millisecond)
+				return int(batches())
+			}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Consistently(claims, 300*time.Millisecond).Should(BeZero())
+			Expect(eventNotes(ctx, ns)).To(BeEmpty(), "kube-scheduler places it; a nomination from us would only be noise")
+
+			// A new pod that does not fit gets capacity, and its nomination.
+			created("too-big", "8")
+			Eventually(func() int {
+				clk.Step(100 * time.Millisecond)
+				return claims()
+			}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Eventually(func() []string { return eventNotes(ctx, ns) }).Should(ConsistOf(HavePrefix("Nominated: Pod should schedule on: nodeclaim/")))
+		})
 	})
 
 	It("creates its NodeClaims concurrently", func() {
