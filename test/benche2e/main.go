@@ -95,6 +95,7 @@ func main() {
 		fail(err)
 	}
 	var results []result
+	failed := 0
 	for _, n := range ns {
 		for i := 0; i < *pairs; i++ {
 			order := []string{backstop, karpenterName}
@@ -106,19 +107,38 @@ func main() {
 					continue
 				}
 				r, err := b.run(p, n, i+1)
-				if err != nil {
-					fail(fmt.Errorf("%s, %d pods, run %d: %w (logs in %s)", p, n, i+1, err, r.Dir))
+				if ctx.Err() != nil {
+					fail(ctx.Err())
 				}
-				fmt.Println(r.line())
+				if err != nil {
+					// One failed run does not lose the others; it is
+					// reported and counted as failed.
+					r.Error = err.Error()
+					failed++
+					fmt.Printf("%s N=%d run %d FAILED: %v (logs in %s)\n", p, n, i+1, err, r.Dir)
+				} else {
+					fmt.Println(r.line())
+				}
 				results = append(results, r)
+				if err := writeResults(*out, results); err != nil {
+					fail(err)
+				}
 			}
 		}
 	}
 	summary(os.Stdout, results)
-	data, _ := json.MarshalIndent(results, "", "  ")
-	if err := os.WriteFile(filepath.Join(*out, "results.json"), data, 0o644); err != nil {
-		fail(err)
+	if failed > 0 {
+		fail(fmt.Errorf("%d of %d runs failed", failed, len(results)))
 	}
+}
+
+// writeResults writes every run so far to results.json.
+func writeResults(dir string, results []result) error {
+	data, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644)
 }
 
 func fail(err error) {
@@ -245,6 +265,8 @@ type result struct {
 	Pods        int    `json:"pods"`
 	Run         int    `json:"run"`
 	Dir         string `json:"dir"`
+	// Error says why the run failed; its figures are then incomplete.
+	Error string `json:"error,omitempty"`
 	// Start is when the Deployment was created; the other times count from it.
 	Start time.Time `json:"start"`
 	// LastPodCreated is from the Deployment's creation to the last pod's.
@@ -306,7 +328,11 @@ func (b *bench) run(provisioner string, n, run int) (r result, err error) {
 	}
 	if provisioner == backstop {
 		opts.ControllerBinary = b.backstopBinary
-		opts.ControllerFlags = b.backstopFlags
+		// Leader election off, as for Karpenter: the local cluster's
+		// failover timings (a 2 s renew deadline, for the chaos suite) are
+		// missed when 2,000 pods load the API server, and a controller that
+		// loses its lease stops, with nobody here to restart it.
+		opts.ControllerFlags = append([]string{"--leader-elect=false"}, b.backstopFlags...)
 	} else {
 		opts.NoBackstop = true
 		opts.CRDDirs = []string{b.karpenterCRDs}
@@ -708,6 +734,9 @@ func summary(w *os.File, results []result) {
 	byKey := map[key][]result{}
 	var ns []int
 	for _, r := range results {
+		if r.Error != "" {
+			continue
+		}
 		k := key{r.Pods, r.Provisioner}
 		if len(byKey[key{r.Pods, backstop}])+len(byKey[key{r.Pods, karpenterName}]) == 0 {
 			ns = append(ns, r.Pods)
