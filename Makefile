@@ -27,9 +27,9 @@ KUBE_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitTreeState=clean \
 	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
 
-# The tools the tests and `make run` need (the e2e suite runs the whole loop);
-# the rest are built by `make tools`.
-TEST_TOOLS := $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kube-scheduler $(BIN)/kube-controller-manager $(BIN)/kwok
+# The tools the tests and `make run` need (the e2e suite runs the whole loop;
+# the chart suite renders the chart with helm); the rest are built by `make tools`.
+TEST_TOOLS := $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kube-scheduler $(BIN)/kube-controller-manager $(BIN)/kwok $(BIN)/helm
 ALL_TOOLS := $(TEST_TOOLS) $(BIN)/kube-scheduler $(BIN)/kube-controller-manager \
 	$(BIN)/controller-gen $(BIN)/ginkgo $(BIN)/helm $(BIN)/ko $(BIN)/kwok
 

@@ -18,6 +18,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := operator.NewLogger(opts)
+	operator.ApplyMemoryLimit(opts, os.Getenv)
 	cfg, err := operator.RESTConfig(opts)
 	if err != nil {
 		log.Error(err, "cannot reach Kubernetes")

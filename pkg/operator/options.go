@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ type Options struct {
 	MetricsBindAddress      string
 	EnableProfiling         bool
 	EarlyProvisioning       bool
+	MemoryLimit             int64
 	HealthProbeBindAddress  string
 	LeaderElect             bool
 	LeaderElectionNamespace string
@@ -77,6 +79,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.DurationVar(&o.DisruptionInterval, "disruption-interval", env.duration("disruption-interval", 10*time.Second), "how often empty and expired nodes are looked for [DISRUPTION_INTERVAL]")
 	fs.DurationVar(&o.BatchIdleDuration, "batch-idle-duration", env.duration("batch-idle-duration", time.Second), "a batch of pending pods closes after this long without a new one [BATCH_IDLE_DURATION]")
 	fs.DurationVar(&o.BatchMaxDuration, "batch-max-duration", env.duration("batch-max-duration", 10*time.Second), "a batch of pending pods closes after this long at most [BATCH_MAX_DURATION]")
+	fs.Int64Var(&o.MemoryLimit, "memory-limit", env.int64("memory-limit", -1), "the container's memory limit in bytes; Go's soft memory limit is set to 90% of it unless GOMEMLIMIT is set (the chart passes limits.memory) [MEMORY_LIMIT]")
 	fs.BoolVar(&o.EarlyProvisioning, "early-provisioning", env.boolean("early-provisioning", true), "plan new pods before kube-scheduler has judged them, on existing room first; false waits for its Unschedulable verdict, as Karpenter does [EARLY_PROVISIONING]")
 	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")
 	fs.StringVar(&o.InterruptionQueue, "interruption-queue", env.str("interruption-queue", ""), "SQS queue (name or URL) EventBridge feeds with Spot interruption warnings, rebalance recommendations, scheduled changes and instance state changes; empty turns interruption handling off [INTERRUPTION_QUEUE]")
@@ -166,6 +169,10 @@ func (e *envDefaults) integer(flagName string, def int) int {
 	return parseEnv(e, flagName, def, strconv.Atoi, "a whole number: use a value such as 300")
 }
 
+func (e *envDefaults) int64(flagName string, def int64) int64 {
+	return parseEnv(e, flagName, def, func(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) }, "a whole number of bytes: use a value such as 1073741824")
+}
+
 func (e *envDefaults) duration(flagName string, def time.Duration) time.Duration {
 	return parseEnv(e, flagName, def, time.ParseDuration, "a duration: use a value such as 1s, 500ms or 3m")
 }
@@ -183,4 +190,14 @@ func parseEnv[T any](e *envDefaults, flagName string, def T, parse func(string) 
 		e.err = fmt.Errorf("%s=%q is not %s", envName(flagName), v, want)
 	}
 	return out
+}
+
+// ApplyMemoryLimit sets Go's soft memory limit to 90% of the container's
+// (MemoryLimit), so garbage collection works harder before the kernel's OOM
+// killer would act; GOMEMLIMIT, when set, wins. It returns the limit in force.
+func ApplyMemoryLimit(o *Options, getenv func(string) string) int64 {
+	if o.MemoryLimit > 0 && getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(o.MemoryLimit / 10 * 9)
+	}
+	return debug.SetMemoryLimit(-1)
 }

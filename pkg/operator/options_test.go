@@ -2,6 +2,7 @@ package operator_test
 
 import (
 	"io"
+	"runtime/debug"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -30,14 +31,14 @@ var _ = Describe("options", func() {
 			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT": "http://127.0.0.1:4566", "UNAVAILABLE_OFFERINGS_TTL": "1m",
 			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s", "LAUNCH_TIMEOUT": "2m",
 			"LEADER_ELECTION_LEASE_DURATION": "6s", "LEADER_ELECTION_RENEW_DEADLINE": "4s", "LEADER_ELECTION_RETRY_PERIOD": "1s",
-			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80", "ENABLE_PROFILING": "true", "EARLY_PROVISIONING": "false",
+			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80", "ENABLE_PROFILING": "true", "EARLY_PROVISIONING": "false", "MEMORY_LIMIT": "1073741824",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
 			ClusterName: "prod", MetricsBindAddress: ":9090", HealthProbeBindAddress: ":9091",
 			LeaderElect: false, LeaderElectionNamespace: "backstop", LeaderElectionName: "backstop-leader-election",
 			LeaseDuration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second,
-			KubeClientQPS: 50.5, KubeClientBurst: 80, EnableProfiling: true, EarlyProvisioning: false,
+			KubeClientQPS: 50.5, KubeClientBurst: 80, EnableProfiling: true, EarlyProvisioning: false, MemoryLimit: 1 << 30,
 			LogLevel: "debug", LogFormat: "console",
 			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
 			AWSRegion: "eu-west-1", AWSEndpoint: "http://127.0.0.1:4566", UnavailableOfferingsTTL: time.Minute,
@@ -68,6 +69,15 @@ var _ = Describe("options", func() {
 		Expect(o.KubeClientBurst).To(Equal(300))
 		Expect(o.EarlyProvisioning).To(BeTrue(), "new pods are planned before kube-scheduler's verdict")
 		Expect(o.EnableProfiling).To(BeFalse())
+		Expect(o.MemoryLimit).To(Equal(int64(-1)), "no memory limit unless the chart passes one")
+	})
+
+	It("sets Go's soft memory limit to 90% of the container's, unless GOMEMLIMIT is set", func() {
+		before := debug.SetMemoryLimit(-1)
+		DeferCleanup(func() { debug.SetMemoryLimit(before) })
+		o := &operator.Options{MemoryLimit: 1000 << 20}
+		Expect(operator.ApplyMemoryLimit(o, environment(map[string]string{"GOMEMLIMIT": "2GiB"}))).To(Equal(before), "GOMEMLIMIT wins")
+		Expect(operator.ApplyMemoryLimit(o, environment(nil))).To(Equal(int64(900 << 20)))
 	})
 
 	DescribeTable("rejects bad values, naming the setting and the fix",

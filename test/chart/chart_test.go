@@ -1,0 +1,187 @@
+// Package chart_test renders the controller's Helm chart with the real helm
+// binary (built into bin/ by `make test`) and checks what a user installs:
+// production defaults, settings that the controller really reads, and bad
+// values refused at install time with the field named.
+package chart_test
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/backstop-sh/backstop/pkg/operator"
+	"github.com/backstop-sh/backstop/test"
+)
+
+func TestChart(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Helm chart")
+}
+
+var helm = filepath.Join(test.Root, "bin", "helm")
+
+var _ = BeforeSuite(func() {
+	_, err := os.Stat(helm)
+	Expect(err).NotTo(HaveOccurred(), "bin/helm is missing: `make test` builds it, or `make %s`", helm)
+})
+
+// render runs helm template with --set values and returns its objects, or
+// helm's error output.
+func render(set ...string) ([]*unstructured.Unstructured, string) {
+	args := []string{"template", "backstop", filepath.Join(test.Root, "charts", "backstop"), "--namespace", "kube-system"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(helm, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return nil, errOut.String()
+	}
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(&out, 4096)
+	for {
+		obj := &unstructured.Unstructured{}
+		err := dec.Decode(&obj.Object)
+		if err == io.EOF {
+			break
+		}
+		Expect(err).NotTo(HaveOccurred())
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+	return objs, ""
+}
+
+func find(objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			return o
+		}
+	}
+	return nil
+}
+
+func deployment(objs []*unstructured.Unstructured) *appsv1.Deployment {
+	u := find(objs, "Deployment")
+	Expect(u).NotTo(BeNil())
+	d := &appsv1.Deployment{}
+	Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, d)).To(Succeed())
+	return d
+}
+
+var _ = Describe("the controller chart", func() {
+	It("installs with production defaults", func() {
+		objs, errOut := render("settings.clusterName=prod")
+		Expect(errOut).To(BeEmpty())
+		spec := deployment(objs).Spec.Template.Spec
+		Expect(spec.PriorityClassName).To(Equal("system-cluster-critical"))
+		Expect(spec.Tolerations).To(ContainElement(corev1.Toleration{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}))
+		Expect(spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions).To(
+			ContainElement(corev1.NodeSelectorRequirement{Key: "karpenter.sh/nodepool", Operator: corev1.NodeSelectorOpDoesNotExist}),
+			"never on a node it manages")
+		Expect(spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[0].TopologyKey).To(Equal(corev1.LabelHostname))
+		Expect(spec.TopologySpreadConstraints[0].TopologyKey).To(Equal(corev1.LabelTopologyZone))
+		Expect(*spec.SecurityContext.RunAsNonRoot).To(BeTrue())
+		c := spec.Containers[0]
+		Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
+		var memory *corev1.EnvVar
+		for i := range c.Env {
+			if c.Env[i].Name == "MEMORY_LIMIT" {
+				memory = &c.Env[i]
+			}
+		}
+		Expect(memory).NotTo(BeNil())
+		Expect(memory.ValueFrom.ResourceFieldRef.Resource).To(Equal("limits.memory"))
+		Expect(find(objs, "ServiceMonitor")).To(BeNil(), "off by default: the CRD may not exist")
+	})
+
+	It("sets only settings the controller reads, and they parse", func() {
+		objs, errOut := render("settings.clusterName=prod", "settings.interruptionQueue=q", "settings.awsRegion=eu-west-1",
+			"resources.limits.cpu=2")
+		Expect(errOut).To(BeEmpty())
+		c := deployment(objs).Spec.Template.Spec.Containers[0]
+		// The names the controller asks its environment for.
+		known := map[string]bool{}
+		_, _ = operator.ParseOptions(nil, func(name string) string { known[name] = true; return "" }, io.Discard)
+		env := map[string]string{}
+		for _, e := range c.Env {
+			switch {
+			case e.Name == "GOMAXPROCS":
+				// Go's runtime reads it.
+				Expect(e.ValueFrom.ResourceFieldRef.Resource).To(Equal("limits.cpu"))
+				continue
+			case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+				env[e.Name] = "kube-system"
+			case e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil:
+				env[e.Name] = "1073741824"
+			default:
+				env[e.Name] = e.Value
+			}
+			Expect(known).To(HaveKey(e.Name), "the chart sets %s, which the controller does not read", e.Name)
+		}
+		o, err := operator.ParseOptions(nil, func(name string) string { return env[name] }, io.Discard)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(o.ClusterName).To(Equal("prod"))
+		Expect(o.InterruptionQueue).To(Equal("q"))
+		Expect(o.AWSRegion).To(Equal("eu-west-1"))
+		Expect(o.EarlyProvisioning).To(BeTrue())
+		Expect(o.LeaderElectionNamespace).To(Equal("kube-system"))
+		Expect(o.MemoryLimit).To(Equal(int64(1 << 30)))
+	})
+
+	It("renders a ServiceMonitor for the metrics Service when asked", func() {
+		objs, errOut := render("settings.clusterName=prod", "serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom",
+			"serviceMonitor.interval=15s")
+		Expect(errOut).To(BeEmpty())
+		sm := find(objs, "ServiceMonitor")
+		Expect(sm).NotTo(BeNil())
+		Expect(sm.GetLabels()).To(HaveKeyWithValue("release", "prom"))
+		svc := find(objs, "Service")
+		selector, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+		for k, v := range selector {
+			Expect(svc.GetLabels()).To(HaveKeyWithValue(k, v), "the ServiceMonitor selects the metrics Service")
+		}
+		endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		Expect(endpoints).To(ConsistOf(HaveKeyWithValue("port", "http-metrics")))
+		Expect(endpoints[0]).To(HaveKeyWithValue("interval", "15s"))
+	})
+
+	It("takes name overrides, pod labels and annotations, and image pull secrets", func() {
+		objs, errOut := render("settings.clusterName=prod", "fullnameOverride=karpenter", "podLabels.team=platform",
+			"podAnnotations.note=hi", "imagePullSecrets[0].name=regcred")
+		Expect(errOut).To(BeEmpty())
+		d := deployment(objs)
+		Expect(d.Name).To(Equal("karpenter"))
+		Expect(d.Spec.Template.Labels).To(HaveKeyWithValue("team", "platform"))
+		Expect(d.Spec.Template.Annotations).To(HaveKeyWithValue("note", "hi"))
+		Expect(d.Spec.Template.Spec.ImagePullSecrets).To(ConsistOf(corev1.LocalObjectReference{Name: "regcred"}))
+	})
+
+	DescribeTable("refuses bad values at install, naming the field",
+		func(want string, set ...string) {
+			_, errOut := render(set...)
+			Expect(errOut).To(ContainSubstring(want))
+		},
+		Entry("a log level the controller does not know", "/settings/logLevel", "settings.clusterName=c", "settings.logLevel=warn"),
+		Entry("a log format it does not know", "/settings/logFormat", "settings.clusterName=c", "settings.logFormat=text"),
+		Entry("an unknown setting", "additional properties 'batchIdle' not allowed", "settings.clusterName=c", "settings.batchIdle=2s"),
+		Entry("an unknown top-level value", "additional properties 'replica' not allowed", "settings.clusterName=c", "replica=3"),
+		Entry("a duration without a unit", "/settings/leaderElection/leaseDuration", "settings.clusterName=c", "settings.leaderElection.leaseDuration=15"),
+		Entry("a QPS of zero", "/settings/kubeClientQPS", "settings.clusterName=c", "settings.kubeClientQPS=0"),
+		Entry("a bad pull policy", "/image/pullPolicy", "settings.clusterName=c", "image.pullPolicy=Sometimes"),
+		Entry("no cluster name", "settings.clusterName is required"),
+	)
+})
