@@ -16,6 +16,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -140,6 +141,31 @@ var _ = Describe("the controller chart", func() {
 		Expect(o.EarlyProvisioning).To(BeTrue())
 		Expect(o.LeaderElectionNamespace).To(Equal("kube-system"))
 		Expect(o.MemoryLimit).To(Equal(int64(1 << 30)))
+	})
+
+	It("grants leader election on the controller's own Lease only, and no writes to NodePools or EC2NodeClasses but status", func() {
+		objs, errOut := render("settings.clusterName=prod")
+		Expect(errOut).To(BeEmpty())
+		o, err := operator.ParseOptions(nil, func(name string) string { return map[string]string{"CLUSTER_NAME": "c"}[name] }, io.Discard)
+		Expect(err).NotTo(HaveOccurred())
+		role := &rbacv1.Role{}
+		Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(find(objs, "Role").Object, role)).To(Succeed())
+		for _, r := range role.Rules {
+			if len(r.ResourceNames) == 0 {
+				Expect(r.Verbs).To(ConsistOf("create"), "only create goes without a name")
+			} else {
+				Expect(r.ResourceNames).To(ConsistOf(o.LeaderElectionName), "the Lease the controller uses by default")
+			}
+		}
+		cr := &rbacv1.ClusterRole{}
+		Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(find(objs, "ClusterRole").Object, cr)).To(Succeed())
+		for _, r := range cr.Rules {
+			for _, res := range r.Resources {
+				if res == "nodepools" || res == "ec2nodeclasses" {
+					Expect(r.Verbs).To(ConsistOf("get", "list", "watch"), "%s are the user's", res)
+				}
+			}
+		}
 	})
 
 	It("renders a ServiceMonitor for the metrics Service when asked", func() {

@@ -54,7 +54,9 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 				Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: spotCap}},
 			}},
 			ControllerFlags: []string{"--batch-idle-duration=1s", "--disruption-interval=2s", "--gc-interval=5s"},
-			Log:             zap.New(zap.WriteTo(GinkgoWriter)),
+			// As installed: the chart's service account and RBAC, nothing more.
+			ChartRBAC: true,
+			Log:       zap.New(zap.WriteTo(GinkgoWriter)),
 		})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cluster.Stop)

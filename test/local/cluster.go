@@ -6,9 +6,11 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +21,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,6 +60,9 @@ type Options struct {
 	// SchedulerFlags and ControllerManagerFlags are extra flags for
 	// kube-scheduler and kube-controller-manager.
 	SchedulerFlags, ControllerManagerFlags []string
+	// ChartRBAC runs Backstop as the chart's service account with exactly
+	// the chart's RBAC (rendered by bin/helm), instead of as an admin.
+	ChartRBAC bool
 }
 
 // Cluster is a running local cluster.
@@ -78,6 +85,63 @@ type Cluster struct {
 	controllers []*exec.Cmd
 	// others are processes started through StartProcess.
 	others []*exec.Cmd
+	// controllerConfig and controllerKubeconfig are how Backstop reaches the
+	// API server: as an admin, or as the chart's service account.
+	controllerConfig     *rest.Config
+	controllerKubeconfig string
+}
+
+// chartNamespace is where the chart's RBAC is installed here; the
+// controller's Lease lives there too.
+const chartNamespace = "default"
+
+// asChartServiceAccount applies the RBAC the chart installs and makes Backstop
+// reach the API server as the chart's service account, so a suite fails if
+// the controller needs a right the chart does not grant.
+func (c *Cluster) asChartServiceAccount(ctx context.Context) error {
+	out, err := exec.Command(filepath.Join(c.Bin, "helm"), "template", "backstop", filepath.Join(test.Root, "charts", "backstop"),
+		"--namespace", chartNamespace, "--set", "settings.clusterName="+clusterName(c.Simulator),
+		"--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml").Output()
+	if err != nil {
+		return fmt.Errorf("rendering the chart (build helm with `make test`): %w", err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	saName := ""
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err == io.EOF {
+			break
+		} else if err != nil {
+			return err
+		}
+		if len(obj.Object) == 0 {
+			continue
+		}
+		if obj.GetKind() == "ServiceAccount" {
+			saName = obj.GetName()
+		}
+		if err := c.Client.Create(ctx, obj); err != nil {
+			return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	if saName == "" {
+		return errors.New("the chart rendered no ServiceAccount")
+	}
+	// What the API server makes of the service account's token.
+	user, err := c.env.ControlPlane.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + chartNamespace + ":" + saName,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + chartNamespace, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		return err
+	}
+	c.controllerConfig = user.Config()
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	c.controllerKubeconfig = filepath.Join(c.Dir, "controller-kubeconfig")
+	return os.WriteFile(c.controllerKubeconfig, kubeconfig, 0o600)
 }
 
 // Start brings the cluster up; Stop takes it down again, whatever failed.
@@ -122,6 +186,13 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	if c.Client, err = client.New(cfg, client.Options{Scheme: test.Scheme}); err != nil {
 		return err
+	}
+
+	c.controllerConfig, c.controllerKubeconfig = cfg, c.Kubeconfig
+	if c.ChartRBAC {
+		if err := c.asChartServiceAccount(ctx); err != nil {
+			return fmt.Errorf("running Backstop with the chart's RBAC: %w", err)
+		}
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -178,7 +249,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	op, err := operator.New(cfg, opts, c.Log, test.AWSClients(c.SimURL), clock.RealClock{})
+	op, err := operator.New(c.controllerConfig, opts, c.Log, test.AWSClients(c.SimURL), clock.RealClock{})
 	if err != nil {
 		return err
 	}
@@ -209,7 +280,7 @@ func (c *Cluster) controllerArgs() []string {
 func (c *Cluster) StartController() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	args := append([]string{"--kubeconfig=" + c.Kubeconfig, "--aws-endpoint=" + c.SimURL,
+	args := append([]string{"--kubeconfig=" + c.controllerKubeconfig, "--aws-endpoint=" + c.SimURL,
 		"--leader-elect=true", "--leader-election-namespace=default", "--leader-election-lease-duration=3s",
 		"--leader-election-renew-deadline=2s", "--leader-election-retry-period=500ms"}, c.controllerArgs()...)
 	cmd := exec.Command(c.ControllerBinary, args...)

@@ -65,6 +65,9 @@ type Provisioner struct {
 	known map[types.NamespacedName]bool
 	// placed are pods of leaving nodes planned onto registered nodes, by node.
 	placed map[types.UID]string
+	// failed are NodeClaims whose launch failed before their pods were
+	// nominated to them, with why.
+	failed map[string]fallback
 }
 
 type fallback struct {
@@ -89,7 +92,7 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
 		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]bool{},
-		placed: map[types.UID]string{},
+		placed: map[types.UID]string{}, failed: map[string]fallback{},
 	}
 }
 
@@ -120,11 +123,19 @@ func (p *Provisioner) Trigger() { p.batcher.Trigger() }
 // is already marked unavailable, so the plan moves on.
 func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
 	p.mu.Lock()
+	fb := fallback{pool: claim.Labels[v1.NodePoolLabelKey], reason: reason}
+	found := false
 	for uid, n := range p.nominations {
 		if n.claim == claim.Name {
 			delete(p.nominations, uid)
-			p.fallbacks[uid] = fallback{pool: claim.Labels[v1.NodePoolLabelKey], reason: reason}
+			p.fallbacks[uid] = fb
+			found = true
 		}
+	}
+	if !found {
+		// The launch failed before the batch that created the claim got to
+		// nominate its pods: nominate gives them back when it does.
+		p.failed[claim.Name] = fb
 	}
 	p.mu.Unlock()
 	p.batcher.Trigger()
@@ -243,7 +254,7 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 	}
 	wg.Wait()
 	for i, created := range done {
-		if created == nil {
+		if created == nil || fbs[i] == nil {
 			continue
 		}
 		pods := plan.NewNodeClaims[i].Pods
@@ -360,12 +371,22 @@ func (p *Provisioner) reportFallbacks(pods []*corev1.Pod, claim *v1.NodeClaim, f
 
 // nominate remembers that the pods will land on the claim, and takes the
 // fallbacks the pods carried to it: a launch failure of this very claim may
-// set new ones at any moment after.
+// set new ones at any moment after. Nil when the claim's launch has failed
+// already and the pods went back.
 func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) map[types.UID]fallback {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := p.clock.Now()
 	taken := map[types.UID]fallback{}
+	if fb, failed := p.failed[claim.Name]; failed {
+		// Its launch failed already: the pods go straight back, marked
+		// with why, for the batch LaunchFailed asked for.
+		delete(p.failed, claim.Name)
+		for _, pod := range pods {
+			p.fallbacks[pod.UID] = fb
+		}
+		return nil
+	}
+	now := p.clock.Now()
 	for _, pod := range pods {
 		p.nominations[pod.UID] = nomination{claim: claim.Name, pod: client.ObjectKeyFromObject(pod), at: now}
 		if fb, ok := p.fallbacks[pod.UID]; ok {

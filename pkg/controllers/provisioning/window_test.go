@@ -38,6 +38,9 @@ var _ = Describe("a batch", func() {
 		most     atomic.Int32
 		cloud    *fake.CloudProvider
 		early    bool
+		// failFirst makes the next NodeClaim's launch fail before its
+		// create even returns, as a fast launch controller can.
+		failFirst atomic.Bool
 	)
 
 	BeforeEach(func() { early = false })
@@ -77,6 +80,14 @@ var _ = Describe("a batch", func() {
 		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most}
 		p := provisioning.New(slow, mgr.GetEventRecorder("karpenter"), cloud, clk, provisioning.NewMetrics(reg),
 			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Early: early})
+		failFirst.Store(false)
+		slow.created = func(claim *v1.NodeClaim) {
+			if failFirst.CompareAndSwap(true, false) {
+				// What the launch controller does on a capacity error.
+				p.LaunchFailed(claim, "InsufficientInstanceCapacity")
+				Expect(env.Client.Delete(context.Background(), claim)).To(Succeed())
+			}
+		}
 		Expect(p.Register(mgr)).To(Succeed())
 		go func() {
 			defer GinkgoRecover()
@@ -238,6 +249,16 @@ var _ = Describe("a batch", func() {
 		})
 	})
 
+	It("plans a pod again when its NodeClaim's launch fails before the batch has nominated it", func() {
+		failFirst.Store(true)
+		pending("ice", "1")
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the pod stayed counted on the NodeClaim that failed (which is still there, being deleted)")
+		Eventually(func() []string { return eventNotes(ctx, ns) }).Should(ContainElement(HavePrefix("Fallback: NodePool ")))
+	})
+
 	It("creates its NodeClaims concurrently", func() {
 		for i := range 6 {
 			pending(fmt.Sprintf("big-%d", i), "15") // one large node each
@@ -251,10 +272,12 @@ var _ = Describe("a batch", func() {
 	})
 })
 
-// countingClient makes NodeClaim creates take a while and counts how many run at once.
+// countingClient makes NodeClaim creates take a while and counts how many run
+// at once; created, when set, sees each NodeClaim before its create returns.
 type countingClient struct {
 	client.Client
 	inFlight, most *atomic.Int32
+	created        func(*v1.NodeClaim)
 }
 
 func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
@@ -265,7 +288,13 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return c.Client.Create(ctx, obj, opts...)
+	if err := c.Client.Create(ctx, obj, opts...); err != nil {
+		return err
+	}
+	if claim, ok := obj.(*v1.NodeClaim); ok && c.created != nil {
+		c.created(claim)
+	}
+	return nil
 }
 
 func eventNotes(ctx context.Context, ns string) []string {
