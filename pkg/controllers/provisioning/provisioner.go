@@ -66,8 +66,13 @@ type Provisioner struct {
 	// placed are pods of leaving nodes planned onto registered nodes, by node.
 	placed map[types.UID]string
 	// failed are NodeClaims whose launch failed before their pods were
-	// nominated to them, with why.
-	failed map[string]fallback
+	// nominated to them, with why and when; kept for nominationGrace.
+	failed map[string]failedLaunch
+}
+
+type failedLaunch struct {
+	fallback
+	at time.Time
 }
 
 type fallback struct {
@@ -92,7 +97,7 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
 		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]bool{},
-		placed: map[types.UID]string{}, failed: map[string]fallback{},
+		placed: map[types.UID]string{}, failed: map[string]failedLaunch{},
 	}
 }
 
@@ -132,10 +137,18 @@ func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
 			found = true
 		}
 	}
+	now := p.clock.Now()
+	for name, f := range p.failed {
+		// A claim this process never nominates (another process created
+		// it) leaves its entry behind; a batch nominates within moments.
+		if now.Sub(f.at) > nominationGrace {
+			delete(p.failed, name)
+		}
+	}
 	if !found {
 		// The launch failed before the batch that created the claim got to
 		// nominate its pods: nominate gives them back when it does.
-		p.failed[claim.Name] = fb
+		p.failed[claim.Name] = failedLaunch{fallback: fb, at: now}
 	}
 	p.mu.Unlock()
 	p.batcher.Trigger()
@@ -377,12 +390,12 @@ func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) map[type
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	taken := map[types.UID]fallback{}
-	if fb, failed := p.failed[claim.Name]; failed {
+	if f, failed := p.failed[claim.Name]; failed {
 		// Its launch failed already: the pods go straight back, marked
 		// with why, for the batch LaunchFailed asked for.
 		delete(p.failed, claim.Name)
 		for _, pod := range pods {
-			p.fallbacks[pod.UID] = fb
+			p.fallbacks[pod.UID] = f.fallback
 		}
 		return nil
 	}
