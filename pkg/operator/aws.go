@@ -79,10 +79,11 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 	if err != nil {
 		return err
 	}
+	offerings.ExportPrices(crmetrics.Registry)
 	if err := mgr.Add(offerings); err != nil {
 		return err
 	}
-	cloud := awscloud.New(mgr.GetClient(), awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process), offerings)
+	cloud := awscloud.New(mgr.GetClient(), awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process).CountFailures(crmetrics.Registry), offerings)
 	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version), clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}

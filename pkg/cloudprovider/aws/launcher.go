@@ -16,6 +16,7 @@ import (
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
@@ -63,6 +64,43 @@ type Launcher struct {
 	// as listed once when the first of their NodeClaims was launched here.
 	inheritMu sync.Mutex
 	inherited map[string]*cloudprovider.Instance
+	// offeringFailures counts, per offering, what EC2 refused; nil counts nothing.
+	offeringFailures *prometheus.CounterVec
+}
+
+// CountFailures makes the launcher count each offering EC2 refuses in
+// backstop_offering_launch_failures_total, registered with reg.
+func (l *Launcher) CountFailures(reg prometheus.Registerer) *Launcher {
+	l.offeringFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "backstop_offering_launch_failures_total",
+		Help: "Offerings EC2 refused in a CreateFleet, by NodePool, instance type, capacity type, zone, zone id and EC2 error code.",
+	}, []string{"nodepool", "instance_type", "capacity_type", "zone", "zone_id", "reason"})
+	reg.MustRegister(l.offeringFailures)
+	return l
+}
+
+// countFailures counts the errors that name an offering; the zone id comes
+// from the NodeClass's subnets (zone names differ between accounts, ids do not).
+func (l *Launcher) countFailures(claim *v1.NodeClaim, class *awsv1.EC2NodeClass, capacityType string, errs []FleetError) {
+	if l.offeringFailures == nil {
+		return
+	}
+	for _, e := range errs {
+		if e.InstanceType == "" {
+			continue
+		}
+		zoneID := ""
+		for _, s := range class.Status.Subnets {
+			if s.Zone == e.Zone || (e.Subnet != "" && s.ID == e.Subnet) {
+				zoneID = s.ZoneID
+				if e.Zone == "" {
+					e.Zone = s.Zone
+				}
+				break
+			}
+		}
+		l.offeringFailures.WithLabelValues(claim.Labels[v1.NodePoolLabelKey], e.InstanceType, capacityType, e.Zone, zoneID, e.Code).Inc()
+	}
 }
 
 // NewLauncher returns a launcher for the cluster; process is the id this
@@ -193,6 +231,7 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 		}
 		fleetErrs = append(fleetErrs, fe)
 	}
+	l.countFailures(claim, class, capacityType, fleetErrs)
 	requestID, _ := awsmiddleware.GetRequestIDMetadata(out.ResultMetadata)
 	if len(out.Instances) == 0 || len(out.Instances[0].InstanceIds) == 0 {
 		return nil, l.failure("CreateFleet", capacityType, fleetErrs, cloudprovider.Cause{RequestID: requestID})

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -273,9 +274,15 @@ var _ = Describe("the fleet launcher", func() {
 	})
 
 	It("marks Spot ICE per offering and moves to On-Demand once every Spot offering is marked", func() {
+		reg := prometheus.NewRegistry()
+		launcher.CountFailures(reg)
 		sim.SetFaults(ec2sim.Faults{Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: 0}}})
 		_, err := launcher.Launch(ctx, claim("f", "spot", "on-demand"), class)
 		Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeTrue(), "%v", err)
+		refused, series := test.Metric(reg, "backstop_offering_launch_failures_total", map[string]string{"nodepool": "batch",
+			"instance_type": "m5.large", "capacity_type": "spot", "zone": "us-east-1a", "zone_id": "use1-az1", "reason": "InsufficientInstanceCapacity"})
+		Expect(series).To(Equal(1), "one series per offering refused, with its zone id")
+		Expect(refused).To(Equal(1.0))
 		Expect(err.Error()).To(ContainSubstring("InsufficientInstanceCapacity"))
 		Expect(unavailable.IsUnavailable("m5.large", "us-east-1a", "spot")).To(BeTrue())
 		Expect(unavailable.IsUnavailable("m5.large", "us-east-1a", "on-demand")).To(BeFalse())

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -66,6 +67,39 @@ type Offerings struct {
 	// plans many times a second, and rebuilding thousands of offerings each
 	// time was a fifth of the controller's CPU.
 	lists map[string]list
+	// priceGauge exports every offering's price after each refresh; nil
+	// exports nothing.
+	priceGauge *prometheus.GaugeVec
+}
+
+// ExportPrices makes each refresh publish every offering's hourly price as
+// karpenter_cloudprovider_instance_type_offering_price_estimate, the series
+// (and labels) Karpenter users build cost panels on.
+func (o *Offerings) ExportPrices(reg prometheus.Registerer) *Offerings {
+	o.priceGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "karpenter_cloudprovider_instance_type_offering_price_estimate",
+		Help: "Hourly price of an instance type in a zone, by capacity type: the On-Demand list price or the latest Spot price, in USD.",
+	}, []string{"instance_type", "capacity_type", "zone"})
+	reg.MustRegister(o.priceGauge)
+	return o
+}
+
+// exportPrices publishes the prices of what d found offered.
+func (o *Offerings) exportPrices(d *discovered) {
+	if o.priceGauge == nil {
+		return
+	}
+	o.priceGauge.Reset()
+	for name, zones := range d.zones {
+		for _, zone := range zones {
+			if p, ok := o.onDemand[name]; ok {
+				o.priceGauge.WithLabelValues(name, v1.CapacityTypeOnDemand, zone).Set(p)
+			}
+			if p, ok := d.spot[name][zone]; ok {
+				o.priceGauge.WithLabelValues(name, v1.CapacityTypeSpot, zone).Set(p)
+			}
+		}
+	}
 }
 
 // list is an answer of InstanceTypes and what it was built from.
@@ -168,6 +202,7 @@ func (o *Offerings) refreshLocked(ctx context.Context) *flight {
 			o.facts, o.zones, o.spot, o.fetched = d.facts, d.zones, d.spot, o.clock.Now()
 			o.converted = map[string]map[string]*scheduling.InstanceType{}
 			o.lists = map[string]list{}
+			o.exportPrices(d)
 		}
 		o.flight = nil
 		o.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
@@ -81,6 +82,20 @@ var _ = Describe("offerings from EC2", func() {
 				Expect(m5.Overhead).To(Equal(fromCatalog.Overhead))
 				Expect(m5.Requirements.String()).To(Equal(fromCatalog.Requirements.String()), "and the same labels")
 			}
+		}
+	})
+
+	It("publishes every offering's price with Karpenter's series name and labels", func() {
+		reg := prometheus.NewRegistry()
+		offerings.ExportPrices(reg)
+		types, err := offerings.InstanceTypes(ctx, nil)
+		Expect(err).NotTo(HaveOccurred())
+		m5 := byName(types)["m5.large"]
+		for _, o := range m5.Offerings {
+			price, series := test.Metric(reg, "karpenter_cloudprovider_instance_type_offering_price_estimate",
+				map[string]string{"instance_type": "m5.large", "capacity_type": o.CapacityType, "zone": o.Zone})
+			Expect(series).To(Equal(1), "%s %s", o.CapacityType, o.Zone)
+			Expect(price).To(Equal(o.Price), "%s %s", o.CapacityType, o.Zone)
 		}
 	})
 
