@@ -92,11 +92,14 @@ bench-e2e: $(TEST_TOOLS) $(BIN)/karpenter-kwok $(BIN)/karpenter-crds ## Backstop
 ##@ Development
 
 .PHONY: generate
-generate: $(BIN)/controller-gen ## regenerate deepcopy code and CRDs (charts/backstop/crds)
+generate: $(BIN)/controller-gen ## regenerate deepcopy code and CRDs (charts/backstop/crds, charts/backstop-crd/templates)
 	$(BIN)/controller-gen object paths=./apis/...
 	$(BIN)/controller-gen crd paths=./apis/... output:crd:artifacts:config=charts/backstop/crds
+	@# The CRD chart serves the same CRDs as templates (so helm upgrade upgrades them), with its annotations value.
+	rm -f charts/backstop-crd/templates/*.yaml && for f in charts/backstop/crds/*.yaml; do \
+	  sed '/controller-gen.kubebuilder.io\/version/a\    {{- with .Values.annotations }}{{ toYaml . | nindent 4 }}{{- end }}' $$f > charts/backstop-crd/templates/$$(basename $$f); done
 
-GENERATED = charts/backstop/crds $(shell find apis -name zz_generated.deepcopy.go)
+GENERATED = charts/backstop/crds charts/backstop-crd/templates $(shell find apis -name zz_generated.deepcopy.go)
 
 .PHONY: verify
 verify: $(BIN)/controller-gen $(BIN)/helm ## fail when generated files are stale, gofmt / go vet complain, or the chart does not lint
@@ -110,6 +113,8 @@ verify: $(BIN)/controller-gen $(BIN)/helm ## fail when generated files are stale
 	$(GO) vet ./...
 	cd tools && $(GO) vet ./...
 	$(BIN)/helm lint --strict charts/backstop --set settings.clusterName=verify
+	$(BIN)/helm lint --strict charts/backstop-crd
+	$(BIN)/helm lint --strict charts/backstop-nodepools --set clusterName=verify
 
 .PHONY: build
 build: ## build the binaries into bin/

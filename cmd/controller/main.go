@@ -25,7 +25,7 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	clients, err := operator.NewAWS(ctx, opts)
+	clients, err := operator.NewAWS(ctx, opts, log)
 	if err != nil {
 		log.Error(err, "cannot reach AWS")
 		os.Exit(1)

@@ -21,9 +21,9 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/operator"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 	"github.com/backstop-sh/backstop/test/local"
@@ -33,8 +33,9 @@ func main() {
 	replicas := flag.Int("replicas", 20, "replicas of the demo Deployment (1 CPU each)")
 	spotCap := flag.Int("spot-capacity", 2, "Spot instances the simulated account can get before InsufficientInstanceCapacity")
 	interruptEvery := flag.Duration("interrupt-every", 0, "warn a running Spot instance of its reclaim this often (0: never); the reclaim comes 2 minutes later, and Backstop replaces the node before it")
+	metrics := flag.String("metrics-address", "127.0.0.1:8080", "where Backstop serves its Prometheus metrics")
 	flag.Parse()
-	if err := run(*replicas, *spotCap, *interruptEvery); err != nil {
+	if err := run(*replicas, *spotCap, *interruptEvery, *metrics); err != nil {
 		fmt.Fprintf(os.Stderr, "make run: %v\n", err)
 		os.Exit(1)
 	}
@@ -42,7 +43,7 @@ func main() {
 
 const queue = "backstop-interruptions"
 
-func run(replicas, spotCap int, interruptEvery time.Duration) error {
+func run(replicas, spotCap int, interruptEvery time.Duration, metrics string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir := filepath.Join(test.Root, "bin", "local")
@@ -63,8 +64,9 @@ func run(replicas, spotCap int, interruptEvery time.Duration) error {
 		Simulator: ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", InterruptionQueue: queue, Faults: ec2sim.Faults{
 			Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: spotCap}},
 		}},
-		ControllerFlags: []string{"--batch-idle-duration=1s", "--log-format=json", "--interruption-queue=" + queue},
-		Log:             zap.New(zap.WriteTo(logFile), zap.JSONEncoder()),
+		ControllerFlags: []string{"--batch-idle-duration=1s", "--log-format=json", "--interruption-queue=" + queue,
+			"--metrics-bind-address=" + metrics},
+		Log: operator.NewLoggerTo(&operator.Options{LogLevel: "info", LogFormat: "json"}, logFile),
 	})
 	if err != nil {
 		return err
@@ -79,8 +81,9 @@ func run(replicas, spotCap int, interruptEvery time.Duration) error {
   try:         KUBECONFIG=%s kubectl get nodepools,nodeclaims,nodes -L karpenter.sh/capacity-type
   logs:        %s/*.log
   EC2 API:     %s (admin: %s/admin/requests)
+  metrics:     http://%s/metrics (draw the dashboard's panels: go run ./test/dashshot)
 
-`, cluster.Kubeconfig, cluster.Kubeconfig, dir, cluster.SimURL, cluster.SimURL)
+`, cluster.Kubeconfig, cluster.Kubeconfig, dir, cluster.SimURL, cluster.SimURL, metrics)
 
 	objs, err := test.ReadManifests("examples.yaml")
 	if err != nil {

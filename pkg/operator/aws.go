@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -34,13 +35,15 @@ type AWS struct {
 }
 
 // NewAWS builds the clients from the default AWS configuration (environment,
-// shared files, instance role), the region and the endpoint.
-func NewAWS(ctx context.Context, o *Options) (*AWS, error) {
+// shared files, instance role), the region and the endpoint; the SDK's own
+// lines go to log.
+func NewAWS(ctx context.Context, o *Options, log logr.Logger) (*AWS, error) {
 	load := []func(*config.LoadOptions) error{config.WithRegion(o.AWSRegion)}
 	if o.AWSRegion == "" {
 		// On EC2, the instance metadata service knows the region.
 		load = []func(*config.LoadOptions) error{config.WithEC2IMDSRegion()}
 	}
+	load = append(load, config.WithLogger(awsLogger(log.WithName("aws"))))
 	cfg, err := config.LoadDefaultConfig(ctx, load...)
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration: %w", err)
@@ -106,7 +109,7 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 // and returns the interruption handler for the cloud's notice source.
 func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*interruption.Controller, error) {
 	o, mgr, clk := op.Options, op.Manager, op.Clock
-	recorder := mgr.GetEventRecorder("karpenter")
+	recorder := mgr.GetEventRecorder(EventSource)
 	prov := provisioning.New(mgr.GetClient(), recorder, cloud, clk, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
 		BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
 		PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy), Process: op.Process, Early: o.EarlyProvisioning,

@@ -8,14 +8,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/go-logr/logr"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -46,15 +44,6 @@ func NewScheme() (*kruntime.Scheme, error) {
 		}
 	}
 	return s, nil
-}
-
-// NewLogger returns a structured logger at the options' level and format.
-func NewLogger(o *Options) logr.Logger {
-	level := map[string]zapcore.Level{"debug": zapcore.DebugLevel, "info": zapcore.InfoLevel, "error": zapcore.ErrorLevel}[o.LogLevel]
-	// Milliseconds in the timestamps: a scale-up's steps are apart by less
-	// than a second.
-	return zap.New(zap.UseDevMode(o.LogFormat == "console"), zap.Level(level),
-		func(z *zap.Options) { z.TimeEncoder = zapcore.ISO8601TimeEncoder })
 }
 
 // RESTConfig loads the kubeconfig named by the options, or the in-cluster config.
@@ -149,3 +138,6 @@ func profiling(enabled bool) map[string]http.Handler {
 		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
 	}
 }
+
+// EventSource is the component Backstop's events are reported by.
+const EventSource = "backstop"

@@ -59,7 +59,7 @@ func start(ctx context.Context, faults ec2sim.Faults) *run {
 		ControllerFlags:  []string{"--batch-idle-duration=1s", "--gc-interval=10s", "--log-format=console"},
 		Log:              zap.New(zap.WriteTo(GinkgoWriter)),
 		// As installed: the chart's service account and RBAC, its own Lease only.
-		ChartRBAC: true,
+		Charts: true,
 	})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cluster.Stop)

@@ -6,6 +6,8 @@ package chart_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -40,7 +42,12 @@ var _ = BeforeSuite(func() {
 // render runs helm template with --set values and returns its objects, or
 // helm's error output.
 func render(set ...string) ([]*unstructured.Unstructured, string) {
-	args := []string{"template", "backstop", filepath.Join(test.Root, "charts", "backstop"), "--namespace", "kube-system"}
+	return renderChart("backstop", set...)
+}
+
+// renderChart renders charts/<chart> as render does.
+func renderChart(chart string, set ...string) ([]*unstructured.Unstructured, string) {
+	args := []string{"template", chart, filepath.Join(test.Root, "charts", chart), "--namespace", "kube-system"}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
@@ -209,5 +216,135 @@ var _ = Describe("the controller chart", func() {
 		Entry("a QPS of zero", "/settings/kubeClientQPS", "settings.clusterName=c", "settings.kubeClientQPS=0"),
 		Entry("a bad pull policy", "/image/pullPolicy", "settings.clusterName=c", "image.pullPolicy=Sometimes"),
 		Entry("no cluster name", "settings.clusterName is required"),
+	)
+})
+
+var _ = Describe("the controller chart's dashboard", func() {
+	It("ships Backstop's dashboard as a ConfigMap for the Grafana sidecar when asked, and not by default", func() {
+		objs, errOut := render("settings.clusterName=prod")
+		Expect(errOut).To(BeEmpty())
+		Expect(find(objs, "ConfigMap")).To(BeNil())
+
+		objs, errOut = render("settings.clusterName=prod", "dashboards.enabled=true", "dashboards.namespace=monitoring",
+			"dashboards.annotations.grafana_folder=Backstop")
+		Expect(errOut).To(BeEmpty())
+		cm := find(objs, "ConfigMap")
+		Expect(cm).NotTo(BeNil())
+		Expect(cm.GetNamespace()).To(Equal("monitoring"))
+		Expect(cm.GetLabels()).To(HaveKeyWithValue("grafana_dashboard", "1"))
+		Expect(cm.GetAnnotations()).To(HaveKeyWithValue("grafana_folder", "Backstop"))
+		data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
+		file, err := os.ReadFile(filepath.Join(test.Root, "charts", "backstop", "dashboards", "backstop.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(data["backstop.json"]).To(MatchJSON(file), "the dashboard as shipped")
+	})
+})
+
+var _ = Describe("the CRD chart", func() {
+	It("renders the controller chart's CRDs, with the annotations asked for", func() {
+		objs, errOut := renderChart("backstop-crd", "annotations.helm\\.sh/resource-policy=keep")
+		Expect(errOut).To(BeEmpty())
+		files, err := filepath.Glob(filepath.Join(test.Root, "charts", "backstop", "crds", "*.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(objs).To(HaveLen(len(files)))
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			want := &unstructured.Unstructured{}
+			Expect(utilyaml.Unmarshal(data, &want.Object)).To(Succeed())
+			var got *unstructured.Unstructured
+			for _, o := range objs {
+				if o.GetName() == want.GetName() {
+					got = o
+				}
+			}
+			Expect(got).NotTo(BeNil(), want.GetName())
+			gotSpec, err := json.Marshal(got.Object["spec"])
+			Expect(err).NotTo(HaveOccurred())
+			wantSpec, err := json.Marshal(want.Object["spec"])
+			Expect(err).NotTo(HaveOccurred())
+			Expect(gotSpec).To(MatchJSON(wantSpec), "%s: the same schema as charts/backstop/crds", want.GetName())
+			Expect(got.GetAnnotations()).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+		}
+	})
+})
+
+var _ = Describe("the NodePool chart", func() {
+	pools := func(objs []*unstructured.Unstructured) map[string]*unstructured.Unstructured {
+		out := map[string]*unstructured.Unstructured{}
+		for _, o := range objs {
+			if o.GetKind() == "NodePool" {
+				out[o.GetName()] = o
+			}
+		}
+		return out
+	}
+	requirement := func(pool *unstructured.Unstructured, key string) map[string]any {
+		reqs, _, _ := unstructured.NestedSlice(pool.Object, "spec", "template", "spec", "requirements")
+		for _, r := range reqs {
+			if m := r.(map[string]any); m["key"] == key {
+				return m
+			}
+		}
+		return nil
+	}
+
+	It("renders a Spot pool, an On-Demand fallback of lower weight and their EC2NodeClass found by the cluster's discovery tag", func() {
+		objs, errOut := renderChart("backstop-nodepools", "clusterName=prod")
+		Expect(errOut).To(BeEmpty())
+		byName := pools(objs)
+		Expect(byName).To(HaveLen(2))
+		spot, od := byName["spot"], byName["on-demand"]
+		Expect(spot.Object["spec"]).To(HaveKeyWithValue("weight", BeNumerically("==", 100)))
+		Expect(od.Object["spec"]).To(HaveKeyWithValue("weight", BeNumerically("==", 10)))
+		Expect(requirement(spot, "karpenter.sh/capacity-type")).To(HaveKeyWithValue("values", ConsistOf("spot")))
+		Expect(requirement(od, "karpenter.sh/capacity-type")).To(HaveKeyWithValue("values", ConsistOf("on-demand")))
+		Expect(requirement(spot, "karpenter.k8s.aws/instance-generation")).To(And(HaveKeyWithValue("operator", "Gt"), HaveKeyWithValue("values", ConsistOf("4"))))
+		for _, p := range []*unstructured.Unstructured{spot, od} {
+			ref, _, _ := unstructured.NestedStringMap(p.Object, "spec", "template", "spec", "nodeClassRef")
+			Expect(ref).To(Equal(map[string]string{"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}))
+			limits, _, _ := unstructured.NestedStringMap(p.Object, "spec", "limits")
+			Expect(limits).To(HaveKeyWithValue("cpu", "1000"))
+		}
+		nc := find(objs, "EC2NodeClass")
+		Expect(nc).NotTo(BeNil())
+		Expect(nc.Object["spec"]).To(HaveKeyWithValue("role", "KarpenterNodeRole-prod"))
+		subnets, _, _ := unstructured.NestedSlice(nc.Object, "spec", "subnetSelectorTerms")
+		Expect(subnets).To(ConsistOf(map[string]any{"tags": map[string]any{"karpenter.sh/discovery": "prod"}}))
+		groups, _, _ := unstructured.NestedSlice(nc.Object, "spec", "securityGroupSelectorTerms")
+		Expect(groups).To(Equal(subnets))
+	})
+
+	It("takes families, zones, limits, budgets and names from values", func() {
+		objs, errOut := renderChart("backstop-nodepools", "clusterName=prod", "requirements.instanceFamilies={c6i,m6i}",
+			"requirements.zones={us-east-1a,us-east-1b}", "spot.limits.cpu=64", "onDemand.name=od-fallback",
+			"onDemand.disruption.consolidationPolicy=WhenEmpty", "nodeClass.instanceProfile=NodeProfile")
+		Expect(errOut).To(BeEmpty())
+		byName := pools(objs)
+		Expect(byName).To(HaveKey("od-fallback"))
+		Expect(requirement(byName["spot"], "karpenter.k8s.aws/instance-family")).To(HaveKeyWithValue("values", ConsistOf("c6i", "m6i")))
+		Expect(requirement(byName["od-fallback"], "topology.kubernetes.io/zone")).To(HaveKeyWithValue("values", ConsistOf("us-east-1a", "us-east-1b")))
+		limits, _, _ := unstructured.NestedMap(byName["spot"].Object, "spec", "limits")
+		Expect(fmt.Sprint(limits["cpu"])).To(Equal("64"))
+		policy, _, _ := unstructured.NestedString(byName["od-fallback"].Object, "spec", "disruption", "consolidationPolicy")
+		Expect(policy).To(Equal("WhenEmpty"))
+		policy, _, _ = unstructured.NestedString(byName["spot"].Object, "spec", "disruption", "consolidationPolicy")
+		Expect(policy).To(Equal("WhenEmptyOrUnderutilized"), "the shared disruption block where a pool sets none")
+		nc := find(objs, "EC2NodeClass")
+		Expect(nc.Object["spec"]).To(HaveKeyWithValue("instanceProfile", "NodeProfile"))
+		Expect(nc.Object["spec"]).NotTo(HaveKey("role"))
+	})
+
+	DescribeTable("refuses values that would not fall back, naming the fix",
+		func(want string, set ...string) {
+			_, errOut := renderChart("backstop-nodepools", set...)
+			Expect(errOut).To(ContainSubstring(want))
+		},
+		Entry("no cluster name", "clusterName is required"),
+		Entry("On-Demand weighing as much as Spot", "spot.weight (10) must be higher than onDemand.weight (10)", "clusterName=c", "spot.weight=10"),
+		Entry("one name for both pools", "give the two NodePools different names", "clusterName=c", "onDemand.name=spot"),
+		Entry("an unknown value", "additional properties 'weights' not allowed", "clusterName=c", "spot.weights=3"),
+		Entry("an unknown architecture", "/requirements/arch/0", "clusterName=c", "requirements.arch={x86}"),
+		Entry("a duration without a unit", "/expireAfter", "clusterName=c", "expireAfter=30"),
 	)
 })

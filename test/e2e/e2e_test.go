@@ -5,6 +5,7 @@ package e2e_test
 
 import (
 	"context"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -23,6 +27,7 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/dashboard"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 	"github.com/backstop-sh/backstop/test/local"
 )
@@ -37,6 +42,10 @@ const (
 	// 200 pods of 1 CPU need about 29 of the batch pool's largest nodes; Spot
 	// gets 60% of that.
 	spotCap = 17
+	queue   = "backstop-interruptions"
+	// scrapeEvery is how often the controller's metrics are scraped, as a
+	// Prometheus server would.
+	scrapeEvery = 2 * time.Second
 )
 
 var _ = Describe("200 pods on a local cluster", Ordered, func() {
@@ -44,28 +53,41 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		ctx     = context.Background()
 		cluster *local.Cluster
 		c       client.Client
+		// store holds the controller's metrics, scraped all along.
+		store       *dashboard.Store
+		scrapeStart time.Time
+		stopScrape  func() time.Time
 	)
 
 	BeforeAll(func() {
-		var err error
+		binary, err := test.BuildController(GinkgoT().TempDir())
+		Expect(err).NotTo(HaveOccurred())
+		metricsAddr := freeAddress()
 		cluster, err = local.Start(ctx, local.Options{
 			Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
 			Simulator: ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", Faults: ec2sim.Faults{
 				Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: spotCap}},
-			}},
-			ControllerFlags: []string{"--batch-idle-duration=1s", "--disruption-interval=2s", "--gc-interval=5s"},
-			// As installed: the chart's service account and RBAC, nothing more.
-			ChartRBAC: true,
-			Log:       zap.New(zap.WriteTo(GinkgoWriter)),
+			}, InterruptionQueue: queue, SpotNotice: ec2sim.Duration{Duration: 20 * time.Second}},
+			ControllerFlags: []string{"--batch-idle-duration=1s", "--disruption-interval=2s", "--gc-interval=5s",
+				"--metrics-bind-address=" + metricsAddr, "--interruption-queue=" + queue},
+			// As a user runs it: its own process, installed by the charts,
+			// with the chart's service account and RBAC, nothing more.
+			ControllerBinary: binary,
+			Charts:           true,
+			Log:              zap.New(zap.WriteTo(GinkgoWriter)),
 		})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cluster.Stop)
 		c = cluster.Client
-		objs, err := test.ReadManifests("examples.yaml")
+		_, err = cluster.Helm(ctx, "install", "backstop-nodepools", filepath.Join(test.Root, "charts", "backstop-nodepools"),
+			"--namespace", "default", "--values", filepath.Join(test.Root, "test", "fixtures", "e2e-nodepools.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		for _, o := range objs {
-			Expect(c.Create(ctx, o)).To(Succeed())
-		}
+
+		store, err = dashboard.NewStore(GinkgoT().TempDir())
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(store.Close)
+		scrapeStart = time.Now()
+		stopScrape = scrape(store, "http://"+metricsAddr+"/metrics", map[string]string{"job": "karpenter", "instance": metricsAddr})
 	})
 
 	running := func() int {
@@ -109,6 +131,20 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 			Expect(n.Labels).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, map[string]string{"batch": "spot", "batch-fallback": "on-demand"}[n.Labels[v1.NodePoolLabelKey]]), "node %s", n.Name)
 			Expect(n.Labels).To(HaveKeyWithValue(v1.InitializedLabelKey, "true"), "node %s", n.Name)
 		}
+	})
+
+	It("replaces a Spot node EC2 reclaims, before it goes", func() {
+		var nodes corev1.NodeList
+		Expect(c.List(ctx, &nodes, client.MatchingLabels{v1.CapacityTypeLabelKey: v1.CapacityTypeSpot})).To(Succeed())
+		Expect(nodes.Items).NotTo(BeEmpty())
+		victim := nodes.Items[0]
+		id := victim.Spec.ProviderID[strings.LastIndex(victim.Spec.ProviderID, "/")+1:]
+		Expect(cluster.Sim.Interrupt(id)).To(BeTrue(), "instance %s", id)
+		Eventually(func() bool {
+			var n corev1.Node
+			return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: victim.Name}, &n))
+		}, 2*time.Minute, time.Second).Should(BeTrue(), "the reclaimed node is removed")
+		Eventually(running, 2*time.Minute, time.Second).Should(Equal(replicas), "every pod runs again")
 	})
 
 	It("removes every NodeClaim, Node and instance after scaling to zero", func() {
@@ -171,6 +207,13 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		DeferCleanup(func() { Expect(c.Delete(ctx, pod)).To(Succeed()) })
 		Eventually(func() []string { return notes("wants-9100", "FailedScheduling") }, time.Minute, time.Second).Should(ContainElement(
 			ContainSubstring("a DaemonSet pod takes the pod's host port on every node the pool can make")))
+		var evs eventsv1.EventList
+		Expect(c.List(ctx, &evs, client.InNamespace("default"))).To(Succeed())
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "wants-9100" && strings.Contains(e.Note, "a DaemonSet pod takes") {
+				Expect(e.ReportingController).To(Equal("backstop"), "Backstop reports its events under its own name")
+			}
+		}
 		Consistently(claimCount, 15*time.Second, time.Second).Should(BeZero(), "no NodeClaim for a pod that could never bind")
 	})
 
@@ -231,4 +274,117 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		// plan again); with it, after 0 s, ~20 s and ~50 s (back-offs of 10 s and 20 s).
 		Expect(len(claimsFor())).To(BeNumerically("<=", 3), "NodeClaims planned for the pod in 75 s: %v", claimsFor())
 	})
+
+	It("fills every panel of Backstop's dashboard and Karpenter's two, from the controller's own metrics, without one Forbidden answer", func() {
+		end := stopScrape()
+		w := dashboard.Window{Start: scrapeStart, End: end, Step: 5 * time.Second, RateInterval: 20 * time.Second}
+		// Only node-exporter's series are not Backstop's to export.
+		owned := func(metric string) bool { return !strings.HasPrefix(metric, "node_") }
+		var problems []string
+		for _, path := range []string{
+			filepath.Join(test.Root, "charts", "backstop", "dashboards", "backstop.json"),
+			filepath.Join(test.Root, "..", "shared", "anchors", "karpenter-dashboards", "karpenter-capacity-dashboard.json"),
+			filepath.Join(test.Root, "..", "shared", "anchors", "karpenter-dashboards", "karpenter-performance-dashboard.json"),
+		} {
+			d, err := dashboard.Load(path)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(d.Panels).NotTo(BeEmpty(), path)
+			found, err := store.Check(ctx, d, w, owned)
+			Expect(err).NotTo(HaveOccurred())
+			for _, p := range found {
+				problems = append(problems, p.String())
+			}
+		}
+		Expect(problems).To(BeEmpty(), "panels or queries without data:\n%s", strings.Join(problems, "\n"))
+
+		requests, err := store.Query(ctx, `sum by (code) (rest_client_requests_total)`, w)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(requests).NotTo(BeEmpty(), "the controller's API requests are counted")
+		for _, series := range requests {
+			Expect(series.Metric.Get("code")).NotTo(Equal("403"), "the chart's RBAC refused some of the controller's requests")
+		}
+	})
+
+	It("uninstalls cleanly: NodePools first, then the controller and the CRDs, leaving no instance, NodeClaim or finalizer", func() {
+		d := &appsv1.Deployment{}
+		Expect(c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "inflate"}, d)).To(Succeed())
+		d.Spec.Replicas = ptr.To[int32](20)
+		Expect(c.Update(ctx, d)).To(Succeed())
+		Eventually(running, 2*time.Minute, time.Second).Should(Equal(20))
+
+		_, err := cluster.Helm(ctx, "uninstall", "backstop-nodepools", "--namespace", "default")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(claimCount, 2*time.Minute, time.Second).Should(BeZero(), "the NodePools' NodeClaims are removed with them")
+		Eventually(func() []string {
+			var live []string
+			for _, i := range cluster.Sim.Instances() {
+				if i.State != "terminated" {
+					live = append(live, i.ID+" "+i.State)
+				}
+			}
+			return live
+		}, time.Minute, time.Second).Should(BeEmpty(), "every instance is terminated")
+		var nodes corev1.NodeList
+		Expect(c.List(ctx, &nodes)).To(Succeed())
+		Expect(nodes.Items).To(BeEmpty())
+
+		cluster.StopController()
+		for _, release := range []string{"backstop", "backstop-crd"} {
+			_, err := cluster.Helm(ctx, "uninstall", release, "--namespace", "default", "--wait")
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Eventually(func() []string {
+			var crds apiextensionsv1.CustomResourceDefinitionList
+			Expect(c.List(ctx, &crds)).To(Succeed())
+			var left []string
+			for _, crd := range crds.Items {
+				if crd.Spec.Group == v1.Group || crd.Spec.Group == "karpenter.k8s.aws" {
+					left = append(left, crd.Name)
+				}
+			}
+			return left
+		}, time.Minute, time.Second).Should(BeEmpty(), "no CRD is held by a finalizer")
+		var roles rbacv1.ClusterRoleList
+		Expect(c.List(ctx, &roles, client.MatchingLabels{"app.kubernetes.io/instance": "backstop"})).To(Succeed())
+		Expect(roles.Items).To(BeEmpty())
+	})
 })
+
+// freeAddress is a loopback address with a port nothing listens on.
+func freeAddress() string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = lis.Close() }()
+	return lis.Addr().String()
+}
+
+// scrape stores url's metrics every scrapeEvery until the returned function
+// is called; that returns the time of the last scrape.
+func scrape(store *dashboard.Store, url string, target map[string]string) func() time.Time {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var last time.Time
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(scrapeEvery)
+		defer tick.Stop()
+		for {
+			now := time.Now()
+			if err := store.Scrape(ctx, url, target, now); err == nil {
+				last = now
+			} else if ctx.Err() == nil {
+				GinkgoWriter.Printf("scrape: %v\n", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() time.Time {
+		cancel()
+		<-done
+		return last
+	}
+}

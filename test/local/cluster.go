@@ -16,11 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
@@ -60,9 +62,10 @@ type Options struct {
 	// SchedulerFlags and ControllerManagerFlags are extra flags for
 	// kube-scheduler and kube-controller-manager.
 	SchedulerFlags, ControllerManagerFlags []string
-	// ChartRBAC runs Backstop as the chart's service account with exactly
-	// the chart's RBAC (rendered by bin/helm), instead of as an admin.
-	ChartRBAC bool
+	// Charts installs the CRD chart and the controller chart with bin/helm
+	// (instead of the CRDs alone) and runs Backstop as the chart's service
+	// account with exactly the chart's RBAC, instead of as an admin.
+	Charts bool
 }
 
 // Cluster is a running local cluster.
@@ -91,21 +94,46 @@ type Cluster struct {
 	controllerKubeconfig string
 }
 
-// chartNamespace is where the chart's RBAC is installed here; the
-// controller's Lease lives there too.
+// chartNamespace is where the charts are installed here; the controller's
+// Lease lives there too.
 const chartNamespace = "default"
 
-// asChartServiceAccount applies the RBAC the chart installs and makes Backstop
-// reach the API server as the chart's service account, so a suite fails if
-// the controller needs a right the chart does not grant.
-func (c *Cluster) asChartServiceAccount(ctx context.Context) error {
-	out, err := exec.Command(filepath.Join(c.Bin, "helm"), "template", "backstop", filepath.Join(test.Root, "charts", "backstop"),
-		"--namespace", chartNamespace, "--set", "settings.clusterName="+clusterName(c.Simulator),
-		"--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml").Output()
-	if err != nil {
-		return fmt.Errorf("rendering the chart (build helm with `make test`): %w", err)
+// Helm runs bin/helm as the cluster's admin and returns its output, or an
+// error with helm's own message.
+func (c *Cluster) Helm(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "helm"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(c.Dir, "helm", "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(c.Dir, "helm", "config"), "HELM_DATA_HOME="+filepath.Join(c.Dir, "helm", "data"))
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("helm %v: %w: %s", args[:min(2, len(args))], err, errOut.String())
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	return out.String(), nil
+}
+
+// installCharts installs Backstop as a user does, with bin/helm: the CRD
+// chart, then the controller chart (its Deployment at zero replicas: the
+// controller runs here, as the chart's service account), so a suite fails
+// if a chart does not install or the controller needs a right the chart
+// does not grant.
+func (c *Cluster) installCharts(ctx context.Context) error {
+	charts := filepath.Join(test.Root, "charts")
+	if _, err := c.Helm(ctx, "install", "backstop-crd", filepath.Join(charts, "backstop-crd"), "--namespace", chartNamespace); err != nil {
+		return err
+	}
+	if err := envtest.WaitForCRDs(c.Config, crdsOf(filepath.Join(charts, "backstop", "crds")), envtest.CRDInstallOptions{MaxTime: time.Minute, PollInterval: 100 * time.Millisecond}); err != nil {
+		return err
+	}
+	if _, err := c.Helm(ctx, "install", "backstop", filepath.Join(charts, "backstop"), "--namespace", chartNamespace, "--skip-crds",
+		"--set", "settings.clusterName="+clusterName(c.Simulator), "--set", "replicas=0"); err != nil {
+		return err
+	}
+	out, err := c.Helm(ctx, "get", "manifest", "backstop", "--namespace", chartNamespace)
+	if err != nil {
+		return err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
 	saName := ""
 	for {
 		obj := &unstructured.Unstructured{}
@@ -114,20 +142,13 @@ func (c *Cluster) asChartServiceAccount(ctx context.Context) error {
 		} else if err != nil {
 			return err
 		}
-		if len(obj.Object) == 0 {
-			continue
-		}
 		if obj.GetKind() == "ServiceAccount" {
 			saName = obj.GetName()
 		}
-		if err := c.Client.Create(ctx, obj); err != nil {
-			return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
-		}
 	}
 	if saName == "" {
-		return errors.New("the chart rendered no ServiceAccount")
+		return errors.New("the chart installed no ServiceAccount")
 	}
-	// What the API server makes of the service account's token.
 	user, err := c.env.ControlPlane.AddUser(envtest.User{
 		Name:   "system:serviceaccount:" + chartNamespace + ":" + saName,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + chartNamespace, "system:authenticated"},
@@ -159,13 +180,13 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 
 func (c *Cluster) start(ctx context.Context) error {
 	crds := c.CRDDirs
-	if len(crds) == 0 {
+	if len(crds) == 0 && !c.Charts {
 		crds = []string{filepath.Join(test.Root, "charts", "backstop", "crds")}
 	}
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: c.Bin,
 		CRDDirectoryPaths:     crds,
-		ErrorIfCRDPathMissing: true,
+		ErrorIfCRDPathMissing: len(crds) > 0,
 	}
 	cfg, err := c.env.Start()
 	if err != nil {
@@ -189,9 +210,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 
 	c.controllerConfig, c.controllerKubeconfig = cfg, c.Kubeconfig
-	if c.ChartRBAC {
-		if err := c.asChartServiceAccount(ctx); err != nil {
-			return fmt.Errorf("running Backstop with the chart's RBAC: %w", err)
+	if c.Charts {
+		if err := c.installCharts(ctx); err != nil {
+			return fmt.Errorf("installing Backstop's charts: %w", err)
 		}
 	}
 
@@ -317,13 +338,30 @@ func (c *Cluster) ControllerProcess() *os.Process {
 
 // KillController kills the controller process at once (SIGKILL), as a
 // crash or an OOM kill would, and waits for it to be gone.
-func (c *Cluster) KillController() {
+func (c *Cluster) KillController() { kill(c.currentController()) }
+
+// currentController is the last controller process started, nil if none.
+func (c *Cluster) currentController() *exec.Cmd {
 	c.mu.Lock()
-	var cmd *exec.Cmd
+	defer c.mu.Unlock()
 	if n := len(c.controllers); n > 0 {
-		cmd = c.controllers[n-1]
+		return c.controllers[n-1]
 	}
-	c.mu.Unlock()
+	return nil
+}
+
+// StopController stops the controller process as Kubernetes stops a pod
+// (SIGTERM), and waits for it to be gone.
+func (c *Cluster) StopController() {
+	cmd := c.currentController()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(cmd.Process.Pid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	kill(cmd)
 }
 
@@ -417,4 +455,21 @@ func (c *Cluster) Stop() {
 			c.Log.Error(err, "stopping the control plane")
 		}
 	}
+}
+
+// crdsOf lists the CRDs in dir's YAML files, for waiting on them.
+func crdsOf(dir string) []*apiextensionsv1.CustomResourceDefinition {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	var out []*apiextensionsv1.CustomResourceDefinition
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if utilyaml.Unmarshal(data, crd) == nil && crd.Name != "" {
+			out = append(out, crd)
+		}
+	}
+	return out
 }

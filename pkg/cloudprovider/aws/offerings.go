@@ -157,7 +157,7 @@ func (o *Offerings) Start(ctx context.Context) error {
 			failures++
 			wait = min(time.Second<<min(failures, 8), o.ttl)
 			cause := cloudprovider.CauseOf(err)
-			logger.Error(err, "instance-type discovery failed; serving the last answer and trying again", "aws-error-code", cause.Code,
+			logger.Error(err, "instance-type discovery failed; serving the last answer and trying again", "error-code", cause.Code,
 				"aws-request-id", cause.RequestID, "retry-in", wait.String())
 		default:
 			failures = 0

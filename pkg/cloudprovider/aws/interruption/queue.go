@@ -136,7 +136,7 @@ func (p *Processor) Start(ctx context.Context) error {
 			wait = min(max(2*wait, p.Backoff), p.MaxBackoff)
 			cause := cloudprovider.CauseOf(err)
 			p.metrics.errors.WithLabelValues(cause.Code).Inc()
-			logger.Error(err, "reading the interruption queue failed; "+Advice(cause.Code), "aws-error-code", cause.Code,
+			logger.Error(err, "reading the interruption queue failed; "+Advice(cause.Code), "error-code", cause.Code,
 				"aws-request-id", cause.RequestID, "retry-in", wait.String())
 		default:
 			wait = 0
