@@ -373,21 +373,32 @@ func expand(expr string, vars map[string]Var, values map[string][]string, w Wind
 	return out, nil
 }
 
-// PanelSeries evaluates the queries of d's panel titled title over the
-// window, its variables at All (or their first option), as a dashboard
-// opens, and names each series by its query's legend format.
-func (s *Store) PanelSeries(ctx context.Context, d *Dashboard, title string, w Window) (map[string]promql.Series, error) {
+// variables resolves every variable of d over the window.
+func (s *Store) variables(ctx context.Context, d *Dashboard, w Window) (map[string]Var, map[string][]string, error) {
 	vars := map[string]Var{}
 	values := map[string][]string{}
 	for _, v := range d.Vars {
 		vals, err := s.values(ctx, v, w)
 		if err != nil {
-			return nil, err
-		}
-		if !v.All && len(vals) > 1 {
-			vals = vals[:1]
+			return nil, nil, err
 		}
 		vars[v.Name], values[v.Name] = v, vals
+	}
+	return vars, values, nil
+}
+
+// PanelSeries evaluates the queries of d's panel titled title over the
+// window, its variables at All (or their first option), as a dashboard
+// opens, and names each series by its query's legend format.
+func (s *Store) PanelSeries(ctx context.Context, d *Dashboard, title string, w Window) (map[string]promql.Series, error) {
+	vars, values, err := s.variables(ctx, d, w)
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range vars {
+		if !v.All && len(values[name]) > 1 {
+			values[name] = values[name][:1]
+		}
 	}
 	for _, p := range d.Panels {
 		if p.Title != title {
@@ -425,17 +436,13 @@ func (s *Store) PanelSeries(ctx context.Context, d *Dashboard, title string, w W
 // shows nothing although all its metrics are among those owned (foreign
 // ones, like node-exporter's, may be absent where no such exporter runs).
 func (s *Store) Check(ctx context.Context, d *Dashboard, w Window, owned func(metric string) bool) ([]Problem, error) {
-	vars := map[string]Var{}
-	values := map[string][]string{}
+	vars, values, err := s.variables(ctx, d, w)
+	if err != nil {
+		return nil, err
+	}
 	var problems []Problem
 	for _, v := range d.Vars {
-		vars[v.Name] = v
-		vals, err := s.values(ctx, v, w)
-		if err != nil {
-			return nil, err
-		}
-		values[v.Name] = vals
-		if v.Type == "query" && len(vals) == 0 {
+		if v.Type == "query" && len(values[v.Name]) == 0 {
 			problems = append(problems, Problem{Dashboard: d.Title, Panel: "variable $" + v.Name, Query: v.Query, Why: "no values"})
 		}
 	}

@@ -6,6 +6,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,14 +38,18 @@ type CloudProvider struct {
 
 	instances map[string]*cloudprovider.Instance
 	next      int
-	calls     map[string]int
+	// prefix makes this fake's instance ids unlike every other fake's, as
+	// EC2's are unique: suites sharing an API server must not find another
+	// fake's Node by provider id.
+	prefix string
+	calls  map[string]int
 }
 
 var _ cloudprovider.CloudProvider = (*CloudProvider)(nil)
 
 // New returns an empty fake cloud.
 func New(clk clock.Clock) *CloudProvider {
-	return &CloudProvider{clock: clk, NotReady: map[string]string{}, instances: map[string]*cloudprovider.Instance{}, calls: map[string]int{}}
+	return &CloudProvider{clock: clk, prefix: fmt.Sprintf("%09x", rand.Uint64N(1<<36)), NotReady: map[string]string{}, instances: map[string]*cloudprovider.Instance{}, calls: map[string]int{}}
 }
 
 // Calls returns how often a method was called.
@@ -107,7 +112,7 @@ func (c *CloudProvider) Create(_ context.Context, claim *v1.NodeClaim) (*cloudpr
 	if len(it.Offerings) > 0 {
 		zone, capacityType = it.Offerings[0].Zone, it.Offerings[0].CapacityType
 	}
-	id := fmt.Sprintf("i-%08d", c.next)
+	id := fmt.Sprintf("i-%s%08x", c.prefix, c.next)
 	inst := &cloudprovider.Instance{
 		ID: id, ProviderID: "fake:///" + zone + "/" + id, InstanceType: it.Name, Zone: zone, CapacityType: capacityType,
 		Capacity: it.Capacity.List(), Allocatable: it.Allocatable().List(), LaunchTime: c.clock.Now(), State: "running",

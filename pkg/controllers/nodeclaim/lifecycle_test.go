@@ -1,10 +1,12 @@
 package nodeclaim_test
 
 import (
+	"context"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -13,7 +15,9 @@ import (
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclaim"
+	"github.com/backstop-sh/backstop/test"
 )
 
 var _ = Describe("the launch controller", func() {
@@ -178,6 +182,81 @@ var _ = Describe("registration", func() {
 		w.get(lonely)
 		Expect(lonely.DeletionTimestamp).NotTo(BeNil())
 		Expect(w.events()).To(ContainElement(ContainSubstring("RegistrationTimeout")))
+	})
+})
+
+// lagging serves a NodeClaim as a lagging informer cache would (the copy in
+// stale, when set) and counts the writes to Nodes.
+type lagging struct {
+	client.Client
+	stale      *v1.NodeClaim
+	nodeWrites int
+}
+
+func (l *lagging) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if claim, ok := obj.(*v1.NodeClaim); ok && l.stale != nil && key.Name == l.stale.Name {
+		l.stale.DeepCopyInto(claim)
+		return nil
+	}
+	return l.Client.Get(ctx, key, obj, opts...)
+}
+
+func (l *lagging) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	if _, ok := obj.(*corev1.Node); ok {
+		l.nodeWrites++
+	}
+	return l.Client.Patch(ctx, obj, patch, opts...)
+}
+
+var _ = Describe("registration on a lagging cache", func() {
+	It("registers and initializes a node once, counting and logging it once, when a reconcile reads the NodeClaim from before", func() {
+		w := newWorld()
+		pool := w.newPool()
+		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
+		cache := &lagging{Client: w.client}
+		reg := nodeclaim.NewRegistration(cache, w.recorder, w.clock, 15*time.Minute)
+		registry := prometheus.NewRegistry()
+		reg.Metrics = metrics.NewLifecycle(registry)
+
+		claim := w.newClaim(pool, "default")
+		_, err := launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		w.seen(claim)
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "node-"},
+			Spec:       corev1.NodeSpec{ProviderID: claim.Status.ProviderID, Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
+		}
+		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+		Expect(env.Client.Status().Update(w.ctx, node)).To(Succeed())
+		// Ready: the not-ready taint the API server put on goes.
+		node.Spec.Taints = []corev1.Taint{v1.UnregisteredNoExecuteTaint}
+		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
+		w.seen(node)
+		before := claim.DeepCopy()
+
+		_, err = reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)).To(BeTrue())
+		Expect(cache.nodeWrites).To(Equal(2), "adopted, then marked initialized")
+
+		// The Node is current in the cache, the NodeClaim is not yet.
+		w.seen(node)
+		cache.stale = before
+		_, err = reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cache.nodeWrites).To(Equal(2), "nothing written again for a step already done")
+		created, _ := test.Metric(registry, "karpenter_nodes_created_total", map[string]string{"nodepool": pool.Name})
+		Expect(created).To(Equal(1.0), "the node is counted once")
+
+		// Once the cache shows the conditions, reconciles read them from there.
+		cache.stale = nil
+		w.seen(claim)
+		_, err = reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cache.nodeWrites).To(Equal(2))
 	})
 })
 

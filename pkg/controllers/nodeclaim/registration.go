@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -55,6 +57,29 @@ type Registration struct {
 	RegistrationTTL time.Duration
 	// Metrics counts registered nodes; nil counts nothing.
 	Metrics *metrics.Lifecycle
+	// done remembers the steps (conditions) this process completed, until the
+	// cached NodeClaim shows them: the informer cache lags the writes, and a
+	// reconcile on the stale copy would redo the step, count the node again
+	// and log it again.
+	done sync.Map
+}
+
+// step is one completed condition of one NodeClaim.
+type step struct {
+	uid       types.UID
+	condition string
+}
+
+// shows reports whether the claim has the condition, in the cache or as
+// written by this process; once the cache shows it, the memo is dropped.
+func (r *Registration) shows(claim *v1.NodeClaim, condition string) bool {
+	key := step{claim.UID, condition}
+	if meta.IsStatusConditionTrue(claim.Status.Conditions, condition) {
+		r.done.Delete(key)
+		return true
+	}
+	_, ok := r.done.Load(key)
+	return ok
 }
 
 // NewRegistration returns the registration controller.
@@ -84,7 +109,12 @@ func (r *Registration) Reconcile(ctx context.Context, req reconcile.Request) (re
 	if err := r.client.Get(ctx, req.NamespacedName, claim); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	if claim.DeletionTimestamp != nil || claim.Status.ProviderID == "" {
+	if claim.DeletionTimestamp != nil {
+		r.done.Delete(step{claim.UID, v1.ConditionRegistered})
+		r.done.Delete(step{claim.UID, v1.ConditionInitialized})
+		return reconcile.Result{}, nil
+	}
+	if claim.Status.ProviderID == "" {
 		return reconcile.Result{}, nil
 	}
 	var nodes corev1.NodeList
@@ -95,12 +125,13 @@ func (r *Registration) Reconcile(ctx context.Context, req reconcile.Request) (re
 		return r.awaitRegistration(ctx, claim)
 	}
 	node := &nodes.Items[0]
-	if !meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionRegistered) {
+	if !r.shows(claim, v1.ConditionRegistered) {
 		if err := r.register(ctx, claim, node); err != nil {
 			return retryConflict(err)
 		}
+		r.done.Store(step{claim.UID, v1.ConditionRegistered}, true)
 	}
-	if !meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized) {
+	if !r.shows(claim, v1.ConditionInitialized) {
 		result, err := r.initialize(ctx, claim, node)
 		if err != nil {
 			return retryConflict(err)
@@ -241,6 +272,7 @@ func (r *Registration) initialize(ctx context.Context, claim *v1.NodeClaim, node
 	if err := r.client.Status().Patch(ctx, claim, patch); err != nil {
 		return reconcile.Result{}, err
 	}
+	r.done.Store(step{claim.UID, v1.ConditionInitialized}, true)
 	log.FromContext(ctx).Info("initialized node", "nodeclaim", claim.Name, "node", node.Name)
 	return reconcile.Result{}, nil
 }
