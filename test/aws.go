@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/eks"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
@@ -42,9 +43,21 @@ func SQSClient(endpoint string) *sqs.Client {
 	})
 }
 
+// EKSClient is the SDK's EKS client as the controller builds it, pointed at
+// the simulator.
+func EKSClient(endpoint string) *eks.Client {
+	return eks.New(eks.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
+		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
+		HTTPClient:   awscloud.HTTPClient(),
+	})
+}
+
 // AWSClients are the controller's clients pointed at the simulator.
 func AWSClients(endpoint string) *operator.AWS {
-	return &operator.AWS{EC2: EC2Client(endpoint), SQS: SQSClient(endpoint)}
+	return &operator.AWS{EC2: EC2Client(endpoint), SQS: SQSClient(endpoint), EKS: EKSClient(endpoint)}
 }
 
 // StartEC2Simulator serves a simulator over HTTP for one spec and returns it

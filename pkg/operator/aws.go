@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/eks"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/discovery"
@@ -32,6 +33,8 @@ type AWS struct {
 	EC2 *ec2.Client
 	// SQS reads the interruption queue; nil leaves interruption handling off.
 	SQS *sqs.Client
+	// EKS describes the cluster nodes join.
+	EKS *eks.Client
 }
 
 // NewAWS builds the clients from the default AWS configuration (environment,
@@ -58,6 +61,12 @@ func NewAWS(ctx context.Context, o *Options, log logr.Logger) (*AWS, error) {
 			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
 		}
 	})}
+	clients.EKS = eks.NewFromConfig(cfg, func(opts *eks.Options) {
+		opts.HTTPClient = awscloud.HTTPClient()
+		if o.AWSEndpoint != "" {
+			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
+		}
+	})
 	if o.InterruptionQueue != "" {
 		clients.SQS = sqs.NewFromConfig(cfg, func(opts *sqs.Options) {
 			opts.HTTPClient = awscloud.HTTPClient()
@@ -86,7 +95,12 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 	if err := mgr.Add(offerings); err != nil {
 		return err
 	}
-	cloud := awscloud.New(mgr.GetClient(), awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process).CountFailures(crmetrics.Registry), offerings)
+	facts, err := awscloud.NewClusterFacts(clients.EKS, o.ClusterName, o.ClusterEndpoint, o.ClusterCABundle)
+	if err != nil {
+		return err
+	}
+	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process).CountFailures(crmetrics.Registry).JoinsWith(facts)
+	cloud := awscloud.New(mgr.GetClient(), launcher, offerings)
 	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version), clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}

@@ -18,6 +18,8 @@ import (
 // the command line wins over the environment.
 type Options struct {
 	ClusterName             string
+	ClusterEndpoint         string
+	ClusterCABundle         string
 	MetricsBindAddress      string
 	EnableProfiling         bool
 	EarlyProvisioning       bool
@@ -56,6 +58,8 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.SetOutput(usage)
 	env := envDefaults{getenv: getenv}
 	fs.StringVar(&o.ClusterName, "cluster-name", env.str("cluster-name", ""), "name of the Kubernetes cluster; tags every instance (required) [CLUSTER_NAME]")
+	fs.StringVar(&o.ClusterEndpoint, "cluster-endpoint", env.str("cluster-endpoint", ""), "the API server URL nodes join; default: what EKS DescribeCluster says [CLUSTER_ENDPOINT]")
+	fs.StringVar(&o.ClusterCABundle, "cluster-ca-bundle", env.str("cluster-ca-bundle", ""), "the cluster's CA nodes trust, PEM or base64 of it; default: what EKS DescribeCluster says [CLUSTER_CA_BUNDLE]")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", env.str("metrics-bind-address", ":8080"), "address of the Prometheus /metrics endpoint; 0 turns it off [METRICS_BIND_ADDRESS]")
 	fs.BoolVar(&o.EnableProfiling, "enable-profiling", env.boolean("enable-profiling", false), "serve Go's pprof profiles under /debug/pprof/ on the metrics endpoint [ENABLE_PROFILING]")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", env.str("health-probe-bind-address", ":8081"), "address of the /healthz and /readyz probes [HEALTH_PROBE_BIND_ADDRESS]")
@@ -71,7 +75,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.Float64Var(&o.KubeClientQPS, "kube-client-qps", env.float("kube-client-qps", 200), "requests per second the controller may make to the API server, sustained [KUBE_CLIENT_QPS]")
 	fs.IntVar(&o.KubeClientBurst, "kube-client-burst", env.integer("kube-client-burst", 300), "requests the controller may make to the API server in a burst [KUBE_CLIENT_BURST]")
 	fs.StringVar(&o.AWSRegion, "aws-region", env.str("aws-region", getenv("AWS_REGION")), "AWS region [AWS_REGION]")
-	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2 and SQS endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
+	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2, SQS and EKS endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
 	fs.DurationVar(&o.UnavailableOfferingsTTL, "unavailable-offerings-ttl", env.duration("unavailable-offerings-ttl", 3*time.Minute), "how long capacity EC2 ran out of is skipped [UNAVAILABLE_OFFERINGS_TTL]")
 	fs.DurationVar(&o.RegistrationTTL, "registration-ttl", env.duration("registration-ttl", 15*time.Minute), "a NodeClaim whose node does not register this long after launch is deleted [REGISTRATION_TTL]")
 	fs.DurationVar(&o.LaunchTimeout, "launch-timeout", env.duration("launch-timeout", 5*time.Minute), "a NodeClaim that cannot launch for other reasons than capacity is given up after this long [LAUNCH_TIMEOUT]")

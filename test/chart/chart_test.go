@@ -150,6 +150,33 @@ var _ = Describe("the controller chart", func() {
 		Expect(o.MemoryLimit).To(Equal(int64(1 << 30)))
 	})
 
+	It("has a setting for every controller option a user tunes", func() {
+		objs, errOut := render("settings.clusterName=prod", "settings.interruptionQueue=q", "settings.awsRegion=eu-west-1",
+			"settings.clusterEndpoint=https://api.example", "settings.clusterCABundle=pem", "settings.awsEndpoint=https://ec2.example",
+			"settings.batchIdleDuration=2s", "settings.batchMaxDuration=20s", "settings.unavailableOfferingsTTL=5m",
+			"settings.registrationTTL=10m", "settings.launchTimeout=4m", "settings.gcInterval=2m", "settings.disruptionInterval=30s",
+			"settings.preferencePolicy=Ignore")
+		Expect(errOut).To(BeEmpty())
+		rendered := map[string]bool{}
+		for _, e := range deployment(objs).Spec.Template.Spec.Containers[0].Env {
+			rendered[e.Name] = true
+		}
+		// What the chart decides for the user, and why.
+		decided := map[string]string{
+			"KUBECONFIG":                "in a cluster, the service account's token",
+			"LEADER_ELECT":              "always on: the chart runs replicas",
+			"LEADER_ELECTION_NAMESPACE": "the release's namespace, through SYSTEM_NAMESPACE",
+			"LEADER_ELECTION_NAME":      "the one Lease the chart's RBAC grants",
+			"MEMORY_LIMIT":              "set from resources.limits.memory, when given",
+		}
+		_, _ = operator.ParseOptions(nil, func(name string) string {
+			if _, ok := decided[name]; !ok && name != "SYSTEM_NAMESPACE" && name != "POD_NAMESPACE" {
+				Expect(rendered).To(HaveKey(name), "the controller reads %s, and no chart setting sets it", name)
+			}
+			return ""
+		}, io.Discard)
+	})
+
 	It("grants leader election on the controller's own Lease only, and no writes to NodePools or EC2NodeClasses but status", func() {
 		objs, errOut := render("settings.clusterName=prod")
 		Expect(errOut).To(BeEmpty())

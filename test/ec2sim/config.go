@@ -37,7 +37,26 @@ type Config struct {
 	// is reclaimed; two minutes, as on AWS, unless set.
 	SpotNotice Duration `json:"spotNotice,omitempty"`
 
+	// EKS is the cluster EKS DescribeCluster describes; none: every
+	// DescribeCluster answers ResourceNotFoundException.
+	EKS *EKSCluster `json:"eks,omitempty"`
+
 	Faults Faults `json:"faults,omitempty"`
+}
+
+// EKSCluster is what EKS knows of a cluster.
+type EKSCluster struct {
+	Name string `json:"name"`
+	// Endpoint is the API server's URL.
+	Endpoint string `json:"endpoint"`
+	// CA is the cluster's certificate authority, PEM.
+	CA []byte `json:"ca"`
+	// ServiceIPv4CIDR and ServiceIPv6CIDR are the Service CIDRs; IPFamily
+	// ipv4 or ipv6.
+	ServiceIPv4CIDR string `json:"serviceIPv4CIDR,omitempty"`
+	ServiceIPv6CIDR string `json:"serviceIPv6CIDR,omitempty"`
+	IPFamily        string `json:"ipFamily,omitempty"`
+	Version         string `json:"version,omitempty"`
 }
 
 // Faults are the capacity limits and failures the simulator plays back.
@@ -180,4 +199,13 @@ func (c *Config) withDefaults() {
 	if c.SpotPriceSeed == 0 {
 		c.SpotPriceSeed = 42
 	}
+	if c.EKS == nil {
+		// The account's EKS cluster is the one its resources are tagged for.
+		c.EKS = &EKSCluster{Name: c.ClusterTag, Endpoint: fmt.Sprintf("https://%X.gr7.%s.eks.amazonaws.com", c.SpotPriceSeed*0x1F2E3D, c.Region),
+			CA: []byte(simulatedCA), ServiceIPv4CIDR: "172.20.0.0/16", IPFamily: "ipv4", Version: "1.36"}
+	}
 }
+
+// simulatedCA is the CA of the default EKS cluster; no node of a local
+// cluster trusts it, so a local cluster configures the real one.
+const simulatedCA = "-----BEGIN CERTIFICATE-----\nMIIBsimulatedEKSclusterCA\n-----END CERTIFICATE-----\n"

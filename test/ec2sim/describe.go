@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"encoding/base64"
 	"encoding/xml"
 	"fmt"
 	"net/http"
@@ -284,7 +285,19 @@ func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
 			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidAMIID.NotFound", message: fmt.Sprintf("The image id '[%s]' does not exist", imageID)}
 		}
 	}
-	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, created: s.clock.Now().UTC(), tags: p.tags("launch-template")}
+	userData := ""
+	if encoded := p.get("LaunchTemplateData.UserData"); encoded != "" {
+		// As EC2: user data travels base64-encoded and holds 16 KB at most.
+		raw, err := base64.StdEncoding.DecodeString(encoded)
+		if err != nil {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidUserData.Malformed", message: "User data is not valid base64: " + err.Error()}
+		}
+		if len(raw) > 16*1024 {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidParameterValue", message: fmt.Sprintf("User data is limited to 16384 bytes; got %d", len(raw))}
+		}
+		userData = string(raw)
+	}
+	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, created: s.clock.Now().UTC(), tags: p.tags("launch-template")}
 	s.templates[lt.id] = lt
 	return &launchTemplateResponse{XMLName: xmlName("CreateLaunchTemplateResponse"), Xmlns: xmlns, LaunchTemplate: templateXML(lt)}, nil
 }

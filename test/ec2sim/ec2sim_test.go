@@ -2,6 +2,7 @@ package ec2sim_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/eks"
+	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
 	"github.com/aws/smithy-go"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -232,6 +235,43 @@ var _ = Describe("the EC2 simulator", func() {
 			codes = append(codes, r.Action+":"+r.Error)
 		}
 		Expect(codes).To(Equal([]string{"DescribeAvailabilityZones:", "DescribeAvailabilityZones:RequestLimitExceeded", "DescribeAvailabilityZones:"}))
+	})
+
+	It("keeps a launch template's user data on the instances launched from it, and refuses user data that is not base64", func() {
+		_, err := client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+			LaunchTemplateName: aws.String("with-user-data"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"), UserData: aws.String(base64.StdEncoding.EncodeToString([]byte("#!/bin/bash\necho hi\n")))},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = fleet("with-user-data", ec2types.DefaultTargetCapacityTypeOnDemand, "", "m5.large")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sim.Instances()[0].UserData).To(Equal("#!/bin/bash\necho hi\n"))
+
+		_, err = client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+			LaunchTemplateName: aws.String("bad-user-data"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"), UserData: aws.String("#!/bin/bash not base64")},
+		})
+		Expect(apiCode(err)).To(Equal("InvalidUserData.Malformed"))
+	})
+
+	It("describes its EKS cluster through the SDK, and no other", func() {
+		eksClient := test.EKSClient(endpoint)
+		out, err := eksClient.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String("local")})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(aws.ToString(out.Cluster.Endpoint)).To(HavePrefix("https://"))
+		Expect(aws.ToString(out.Cluster.CertificateAuthority.Data)).NotTo(BeEmpty())
+		Expect(aws.ToString(out.Cluster.KubernetesNetworkConfig.ServiceIpv4Cidr)).To(Equal("172.20.0.0/16"))
+		Expect(string(out.Cluster.KubernetesNetworkConfig.IpFamily)).To(Equal("ipv4"))
+
+		_, err = eksClient.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String("elsewhere")})
+		var notFound *ekstypes.ResourceNotFoundException
+		Expect(errors.As(err, &notFound)).To(BeTrue(), "%v", err)
+		Expect(sim.Requests()).To(ContainElement(And(HaveField("Action", "eks:DescribeCluster"), HaveField("Error", "ResourceNotFoundException"))))
+
+		resp, err := http.Get(endpoint + "/clusters/local")
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusForbidden), "an unsigned request is refused")
 	})
 
 	It("answers an action it does not know with InvalidAction", func() {

@@ -115,7 +115,7 @@ func (s *Server) launch(c candidate, capacityType string, tags map[string]string
 		privateIP: fmt.Sprintf("10.0.%d.%d", (s.seq/250)%250, s.seq%250+1),
 	}
 	if c.template != nil {
-		inst.ImageID = c.template.imageID
+		inst.ImageID, inst.UserData = c.template.imageID, c.template.userData
 	}
 	for k, v := range tags {
 		inst.Tags[k] = v

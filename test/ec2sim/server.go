@@ -48,12 +48,16 @@ type Instance struct {
 	// instance ends at TerminateAt, two minutes later.
 	Interrupted bool      `json:"interrupted,omitempty"`
 	TerminateAt time.Time `json:"terminateAt,omitempty"`
-	privateIP   string
+	// UserData is what the instance boots from: its launch template's user
+	// data, decoded from base64.
+	UserData  string `json:"userData,omitempty"`
+	privateIP string
 }
 
 type launchTemplate struct {
 	id, name string
 	imageID  string
+	userData string
 	created  time.Time
 	tags     map[string]string
 }
@@ -162,6 +166,10 @@ func invalidParameter(format string, args ...any) *apiError {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/admin/") {
 		s.serveAdmin(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/clusters/") {
+		s.serveEKS(w, r)
 		return
 	}
 	if target := r.Header.Get("X-Amz-Target"); strings.HasPrefix(target, "AmazonSQS.") {

@@ -1,41 +1,57 @@
 package local
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	v1 "github.com/backstop-sh/backstop/apis/v1"
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
 	"github.com/backstop-sh/backstop/test/ec2sim"
+	"github.com/backstop-sh/backstop/test/nodeboot"
 )
 
 // kwokAnnotation marks the Nodes KWOK keeps alive: Ready, heartbeating, and
 // running the pods bound to them.
 const kwokAnnotation = "kwok.x-k8s.io/node"
 
-// NodeAgent plays what boots on a new instance: when a simulated instance
-// runs, it registers a Node with the instance's provider id, labels and
-// capacity, tainted unregistered, as the kubelet would; when the instance is
-// gone, its pods stop (they are deleted at once) and it deletes the Node, as
-// the cloud's node lifecycle controller would.
+// NodeAgent plays what boots on a new instance, and boots it only from its
+// user data, as an AL2023 node does: nodeadm reads the NodeConfig (see
+// test/nodeboot), and the kubelet registers a Node only when the config names
+// this cluster, its API server and its CA, with the labels, taints, max pods
+// and reservations the config gives, and the instance's provider id and
+// capacity. An instance whose user data would not join never registers, and
+// the agent logs why once. When the instance is gone, its pods stop (they
+// are deleted at once) and it deletes the Node, as the cloud's node
+// lifecycle controller would.
 type NodeAgent struct {
 	Client  client.Client
 	Sim     *ec2sim.Server
 	Cluster string
+	// Endpoint and CA are the API server's URL and certificate authority
+	// (PEM) a node must be given to join.
+	Endpoint string
+	CA       []byte
+	Log      logr.Logger
 	// Every is how often instances are looked at.
 	Every time.Duration
 	// BootTime is how long an instance takes from launch to registering its
 	// node; none by default (EC2 on AWS takes tens of seconds).
 	BootTime time.Duration
+
+	// refused remembers the instances that cannot boot, so each is logged once.
+	refused sync.Map
 }
 
 // Run syncs until ctx ends.
@@ -115,8 +131,17 @@ func (a *NodeAgent) sync(ctx context.Context, facts map[string]catalog.InstanceT
 		case !exists && time.Since(inst.LaunchTime) < a.BootTime:
 			// Still booting.
 		case !exists:
+			if _, known := a.refused.Load(inst.ID); known {
+				continue
+			}
+			node, err := a.boot(inst, facts[inst.Type])
+			if err != nil {
+				a.refused.Store(inst.ID, true)
+				a.Log.Info("instance does not join: its user data would not bootstrap a node", "instance", inst.ID, "why", err.Error())
+				continue
+			}
 			do(func() error {
-				if err := a.Client.Create(ctx, a.node(inst, facts[inst.Type])); client.IgnoreAlreadyExists(err) != nil {
+				if err := a.Client.Create(ctx, node); client.IgnoreAlreadyExists(err) != nil {
 					return fmt.Errorf("registering node for %s: %w", inst.ID, err)
 				}
 				return nil
@@ -141,8 +166,54 @@ func (a *NodeAgent) killPods(ctx context.Context, node string) error {
 	return nil
 }
 
-func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType) *corev1.Node {
-	it, _ := aws.NewInstanceType(f, nil, aws.AllocatableOptions{})
+// boot is what the kubelet registers for an instance, from its user data,
+// or why it never does.
+func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.Node, error) {
+	config, err := nodeboot.Read(inst.UserData)
+	if err != nil {
+		return nil, err
+	}
+	c := config.Spec.Cluster
+	switch {
+	case c.Name != a.Cluster:
+		return nil, fmt.Errorf("NodeConfig names cluster %q, this is %q", c.Name, a.Cluster)
+	case c.APIServerEndpoint != a.Endpoint:
+		return nil, fmt.Errorf("NodeConfig's apiServerEndpoint %q is not the API server %q: the kubelet cannot reach it", c.APIServerEndpoint, a.Endpoint)
+	case !bytes.Equal(bytes.TrimSpace(c.CertificateAuthority), bytes.TrimSpace(a.CA)):
+		return nil, errors.New("NodeConfig's certificateAuthority is not the cluster's CA: the kubelet does not trust the API server")
+	}
+	labels, err := config.Labels()
+	if err != nil {
+		return nil, err
+	}
+	for k := range labels {
+		if !aws.KubeletMaySet(k) {
+			return nil, fmt.Errorf("--node-labels has %s, which the NodeRestriction admission plugin refuses: the Node is never created", k)
+		}
+	}
+	taints, err := config.Taints()
+	if err != nil {
+		return nil, err
+	}
+	// The kubelet's reservations and max pods, in the NodeClass's terms.
+	var kubelet awsv1.KubeletConfiguration
+	raw, err := json.Marshal(config.Spec.Kubelet.Config)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, &kubelet); err != nil {
+		return nil, fmt.Errorf("kubelet config: %w", err)
+	}
+	node := a.node(inst, f, &kubelet)
+	for k, v := range labels {
+		node.Labels[k] = v
+	}
+	node.Spec.Taints = taints
+	return node, nil
+}
+
+func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType, kubelet *awsv1.KubeletConfiguration) *corev1.Node {
+	it, _ := aws.NewInstanceType(f, nil, aws.AllocatableOptions{Kubelet: kubelet})
 	arch := f.Arch
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
@@ -153,10 +224,7 @@ func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType) *corev1.N
 			},
 			Annotations: map[string]string{kwokAnnotation: "fake"},
 		},
-		Spec: corev1.NodeSpec{
-			ProviderID: fmt.Sprintf("aws:///%s/%s", inst.Zone, inst.ID),
-			Taints:     []corev1.Taint{v1.UnregisteredNoExecuteTaint},
-		},
+		Spec: corev1.NodeSpec{ProviderID: fmt.Sprintf("aws:///%s/%s", inst.Zone, inst.ID)},
 	}
 	if it != nil {
 		node.Status.Capacity = it.Capacity.List()

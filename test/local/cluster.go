@@ -237,6 +237,9 @@ func (c *Cluster) start(ctx context.Context) error {
 		}
 	}
 
+	// EKS describes this cluster: nodes join only with its endpoint and CA.
+	c.Simulator.EKS = &ec2sim.EKSCluster{Name: clusterName(c.Simulator), Endpoint: c.Config.Host, CA: c.Config.CAData,
+		ServiceIPv4CIDR: "10.0.0.0/24", IPFamily: "ipv4", Version: "1.36"}
 	if c.Sim, err = ec2sim.New(c.Simulator, clock.RealClock{}); err != nil {
 		return err
 	}
@@ -252,7 +255,8 @@ func (c *Cluster) start(ctx context.Context) error {
 		_ = c.srv.Serve(lis)
 	}()
 
-	agent := &NodeAgent{Client: c.Client, Sim: c.Sim, Cluster: clusterName(c.Simulator), BootTime: c.BootTime}
+	agent := &NodeAgent{Client: c.Client, Sim: c.Sim, Cluster: clusterName(c.Simulator), BootTime: c.BootTime,
+		Endpoint: c.Config.Host, CA: c.Config.CAData, Log: c.Log.WithName("node-agent")}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

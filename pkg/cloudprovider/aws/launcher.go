@@ -24,6 +24,7 @@ import (
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/bootstrap"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
@@ -66,6 +67,15 @@ type Launcher struct {
 	inherited map[string]*cloudprovider.Instance
 	// offeringFailures counts, per offering, what EC2 refused; nil counts nothing.
 	offeringFailures *prometheus.CounterVec
+	// facts are the cluster's endpoint, CA and Service CIDR that bootstrap
+	// user data carries; without them nothing that must join is launched.
+	facts *ClusterFacts
+}
+
+// JoinsWith gives the launcher the cluster facts its nodes' user data needs.
+func (l *Launcher) JoinsWith(facts *ClusterFacts) *Launcher {
+	l.facts = facts
+	return l
 }
 
 // CountFailures makes the launcher count each offering EC2 refuses in
@@ -417,6 +427,71 @@ func imageFor(class *awsv1.EC2NodeClass, arch string) string {
 	return ""
 }
 
+// Family is the EC2NodeClass's AMI family, lower case: its alias's, else amiFamily.
+func Family(class *awsv1.EC2NodeClass) string {
+	for _, t := range class.Spec.AMISelectorTerms {
+		if family, _, ok := strings.Cut(t.Alias, "@"); ok {
+			return strings.ToLower(family)
+		}
+	}
+	return strings.ToLower(aws.ToString(class.Spec.AMIFamily))
+}
+
+// userData is what the claim's instance boots from. AL2023 gets the nodeadm
+// archive; other families still get spec.userData as it is (Custom by
+// design; AL2, Bottlerocket and Windows bootstrapping is not written yet).
+func (l *Launcher) userData(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass) (string, error) {
+	if Family(class) != "al2023" {
+		return aws.ToString(class.Spec.UserData), nil
+	}
+	if l.facts == nil {
+		return "", &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "ClusterFactsMissing"},
+			Message: "the launcher has no cluster facts (endpoint, CA, Service CIDR), so a node could not join; nothing is launched"}
+	}
+	cluster, err := l.facts.Get(ctx)
+	if err != nil {
+		return "", err
+	}
+	taints := append([]corev1.Taint{v1.UnregisteredNoExecuteTaint}, claim.Spec.Taints...)
+	taints = append(taints, claim.Spec.StartupTaints...)
+	labels := map[string]string{}
+	for k, v := range claim.Labels {
+		if KubeletMaySet(k) {
+			labels[k] = v
+		}
+	}
+	out, err := bootstrap.AL2023(bootstrap.Node{Cluster: cluster, Kubelet: class.Spec.Kubelet, Labels: labels, Taints: taints,
+		InstanceStorePolicy: class.Spec.InstanceStorePolicy, UserData: class.Spec.UserData})
+	if err != nil {
+		return "", &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "InvalidUserData", Err: err},
+			Message: fmt.Sprintf("ec2nodeclass %s: %v", class.Name, err)}
+	}
+	return out, nil
+}
+
+// KubeletMaySet reports whether a kubelet may register its Node with the
+// label: the NodeRestriction admission plugin refuses labels in the
+// kubernetes.io and k8s.io domains but for the kubelet's own and a few
+// well-known ones.
+func KubeletMaySet(key string) bool {
+	domain, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return true
+	}
+	if !(domain == "kubernetes.io" || domain == "k8s.io" || strings.HasSuffix(domain, ".kubernetes.io") || strings.HasSuffix(domain, ".k8s.io")) {
+		return true
+	}
+	if domain == "kubelet.kubernetes.io" || domain == "node.kubernetes.io" || strings.HasSuffix(domain, ".kubelet.kubernetes.io") || strings.HasSuffix(domain, ".node.kubernetes.io") {
+		return true
+	}
+	switch key {
+	case corev1.LabelHostname, corev1.LabelInstanceTypeStable, corev1.LabelInstanceType, corev1.LabelOSStable, corev1.LabelArchStable,
+		corev1.LabelTopologyZone, corev1.LabelTopologyRegion, corev1.LabelFailureDomainBetaZone, corev1.LabelFailureDomainBetaRegion:
+		return true
+	}
+	return false
+}
+
 // templateData is what a launch template holds; its hash names the template,
 // so a change makes a new one and identical classes share one.
 type templateData struct {
@@ -437,9 +512,11 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 	for _, sg := range class.Status.SecurityGroups {
 		data.SecurityGroups = append(data.SecurityGroups, sg.ID)
 	}
-	if class.Spec.UserData != nil {
-		data.UserData = *class.Spec.UserData
+	userData, err := l.userData(ctx, claim, class)
+	if err != nil {
+		return "", err
 	}
+	data.UserData = userData
 	if class.Spec.DetailedMonitoring != nil {
 		data.Monitoring = *class.Spec.DetailedMonitoring
 	}
@@ -453,7 +530,7 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 	if known {
 		return name, nil
 	}
-	_, err, _ := l.ensuring.Do(name, func() (any, error) {
+	_, err, _ = l.ensuring.Do(name, func() (any, error) {
 		if err := l.describeOrCreateTemplate(ctx, name, class, data); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"sort"
@@ -25,6 +26,7 @@ import (
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
+	"github.com/backstop-sh/backstop/test/nodeboot"
 )
 
 var _ = Describe("the fleet launcher", func() {
@@ -36,17 +38,21 @@ var _ = Describe("the fleet launcher", func() {
 		unavailable *aws.UnavailableOfferings
 		offerings   *aws.Offerings
 		class       *awsv1.EC2NodeClass
+		facts       *aws.ClusterFacts
+		simURL      string
 	)
 
 	BeforeEach(func() {
-		sim, client, _ = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
-		unavailable = aws.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
+		sim, client, simURL = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
 		var err error
+		facts, err = aws.NewClusterFacts(test.EKSClient(simURL), "my-cluster", "", "")
+		Expect(err).NotTo(HaveOccurred())
+		unavailable = aws.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
 		offerings, err = aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		// The claims below are this launcher's process's own, so it launches
 		// them without asking EC2 first.
-		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process")
+		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process").JoinsWith(facts)
 		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "node-role", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
@@ -101,6 +107,60 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(launched.Tags).To(HaveKeyWithValue("karpenter.k8s.aws/ec2nodeclass", "default"))
 		Expect(launched.Tags).To(HaveKeyWithValue("eks:eks-cluster-name", "my-cluster"))
 		Expect(launched.Tags).To(HaveKeyWithValue("team", "data"))
+	})
+
+	It("launches AL2023 nodes with user data that joins the cluster EKS describes, with the NodeClaim's labels and taints", func() {
+		c := claim("boot", "on-demand")
+		c.Spec.Taints = []corev1.Taint{{Key: "dedicated", Value: "batch", Effect: corev1.TaintEffectNoSchedule}}
+		c.Labels["kubernetes.io/forbidden"] = "x"
+		class.Spec.Kubelet = &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](42)}
+		_, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		boot, err := nodeboot.Read(sim.Instances()[0].UserData)
+		Expect(err).NotTo(HaveOccurred(), "the instance's user data boots")
+		Expect(boot.Spec.Cluster.Name).To(Equal("my-cluster"))
+		Expect(boot.Spec.Cluster.APIServerEndpoint).To(HaveSuffix(".gr7.us-east-1.eks.amazonaws.com"), "EKS's endpoint")
+		Expect(string(boot.Spec.Cluster.CertificateAuthority)).To(HavePrefix("-----BEGIN CERTIFICATE-----"))
+		Expect(boot.Spec.Cluster.CIDR).To(Equal("172.20.0.0/16"))
+		var maxPods int
+		_, err = boot.KubeletValue("maxPods", &maxPods)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(maxPods).To(Equal(42), "spec.kubelet reaches the node")
+		taints, err := boot.Taints()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(taints).To(ContainElements(HaveField("Key", v1.UnregisteredTaintKey), HaveField("Key", "dedicated")))
+		labels, err := boot.Labels()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "batch"))
+		Expect(labels).NotTo(HaveKey("kubernetes.io/forbidden"), "a label the kubelet may not set would keep the node from registering")
+	})
+
+	It("takes the endpoint and CA given by flags over EKS's", func() {
+		pem := "-----BEGIN CERTIFICATE-----\nMIIBflag\n-----END CERTIFICATE-----\n"
+		overridden, err := aws.NewClusterFacts(test.EKSClient(simURL), "my-cluster", "https://10.0.0.1:6443", base64.StdEncoding.EncodeToString([]byte(pem)))
+		Expect(err).NotTo(HaveOccurred())
+		_, err = launcher.JoinsWith(overridden).Launch(ctx, claim("flags", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		boot, err := nodeboot.Read(sim.Instances()[0].UserData)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(boot.Spec.Cluster.APIServerEndpoint).To(Equal("https://10.0.0.1:6443"))
+		Expect(string(boot.Spec.Cluster.CertificateAuthority)).To(Equal(pem))
+
+		_, err = aws.NewClusterFacts(test.EKSClient(simURL), "my-cluster", "", "not a certificate")
+		Expect(err).To(MatchError(ContainSubstring("--cluster-ca-bundle")))
+	})
+
+	It("launches nothing when EKS does not know the cluster, and says which cluster and what to check", func() {
+		unknown, err := aws.NewClusterFacts(test.EKSClient(simURL), "other-cluster", "", "")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = launcher.JoinsWith(unknown).Launch(ctx, claim("lost", "on-demand"), class)
+		var cfg *cloudprovider.ConfigurationError
+		Expect(errors.As(err, &cfg)).To(BeTrue(), "%v", err)
+		Expect(cfg.Code).To(Equal("ResourceNotFoundException"))
+		Expect(cfg.RequestID).NotTo(BeEmpty())
+		Expect(cfg.Message).To(And(ContainSubstring("other-cluster"), ContainSubstring("--cluster-name"), ContainSubstring("eks:DescribeCluster")))
+		Expect(fleetCalls()).To(BeEmpty())
+		Expect(sim.Instances()).To(BeEmpty())
 	})
 
 	It("sends at most 60 overrides, the cheapest, however many types the NodeClaim allows", func() {
@@ -255,7 +315,7 @@ var _ = Describe("the fleet launcher", func() {
 		c := claim("old", "spot", "on-demand")
 		_, err := launcher.Launch(ctx, c, class)
 		Expect(err).NotTo(HaveOccurred())
-		restarted := aws.NewLauncher(client, "my-cluster", offerings, unavailable, "restarted-process")
+		restarted := aws.NewLauncher(client, "my-cluster", offerings, unavailable, "restarted-process").JoinsWith(facts)
 		sim.ResetRequests()
 		inst, err := restarted.Launch(ctx, c, class)
 		Expect(err).NotTo(HaveOccurred())
@@ -324,11 +384,13 @@ var _ = Describe("instances", func() {
 	ctx := context.Background()
 
 	It("gets, lists by cluster tag and terminates instances, treating a vanished one as gone", func() {
-		_, client, _ := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "local"}, clock.RealClock{})
+		_, client, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "local"}, clock.RealClock{})
 		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, time.Minute, nil)
 		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, time.Minute, unavailable, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		launcher := aws.NewLauncher(client, "local", offerings, unavailable, "this-process")
+		local, err := aws.NewClusterFacts(test.EKSClient(url), "local", "", "")
+		Expect(err).NotTo(HaveOccurred())
+		launcher := aws.NewLauncher(client, "local", offerings, unavailable, "this-process").JoinsWith(local)
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "r", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},

@@ -1,0 +1,167 @@
+// Package bootstrap_test runs the local cluster (real kube-scheduler and
+// kube-controller-manager, KWOK, the EC2 simulator and its EKS cluster) with
+// a node agent that boots instances only from their user data, and shows
+// that nodes join through what Backstop writes there, and that user data
+// which would not bootstrap a node on AWS brings no node up here either:
+// the NodeClaim is reported and replaced after the registration TTL.
+package bootstrap_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/test"
+	"github.com/backstop-sh/backstop/test/ec2sim"
+	"github.com/backstop-sh/backstop/test/local"
+)
+
+func TestBootstrap(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Nodes boot from their user data")
+}
+
+const otherCA = "-----BEGIN CERTIFICATE-----\nMIIBnotTheClustersCA\n-----END CERTIFICATE-----\n"
+
+var (
+	ctx              = context.Background()
+	controllerBinary string
+)
+
+var _ = BeforeSuite(func() {
+	var err error
+	controllerBinary, err = test.BuildController(GinkgoT().TempDir())
+	Expect(err).NotTo(HaveOccurred())
+})
+
+// start runs a local cluster with Backstop's extra flags, applies a Spot
+// pool with a label and a taint, and the EC2NodeClass (spec.kubelet and
+// spec.userData as given), and one pod that tolerates the taint.
+func start(kubelet *awsv1.KubeletConfiguration, userData *string, flags ...string) (*local.Cluster, client.Client) {
+	cluster, err := local.Start(ctx, local.Options{
+		Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
+		Simulator:        ec2sim.Config{ClusterTag: "boot"},
+		ControllerBinary: controllerBinary,
+		ControllerFlags:  append([]string{"--batch-idle-duration=500ms", "--registration-ttl=20s", "--gc-interval=5s"}, flags...),
+		Log:              zap.New(zap.WriteTo(GinkgoWriter)),
+	})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(cluster.Stop)
+	c := cluster.Client
+	class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+		Role: "KarpenterNodeRole-boot", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+		SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
+		SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
+		Kubelet:                    kubelet, UserData: userData,
+	}}
+	Expect(c.Create(ctx, class)).To(Succeed())
+	pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "spot"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+		ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
+		Spec: v1.NodeClaimTemplateSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+			Taints:       []corev1.Taint{{Key: "dedicated", Value: "data", Effect: corev1.TaintEffectNoSchedule}},
+			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
+		},
+	}}}
+	Expect(c.Create(ctx, pool)).To(Succeed())
+	d := local.Inflate(1)
+	d.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
+	Expect(c.Create(ctx, d)).To(Succeed())
+	return cluster, c
+}
+
+func nodes(c client.Client) []corev1.Node {
+	var list corev1.NodeList
+	Expect(c.List(ctx, &list)).To(Succeed())
+	return list.Items
+}
+
+func claims(c client.Client) []v1.NodeClaim {
+	var list v1.NodeClaimList
+	Expect(c.List(ctx, &list)).To(Succeed())
+	return list.Items
+}
+
+// neverJoins shows the first NodeClaim's instance never registering, the
+// NodeClaim reported and deleted after the registration TTL, and another
+// NodeClaim made in its place.
+func neverJoins(c client.Client) {
+	var first v1.NodeClaim
+	Eventually(func() string {
+		for _, cl := range claims(c) {
+			if cl.Status.ProviderID != "" {
+				first = cl
+				return cl.Status.ProviderID
+			}
+		}
+		return ""
+	}, time.Minute, 250*time.Millisecond).ShouldNot(BeEmpty(), "an instance is launched")
+	Consistently(func() []corev1.Node { return nodes(c) }, 15*time.Second, time.Second).Should(BeEmpty(), "no node registers")
+	Eventually(func() []string {
+		var evs eventsv1.EventList
+		Expect(c.List(ctx, &evs)).To(Succeed())
+		var out []string
+		for _, e := range evs.Items {
+			if e.Regarding.Name == first.Name {
+				out = append(out, e.Reason)
+			}
+		}
+		return out
+	}, time.Minute, time.Second).Should(ContainElement("RegistrationTimeout"), "the NodeClaim is reported")
+	Eventually(func() []string {
+		var names []string
+		for _, cl := range claims(c) {
+			if cl.Name != first.Name && cl.DeletionTimestamp == nil {
+				names = append(names, cl.Name)
+			}
+		}
+		return names
+	}, time.Minute, time.Second).ShouldNot(BeEmpty(), "and replaced")
+	Expect(nodes(c)).To(BeEmpty())
+}
+
+var _ = Describe("a node's user data", func() {
+	It("joins the node with the cluster's endpoint and CA, and the pool's labels and taints and the EC2NodeClass's max pods", func() {
+		_, c := start(&awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](17)}, nil)
+		Eventually(func() []corev1.Node { return nodes(c) }, time.Minute, 250*time.Millisecond).Should(HaveLen(1))
+		node := nodes(c)[0]
+		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
+		Expect(node.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "spot"))
+		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(17)), "spec.kubelet.maxPods reached the kubelet")
+		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
+		Eventually(func() string {
+			var pods corev1.PodList
+			Expect(c.List(ctx, &pods, client.InNamespace("default"))).To(Succeed())
+			if len(pods.Items) == 0 {
+				return ""
+			}
+			return string(pods.Items[0].Status.Phase)
+		}, time.Minute, time.Second).Should(Equal("Running"))
+	})
+
+	It("with a CA that is not the cluster's never joins: the NodeClaim is reported and replaced after the registration TTL", func() {
+		_, c := start(nil, nil, "--cluster-ca-bundle="+otherCA)
+		neverJoins(c)
+	})
+
+	It("with a NodeConfig the kubelet cannot register with never joins, likewise", func() {
+		// A label NodeRestriction refuses: the kubelet's Node create is denied.
+		broken := strings.Join([]string{"apiVersion: node.eks.aws/v1alpha1", "kind: NodeConfig", "spec:", "  kubelet:", "    flags:",
+			"    - --node-labels=node-role.kubernetes.io/worker=true"}, "\n") + "\n"
+		_, c := start(nil, &broken)
+		neverJoins(c)
+	})
+})
