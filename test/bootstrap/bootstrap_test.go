@@ -129,7 +129,7 @@ func neverJoins(c client.Client) {
 			}
 		}
 		return names
-	}, time.Minute, time.Second).ShouldNot(BeEmpty(), "and replaced")
+	}, 2*time.Minute, time.Second).ShouldNot(BeEmpty(), "and replaced")
 	Expect(nodes(c)).To(BeEmpty())
 }
 

@@ -437,11 +437,13 @@ func Family(class *awsv1.EC2NodeClass) string {
 	return strings.ToLower(aws.ToString(class.Spec.AMIFamily))
 }
 
-// userData is what the claim's instance boots from. AL2023 gets the nodeadm
-// archive; other families still get spec.userData as it is (Custom by
-// design; AL2, Bottlerocket and Windows bootstrapping is not written yet).
+// userData is what the claim's instance boots from: its family's bootstrap
+// (bootstrap.For), the user's data kept; Custom gets spec.userData as it is.
 func (l *Launcher) userData(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass) (string, error) {
-	if Family(class) != "al2023" {
+	family := Family(class)
+	switch family {
+	case "al2023", "al2", "bottlerocket", "windows2019", "windows2022", "windows2025":
+	default:
 		return aws.ToString(class.Spec.UserData), nil
 	}
 	if l.facts == nil {
@@ -460,13 +462,34 @@ func (l *Launcher) userData(ctx context.Context, claim *v1.NodeClaim, class *aws
 			labels[k] = v
 		}
 	}
-	out, err := bootstrap.AL2023(bootstrap.Node{Cluster: cluster, Kubelet: class.Spec.Kubelet, Labels: labels, Taints: taints,
+	out, err := bootstrap.For(family, bootstrap.Node{Cluster: cluster, Kubelet: class.Spec.Kubelet, Labels: labels, Taints: taints,
 		InstanceStorePolicy: class.Spec.InstanceStorePolicy, UserData: class.Spec.UserData})
 	if err != nil {
 		return "", &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "InvalidUserData", Err: err},
 			Message: fmt.Sprintf("ec2nodeclass %s: %v", class.Name, err)}
 	}
 	return out, nil
+}
+
+// DefaultBlockDevices are the volumes a family's nodes get when the
+// EC2NodeClass names none, as Karpenter users expect: an encrypted gp3 root
+// of the family's usual size (20 GiB for AL2023 and AL2, 50 GiB for
+// Windows), and for Bottlerocket its 4 GiB OS volume and 20 GiB data volume.
+// Custom images keep their own.
+func DefaultBlockDevices(family string) []awsv1.BlockDeviceMapping {
+	volume := func(device, size string, root bool) awsv1.BlockDeviceMapping {
+		return awsv1.BlockDeviceMapping{DeviceName: aws.String(device), RootVolume: root, EBS: &awsv1.BlockDevice{
+			VolumeSize: aws.String(size), VolumeType: aws.String("gp3"), Encrypted: aws.Bool(true), DeleteOnTermination: aws.Bool(true)}}
+	}
+	switch {
+	case family == "al2023" || family == "al2":
+		return []awsv1.BlockDeviceMapping{volume("/dev/xvda", "20Gi", true)}
+	case family == "bottlerocket":
+		return []awsv1.BlockDeviceMapping{volume("/dev/xvda", "4Gi", false), volume("/dev/xvdb", "20Gi", true)}
+	case strings.HasPrefix(family, "windows"):
+		return []awsv1.BlockDeviceMapping{volume("/dev/sda1", "50Gi", true)}
+	}
+	return nil
 }
 
 // KubeletMaySet reports whether a kubelet may register its Node with the
@@ -507,8 +530,12 @@ type templateData struct {
 }
 
 func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, ami string) (string, error) {
+	devices := class.Spec.BlockDeviceMappings
+	if len(devices) == 0 {
+		devices = DefaultBlockDevices(Family(class))
+	}
 	data := templateData{Image: ami, InstanceProfile: class.Status.InstanceProfile, Metadata: class.Spec.MetadataOptions,
-		BlockDevices: class.Spec.BlockDeviceMappings, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: class.Spec.Tags}
+		BlockDevices: devices, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: class.Spec.Tags}
 	for _, sg := range class.Status.SecurityGroups {
 		data.SecurityGroups = append(data.SecurityGroups, sg.ID)
 	}

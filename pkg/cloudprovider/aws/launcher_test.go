@@ -135,6 +135,25 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(labels).NotTo(HaveKey("kubernetes.io/forbidden"), "a label the kubelet may not set would keep the node from registering")
 	})
 
+	It("gives the family's default volumes when the EC2NodeClass names none: an encrypted 20 GiB gp3 root for AL2023", func() {
+		_, err := launcher.Launch(ctx, claim("volumes", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		var created []ec2sim.Request
+		for _, r := range sim.Requests() {
+			if r.Action == "CreateLaunchTemplate" {
+				created = append(created, r)
+			}
+		}
+		Expect(created).NotTo(BeEmpty())
+		Expect(created[0].Params).To(And(
+			HaveKeyWithValue("LaunchTemplateData.BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+			HaveKeyWithValue("LaunchTemplateData.BlockDeviceMapping.1.Ebs.VolumeSize", "20"),
+			HaveKeyWithValue("LaunchTemplateData.BlockDeviceMapping.1.Ebs.VolumeType", "gp3"),
+			HaveKeyWithValue("LaunchTemplateData.BlockDeviceMapping.1.Ebs.Encrypted", "true")))
+		Expect(aws.DefaultBlockDevices("bottlerocket")).To(HaveLen(2), "Bottlerocket's OS and data volumes")
+		Expect(aws.DefaultBlockDevices("custom")).To(BeEmpty(), "a custom image keeps its own")
+	})
+
 	It("takes the endpoint and CA given by flags over EKS's", func() {
 		pem := "-----BEGIN CERTIFICATE-----\nMIIBflag\n-----END CERTIFICATE-----\n"
 		overridden, err := aws.NewClusterFacts(test.EKSClient(simURL), "my-cluster", "https://10.0.0.1:6443", base64.StdEncoding.EncodeToString([]byte(pem)))

@@ -1,8 +1,9 @@
 // Package bootstrap writes the user data a node boots from: what tells the
 // kubelet where the API server is, which CA to trust, and how the NodeClaim
-// wants it configured. AL2023 is done: a MIME archive ending with a nodeadm
-// NodeConfig, written with nodeadm's own API types, after the user's own
-// parts.
+// wants it configured, per AMI family: AL2023 a MIME archive ending with a
+// nodeadm NodeConfig (nodeadm's own API types), AL2 one ending with a
+// bootstrap.sh call, Bottlerocket TOML settings, Windows a
+// Start-EKSBootstrap call; the user's own data is kept, ours winning.
 package bootstrap
 
 import (
@@ -62,9 +63,8 @@ const Boundary = "//"
 // of the user's parts (a MIME archive's parts, a NodeConfig, or a script),
 // then Backstop's NodeConfig, which nodeadm merges last.
 func AL2023(n Node) (string, error) {
-	if n.Cluster.Name == "" || n.Cluster.Endpoint == "" || len(n.Cluster.CA) == 0 || n.Cluster.ServiceCIDR == "" {
-		return "", fmt.Errorf("the cluster's name, endpoint, CA and service CIDR are all needed for a node to join; have name %q, endpoint %q, %d bytes of CA, service CIDR %q",
-			n.Cluster.Name, n.Cluster.Endpoint, len(n.Cluster.CA), n.Cluster.ServiceCIDR)
+	if err := checkCluster(n); err != nil {
+		return "", err
 	}
 	parts, err := userParts(n.UserData)
 	if err != nil {
@@ -113,7 +113,13 @@ func Archive(parts []Part) (string, error) {
 
 // Parts reads a MIME archive's parts; ok is false when data is not one.
 func Parts(data string) (parts []Part, ok bool, err error) {
-	header, body, found := strings.Cut(strings.ReplaceAll(data, "\r\n", "\n"), "\n\n")
+	// The headers end at the first empty line, CRLF or LF; the body is
+	// kept as it is, so a part's script keeps its line endings.
+	header, body, found := strings.Cut(data, "\r\n\r\n")
+	if lf, lfBody, ok := strings.Cut(data, "\n\n"); ok && (!found || len(lf) < len(header)) {
+		header, body, found = lf, lfBody, true
+	}
+	header = strings.ReplaceAll(header, "\r\n", "\n")
 	if !found || !strings.HasPrefix(strings.TrimSpace(header), "MIME-Version:") && !strings.Contains(header, "Content-Type:") {
 		return nil, false, nil
 	}
@@ -127,7 +133,7 @@ func Parts(data string) (parts []Part, ok bool, err error) {
 	if err != nil || !strings.HasPrefix(media, "multipart/") {
 		return nil, false, nil
 	}
-	r := multipart.NewReader(strings.NewReader(strings.ReplaceAll(body, "\n", "\r\n")), params["boundary"])
+	r := multipart.NewReader(strings.NewReader(body), params["boundary"])
 	for {
 		p, err := r.NextPart()
 		if err != nil {

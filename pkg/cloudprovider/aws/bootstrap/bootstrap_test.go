@@ -123,6 +123,11 @@ func TestAL2023KeepsTheUsersDataAsEarlierParts(t *testing.T) {
 			if len(c.Scripts) != tc.scripts {
 				t.Fatalf("%d scripts, want %d", len(c.Scripts), tc.scripts)
 			}
+			for _, got := range c.Scripts {
+				if got != script {
+					t.Fatalf("the user's script changed on the way (line endings?): %q", got)
+				}
+			}
 			if c.Spec.Cluster.Name != "my-cluster" {
 				t.Fatalf("the cluster is Backstop's, whatever the user's NodeConfig says: %q", c.Spec.Cluster.Name)
 			}
