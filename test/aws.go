@@ -19,41 +19,27 @@ import (
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
 
-// EC2Client is the SDK client as the controller builds it, with the endpoint changed and
-// retries that back off for milliseconds rather than seconds.
-func EC2Client(endpoint string) *ec2.Client {
-	return ec2.New(ec2.Options{
+// simulatorConfig is the controller's AWS configuration with the
+// simulator's endpoint and retries that back off for milliseconds rather
+// than seconds.
+func simulatorConfig(endpoint string) aws.Config {
+	return aws.Config{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
-		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
+		Retryer:      func() aws.Retryer { return retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond) },
 		HTTPClient:   awscloud.HTTPClient(),
-	})
+	}
 }
 
-// SQSClient is the SDK's SQS client as the controller builds it, pointed at
-// the simulator.
-func SQSClient(endpoint string) *sqs.Client {
-	return sqs.New(sqs.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(endpoint),
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
-		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
-		HTTPClient:   awscloud.HTTPClient(),
-	})
-}
+// EC2Client is the SDK's EC2 client as the controller builds it, pointed at the simulator.
+func EC2Client(endpoint string) *ec2.Client { return ec2.NewFromConfig(simulatorConfig(endpoint)) }
 
-// EKSClient is the SDK's EKS client as the controller builds it, pointed at
-// the simulator.
-func EKSClient(endpoint string) *eks.Client {
-	return eks.New(eks.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(endpoint),
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
-		Retryer:      retry.AddWithMaxBackoffDelay(retry.NewStandard(), 5*time.Millisecond),
-		HTTPClient:   awscloud.HTTPClient(),
-	})
-}
+// SQSClient is the SDK's SQS client as the controller builds it, pointed at the simulator.
+func SQSClient(endpoint string) *sqs.Client { return sqs.NewFromConfig(simulatorConfig(endpoint)) }
+
+// EKSClient is the SDK's EKS client as the controller builds it, pointed at the simulator.
+func EKSClient(endpoint string) *eks.Client { return eks.NewFromConfig(simulatorConfig(endpoint)) }
 
 // AWSClients are the controller's clients pointed at the simulator.
 func AWSClients(endpoint string) *operator.AWS {

@@ -55,25 +55,15 @@ func NewAWS(ctx context.Context, o *Options, log logr.Logger) (*AWS, error) {
 		return nil, fmt.Errorf("no AWS region: set --aws-region or AWS_REGION")
 	}
 	o.AWSRegion = cfg.Region
-	clients := &AWS{EC2: ec2.NewFromConfig(cfg, func(opts *ec2.Options) {
-		opts.HTTPClient = awscloud.HTTPClient()
-		if o.AWSEndpoint != "" {
-			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
-		}
-	})}
-	clients.EKS = eks.NewFromConfig(cfg, func(opts *eks.Options) {
-		opts.HTTPClient = awscloud.HTTPClient()
-		if o.AWSEndpoint != "" {
-			opts.BaseEndpoint = aws.String(o.AWSEndpoint)
-		}
-	})
+	// Every client shares the HTTP client (connection reuse, timeouts) and,
+	// for the simulator or a private endpoint, the endpoint.
+	cfg.HTTPClient = awscloud.HTTPClient()
+	if o.AWSEndpoint != "" {
+		cfg.BaseEndpoint = aws.String(o.AWSEndpoint)
+	}
+	clients := &AWS{EC2: ec2.NewFromConfig(cfg), EKS: eks.NewFromConfig(cfg)}
 	if o.InterruptionQueue != "" {
-		clients.SQS = sqs.NewFromConfig(cfg, func(opts *sqs.Options) {
-			opts.HTTPClient = awscloud.HTTPClient()
-			if o.AWSEndpoint != "" {
-				opts.BaseEndpoint = aws.String(o.AWSEndpoint)
-			}
-		})
+		clients.SQS = sqs.NewFromConfig(cfg)
 	}
 	return clients, nil
 }

@@ -120,6 +120,22 @@ var _ = Describe("the launch controller", func() {
 	})
 })
 
+// joined launches a NodeClaim of pool and registers its Node, as the
+// kubelet does (unregistered-tainted); both are current in the cache.
+func (w *world) joined(launch *nodeclaim.Launch, pool *v1.NodePool) (*v1.NodeClaim, *corev1.Node) {
+	claim := w.newClaim(pool, "default")
+	_, err := launch.Reconcile(w.ctx, request(claim))
+	Expect(err).NotTo(HaveOccurred())
+	w.get(claim)
+	w.seen(claim)
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "node-"},
+		Spec:       corev1.NodeSpec{ProviderID: claim.Status.ProviderID, Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
+	}
+	Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+	return claim, node
+}
+
 var _ = Describe("registration", func() {
 	It("adopts the Node of a launched NodeClaim, initializes it once ready, and deletes a NodeClaim whose Node never comes", func() {
 		w := newWorld()
@@ -127,18 +143,9 @@ var _ = Describe("registration", func() {
 		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
 		reg := nodeclaim.NewRegistration(w.client, w.recorder, w.clock, 15*time.Minute)
 
-		claim := w.newClaim(pool, "default")
-		_, err := launch.Reconcile(w.ctx, request(claim))
-		Expect(err).NotTo(HaveOccurred())
-		w.get(claim)
-		w.seen(claim)
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "node-"},
-			Spec:       corev1.NodeSpec{ProviderID: claim.Status.ProviderID, Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
-		}
-		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+		claim, node := w.joined(launch, pool)
 		w.seen(node)
-		_, err = reg.Reconcile(w.ctx, request(claim))
+		_, err := reg.Reconcile(w.ctx, request(claim))
 		Expect(err).NotTo(HaveOccurred())
 		w.get(node)
 		Expect(node.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, pool.Name))
@@ -218,16 +225,7 @@ var _ = Describe("registration on a lagging cache", func() {
 		registry := prometheus.NewRegistry()
 		reg.Metrics = metrics.NewLifecycle(registry)
 
-		claim := w.newClaim(pool, "default")
-		_, err := launch.Reconcile(w.ctx, request(claim))
-		Expect(err).NotTo(HaveOccurred())
-		w.get(claim)
-		w.seen(claim)
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "node-"},
-			Spec:       corev1.NodeSpec{ProviderID: claim.Status.ProviderID, Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
-		}
-		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+		claim, node := w.joined(launch, pool)
 		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 		Expect(env.Client.Status().Update(w.ctx, node)).To(Succeed())
 		// Ready: the not-ready taint the API server put on goes.
@@ -236,7 +234,7 @@ var _ = Describe("registration on a lagging cache", func() {
 		w.seen(node)
 		before := claim.DeepCopy()
 
-		_, err = reg.Reconcile(w.ctx, request(claim))
+		_, err := reg.Reconcile(w.ctx, request(claim))
 		Expect(err).NotTo(HaveOccurred())
 		w.get(claim)
 		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)).To(BeTrue())
