@@ -164,6 +164,15 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	if err := mgr.Add(d); err != nil {
 		return nil, err
 	}
+	ret := disruption.NewReturner(mgr.GetClient(), recorder, clk, prov, disruption.ReturnOptions{
+		Enabled: o.ReturnToPreferredPool, Cooldown: o.ReturnCooldown, MaxPerInterval: o.ReturnMaxPerInterval,
+		Interval: o.ReturnInterval, MinSaving: o.ReturnMinSaving, Timeout: o.ReturnTimeout,
+	}, disruption.NewReturnMetrics(crmetrics.Registry))
+	ret.Every = o.DisruptionInterval
+	ret.Lifecycle = lifecycle
+	if err := mgr.Add(ret); err != nil {
+		return nil, err
+	}
 	handler := interruption.New(mgr.GetClient(), recorder, clk, prov, interruption.NewMetrics(crmetrics.Registry))
 	handler.ReplaceOnRebalance = o.ReplaceOnRebalance
 	handler.Lifecycle = lifecycle

@@ -48,6 +48,12 @@ type Options struct {
 	PreferencePolicy        string
 	InterruptionQueue       string
 	ReplaceOnRebalance      bool
+	ReturnToPreferredPool   bool
+	ReturnCooldown          time.Duration
+	ReturnMaxPerInterval    int
+	ReturnInterval          time.Duration
+	ReturnMinSaving         float64
+	ReturnTimeout           time.Duration
 }
 
 // ParseOptions reads options from args (without the program name) and getenv.
@@ -88,6 +94,12 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")
 	fs.StringVar(&o.InterruptionQueue, "interruption-queue", env.str("interruption-queue", ""), "SQS queue (name or URL) EventBridge feeds with Spot interruption warnings, rebalance recommendations, scheduled changes and instance state changes; empty turns interruption handling off [INTERRUPTION_QUEUE]")
 	fs.BoolVar(&o.ReplaceOnRebalance, "replace-on-rebalance", env.boolean("replace-on-rebalance", false), "replace a Spot node when EC2 recommends rebalancing it, not only on its interruption warning [REPLACE_ON_REBALANCE]")
+	fs.BoolVar(&o.ReturnToPreferredPool, "return-to-preferred-pool", env.boolean("return-to-preferred-pool", true), "move nodes of a fallback NodePool back to the higher-weight pool that differs from it only by weight and capacity type (Spot after an On-Demand fallback) once it can launch again, replacement first; a NodePool annotated backstop.sh/return-to-preferred-pool=false is left alone [RETURN_TO_PREFERRED_POOL]")
+	fs.DurationVar(&o.ReturnCooldown, "return-cooldown", env.duration("return-cooldown", 5*time.Minute), "a return uses no offering EC2 refused within this long, and a node whose return was rolled back waits this long [RETURN_COOLDOWN]")
+	fs.IntVar(&o.ReturnMaxPerInterval, "return-max-per-interval", env.integer("return-max-per-interval", 10), "returns that may start per --return-interval, cluster-wide, rolled back ones included [RETURN_MAX_PER_INTERVAL]")
+	fs.DurationVar(&o.ReturnInterval, "return-interval", env.duration("return-interval", 5*time.Minute), "the window --return-max-per-interval counts in [RETURN_INTERVAL]")
+	fs.Float64Var(&o.ReturnMinSaving, "return-min-saving", env.float("return-min-saving", 0.1), "the least saving a return must bring, as a fraction of the node's hourly price [RETURN_MIN_SAVING]")
+	fs.DurationVar(&o.ReturnTimeout, "return-timeout", env.duration("return-timeout", 20*time.Minute), "a return whose replacements have not initialized after this long is rolled back [RETURN_TIMEOUT]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -127,6 +139,13 @@ func (o *Options) Validate() error {
 	if o.LeaderElect && (o.RetryPeriod <= 0 || o.RenewDeadline <= o.RetryPeriod || o.LeaseDuration <= o.RenewDeadline) {
 		errs = append(errs, fmt.Errorf("leader election needs --leader-election-retry-period (%s) < --leader-election-renew-deadline (%s) < --leader-election-lease-duration (%s), all positive",
 			o.RetryPeriod, o.RenewDeadline, o.LeaseDuration))
+	}
+	if o.ReturnCooldown < 0 || o.ReturnMaxPerInterval < 0 || o.ReturnInterval <= 0 || o.ReturnTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--return-cooldown (%s) and --return-max-per-interval (%d) must not be negative, --return-interval (%s) and --return-timeout (%s) must be positive (RETURN_COOLDOWN, RETURN_MAX_PER_INTERVAL, RETURN_INTERVAL, RETURN_TIMEOUT)",
+			o.ReturnCooldown, o.ReturnMaxPerInterval, o.ReturnInterval, o.ReturnTimeout))
+	}
+	if o.ReturnMinSaving < 0 || o.ReturnMinSaving >= 1 {
+		errs = append(errs, fmt.Errorf("--return-min-saving (RETURN_MIN_SAVING) %g is not a fraction of a price: use a value from 0 (any saving) to below 1, such as 0.1 for 10%%", o.ReturnMinSaving))
 	}
 	if o.LeaderElect && o.LeaderElectionNamespace == "" {
 		errs = append(errs, errors.New("leader election needs a namespace: set --leader-election-namespace or LEADER_ELECTION_NAMESPACE"))

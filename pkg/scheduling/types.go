@@ -3,6 +3,7 @@ package scheduling
 import (
 	"math"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -15,6 +16,11 @@ type Offering struct {
 	CapacityType string
 	Price        float64
 	Available    bool
+	// LastUnavailable is when the cloud last said it could not launch this
+	// offering, even if that has since expired; zero when not recently.
+	// Planning ignores it; moving work back to a preferred pool waits a
+	// cool-down after it, so a flapping offering is not chased.
+	LastUnavailable time.Time
 }
 
 // InstanceType is a kind of machine as the scheduler sees it.

@@ -155,7 +155,8 @@ var _ = Describe("the controller chart", func() {
 			"settings.clusterEndpoint=https://api.example", "settings.clusterCABundle=pem", "settings.awsEndpoint=https://ec2.example",
 			"settings.batchIdleDuration=2s", "settings.batchMaxDuration=20s", "settings.unavailableOfferingsTTL=5m",
 			"settings.registrationTTL=10m", "settings.launchTimeout=4m", "settings.gcInterval=2m", "settings.disruptionInterval=30s",
-			"settings.preferencePolicy=Ignore")
+			"settings.preferencePolicy=Ignore", "settings.returnCooldown=10m", "settings.returnMaxPerInterval=0",
+			"settings.returnInterval=10m", "settings.returnMinSaving=0.2", "settings.returnTimeout=30m")
 		Expect(errOut).To(BeEmpty())
 		rendered := map[string]bool{}
 		for _, e := range deployment(objs).Spec.Template.Spec.Containers[0].Env {

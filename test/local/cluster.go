@@ -62,6 +62,10 @@ type Options struct {
 	// SchedulerFlags and ControllerManagerFlags are extra flags for
 	// kube-scheduler and kube-controller-manager.
 	SchedulerFlags, ControllerManagerFlags []string
+	// Clock, when set, is the clock of the EC2 simulator and of Backstop
+	// when it runs in this process: a test moves time on faster than it
+	// passes. The other components run on real time.
+	Clock clock.Clock
 	// Charts installs the CRD chart and the controller chart with bin/helm
 	// (instead of the CRDs alone) and runs Backstop as the chart's service
 	// account with exactly the chart's RBAC, instead of as an admin.
@@ -240,7 +244,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	// EKS describes this cluster: nodes join only with its endpoint and CA.
 	c.Simulator.EKS = &ec2sim.EKSCluster{Name: clusterName(c.Simulator), Endpoint: c.Config.Host, CA: c.Config.CAData,
 		ServiceIPv4CIDR: "10.0.0.0/24", IPFamily: "ipv4", Version: "1.36"}
-	if c.Sim, err = ec2sim.New(c.Simulator, clock.RealClock{}); err != nil {
+	if c.Sim, err = ec2sim.New(c.Simulator, c.clock()); err != nil {
 		return err
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -274,7 +278,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	op, err := operator.New(c.controllerConfig, opts, c.Log, test.AWSClients(c.SimURL), clock.RealClock{})
+	op, err := operator.New(c.controllerConfig, opts, c.Log, test.AWSClients(c.SimURL), c.clock())
 	if err != nil {
 		return err
 	}
@@ -286,6 +290,13 @@ func (c *Cluster) start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+func (c *Cluster) clock() clock.Clock {
+	if c.Clock == nil {
+		return clock.RealClock{}
+	}
+	return c.Clock
 }
 
 // controllerArgs are the flags Backstop runs with here, the extra ones last.

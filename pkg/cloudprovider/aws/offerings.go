@@ -377,8 +377,11 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 }
 
 func (o *Offerings) offering(instanceType, zone, capacityType string, price float64) scheduling.Offering {
-	available := o.unavailable == nil || !o.unavailable.IsUnavailable(instanceType, zone, capacityType)
-	return scheduling.Offering{Zone: zone, CapacityType: capacityType, Price: price, Available: available}
+	if o.unavailable == nil {
+		return scheduling.Offering{Zone: zone, CapacityType: capacityType, Price: price, Available: true}
+	}
+	return scheduling.Offering{Zone: zone, CapacityType: capacityType, Price: price,
+		Available: !o.unavailable.IsUnavailable(instanceType, zone, capacityType), LastUnavailable: o.unavailable.LastMarked(instanceType, zone, capacityType)}
 }
 
 var typeName = regexp.MustCompile(`^([a-z]+)(\d+)?([a-z0-9-]*)\.(.+)$`)

@@ -118,6 +118,35 @@ var _ = Describe("offerings from EC2", func() {
 		}
 	})
 
+	It("says when an offering was last refused, after its mark has expired too, for an hour", func() {
+		spotOf := func(name, zone string) scheduling.Offering {
+			types, err := offerings.InstanceTypes(ctx, nil)
+			Expect(err).NotTo(HaveOccurred())
+			for _, o := range byName(types)[name].Offerings {
+				if o.CapacityType == v1.CapacityTypeSpot && o.Zone == zone {
+					return o
+				}
+			}
+			Fail("no Spot offering of " + name + " in " + zone)
+			return scheduling.Offering{}
+		}
+		Expect(spotOf("c5.large", "us-east-1a").LastUnavailable.IsZero()).To(BeTrue(), "never refused")
+		markedAt := clk.Now()
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeOffering, CapacityType: v1.CapacityTypeSpot, InstanceType: "c5.large", Zone: "us-east-1a", Code: "InsufficientInstanceCapacity"})
+		clk.Step(4 * time.Minute)
+		o := spotOf("c5.large", "us-east-1a")
+		Expect(o.Available).To(BeTrue(), "the 3-minute mark expired")
+		Expect(o.LastUnavailable).To(BeTemporally("==", markedAt))
+		Expect(spotOf("c5.large", "us-east-1b").LastUnavailable.IsZero()).To(BeTrue(), "another zone was not refused")
+		Expect(spotOf("m5.large", "us-east-1a").LastUnavailable.IsZero()).To(BeTrue(), "another type was not refused")
+		// A capacity-type mark (a Spot quota) counts for every Spot offering.
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeCapacityType, CapacityType: v1.CapacityTypeSpot, Code: "MaxSpotInstanceCountExceeded"})
+		Expect(spotOf("m5.large", "us-east-1a").LastUnavailable).To(BeTemporally("==", clk.Now()))
+		clk.Step(61 * time.Minute)
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeSubnet, Subnet: "subnet-x"})
+		Expect(spotOf("c5.large", "us-east-1a").LastUnavailable.IsZero()).To(BeTrue(), "forgotten after an hour")
+	})
+
 	It("keeps an answer only while the marks it was built under hold", func() {
 		spotAvailable := func(zone string) bool {
 			types, err := offerings.InstanceTypes(ctx, nil)

@@ -22,6 +22,9 @@ type UnavailableOfferings struct {
 
 	mu      sync.Mutex
 	entries map[Unavailable]time.Time
+	// markedAt is when each mark was last set, kept for markMemory after it
+	// expires: a cool-down reads it.
+	markedAt map[Unavailable]time.Time
 	// changes counts marks added and removed.
 	changes uint64
 	marked  *prometheus.CounterVec
@@ -31,7 +34,7 @@ type UnavailableOfferings struct {
 // NewUnavailableOfferings returns an empty cache; marks expire after ttl.
 func NewUnavailableOfferings(clk clock.Clock, ttl time.Duration, reg prometheus.Registerer) *UnavailableOfferings {
 	c := &UnavailableOfferings{
-		clock: clk, ttl: ttl, entries: map[Unavailable]time.Time{},
+		clock: clk, ttl: ttl, entries: map[Unavailable]time.Time{}, markedAt: map[Unavailable]time.Time{},
 		marked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "backstop_unavailable_offerings_marked_total",
 			Help: "Capacity marked unavailable after an EC2 error, by scope, capacity type and EC2 error code.",
@@ -57,13 +60,46 @@ func key(u Unavailable) Unavailable {
 func (c *UnavailableOfferings) Mark(marks ...Unavailable) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	until := c.clock.Now().Add(c.ttl)
+	now := c.clock.Now()
+	until := now.Add(c.ttl)
 	c.changes++
+	for u, at := range c.markedAt {
+		if now.Sub(at) > markMemory {
+			delete(c.markedAt, u)
+		}
+	}
 	for _, u := range marks {
 		c.entries[key(u)] = until
+		c.markedAt[key(u)] = now
 		c.marked.WithLabelValues(string(u.Scope), u.CapacityType, u.Code).Inc()
 	}
 	c.refreshGauge()
+}
+
+// markMemory is how long the time of an expired mark is remembered.
+const markMemory = time.Hour
+
+// LastMarked is when an instance type bought as capacityType in a zone was
+// last put under a mark (its own, its capacity type's or its family class's),
+// expired or not; zero when not within the last hour.
+func (c *UnavailableOfferings) LastMarked(instanceType, zone, capacityType string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var last time.Time
+	for _, u := range offeringMarks(instanceType, zone, capacityType) {
+		if at := c.markedAt[u]; at.After(last) {
+			last = at
+		}
+	}
+	return last
+}
+
+func offeringMarks(instanceType, zone, capacityType string) []Unavailable {
+	return []Unavailable{
+		{Scope: ScopeOffering, CapacityType: capacityType, InstanceType: instanceType, Zone: zone},
+		{Scope: ScopeCapacityType, CapacityType: capacityType},
+		{Scope: ScopeFamilyClass, CapacityType: capacityType, FamilyClass: FamilyClass(instanceType)},
+	}
 }
 
 // IsUnavailable reports whether an instance type bought as capacityType in a
@@ -72,11 +108,7 @@ func (c *UnavailableOfferings) IsUnavailable(instanceType, zone, capacityType st
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.clock.Now()
-	for _, u := range []Unavailable{
-		{Scope: ScopeOffering, CapacityType: capacityType, InstanceType: instanceType, Zone: zone},
-		{Scope: ScopeCapacityType, CapacityType: capacityType},
-		{Scope: ScopeFamilyClass, CapacityType: capacityType, FamilyClass: FamilyClass(instanceType)},
-	} {
+	for _, u := range offeringMarks(instanceType, zone, capacityType) {
 		if c.live(u, now) {
 			return true
 		}

@@ -93,12 +93,17 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 	}
 	now := c.clock.Now()
 	byPool := map[string][]*v1.NodeClaim{}
+	claimNames := map[string]bool{}
 	for i := range claims.Items {
+		claimNames[claims.Items[i].Name] = true
 		byPool[claims.Items[i].Labels[v1.NodePoolLabelKey]] = append(byPool[claims.Items[i].Labels[v1.NodePoolLabelKey]], &claims.Items[i])
 	}
 	seen := map[string]bool{}
 	eligible := map[string]int{}
-	defer func() { c.Metrics.Eligible(eligible) }()
+	defer func() {
+		c.Metrics.Eligible("empty", eligible["empty"])
+		c.Metrics.Eligible("expired", eligible["expired"])
+	}()
 	for i := range pools.Items {
 		pool := &pools.Items[i]
 		var empty []*v1.NodeClaim
@@ -118,8 +123,12 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 				disrupting++
 				continue
 			}
-			// A node pods are on their way to is not empty, whatever it runs now.
+			// A node pods are on their way to is not empty, whatever it runs
+			// now: nominated pods, or those of the node it replaces.
 			waitedFor := c.Nominations != nil && c.Nominations.Nominated(ctx, claim.Name)
+			if of := claim.Annotations[ReplacementForAnnotation]; of != "" && claimNames[of] {
+				waitedFor = true
+			}
 			if c.emptyLongEnough(pool, claim, busy[claim.Status.NodeName] || waitedFor, now) {
 				empty = append(empty, claim)
 			}

@@ -34,21 +34,18 @@ func NewLifecycle(reg prometheus.Registerer) *Lifecycle {
 			Help: "NodeClaims deleted to disrupt them, by NodePool, reason and capacity type."}, []string{"nodepool", "reason", "capacity_type"}),
 	}
 	l.eligible = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_voluntary_disruption_eligible_nodes",
-		Help: "Nodes a disruption round found eligible, by reason (empty, expired)."}, []string{"reason"})
+		Help: "Nodes a disruption round found eligible, by reason (empty, expired, underutilized: fallback nodes a preferred pool could take)."}, []string{"reason"})
 	l.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_voluntary_disruption_decisions_total",
-		Help: "Disruption decisions, by decision (delete), reason and consolidation_type."}, []string{"decision", "reason", "consolidation_type"})
+		Help: "Disruption decisions, by decision (delete, replace), reason and consolidation_type (empty, return)."}, []string{"decision", "reason", "consolidation_type"})
 	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.disrupted, l.eligible, l.decisions)
 	return l
 }
 
 // Eligible sets how many nodes a disruption round found eligible, by reason;
 // reasons not given are zero.
-func (l *Lifecycle) Eligible(byReason map[string]int) {
-	if l == nil {
-		return
-	}
-	for _, reason := range []string{"empty", "expired"} {
-		l.eligible.WithLabelValues(reason).Set(float64(byReason[reason]))
+func (l *Lifecycle) Eligible(reason string, n int) {
+	if l != nil {
+		l.eligible.WithLabelValues(reason).Set(float64(n))
 	}
 }
 

@@ -254,7 +254,7 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			created, err := p.create(ctx, snap.pools[nc.NodePool], nc)
+			created, err := p.create(ctx, snap.pools[nc.NodePool], nc, nil)
 			if err != nil {
 				errMu.Lock()
 				errs = append(errs, err)
@@ -306,8 +306,9 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 	return nil
 }
 
-// create turns a planned NodeClaim into an API object.
-func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *scheduling.NewNodeClaim) (*v1.NodeClaim, error) {
+// create turns a planned NodeClaim into an API object, with extra
+// annotations besides the pool's.
+func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *scheduling.NewNodeClaim, extra map[string]string) (*v1.NodeClaim, error) {
 	labels := map[string]string{}
 	for k, v := range pool.Spec.Template.ObjectMeta.Labels {
 		labels[k] = v
@@ -326,6 +327,9 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 	}
 	annotations := map[string]string{}
 	for k, v := range pool.Spec.Template.ObjectMeta.Annotations {
+		annotations[k] = v
+	}
+	for k, v := range extra {
 		annotations[k] = v
 	}
 	if p.opts.Process != "" {
