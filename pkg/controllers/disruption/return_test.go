@@ -51,16 +51,16 @@ func m5Large(spotPrice float64, spot scheduling.Offering) *scheduling.InstanceTy
 
 var _ = Describe("returning to the preferred pool", func() {
 	var (
-		ctx      = context.Background()
-		clk      *clocktesting.FakeClock
-		cloud    *fake.CloudProvider
-		reg      *prometheus.Registry
+		ctx   = context.Background()
+		clk   *clocktesting.FakeClock
+		cloud *fake.CloudProvider
+		reg   *prometheus.Registry
 		// Registered once per spec; a restarted controller counts on.
 		returnMetrics *disruption.ReturnMetrics
 		lifecycle     *metrics.Lifecycle
-		recorder *events.FakeRecorder
-		opts     disruption.ReturnOptions
-		ns       string
+		recorder      *events.FakeRecorder
+		opts          disruption.ReturnOptions
+		ns            string
 		// fallback is the On-Demand NodeClaim the spec is about; node its Node.
 		fallback *v1.NodeClaim
 		node     *corev1.Node
