@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
 	"github.com/backstop-sh/backstop/pkg/operator"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
@@ -34,8 +35,9 @@ func main() {
 	spotCap := flag.Int("spot-capacity", 2, "Spot instances the simulated account can get before InsufficientInstanceCapacity")
 	interruptEvery := flag.Duration("interrupt-every", 0, "warn a running Spot instance of its reclaim this often (0: never); the reclaim comes 2 minutes later, and Backstop replaces the node before it")
 	metrics := flag.String("metrics-address", "127.0.0.1:8080", "where Backstop serves its Prometheus metrics")
+	spotReturns := flag.Duration("spot-returns-after", 0, "lift the Spot cap after this long (0: never), and watch Backstop move the On-Demand fallback nodes back to Spot, replacement first; the demo runs Backstop with --return-cooldown=1m then, so it shows within minutes")
 	flag.Parse()
-	if err := run(*replicas, *spotCap, *interruptEvery, *metrics); err != nil {
+	if err := run(demo{replicas: *replicas, spotCap: *spotCap, interruptEvery: *interruptEvery, metrics: *metrics, spotReturns: *spotReturns}); err != nil {
 		fmt.Fprintf(os.Stderr, "make run: %v\n", err)
 		os.Exit(1)
 	}
@@ -43,7 +45,15 @@ func main() {
 
 const queue = "backstop-interruptions"
 
-func run(replicas, spotCap int, interruptEvery time.Duration, metrics string) error {
+// demo is what make run shows.
+type demo struct {
+	replicas, spotCap           int
+	interruptEvery, spotReturns time.Duration
+	metrics                     string
+}
+
+func run(d demo) error {
+	replicas, spotCap, metrics := d.replicas, d.spotCap, d.metrics
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir := filepath.Join(test.Root, "bin", "local")
@@ -64,8 +74,7 @@ func run(replicas, spotCap int, interruptEvery time.Duration, metrics string) er
 		Simulator: ec2sim.Config{Region: "ap-northeast-2", ClusterTag: "my-cluster", InterruptionQueue: queue, Faults: ec2sim.Faults{
 			Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: spotCap}},
 		}},
-		ControllerFlags: []string{"--batch-idle-duration=1s", "--log-format=json", "--interruption-queue=" + queue,
-			"--metrics-bind-address=" + metrics},
+		ControllerFlags: controllerFlags(d),
 		Log: operator.NewLoggerTo(&operator.Options{LogLevel: "info", LogFormat: "json"}, logFile),
 	})
 	if err != nil {
@@ -90,6 +99,11 @@ func run(replicas, spotCap int, interruptEvery time.Duration, metrics string) er
 		return err
 	}
 	for _, o := range objs {
+		if o.GetName() == "batch-fallback" && d.spotReturns > 0 {
+			// batch differs from it by more than capacity type (its types
+			// and zones), so returns to it are opted into.
+			o.SetAnnotations(map[string]string{disruption.ReturnAnnotation: "true"})
+		}
 		if err := cluster.Client.Create(ctx, o); err != nil {
 			return fmt.Errorf("applying %s %s: %w", o.GetKind(), o.GetName(), err)
 		}
@@ -99,10 +113,30 @@ func run(replicas, spotCap int, interruptEvery time.Duration, metrics string) er
 	if err := cluster.Client.Create(ctx, local.Inflate(replicas)); err != nil {
 		return err
 	}
-	if interruptEvery > 0 {
-		go interrupt(ctx, cluster.Sim, interruptEvery)
+	if d.interruptEvery > 0 {
+		go interrupt(ctx, cluster.Sim, d.interruptEvery)
+	}
+	if d.spotReturns > 0 {
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(d.spotReturns):
+				cluster.Sim.SetFaults(ec2sim.Faults{})
+				fmt.Printf("\n>>> Spot capacity returns: the cap is lifted. Once Backstop's Spot marks have expired (3m after the last refused launch)\n"+
+					">>> and the cool-down has passed (1m here, 5m by default), it launches Spot replacements for the batch-fallback\n"+
+					">>> nodes and drains each once its replacement has initialized.\n\n")
+			}
+		}()
 	}
 	return watch(ctx, cluster.Client, replicas)
+}
+
+func controllerFlags(d demo) []string {
+	flags := []string{"--batch-idle-duration=1s", "--log-format=json", "--interruption-queue=" + queue, "--metrics-bind-address=" + d.metrics}
+	if d.spotReturns > 0 {
+		flags = append(flags, "--return-cooldown=1m")
+	}
+	return flags
 }
 
 // interrupt warns one running Spot instance of its reclaim every period, as
@@ -195,13 +229,21 @@ func snapshot(ctx context.Context, c client.Client) (string, int) {
 			}
 		}
 	}
-	fallback := "none"
-	var newest time.Time
+	fallback, back := "none", ""
+	var newest, newestBack time.Time
 	for _, e := range evs.Items {
 		if e.Reason == "Fallback" && e.Regarding.Kind == "Pod" && e.CreationTimestamp.After(newest) {
 			newest, fallback = e.CreationTimestamp.Time, e.Note
 		}
+		if (e.Reason == "ReturnToPreferredPool" || e.Reason == "ReturnedToPreferredPool" || e.Reason == "ReturnRolledBack") &&
+			e.Regarding.Kind == "NodeClaim" && e.CreationTimestamp.After(newestBack) {
+			newestBack, back = e.CreationTimestamp.Time, e.Regarding.Name+": "+e.Note
+		}
 	}
-	return fmt.Sprintf("pods pending %d, running %d | nodeclaims %s | nodes ready %d | last fallback: %s",
-		pending, running, strings.Join(parts, ", "), ready, fallback), running
+	line := fmt.Sprintf("pods pending %d, running %d | nodeclaims %s | nodes ready %d | last fallback: %s",
+		pending, running, strings.Join(parts, ", "), ready, fallback)
+	if back != "" {
+		line += " | last return: " + back
+	}
+	return line, running
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -49,9 +50,18 @@ type NodeAgent struct {
 	// BootTime is how long an instance takes from launch to registering its
 	// node; none by default (EC2 on AWS takes tens of seconds).
 	BootTime time.Duration
+	// Clock is the simulator's, which stamps launch times; real when nil.
+	Clock clock.Clock
 
 	// refused remembers the instances that cannot boot, so each is logged once.
 	refused sync.Map
+}
+
+func (a *NodeAgent) since(t time.Time) time.Duration {
+	if a.Clock == nil {
+		return time.Since(t)
+	}
+	return a.Clock.Since(t)
 }
 
 // Run syncs until ctx ends.
@@ -128,7 +138,7 @@ func (a *NodeAgent) sync(ctx context.Context, facts map[string]catalog.InstanceT
 				}
 				return nil
 			})
-		case !exists && time.Since(inst.LaunchTime) < a.BootTime:
+		case !exists && a.since(inst.LaunchTime) < a.BootTime:
 			// Still booting.
 		case !exists:
 			if _, known := a.refused.Load(inst.ID); known {

@@ -260,7 +260,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	}()
 
 	agent := &NodeAgent{Client: c.Client, Sim: c.Sim, Cluster: clusterName(c.Simulator), BootTime: c.BootTime,
-		Endpoint: c.Config.Host, CA: c.Config.CAData, Log: c.Log.WithName("node-agent")}
+		Endpoint: c.Config.Host, CA: c.Config.CAData, Log: c.Log.WithName("node-agent"), Clock: c.clock()}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -76,6 +76,7 @@ func DefaultReturnOptions() ReturnOptions {
 
 // Mover is provisioning, as returns need it.
 type Mover interface {
+	Nominations
 	PlanMove(ctx context.Context, req provisioning.MoveRequest) (*provisioning.Move, error)
 	CreateReplacement(ctx context.Context, pool *v1.NodePool, nc *scheduling.NewNodeClaim, annotations map[string]string) (*v1.NodeClaim, error)
 }
@@ -230,7 +231,7 @@ func (r *Returner) progress(ctx context.Context, w *world, claim *v1.NodeClaim) 
 	}
 	age := r.clock.Since(started)
 	switch {
-	case want > 0 && ready == want:
+	case ready == want:
 		msg := fmt.Sprintf("Returned to nodepool %s: replacement %s initialized, draining this node", to, strings.Join(names, ", "))
 		r.event(ctx, w, claim, corev1.EventTypeNormal, "ReturnedToPreferredPool", msg)
 		log.FromContext(ctx).Info("returning node to its preferred pool: replacements initialized, draining", "nodeclaim", claim.Name, "node", claim.Status.NodeName, "nodepool", from, "to", to, "replacements", names)
@@ -291,6 +292,8 @@ func claimTargets(claim *v1.NodeClaim, replacements []*v1.NodeClaim) string {
 func (r *Returner) startReturns(ctx context.Context, w *world) error {
 	now := r.clock.Now()
 	budget := r.opts.MaxPerInterval - r.recentReturns(w, now)
+	// Replacements made in this round join those the round started with.
+	spoken := spokenFor(w)
 	eligible := 0
 	defer func() { r.Lifecycle.Eligible("underutilized", eligible) }()
 	for _, from := range sortedPools(w.pools) {
@@ -329,14 +332,14 @@ func (r *Returner) startReturns(ctx context.Context, w *world) error {
 				log.FromContext(ctx).V(1).Info("not returning node", "nodeclaim", claim.Name, "why", why.String())
 				continue
 			}
-			if r.coolingDown(claim, now) {
+			if r.coolingDown(claim, now) || r.mover.Nominated(ctx, claim.Name) {
 				continue
 			}
 			eligible++
 			if allowed <= 0 || budget <= 0 {
 				continue
 			}
-			started, err := r.tryReturn(ctx, w, cand, to, strings.Join(toNames, ","))
+			started, err := r.tryReturn(ctx, w, cand, to, strings.Join(toNames, ","), spoken)
 			if err != nil {
 				var refusal *provisioning.MoveRefusal
 				if errors.As(err, &refusal) && refusal.Reason == "pods_pending" {
@@ -369,16 +372,20 @@ func (r *Returner) coolingDown(claim *v1.NodeClaim, now time.Time) bool {
 }
 
 // recentReturns counts the nodes whose return started within the interval,
-// rolled back or not: the rate limit survives restarts, because it is read
-// from the NodeClaims.
+// rolled back or completed: the rate limit survives restarts, because it is
+// read from the NodeClaims (a completed return's from its replacements,
+// which carry its start).
 func (r *Returner) recentReturns(w *world, now time.Time) int {
 	seen := map[string]bool{}
 	for _, c := range w.claims {
-		if at, err := time.Parse(time.RFC3339, c.Annotations[ReturnStartedAnnotation]); err == nil && now.Sub(at) < r.opts.Interval {
-			seen[c.Name] = true
+		at, err := time.Parse(time.RFC3339, c.Annotations[ReturnStartedAnnotation])
+		if err != nil || now.Sub(at) >= r.opts.Interval {
+			continue
 		}
-		if of := c.Annotations[ReplacementForAnnotation]; of != "" && now.Sub(c.CreationTimestamp.Time) < r.opts.Interval {
+		if of := c.Annotations[ReplacementForAnnotation]; of != "" {
 			seen[of] = true
+		} else {
+			seen[c.Name] = true
 		}
 	}
 	return len(seen)
@@ -386,11 +393,12 @@ func (r *Returner) recentReturns(w *world, now time.Time) int {
 
 // tryReturn plans the candidate's pods onto the preferred pools and, when
 // they all fit there and the saving is worth it, starts the return.
-func (r *Returner) tryReturn(ctx context.Context, w *world, cand Candidate, to map[string]bool, toNames string) (bool, error) {
+func (r *Returner) tryReturn(ctx context.Context, w *world, cand Candidate, to map[string]bool, toNames string, spoken map[string]bool) (bool, error) {
 	now := r.clock.Now()
-	move, err := r.mover.PlanMove(ctx, provisioning.MoveRequest{Nodes: []string{cand.Claim.Status.NodeName}, To: to, Usable: func(o scheduling.Offering) bool {
-		return o.LastUnavailable.IsZero() || now.Sub(o.LastUnavailable) >= r.opts.Cooldown
-	}})
+	move, err := r.mover.PlanMove(ctx, provisioning.MoveRequest{Nodes: []string{cand.Claim.Status.NodeName}, To: to, Exclude: spoken,
+		Usable: func(o scheduling.Offering) bool {
+			return o.LastUnavailable.IsZero() || now.Sub(o.LastUnavailable) >= r.opts.Cooldown
+		}})
 	if err != nil {
 		return false, err
 	}
@@ -416,11 +424,13 @@ func (r *Returner) tryReturn(ctx context.Context, w *world, cand Candidate, to m
 	}
 	var what []string
 	for _, nc := range move.Plan.NewNodeClaims {
-		created, err := r.mover.CreateReplacement(ctx, move.Pools[nc.NodePool], nc, map[string]string{ReplacementForAnnotation: claim.Name})
+		created, err := r.mover.CreateReplacement(ctx, move.Pools[nc.NodePool], nc, map[string]string{
+			ReplacementForAnnotation: claim.Name, ReturnStartedAnnotation: claim.Annotations[ReturnStartedAnnotation]})
 		if err != nil {
 			// The next round sees fewer replacements than recorded and rolls back.
 			return true, fmt.Errorf("creating a replacement for nodeclaim %s: %w", claim.Name, err)
 		}
+		spoken[created.Name] = true
 		what = append(what, fmt.Sprintf("%s (nodeclaim %s)", provisioning.DescribeClaim(nc), created.Name))
 	}
 	if len(move.Plan.NewNodeClaims) == 0 {
@@ -434,6 +444,21 @@ func (r *Returner) tryReturn(ctx context.Context, w *world, cand Candidate, to m
 	r.Lifecycle.Decided(decisionFor(move), "underutilized", "return")
 	r.metrics.count(from, toNames, "started")
 	return true, nil
+}
+
+// spokenFor are the replacements, as nodes and NodeClaims, of NodeClaims
+// still there: their room waits for those NodeClaims' pods.
+func spokenFor(w *world) map[string]bool {
+	out := map[string]bool{}
+	for _, c := range w.claims {
+		if of := c.Annotations[ReplacementForAnnotation]; of != "" && w.byName[of] != nil {
+			out[c.Name] = true
+			if c.Status.NodeName != "" {
+				out[c.Status.NodeName] = true
+			}
+		}
+	}
+	return out
 }
 
 func decisionFor(m *provisioning.Move) string {

@@ -20,6 +20,9 @@ type MoveRequest struct {
 	To map[string]bool
 	// Usable, when set, keeps only the offerings it accepts in the To pools.
 	Usable func(scheduling.Offering) bool
+	// Exclude names nodes and in-flight NodeClaims of the To pools whose
+	// room is spoken for (replacements of other moves).
+	Exclude map[string]bool
 }
 
 // Move is a planned move.
@@ -59,8 +62,8 @@ func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, err
 	if err != nil {
 		return nil, err
 	}
-	if len(snap.pending) > 0 {
-		return nil, &MoveRefusal{Reason: "pods_pending", Message: fmt.Sprintf("%d pods are pending: moves wait until provisioning has placed them", len(snap.pending))}
+	if snap.unsettled > 0 {
+		return nil, &MoveRefusal{Reason: "pods_pending", Message: fmt.Sprintf("%d pods are pending or leaving: moves wait until provisioning has placed them", snap.unsettled)}
 	}
 	leaving := map[string]bool{}
 	for _, n := range req.Nodes {
@@ -72,7 +75,7 @@ func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, err
 	targetNodes := map[string]bool{}
 	for _, n := range snap.input.Nodes {
 		if !leaving[n.Name] {
-			if req.To[n.Labels[v1.NodePoolLabelKey]] {
+			if req.To[n.Labels[v1.NodePoolLabelKey]] && !req.Exclude[n.Name] {
 				targetNodes[n.Name] = true
 				in.Nodes = append(in.Nodes, n)
 				continue
@@ -107,6 +110,9 @@ func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, err
 			c.InstanceTypes = usableTypes(sp.InstanceTypes, req.Usable)
 		}
 		in.NodePools = append(in.NodePools, &c)
+	}
+	if len(in.Pods) == 0 {
+		return nil, &MoveRefusal{Reason: "empty", Message: "no pod would have to move: an empty node is consolidation's to remove"}
 	}
 	plan := scheduling.Solve(&in)
 	if len(plan.Unschedulable) > 0 {

@@ -80,6 +80,10 @@ type snapshot struct {
 	inFlight map[string]bool
 	// displaced are the pods of leaving nodes planned in this batch.
 	displaced map[types.UID]bool
+	// unsettled counts the pods that need a place: pending ones, those
+	// backing off or waiting for kube-scheduler included, and those of
+	// leaving nodes.
+	unsettled int
 }
 
 // takeSnapshot reads the cluster from the cache and builds the solver's input.
@@ -213,6 +217,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		}
 	}
 	s.input.Pods = s.pending
+	s.unsettled = len(pendingNow)
 
 	for i := range pools.Items {
 		pool := &pools.Items[i]
