@@ -75,7 +75,7 @@ func run(d demo) error {
 			Capacity: []ec2sim.CapacityRule{{CapacityType: "spot", Max: spotCap}},
 		}},
 		ControllerFlags: controllerFlags(d),
-		Log: operator.NewLoggerTo(&operator.Options{LogLevel: "info", LogFormat: "json"}, logFile),
+		Log:             operator.NewLoggerTo(&operator.Options{LogLevel: "info", LogFormat: "json"}, logFile),
 	})
 	if err != nil {
 		return err
@@ -122,8 +122,8 @@ func run(d demo) error {
 			case <-ctx.Done():
 			case <-time.After(d.spotReturns):
 				cluster.Sim.SetFaults(ec2sim.Faults{})
-				fmt.Printf("\n>>> Spot capacity returns: the cap is lifted. Once Backstop's Spot marks have expired (3m after the last refused launch)\n"+
-					">>> and the cool-down has passed (1m here, 5m by default), it launches Spot replacements for the batch-fallback\n"+
+				fmt.Printf("\n>>> Spot capacity returns: the cap is lifted. Once Backstop's Spot marks have expired (3m after the last refused launch)\n" +
+					">>> and the cool-down has passed (1m here, 5m by default), it launches Spot replacements for the batch-fallback\n" +
 					">>> nodes and drains each once its replacement has initialized.\n\n")
 			}
 		}()

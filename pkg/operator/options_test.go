@@ -32,6 +32,8 @@ var _ = Describe("options", func() {
 			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s", "LAUNCH_TIMEOUT": "2m",
 			"LEADER_ELECTION_LEASE_DURATION": "6s", "LEADER_ELECTION_RENEW_DEADLINE": "4s", "LEADER_ELECTION_RETRY_PERIOD": "1s",
 			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80", "ENABLE_PROFILING": "true", "EARLY_PROVISIONING": "false", "MEMORY_LIMIT": "1073741824",
+			"RETURN_TO_PREFERRED_POOL": "false", "RETURN_COOLDOWN": "10m", "RETURN_MAX_PER_INTERVAL": "3", "RETURN_INTERVAL": "15m",
+			"RETURN_MIN_SAVING": "0.25", "RETURN_TIMEOUT": "30m",
 		}), io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*o).To(Equal(operator.Options{
@@ -43,6 +45,8 @@ var _ = Describe("options", func() {
 			BatchIdleDuration: 2 * time.Second, BatchMaxDuration: 20 * time.Second, PreferencePolicy: "Ignore",
 			AWSRegion: "eu-west-1", AWSEndpoint: "http://127.0.0.1:4566", UnavailableOfferingsTTL: time.Minute,
 			RegistrationTTL: 5 * time.Minute, GCInterval: 30 * time.Second, DisruptionInterval: 20 * time.Second, LaunchTimeout: 2 * time.Minute,
+			ReturnToPreferredPool: false, ReturnCooldown: 10 * time.Minute, ReturnMaxPerInterval: 3, ReturnInterval: 15 * time.Minute,
+			ReturnMinSaving: 0.25, ReturnTimeout: 30 * time.Minute,
 		}))
 	})
 
@@ -70,6 +74,13 @@ var _ = Describe("options", func() {
 		Expect(o.EarlyProvisioning).To(BeTrue(), "new pods are planned before kube-scheduler's verdict")
 		Expect(o.EnableProfiling).To(BeFalse())
 		Expect(o.MemoryLimit).To(Equal(int64(-1)), "no memory limit unless the chart passes one")
+		Expect(o.ReturnToPreferredPool).To(BeTrue(), "fallback nodes go back to Spot by default")
+		Expect(o.ReturnMinSaving).To(Equal(0.1))
+	})
+
+	It("refuses a return saving that is not a fraction, naming the flag and the fix", func() {
+		_, err := operator.ParseOptions([]string{"--return-min-saving=10"}, environment(map[string]string{"CLUSTER_NAME": "c"}), io.Discard)
+		Expect(err).To(MatchError(And(ContainSubstring("--return-min-saving (RETURN_MIN_SAVING)"), ContainSubstring("such as 0.1 for 10%"))))
 	})
 
 	It("sets Go's soft memory limit to 90% of the container's, unless GOMEMLIMIT is set", func() {
