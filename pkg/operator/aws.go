@@ -164,7 +164,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	if err := mgr.Add(d); err != nil {
 		return nil, err
 	}
-	ret := disruption.NewReturner(mgr.GetClient(), recorder, clk, prov, disruption.ReturnOptions{
+	ret := disruption.NewReplacer(mgr.GetClient(), recorder, clk, prov, disruption.ReturnOptions{
 		Enabled: o.ReturnToPreferredPool, Cooldown: o.ReturnCooldown, MaxPerInterval: o.ReturnMaxPerInterval,
 		Interval: o.ReturnInterval, MinSaving: o.ReturnMinSaving, Timeout: o.ReturnTimeout,
 	}, disruption.NewReturnMetrics(crmetrics.Registry))

@@ -80,7 +80,7 @@ func WhyNot(c Candidate, pdbs []policyv1.PodDisruptionBudget) *Blocked {
 		return &Blocked{Blocker: BlockedDeleting}
 	case claim.Annotations[v1.InterruptedAnnotation] != "":
 		return &Blocked{Blocker: BlockedInterrupted}
-	case claim.Annotations[ReturningAnnotation] != "":
+	case claim.Annotations[ReplacingAnnotation] != "":
 		return &Blocked{Blocker: BlockedInProgress}
 	case c.Node == nil || claim.Status.NodeName == "":
 		return &Blocked{Blocker: BlockedNodeNotRegistered}

@@ -66,10 +66,10 @@ var _ = Describe("returning to the preferred pool", func() {
 		node     *corev1.Node
 	)
 
-	newReturner := func() *disruption.Returner {
+	newReplacer := func() *disruption.Replacer {
 		prov := provisioning.New(env.Client, recorder, cloud, clk, provisioning.NewMetrics(prometheus.NewRegistry()), provisioning.Options{
 			BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second})
-		r := disruption.NewReturner(env.Client, recorder, clk, prov, opts, returnMetrics)
+		r := disruption.NewReplacer(env.Client, recorder, clk, prov, opts, returnMetrics)
 		r.Lifecycle = lifecycle
 		return r
 	}
@@ -84,7 +84,8 @@ var _ = Describe("returning to the preferred pool", func() {
 				NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
 				Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{capacityType}}},
 			}},
-			Disruption: v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("0s"), Budgets: []v1.Budget{{Nodes: "100%"}}},
+			// Consolidation off: these specs are about returns alone.
+			Disruption: v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("Never"), Budgets: []v1.Budget{{Nodes: "100%"}}},
 		}}
 		for _, m := range mutate {
 			m(p)
@@ -200,12 +201,12 @@ var _ = Describe("returning to the preferred pool", func() {
 
 	It("replaces a fallback node with Spot, and drains it only once the replacement has initialized", func() {
 		runPod("web-1", node.Name)
-		r := newReturner()
+		r := newReplacer()
 		Expect(r.Round(ctx)).To(Succeed())
 		rs := replacements()
 		Expect(rs).To(HaveLen(1), "one Spot replacement for the one On-Demand node")
 		Expect(rs[0].Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "spot"))
-		Expect(current().Annotations).To(HaveKeyWithValue(disruption.ReturningAnnotation, "spot"))
+		Expect(current().Annotations).To(HaveKeyWithValue(disruption.ReplacingAnnotation, "spot"))
 		Expect(current().DeletionTimestamp).To(BeNil(), "the node stays until its replacement is ready")
 		Expect(drainEvents()).To(ContainSubstring("ReturnToPreferredPool Returning to nodepool spot: replaced by m5.large spot"))
 		Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "underutilized", "consolidation_type": "return"})).To(Equal(1.0))
@@ -229,26 +230,26 @@ var _ = Describe("returning to the preferred pool", func() {
 		p.Spec.Template.Spec.Requirements = append(p.Spec.Template.Spec.Requirements,
 			v1.NodeSelectorRequirementWithMinValues{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}})
 		Expect(env.Client.Update(ctx, p)).To(Succeed())
-		Expect(newReturner().Round(ctx)).To(Succeed())
+		Expect(newReplacer().Round(ctx)).To(Succeed())
 		Expect(replacements()).To(BeEmpty(), "the pools differ by more than capacity type")
 		annotatePool("on-demand", disruption.ReturnAnnotation, "true")
-		Expect(newReturner().Round(ctx)).To(Succeed())
+		Expect(newReplacer().Round(ctx)).To(Succeed())
 		Expect(replacements()).To(HaveLen(1))
 	})
 
 	It("rolls back when the replacement fails to launch, and waits the cool-down before trying again", func() {
 		runPod("web-1", node.Name)
-		r := newReturner()
+		r := newReplacer()
 		Expect(r.Round(ctx)).To(Succeed())
 		rs := replacements()
 		Expect(rs).To(HaveLen(1))
 		// The launch controller deletes a NodeClaim EC2 had no capacity for.
 		Expect(env.Client.Delete(ctx, &rs[0])).To(Succeed())
 		Expect(r.Round(ctx)).To(Succeed())
-		Expect(current().Annotations).To(HaveKey(disruption.ReturningAnnotation), "the replacement may not be in the cache yet")
+		Expect(current().Annotations).To(HaveKey(disruption.ReplacingAnnotation), "the replacement may not be in the cache yet")
 		clk.Step(time.Minute)
 		Expect(r.Round(ctx)).To(Succeed())
-		Expect(current().Annotations).NotTo(HaveKey(disruption.ReturningAnnotation))
+		Expect(current().Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation))
 		Expect(current().DeletionTimestamp).To(BeNil(), "the node stays")
 		Expect(drainEvents()).To(ContainSubstring("ReturnRolledBack"))
 		Expect(sample("backstop_returns_total", map[string]string{"result": "rolled_back"})).To(Equal(1.0))
@@ -262,21 +263,21 @@ var _ = Describe("returning to the preferred pool", func() {
 
 	It("rolls back when the replacement does not initialize in time", func() {
 		runPod("web-1", node.Name)
-		r := newReturner()
+		r := newReplacer()
 		Expect(r.Round(ctx)).To(Succeed())
 		Expect(replacements()).To(HaveLen(1))
 		clk.Step(opts.Timeout)
 		Expect(r.Round(ctx)).To(Succeed())
-		Expect(current().Annotations).NotTo(HaveKey(disruption.ReturningAnnotation))
+		Expect(current().Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation))
 		Expect(replacements()).To(BeEmpty(), "the slow replacement is removed")
 	})
 
 	It("carries a return on after a restart without starting another, and rolls back one cut short before its replacement existed", func() {
 		runPod("web-1", node.Name)
-		Expect(newReturner().Round(ctx)).To(Succeed())
+		Expect(newReplacer().Round(ctx)).To(Succeed())
 		Expect(replacements()).To(HaveLen(1))
 		// A new process: nothing in memory.
-		r := newReturner()
+		r := newReplacer()
 		Expect(r.Round(ctx)).To(Succeed())
 		Expect(replacements()).To(HaveLen(1), "the restarted controller does not double the replacement")
 		rs := replacements()
@@ -287,23 +288,27 @@ var _ = Describe("returning to the preferred pool", func() {
 		// A crash right after the node was marked, before any replacement.
 		other, otherNode := makeNode("fallback-2", "on-demand", v1.CapacityTypeOnDemand)
 		runPod("web-2", otherNode.Name)
-		other.Annotations = map[string]string{disruption.ReturningAnnotation: "spot", disruption.ReplacementsAnnotation: "1",
-			disruption.ReturnStartedAnnotation: clk.Now().UTC().Format(time.RFC3339)}
+		other.Annotations = map[string]string{disruption.ReplacingAnnotation: "spot", disruption.ReplacementsAnnotation: "1", disruption.ReasonAnnotation: disruption.ReasonReturn,
+			disruption.StartedAnnotation: clk.Now().UTC().Format(time.RFC3339)}
 		Expect(env.Client.Update(ctx, other)).To(Succeed())
 		clk.Step(time.Minute)
-		Expect(newReturner().Round(ctx)).To(Succeed())
+		Expect(newReplacer().Round(ctx)).To(Succeed())
 		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(other), other)).To(Succeed())
-		Expect(other.Annotations).NotTo(HaveKey(disruption.ReturningAnnotation), "rolled back")
+		Expect(other.Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation), "rolled back")
 	})
 
 	It("keeps the replacement from counting as empty while the node it replaces is there", func() {
 		runPod("web-1", node.Name)
-		Expect(newReturner().Round(ctx)).To(Succeed())
+		Expect(newReplacer().Round(ctx)).To(Succeed())
 		rs := replacements()
 		Expect(rs).To(HaveLen(1))
 		rs[0].Status.NodeName = "replacement-node"
 		meta.SetStatusCondition(&rs[0].Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionTrue, Reason: "Initialized"})
 		Expect(env.Client.Status().Update(ctx, &rs[0])).To(Succeed())
+		p := &v1.NodePool{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "spot"}, p)).To(Succeed())
+		p.Spec.Disruption.ConsolidateAfter = v1.MustParseNillableDuration("0s")
+		Expect(env.Client.Update(ctx, p)).To(Succeed())
 		d := disruption.New(env.Client, recorder, clk)
 		Expect(d.Disrupt(ctx)).To(Succeed())
 		clk.Step(time.Minute)
@@ -313,14 +318,170 @@ var _ = Describe("returning to the preferred pool", func() {
 		Expect(got.DeletionTimestamp).To(BeNil(), "an empty replacement waiting for its pods stays")
 	})
 
+	Describe("consolidation", func() {
+		// consolidating turns consolidation on for the On-Demand pool
+		// (after 1m) and makes Spot unavailable, so moves stay On-Demand.
+		consolidating := func(policy v1.ConsolidationPolicy) {
+			p := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+			p.Spec.Disruption.ConsolidationPolicy = policy
+			p.Spec.Disruption.ConsolidateAfter = v1.MustParseNillableDuration("1m")
+			Expect(env.Client.Update(ctx, p)).To(Succeed())
+			cloud.Types = []*scheduling.InstanceType{m5Large(0.035, scheduling.Offering{Available: false, LastUnavailable: clk.Now()})}
+			opts.Enabled = false
+		}
+		half := func(p *corev1.Pod) {
+			p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m")
+		}
+		replacing := func(c *v1.NodeClaim) string {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			return c.Annotations[disruption.ReplacingAnnotation]
+		}
+		// settle runs a round, then another after consolidateAfter: the
+		// first sees the nodes' pods, the second finds them unchanged.
+		settle := func(r *disruption.Replacer) {
+			Expect(r.Round(ctx)).To(Succeed())
+			clk.Step(time.Minute)
+			Expect(r.Round(ctx)).To(Succeed())
+		}
+
+		It("replaces several underused nodes by one (multi-node)", func() {
+			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+			runPod("web-1", node.Name, half)
+			b, bNode := makeNode("od-b", "on-demand", v1.CapacityTypeOnDemand)
+			runPod("web-2", bNode.Name, half)
+			settle(newReplacer())
+			Expect(replacing(fallback)).NotTo(BeEmpty())
+			Expect(replacing(b)).NotTo(BeEmpty())
+			var list v1.NodeClaimList
+			Expect(env.Client.List(ctx, &list)).To(Succeed())
+			var repl []string
+			for _, c := range list.Items {
+				if of := c.Annotations[disruption.ReplacementForAnnotation]; of != "" {
+					repl = append(repl, of)
+				}
+			}
+			Expect(repl).To(ConsistOf("fallback-1,od-b"), "one new node for both")
+			Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "underutilized", "consolidation_type": "multi"})).To(Equal(1.0))
+			Expect(drainEvents()).To(ContainSubstring("Underutilized Underutilized: replaced by m5.large on-demand"))
+		})
+
+		It("deletes a node whose pods fit on another (single, delete)", func() {
+			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+			node.Annotations = map[string]string{disruption.DoNotDisruptAnnotation: "true"}
+			Expect(env.Client.Update(ctx, node)).To(Succeed())
+			runPod("web-1", node.Name, half)
+			b, bNode := makeNode("od-b", "on-demand", v1.CapacityTypeOnDemand)
+			runPod("web-2", bNode.Name, half)
+			r := newReplacer()
+			settle(r)
+			Expect(replacing(fallback)).To(BeEmpty(), "do-not-disrupt")
+			Expect(replacing(b)).To(Equal("existing nodes"))
+			Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "delete", "reason": "underutilized", "consolidation_type": "single"})).To(Equal(1.0))
+			Expect(r.Round(ctx)).To(Succeed())
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(b), b)).NotTo(Succeed(), "deleted at once: nothing to wait for")
+		})
+
+		It("replaces a node with a cheaper one (single, replace)", func() {
+			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+			small := &scheduling.InstanceType{Name: "t3.small", Requirements: scheduling.NewRequirements(
+				scheduling.MustRequirement(corev1.LabelInstanceTypeStable, v1.OpIn, "t3.small"),
+				scheduling.MustRequirement(corev1.LabelArchStable, v1.OpIn, "amd64"),
+				scheduling.MustRequirement(corev1.LabelOSStable, v1.OpIn, "linux")),
+				Capacity:  scheduling.Resources{CPU: 2000, Memory: 2 << 30, Pods: 11},
+				Offerings: []scheduling.Offering{{Zone: "zone-a", CapacityType: v1.CapacityTypeOnDemand, Price: 0.0208, Available: true}}}
+			cloud.Types = append(cloud.Types, small)
+			runPod("web-1", node.Name, half)
+			settle(newReplacer())
+			Expect(replacing(fallback)).To(Equal("on-demand"))
+			Expect(replacements()).To(HaveLen(1))
+			Expect(drainEvents()).To(ContainSubstring("Underutilized: replaced by t3.small on-demand"))
+			Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "underutilized", "consolidation_type": "single"})).To(Equal(1.0))
+		})
+
+		DescribeTable("leaves underused nodes alone",
+			func(why string, setup func()) {
+				consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+				runPod("web-1", node.Name, half)
+				_, bNode := makeNode("od-b", "on-demand", v1.CapacityTypeOnDemand)
+				runPod("web-2", bNode.Name, half)
+				r := newReplacer()
+				setup()
+				settle(r)
+				var list v1.NodeClaimList
+				Expect(env.Client.List(ctx, &list)).To(Succeed())
+				for _, c := range list.Items {
+					Expect(c.Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation), "%s: %s", why, c.Name)
+				}
+			},
+			Entry("with consolidationPolicy WhenEmpty", "policy", func() { consolidating(v1.ConsolidationPolicyWhenEmpty) }),
+			Entry("before consolidateAfter", "unchanged for 1m of 2m", func() {
+				p := &v1.NodePool{}
+				Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+				p.Spec.Disruption.ConsolidateAfter = v1.MustParseNillableDuration("2m")
+				Expect(env.Client.Update(ctx, p)).To(Succeed())
+			}),
+			Entry("with consolidateAfter Never", "Never", func() {
+				p := &v1.NodePool{}
+				Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+				p.Spec.Disruption.ConsolidateAfter = v1.MustParseNillableDuration("Never")
+				Expect(env.Client.Update(ctx, p)).To(Succeed())
+			}),
+			Entry("when the budget allows none", "budget 0", func() {
+				p := &v1.NodePool{}
+				Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+				p.Spec.Disruption.Budgets = []v1.Budget{{Nodes: "0"}}
+				Expect(env.Client.Update(ctx, p)).To(Succeed())
+			}),
+			Entry("when a PodDisruptionBudget allows no disruption", "PDB", func() {
+				pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+					Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+				Expect(env.Client.Create(ctx, pdb)).To(Succeed())
+			}),
+		)
+
+		It("does not replace Spot by cheaper Spot", func() {
+			Expect(env.Client.Delete(ctx, node)).To(Succeed(), "no other room")
+			Expect(env.Client.Delete(ctx, fallback)).To(Succeed())
+			p := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "spot"}, p)).To(Succeed())
+			p.Spec.Disruption.ConsolidationPolicy = v1.ConsolidationPolicyWhenEmptyOrUnderutilized
+			p.Spec.Disruption.ConsolidateAfter = v1.MustParseNillableDuration("1m")
+			Expect(env.Client.Update(ctx, p)).To(Succeed())
+			small := &scheduling.InstanceType{Name: "t3.small", Requirements: scheduling.NewRequirements(
+				scheduling.MustRequirement(corev1.LabelInstanceTypeStable, v1.OpIn, "t3.small"),
+				scheduling.MustRequirement(corev1.LabelArchStable, v1.OpIn, "amd64"),
+				scheduling.MustRequirement(corev1.LabelOSStable, v1.OpIn, "linux")),
+				Capacity:  scheduling.Resources{CPU: 2000, Memory: 2 << 30, Pods: 11},
+				Offerings: []scheduling.Offering{{Zone: "zone-a", CapacityType: v1.CapacityTypeSpot, Price: 0.008, Available: true}}}
+			cloud.Types = append(cloud.Types, small)
+			opts.Enabled = false
+			s, sNode := makeNode("spot-a", "spot", v1.CapacityTypeSpot)
+			runPod("web-1", sNode.Name, half)
+			settle(newReplacer())
+			Expect(replacing(s)).To(BeEmpty(), "a cheaper Spot offering is no reason to move off Spot capacity EC2 chose")
+		})
+
+		It("leaves a node alone when nothing would be cheaper", func() {
+			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+			node.Annotations = map[string]string{disruption.DoNotDisruptAnnotation: "true"}
+			Expect(env.Client.Update(ctx, node)).To(Succeed())
+			runPod("web-1", node.Name)
+			b, bNode := makeNode("od-b", "on-demand", v1.CapacityTypeOnDemand)
+			runPod("web-2", bNode.Name)
+			settle(newReplacer())
+			Expect(replacing(b)).To(BeEmpty(), "its pod fits nowhere else, and an m5.large is the cheapest that holds it")
+		})
+	})
+
 	DescribeTable("leaves the fallback node where it is",
 		func(why string, setup func()) {
 			runPod("web-1", node.Name)
 			setup()
-			Expect(newReturner().Round(ctx)).To(Succeed())
+			Expect(newReplacer().Round(ctx)).To(Succeed())
 			Expect(replacements()).To(BeEmpty(), why)
 			if c := current(); c != nil {
-				Expect(c.Annotations).NotTo(HaveKey(disruption.ReturningAnnotation), why)
+				Expect(c.Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation), why)
 			}
 		},
 		Entry("when returns are turned off by flag", "--return-to-preferred-pool=false", func() { opts.Enabled = false }),
@@ -403,7 +564,7 @@ var _ = DescribeTable("why a node may not be disrupted",
 	Entry("a disruptable node", candidate(), nil, disruption.Blocker("")),
 	Entry("a NodeClaim being deleted", candidate(func(c *disruption.Candidate) { c.Claim.DeletionTimestamp = &metav1.Time{} }), nil, disruption.BlockedDeleting),
 	Entry("an interrupted NodeClaim", candidate(func(c *disruption.Candidate) { c.Claim.Annotations[v1.InterruptedAnnotation] = "spot_interrupted" }), nil, disruption.BlockedInterrupted),
-	Entry("a NodeClaim already returning", candidate(func(c *disruption.Candidate) { c.Claim.Annotations[disruption.ReturningAnnotation] = "spot" }), nil, disruption.BlockedInProgress),
+	Entry("a NodeClaim already returning", candidate(func(c *disruption.Candidate) { c.Claim.Annotations[disruption.ReplacingAnnotation] = "spot" }), nil, disruption.BlockedInProgress),
 	Entry("a NodeClaim without a node", candidate(func(c *disruption.Candidate) { c.Node = nil }), nil, disruption.BlockedNodeNotRegistered),
 	Entry("a node not initialized", candidate(func(c *disruption.Candidate) { c.Claim.Status.Conditions = nil }), nil, disruption.BlockedNotInitialized),
 	Entry("a NodeClaim with do-not-disrupt", candidate(func(c *disruption.Candidate) { c.Claim.Annotations[disruption.DoNotDisruptAnnotation] = "true" }), nil, disruption.BlockedDoNotDisrupt),

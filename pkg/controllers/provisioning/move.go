@@ -23,6 +23,10 @@ type MoveRequest struct {
 	// Exclude names nodes and in-flight NodeClaims of the To pools whose
 	// room is spoken for (replacements of other moves).
 	Exclude map[string]bool
+	// AnyNode makes every existing node a target, whatever its pool.
+	AnyNode bool
+	// NoNew allows no new NodeClaim: the pods must fit existing room.
+	NoNew bool
 }
 
 // Move is a planned move.
@@ -52,12 +56,14 @@ func (r *MoveRefusal) Error() string { return r.Message }
 // still counts for topology spread and affinity.
 var notTarget = corev1.Taint{Key: "backstop.sh/not-a-move-target", Effect: corev1.TaintEffectNoSchedule}
 
-// PlanMove plans, with the provisioner's own planner over the cluster as it
-// is now, where the pods that must leave req.Nodes would go. It refuses
-// (MoveRefusal) while pods are pending, so a move never competes with
-// provisioning for room, and when any pod would be left without a place or
-// would land outside req.To.
-func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, error) {
+// MoveBase is the cluster as one snapshot, on which many moves can be
+// planned: consolidation weighs hundreds of candidates against one view.
+type MoveBase struct{ snap *snapshot }
+
+// MoveBase takes the snapshot moves are planned on. It refuses
+// (MoveRefusal) while pods are pending, backing off or leaving a node, so
+// a move never competes with provisioning for room.
+func (p *Provisioner) MoveBase(ctx context.Context) (*MoveBase, error) {
 	snap, err := p.takeSnapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -65,6 +71,24 @@ func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, err
 	if snap.unsettled > 0 {
 		return nil, &MoveRefusal{Reason: "pods_pending", Message: fmt.Sprintf("%d pods are pending or leaving: moves wait until provisioning has placed them", snap.unsettled)}
 	}
+	return &MoveBase{snap: snap}, nil
+}
+
+// PlanMove plans one move on a fresh snapshot.
+func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, error) {
+	base, err := p.MoveBase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return base.Plan(req)
+}
+
+// Plan plans, with the provisioner's own planner over the snapshot, where
+// the pods that must leave req.Nodes would go. It refuses (MoveRefusal)
+// when any pod would be left without a place or would land outside the
+// targets. The snapshot is not changed.
+func (b *MoveBase) Plan(req MoveRequest) (*Move, error) {
+	snap := b.snap
 	leaving := map[string]bool{}
 	for _, n := range req.Nodes {
 		leaving[n] = true
@@ -75,7 +99,7 @@ func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, err
 	targetNodes := map[string]bool{}
 	for _, n := range snap.input.Nodes {
 		if !leaving[n.Name] {
-			if req.To[n.Labels[v1.NodePoolLabelKey]] && !req.Exclude[n.Name] {
+			if (req.AnyNode || req.To[n.Labels[v1.NodePoolLabelKey]]) && !req.Exclude[n.Name] {
 				targetNodes[n.Name] = true
 				in.Nodes = append(in.Nodes, n)
 				continue
@@ -102,7 +126,7 @@ func (p *Provisioner) PlanMove(ctx context.Context, req MoveRequest) (*Move, err
 		}
 	}
 	for _, sp := range snap.input.NodePools {
-		if !req.To[sp.Name] {
+		if !req.To[sp.Name] || req.NoNew {
 			continue
 		}
 		c := *sp
