@@ -89,6 +89,10 @@ BENCH_ARGS ?=
 bench-e2e: $(TEST_TOOLS) $(BIN)/karpenter-kwok $(BIN)/karpenter-crds ## Backstop and Karpenter side by side, end to end (N=100, 500, 2000; about 20 min); BENCH_ARGS="-n 500 -pairs 1"
 	$(GO) run ./test/benche2e $(BENCH_ARGS)
 
+.PHONY: bench-consolidation
+bench-consolidation: ## one consolidation decision over 1,000 nodes and 10,000 pods (seconds)
+	$(GO) test ./pkg/controllers/disruption -run '^$$' -bench ConsolidationDecision -benchtime 5x
+
 ##@ Development
 
 .PHONY: generate
