@@ -43,7 +43,23 @@ type CloudProvider interface {
 	// NodeClasses are the NodeClass kinds this provider serves, for
 	// controllers that must react to them.
 	NodeClasses() []client.Object
+	// IsDrifted says why a launched NodeClaim's instance no longer matches
+	// its NodeClass ("" when it does): the NodeClass changed since launch,
+	// or what its selectors resolve to no longer includes the instance's
+	// image, subnet or security groups.
+	IsDrifted(ctx context.Context, claim *v1.NodeClaim) (DriftReason, error)
 }
+
+// DriftReason is why a NodeClaim drifted: the reason of its Drifted condition.
+type DriftReason string
+
+// Drift reasons of the cloud's making.
+const (
+	NodeClassDrift     DriftReason = "NodeClassDrift"
+	AMIDrift           DriftReason = "AMIDrift"
+	SubnetDrift        DriftReason = "SubnetDrift"
+	SecurityGroupDrift DriftReason = "SecurityGroupDrift"
+)
 
 // CreatedByAnnotation names, on a NodeClaim, the controller process that
 // created it. A provider launching a NodeClaim another process created asks
@@ -61,8 +77,14 @@ type Instance struct {
 	Capacity     corev1.ResourceList
 	Allocatable  corev1.ResourceList
 	Labels       map[string]string
-	LaunchTime   time.Time
-	State        string
+	// Annotations are written onto the NodeClaim at launch (the NodeClass
+	// hash its drift is judged by).
+	Annotations map[string]string
+	// SubnetID and SecurityGroupIDs are where the instance is attached.
+	SubnetID         string
+	SecurityGroupIDs []string
+	LaunchTime       time.Time
+	State            string
 }
 
 // Cause is what the cloud said: its error code and request id, and the error

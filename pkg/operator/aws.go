@@ -169,6 +169,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 		Interval: o.ReturnInterval, MinSaving: o.ReturnMinSaving, Timeout: o.ReturnTimeout,
 	}, disruption.NewReturnMetrics(crmetrics.Registry))
 	ret.Every = o.DisruptionInterval
+	ret.Cloud = cloud
 	ret.Lifecycle = lifecycle
 	if err := mgr.Add(ret); err != nil {
 		return nil, err

@@ -297,7 +297,20 @@ func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
 		}
 		userData = string(raw)
 	}
-	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, created: s.clock.Now().UTC(), tags: p.tags("launch-template")}
+	groups := p.strings("LaunchTemplateData.SecurityGroupId")
+	if len(groups) == 0 {
+		groups = p.strings("LaunchTemplateData.NetworkInterface.1.SecurityGroupId")
+	}
+	for _, id := range groups {
+		known := false
+		for _, g := range s.cfg.SecurityGroups {
+			known = known || g.ID == id
+		}
+		if !known {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidGroup.NotFound", message: fmt.Sprintf("The security group '%s' does not exist", id)}
+		}
+	}
+	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, securityGroups: groups, created: s.clock.Now().UTC(), tags: p.tags("launch-template")}
 	s.templates[lt.id] = lt
 	return &launchTemplateResponse{XMLName: xmlName("CreateLaunchTemplateResponse"), Xmlns: xmlns, LaunchTemplate: templateXML(lt)}, nil
 }

@@ -116,6 +116,7 @@ func (s *Server) launch(c candidate, capacityType string, tags map[string]string
 	}
 	if c.template != nil {
 		inst.ImageID, inst.UserData = c.template.imageID, c.template.userData
+		inst.SecurityGroupIDs = append([]string(nil), c.template.securityGroups...)
 	}
 	for k, v := range tags {
 		inst.Tags[k] = v
@@ -284,6 +285,9 @@ func (s *Server) instanceXML(inst *Instance) instanceXML {
 		PrivateDNSName: "ip-" + inst.privateIP + ".ec2.internal", InstanceType: inst.Type,
 		LaunchTime: inst.LaunchTime.Format(time.RFC3339), Placement: placementXML{AvailabilityZone: inst.Zone},
 		SubnetID: inst.SubnetID, PrivateIPAddress: inst.privateIP, Architecture: arch, ClientToken: inst.ClientToken, Tags: tagSet(inst.Tags),
+	}
+	for _, id := range inst.SecurityGroupIDs {
+		out.Groups = append(out.Groups, groupXML{GroupID: id})
 	}
 	if inst.CapacityType == spot {
 		out.InstanceLifecycle = spot

@@ -50,16 +50,21 @@ type Instance struct {
 	TerminateAt time.Time `json:"terminateAt,omitempty"`
 	// UserData is what the instance boots from: its launch template's user
 	// data, decoded from base64.
-	UserData  string `json:"userData,omitempty"`
-	privateIP string
+	UserData string `json:"userData,omitempty"`
+	// SecurityGroupIDs are the groups its launch template attached.
+	SecurityGroupIDs []string `json:"securityGroupIDs,omitempty"`
+	privateIP        string
 }
 
 type launchTemplate struct {
 	id, name string
 	imageID  string
 	userData string
-	created  time.Time
-	tags     map[string]string
+	// securityGroups are the groups its instances attach, from
+	// SecurityGroupIds or the first network interface's Groups.
+	securityGroups []string
+	created        time.Time
+	tags           map[string]string
 }
 
 // Server is the simulator. It is safe for concurrent use.

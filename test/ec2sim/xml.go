@@ -103,6 +103,11 @@ type instanceXML struct {
 	SpotRequestID     string       `xml:"spotInstanceRequestId,omitempty"`
 	ClientToken       string       `xml:"clientToken,omitempty"`
 	Tags              *tagSetXML   `xml:"tagSet"`
+	Groups            []groupXML   `xml:"groupSet>item"`
+}
+
+type groupXML struct {
+	GroupID string `xml:"groupId"`
 }
 
 type reservationXML struct {

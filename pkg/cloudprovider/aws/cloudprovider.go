@@ -3,9 +3,13 @@ package aws
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
@@ -21,13 +25,47 @@ type CloudProvider struct {
 	kube      client.Reader
 	launcher  *Launcher
 	offerings *Offerings
+	instances *instanceCache
+}
+
+// instanceListTTL is how long drift checks use one listing of the cluster's
+// instances: one DescribeInstances a minute, not one per node.
+const instanceListTTL = time.Minute
+
+// instanceCache lists the cluster's instances at most once per TTL, one
+// flight at a time, for drift checks.
+type instanceCache struct {
+	launcher *Launcher
+	clock    clock.Clock
+
+	mu           sync.Mutex
+	at           time.Time
+	byProviderID map[string]*cloudprovider.Instance
+}
+
+func (c *instanceCache) get(ctx context.Context, providerID string) (*cloudprovider.Instance, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byProviderID == nil || c.clock.Since(c.at) >= instanceListTTL {
+		list, err := c.launcher.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.byProviderID = make(map[string]*cloudprovider.Instance, len(list))
+		for _, inst := range list {
+			c.byProviderID[inst.ProviderID] = inst
+		}
+		c.at = c.clock.Now()
+	}
+	return c.byProviderID[providerID], nil
 }
 
 var _ cloudprovider.CloudProvider = (*CloudProvider)(nil)
 
 // New returns the provider; kube reads EC2NodeClasses (a cached client is fine).
 func New(kube client.Reader, launcher *Launcher, offerings *Offerings) *CloudProvider {
-	return &CloudProvider{kube: kube, launcher: launcher, offerings: offerings}
+	return &CloudProvider{kube: kube, launcher: launcher, offerings: offerings,
+		instances: &instanceCache{launcher: launcher, clock: offerings.clock}}
 }
 
 // Create launches the NodeClaim's instance from its EC2NodeClass.
@@ -36,7 +74,56 @@ func (c *CloudProvider) Create(ctx context.Context, claim *v1.NodeClaim) (*cloud
 	if err != nil {
 		return nil, err
 	}
-	return c.launcher.Launch(ctx, claim, class)
+	inst, err := c.launcher.Launch(ctx, claim, class)
+	if err != nil {
+		return nil, err
+	}
+	inst.Annotations = map[string]string{awsv1.NodeClassHashAnnotationKey: class.SpecHash(), awsv1.NodeClassHashVersionAnnotationKey: awsv1.NodeClassHashVersion}
+	return inst, nil
+}
+
+// IsDrifted compares a NodeClaim with its EC2NodeClass as it is now: the
+// spec's hash at launch, and whether the resolved AMIs, subnets and
+// security groups still include the instance's. A NodeClass that is not
+// ready says nothing about drift.
+func (c *CloudProvider) IsDrifted(ctx context.Context, claim *v1.NodeClaim) (cloudprovider.DriftReason, error) {
+	class, err := c.readyClass(ctx, claim.Spec.NodeClassRef)
+	if err != nil {
+		if cloudprovider.IsNodeClassNotReady(err) {
+			return "", nil
+		}
+		return "", err
+	}
+	if claim.Annotations[awsv1.NodeClassHashVersionAnnotationKey] == awsv1.NodeClassHashVersion &&
+		claim.Annotations[awsv1.NodeClassHashAnnotationKey] != class.SpecHash() {
+		return cloudprovider.NodeClassDrift, nil
+	}
+	if id := claim.Status.ImageID; id != "" && len(class.Status.AMIs) > 0 && !slices.ContainsFunc(class.Status.AMIs, func(a awsv1.AMI) bool { return a.ID == id }) {
+		return cloudprovider.AMIDrift, nil
+	}
+	if claim.Status.ProviderID == "" {
+		return "", nil
+	}
+	inst, err := c.instances.get(ctx, claim.Status.ProviderID)
+	if err != nil || inst == nil {
+		return "", err
+	}
+	if inst.SubnetID != "" && len(class.Status.Subnets) > 0 && !slices.ContainsFunc(class.Status.Subnets, func(s awsv1.Subnet) bool { return s.ID == inst.SubnetID }) {
+		return cloudprovider.SubnetDrift, nil
+	}
+	if len(inst.SecurityGroupIDs) > 0 && len(class.Status.SecurityGroups) > 0 {
+		want := make([]string, 0, len(class.Status.SecurityGroups))
+		for _, g := range class.Status.SecurityGroups {
+			want = append(want, g.ID)
+		}
+		have := slices.Clone(inst.SecurityGroupIDs)
+		slices.Sort(want)
+		slices.Sort(have)
+		if !slices.Equal(want, have) {
+			return cloudprovider.SecurityGroupDrift, nil
+		}
+	}
+	return "", nil
 }
 
 // Get returns the instance of a provider id.

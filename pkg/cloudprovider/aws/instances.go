@@ -35,6 +35,10 @@ func toInstance(i ec2types.Instance) *cloudprovider.Instance {
 	out := &cloudprovider.Instance{
 		ID: aws.ToString(i.InstanceId), ProviderID: fmt.Sprintf("aws:///%s/%s", zone, aws.ToString(i.InstanceId)),
 		InstanceType: string(i.InstanceType), Zone: zone, CapacityType: ct, ImageID: aws.ToString(i.ImageId), Labels: labels,
+		SubnetID: aws.ToString(i.SubnetId),
+	}
+	for _, g := range i.SecurityGroups {
+		out.SecurityGroupIDs = append(out.SecurityGroupIDs, aws.ToString(g.GroupId))
 	}
 	if i.LaunchTime != nil {
 		out.LaunchTime = *i.LaunchTime

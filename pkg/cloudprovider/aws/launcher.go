@@ -254,7 +254,11 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	}
 	inst := out.Instances[0]
 	zone := aws.ToString(inst.LaunchTemplateAndOverrides.Overrides.AvailabilityZone)
-	return l.result(types, inst.InstanceIds[0], string(inst.InstanceType), zone, capacityType), nil
+	launched := l.result(types, inst.InstanceIds[0], string(inst.InstanceType), zone, capacityType)
+	// CreateFleet does not say which image; it is the one of the launch
+	// template for the type's architecture (status.imageID, AMI drift).
+	launched.ImageID = imageFor(class, launched.Labels[corev1.LabelArchStable])
+	return launched, nil
 }
 
 // result describes a launched instance with the capacity and labels of its type.

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+	crfake "sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -446,4 +447,81 @@ var _ = Describe("instances", func() {
 		_, err = launcher.Get(ctx, "gce://nope")
 		Expect(err).To(MatchError(ContainSubstring("is not of the form aws:///<zone>/<instance-id>")))
 	})
+})
+
+var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
+	var (
+		ctx       = context.Background()
+		client    *ec2.Client
+		launcher  *aws.Launcher
+		offerings *aws.Offerings
+		class     *awsv1.EC2NodeClass
+		claim     *v1.NodeClaim
+	)
+
+	// provider reads the class as it is now, as the controller's cache does.
+	provider := func() *aws.CloudProvider {
+		kube := crfake.NewClientBuilder().WithScheme(test.Scheme).WithObjects(class.DeepCopy()).Build()
+		return aws.New(kube, launcher, offerings)
+	}
+
+	BeforeEach(func() {
+		var simURL string
+		_, client, simURL = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
+		facts, err := aws.NewClusterFacts(test.EKSClient(simURL), "my-cluster", "", "")
+		Expect(err).NotTo(HaveOccurred())
+		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
+		offerings, err = aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process").JoinsWith(facts)
+		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+			Role: "node-role", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+		}}
+		class.Status, err = aws.NewResolver(client, "my-cluster", "1.36").Resolve(ctx, class)
+		Expect(err).NotTo(HaveOccurred())
+		class.Status.Conditions = []metav1.Condition{{Type: awsv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: metav1.Now()}}
+
+		claim = &v1.NodeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "drifting", UID: "uid-drifting", Labels: map[string]string{v1.NodePoolLabelKey: "batch"},
+				Annotations: map[string]string{cloudprovider.CreatedByAnnotation: "this-process"}},
+			Spec: v1.NodeClaimSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+				Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}}},
+		}
+		inst, err := provider().Create(ctx, claim)
+		Expect(err).NotTo(HaveOccurred())
+		// What the launch controller records on the NodeClaim.
+		for k, v := range inst.Annotations {
+			claim.Annotations[k] = v
+		}
+		claim.Status.ProviderID, claim.Status.ImageID = inst.ProviderID, inst.ImageID
+	})
+
+	DescribeTable("says why, or nothing when nothing changed",
+		func(want cloudprovider.DriftReason, change func()) {
+			change()
+			got, err := provider().IsDrifted(ctx, claim)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+		},
+		Entry("nothing changed", cloudprovider.DriftReason(""), func() {}),
+		Entry("the selector terms were rewritten to resolve the same", cloudprovider.DriftReason(""), func() {
+			class.Spec.SubnetSelectorTerms = append(class.Spec.SubnetSelectorTerms, awsv1.SubnetSelectorTerm{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}})
+		}),
+		Entry("the spec changed (tags)", cloudprovider.NodeClassDrift, func() { class.Spec.Tags = map[string]string{"team": "payments"} }),
+		Entry("the resolved AMIs no longer include the instance's", cloudprovider.AMIDrift, func() {
+			class.Status.AMIs = []awsv1.AMI{{ID: "ami-0123456789abcdef0", Name: "newer"}}
+		}),
+		Entry("the resolved subnets no longer include the instance's", cloudprovider.SubnetDrift, func() {
+			class.Status.Subnets = []awsv1.Subnet{{ID: "subnet-elsewhere", Zone: "us-east-1a"}}
+		}),
+		Entry("the resolved security groups are not the instance's", cloudprovider.SecurityGroupDrift, func() {
+			class.Status.SecurityGroups = append(class.Status.SecurityGroups, awsv1.SecurityGroup{ID: "sg-added"})
+		}),
+		Entry("a hash another version stamped is not compared", cloudprovider.DriftReason(""), func() {
+			class.Spec.Tags = map[string]string{"team": "payments"}
+			claim.Annotations[awsv1.NodeClassHashVersionAnnotationKey] = "v4"
+		}),
+	)
 })

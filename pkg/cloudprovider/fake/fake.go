@@ -33,6 +33,8 @@ type CloudProvider struct {
 	// LaunchThenFail makes the next Create calls launch the instance and then
 	// fail with the error, as a launch whose answer was lost.
 	LaunchThenFail []error
+	// Drifted, by NodeClaim name, is what IsDrifted answers.
+	Drifted map[string]cloudprovider.DriftReason
 	// Errors for the other calls, returned while set.
 	GetError, ListError, DeleteError, InstanceTypesError error
 
@@ -209,6 +211,14 @@ func (c *CloudProvider) nodeClassReady(ref *v1.NodeClassReference) error {
 		return &cloudprovider.NodeClassNotReadyError{Name: ref.Name, Reason: "NodeClassNotReady", Message: msg}
 	}
 	return nil
+}
+
+// IsDrifted answers from Drifted.
+func (c *CloudProvider) IsDrifted(_ context.Context, claim *v1.NodeClaim) (cloudprovider.DriftReason, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls["IsDrifted"]++
+	return c.Drifted[claim.Name], nil
 }
 
 // NodeClasses is empty: the fake needs no NodeClass objects.

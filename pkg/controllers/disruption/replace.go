@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
@@ -51,7 +52,17 @@ const (
 const (
 	ReasonReturn        = "return"
 	ReasonUnderutilized = "underutilized"
+	ReasonDrifted       = "drifted"
 )
+
+// metricReason is the reason label of Karpenter's disruption metrics: a
+// return is a kind of consolidation.
+func metricReason(reason string) string {
+	if reason == ReasonDrifted {
+		return ReasonDrifted
+	}
+	return ReasonUnderutilized
+}
 
 // wording is what events say of a replacement of one reason.
 type wording struct{ starting, done, rolledBack, label string }
@@ -59,6 +70,7 @@ type wording struct{ starting, done, rolledBack, label string }
 var wordings = map[string]wording{
 	ReasonReturn:        {starting: "ReturnToPreferredPool", done: "ReturnedToPreferredPool", rolledBack: "ReturnRolledBack", label: "Return to the preferred pool"},
 	ReasonUnderutilized: {starting: "Underutilized", done: "Consolidated", rolledBack: "ConsolidationRolledBack", label: "Consolidation"},
+	ReasonDrifted:       {starting: "Drifted", done: "DriftReplaced", rolledBack: "DriftReplacementRolledBack", label: "Drift replacement"},
 }
 
 // ReturnOptions shape replacements: returns to the preferred pool, and what
@@ -113,6 +125,8 @@ type Replacer struct {
 	metrics   *ReturnMetrics
 	// stable tracks since when each node has kept the same pods.
 	stable stability
+	// Cloud, when set, says whether NodeClaims drifted from their NodeClass.
+	Cloud DriftChecker
 	// returnEligible and consolidationEligible are how many nodes the
 	// last round could return and consolidate.
 	returnEligible, consolidationEligible int
@@ -217,9 +231,16 @@ func (r *Replacer) Round(ctx context.Context) error {
 	}
 	r.stable.observe(w, r.clock.Now())
 	r.consolidationEligible = 0
-	defer func() { r.Lifecycle.Eligible(ReasonUnderutilized, r.returnEligible+r.consolidationEligible) }()
-	started := false
-	if r.opts.Enabled {
+	drifted := r.drifted(ctx, w)
+	defer func() {
+		r.Lifecycle.Eligible(ReasonUnderutilized, r.returnEligible+r.consolidationEligible)
+		r.Lifecycle.Eligible(ReasonDrifted, len(drifted))
+	}()
+	started, err := r.replaceDrifted(ctx, w, drifted, spokenFor(w))
+	if err != nil {
+		return err
+	}
+	if r.opts.Enabled && !started {
 		if started, err = r.startReturns(ctx, w); err != nil {
 			return err
 		}
@@ -279,6 +300,10 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim) 
 	case ready == want:
 		msg := fmt.Sprintf("Consolidated: replacement %s initialized, draining this node", strings.Join(names, ", "))
 		switch {
+		case reason == ReasonDrifted && want == 0:
+			msg = "Drifted node replaced: its pods fit on other nodes, draining this node"
+		case reason == ReasonDrifted:
+			msg = fmt.Sprintf("Drifted node replaced: %s initialized, draining this node", strings.Join(names, ", "))
 		case reason == ReasonReturn:
 			msg = fmt.Sprintf("Returned to nodepool %s: replacement %s initialized, draining this node", to, strings.Join(names, ", "))
 		case want == 0:
@@ -289,7 +314,7 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim) 
 		if err := r.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
 			return err
 		}
-		r.Lifecycle.Disrupted(from, ReasonUnderutilized, claim.Labels[v1.CapacityTypeLabelKey])
+		r.Lifecycle.Disrupted(from, metricReason(reason), claim.Labels[v1.CapacityTypeLabelKey])
 		r.metrics.count(reason, from, to, "completed")
 		return nil
 	case live < want && age >= replacementGrace:
@@ -348,8 +373,11 @@ type decision struct {
 	move   *provisioning.Move
 	// to says where the pods go, for events and annotations.
 	to string
-	// consolidationType is Karpenter's label: return, single or multi.
+	// consolidationType is Karpenter's label: return, single or multi
+	// (empty for drift).
 	consolidationType string
+	// detail is the drift reason of a drift replacement.
+	detail string
 }
 
 func (d *decision) saving() float64 { return d.move.LeavingPrice - d.move.Plan.Price() }
@@ -392,6 +420,10 @@ func (r *Replacer) begin(ctx context.Context, w *world, d *decision, spoken map[
 			msg = fmt.Sprintf("Underutilized: its pods fit on other nodes, saves $%.3f/h", d.saving())
 		case d.reason == ReasonUnderutilized:
 			msg = fmt.Sprintf("Underutilized: replaced by %s, saves $%.3f/h; this node drains once the replacement has initialized", strings.Join(what, ", "), d.saving())
+		case d.reason == ReasonDrifted && len(what) == 0:
+			msg = fmt.Sprintf("Drifted (%s: %s): its pods fit on other nodes, draining", d.detail, driftMessages[cloudprovider.DriftReason(d.detail)])
+		case d.reason == ReasonDrifted:
+			msg = fmt.Sprintf("Drifted (%s: %s): replaced by %s; this node drains once the replacement has initialized", d.detail, driftMessages[cloudprovider.DriftReason(d.detail)], strings.Join(what, ", "))
 		}
 		if len(d.claims) > 1 {
 			msg += fmt.Sprintf(" (with %d other nodes)", len(d.claims)-1)
@@ -400,7 +432,7 @@ func (r *Replacer) begin(ctx context.Context, w *world, d *decision, spoken map[
 	}
 	log.FromContext(ctx).Info("replacing nodes", "reason", d.reason, "nodeclaims", names, "to", d.to, "consolidation-type", d.consolidationType,
 		"pods", d.move.Pods, "price", d.move.LeavingPrice, "new-price", d.move.Plan.Price(), "replacements", what)
-	r.Lifecycle.Decided(decisionFor(d.move), ReasonUnderutilized, d.consolidationType)
+	r.Lifecycle.Decided(decisionFor(d.move), metricReason(d.reason), d.consolidationType)
 	for _, claim := range d.claims {
 		r.metrics.count(d.reason, claim.Labels[v1.NodePoolLabelKey], d.to, "started")
 	}

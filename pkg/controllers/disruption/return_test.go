@@ -23,6 +23,7 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/fake"
 	"github.com/backstop-sh/backstop/pkg/controllers/disruption"
 	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
@@ -71,6 +72,7 @@ var _ = Describe("returning to the preferred pool", func() {
 			BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second})
 		r := disruption.NewReplacer(env.Client, recorder, clk, prov, opts, returnMetrics)
 		r.Lifecycle = lifecycle
+		r.Cloud = cloud
 		return r
 	}
 	sample := func(name string, labels map[string]string) float64 {
@@ -471,6 +473,92 @@ var _ = Describe("returning to the preferred pool", func() {
 			runPod("web-2", bNode.Name)
 			settle(newReplacer())
 			Expect(replacing(b)).To(BeEmpty(), "its pod fits nowhere else, and an m5.large is the cheapest that holds it")
+		})
+	})
+
+	Describe("drift", func() {
+		// stamp gives the fallback NodeClaim its pool's template hash, as
+		// the provisioner does at creation.
+		stamp := func(version string) {
+			p := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+			fallback.Annotations = map[string]string{v1.NodePoolHashAnnotationKey: p.TemplateHash(), v1.NodePoolHashVersionAnnotationKey: version}
+			Expect(env.Client.Update(ctx, fallback)).To(Succeed())
+		}
+		onDemandPool := func(mutate func(*v1.NodePool)) {
+			p := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+			mutate(p)
+			Expect(env.Client.Update(ctx, p)).To(Succeed())
+		}
+		drift := func() *metav1.Condition {
+			c := current()
+			return meta.FindStatusCondition(c.Status.Conditions, v1.ConditionDrifted)
+		}
+
+		DescribeTable("marks a drifted node and replaces it, replacement first",
+			func(want cloudprovider.DriftReason, setup func()) {
+				runPod("web-1", node.Name)
+				opts.Enabled = false
+				setup()
+				r := newReplacer()
+				Expect(r.Round(ctx)).To(Succeed())
+				cond := drift()
+				Expect(cond).NotTo(BeNil(), "Drifted condition")
+				Expect(cond.Reason).To(Equal(string(want)))
+				Expect(current().Annotations).To(HaveKeyWithValue(disruption.ReasonAnnotation, disruption.ReasonDrifted))
+				Expect(replacements()).To(HaveLen(1), "a replacement is launched before the node drains")
+				Expect(current().DeletionTimestamp).To(BeNil())
+				Expect(drainEvents()).To(ContainSubstring("Drifted (" + string(want)))
+				Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "drifted"})).To(Equal(1.0))
+				rs := replacements()
+				initialize(&rs[0])
+				Expect(r.Round(ctx)).To(Succeed())
+				Expect(current()).To(BeNil(), "drained once the replacement initialized")
+				Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"reason": "drifted"})).To(Equal(1.0))
+			},
+			Entry("the NodePool's template changed", disruption.NodePoolDrift, func() {
+				stamp(v1.NodePoolHashVersion)
+				onDemandPool(func(p *v1.NodePool) { p.Spec.Template.ObjectMeta.Labels = map[string]string{"team": "payments"} })
+			}),
+			Entry("the node no longer meets the NodePool's requirements", disruption.RequirementsDrift, func() {
+				onDemandPool(func(p *v1.NodePool) {
+					p.Spec.Template.Spec.Requirements = append(p.Spec.Template.Spec.Requirements,
+						v1.NodeSelectorRequirementWithMinValues{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"c5.large"}})
+				})
+			}),
+			Entry("the NodeClass changed", cloudprovider.NodeClassDrift, func() {
+				cloud.Drifted = map[string]cloudprovider.DriftReason{"fallback-1": cloudprovider.NodeClassDrift}
+			}),
+			Entry("the image is no longer resolved", cloudprovider.AMIDrift, func() { cloud.Drifted = map[string]cloudprovider.DriftReason{"fallback-1": cloudprovider.AMIDrift} }),
+			Entry("the subnet is no longer resolved", cloudprovider.SubnetDrift, func() { cloud.Drifted = map[string]cloudprovider.DriftReason{"fallback-1": cloudprovider.SubnetDrift} }),
+			Entry("the security groups are no longer resolved", cloudprovider.SecurityGroupDrift, func() {
+				cloud.Drifted = map[string]cloudprovider.DriftReason{"fallback-1": cloudprovider.SecurityGroupDrift}
+			}),
+		)
+
+		It("does not compare a hash another version stamped (a Karpenter NodeClaim after migration)", func() {
+			runPod("web-1", node.Name)
+			stamp("v3")
+			onDemandPool(func(p *v1.NodePool) { p.Spec.Template.ObjectMeta.Labels = map[string]string{"team": "payments"} })
+			Expect(newReplacer().Round(ctx)).To(Succeed())
+			Expect(drift()).To(BeNil())
+		})
+
+		It("marks but waits when the Drifted budget allows none, and clears the mark when drift ends", func() {
+			runPod("web-1", node.Name)
+			opts.Enabled = false
+			onDemandPool(func(p *v1.NodePool) {
+				p.Spec.Disruption.Budgets = []v1.Budget{{Nodes: "0", Reasons: []v1.DisruptionReason{v1.DisruptionReasonDrifted}}}
+			})
+			cloud.Drifted = map[string]cloudprovider.DriftReason{"fallback-1": cloudprovider.AMIDrift}
+			r := newReplacer()
+			Expect(r.Round(ctx)).To(Succeed())
+			Expect(drift()).NotTo(BeNil())
+			Expect(replacements()).To(BeEmpty(), "budget 0 for Drifted")
+			cloud.Drifted = nil
+			Expect(r.Round(ctx)).To(Succeed())
+			Expect(drift()).To(BeNil(), "no longer drifted")
 		})
 	})
 

@@ -151,6 +151,12 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	claim.Labels[corev1.LabelInstanceTypeStable] = inst.InstanceType
 	claim.Labels[corev1.LabelTopologyZone] = inst.Zone
 	claim.Labels[v1.CapacityTypeLabelKey] = inst.CapacityType
+	if len(inst.Annotations) > 0 && claim.Annotations == nil {
+		claim.Annotations = map[string]string{}
+	}
+	for k, v := range inst.Annotations {
+		claim.Annotations[k] = v
+	}
 	if err := l.client.Patch(ctx, claim, patch); err != nil {
 		return reconcile.Result{}, err
 	}

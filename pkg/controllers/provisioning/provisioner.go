@@ -329,6 +329,8 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 	for k, v := range pool.Spec.Template.ObjectMeta.Annotations {
 		annotations[k] = v
 	}
+	annotations[v1.NodePoolHashAnnotationKey] = pool.TemplateHash()
+	annotations[v1.NodePoolHashVersionAnnotationKey] = v1.NodePoolHashVersion
 	for k, v := range extra {
 		annotations[k] = v
 	}
