@@ -57,14 +57,19 @@ func (c *Controller) NeedLeaderElection() bool { return true }
 
 // Start runs rounds until ctx ends.
 func (c *Controller) Start(ctx context.Context) error {
+	return rounds(ctx, c.clock, c.Every, "disruption", c.Disrupt)
+}
+
+// rounds runs round every period of clk until ctx ends, logging failures.
+func rounds(ctx context.Context, clk clock.Clock, every time.Duration, what string, round func(context.Context) error) error {
 	for {
-		if err := c.Disrupt(ctx); err != nil {
-			log.FromContext(ctx).Error(err, "disruption round failed")
+		if err := round(ctx); err != nil {
+			log.FromContext(ctx).Error(err, what+" round failed")
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-c.clock.After(c.Every):
+		case <-clk.After(every):
 		}
 	}
 }

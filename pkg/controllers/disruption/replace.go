@@ -161,16 +161,7 @@ func (r *Replacer) NeedLeaderElection() bool { return true }
 
 // Start runs rounds until ctx ends.
 func (r *Replacer) Start(ctx context.Context) error {
-	for {
-		if err := r.Round(ctx); err != nil {
-			log.FromContext(ctx).Error(err, "replacement round failed")
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.clock.After(r.Every):
-		}
-	}
+	return rounds(ctx, r.clock, r.Every, "replacement", r.Round)
 }
 
 // world is what one round reads, from the cache.
