@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 	"k8s.io/utils/clock"
@@ -41,9 +42,12 @@ func SQSClient(endpoint string) *sqs.Client { return sqs.NewFromConfig(simulator
 // EKSClient is the SDK's EKS client as the controller builds it, pointed at the simulator.
 func EKSClient(endpoint string) *eks.Client { return eks.NewFromConfig(simulatorConfig(endpoint)) }
 
+// SSMClient is the SDK's SSM client as the controller builds it, pointed at the simulator.
+func SSMClient(endpoint string) *ssm.Client { return ssm.NewFromConfig(simulatorConfig(endpoint)) }
+
 // AWSClients are the controller's clients pointed at the simulator.
 func AWSClients(endpoint string) *operator.AWS {
-	return &operator.AWS{EC2: EC2Client(endpoint), SQS: SQSClient(endpoint), EKS: EKSClient(endpoint)}
+	return &operator.AWS{EC2: EC2Client(endpoint), SQS: SQSClient(endpoint), EKS: EKSClient(endpoint), SSM: SSMClient(endpoint)}
 }
 
 // StartEC2Simulator serves a simulator over HTTP for one spec and returns it

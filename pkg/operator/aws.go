@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -35,6 +36,9 @@ type AWS struct {
 	SQS *sqs.Client
 	// EKS describes the cluster nodes join.
 	EKS *eks.Client
+	// SSM holds the public parameters naming EKS images (AMI aliases) and
+	// those ssmParameter terms name.
+	SSM *ssm.Client
 }
 
 // NewAWS builds the clients from the default AWS configuration (environment,
@@ -61,7 +65,7 @@ func NewAWS(ctx context.Context, o *Options, log logr.Logger) (*AWS, error) {
 	if o.AWSEndpoint != "" {
 		cfg.BaseEndpoint = aws.String(o.AWSEndpoint)
 	}
-	clients := &AWS{EC2: ec2.NewFromConfig(cfg), EKS: eks.NewFromConfig(cfg)}
+	clients := &AWS{EC2: ec2.NewFromConfig(cfg), EKS: eks.NewFromConfig(cfg), SSM: ssm.NewFromConfig(cfg)}
 	if o.InterruptionQueue != "" {
 		clients.SQS = sqs.NewFromConfig(cfg)
 	}
@@ -91,7 +95,7 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 	}
 	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process).CountFailures(crmetrics.Registry).JoinsWith(facts)
 	cloud := awscloud.New(mgr.GetClient(), launcher, offerings)
-	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, o.ClusterName, version), clk).Register(mgr); err != nil {
+	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, clients.SSM, o.ClusterName, version), clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}
 	handler, err := op.registerControllers(cloud)

@@ -37,6 +37,10 @@ type Config struct {
 	// is reclaimed; two minutes, as on AWS, unless set.
 	SpotNotice Duration `json:"spotNotice,omitempty"`
 
+	// SSMParameters are parameters of the account besides the public ones
+	// AWS publishes for its EKS images (derived from Images), by name.
+	SSMParameters map[string]string `json:"ssmParameters,omitempty"`
+
 	// EKS is the cluster EKS DescribeCluster describes; none: every
 	// DescribeCluster answers ResourceNotFoundException.
 	EKS *EKSCluster `json:"eks,omitempty"`
@@ -86,6 +90,9 @@ type Faults struct {
 	LoseFleetAnswers int `json:"loseFleetAnswers,omitempty"`
 	// SQSThrottleNext answers the next N SQS calls with RequestThrottled.
 	SQSThrottleNext int `json:"sqsThrottleNext,omitempty"`
+	// SSMAccessDenied answers every SSM call with AccessDeniedException, as
+	// when the controller's role may not read parameters.
+	SSMAccessDenied bool `json:"ssmAccessDenied,omitempty"`
 	// SQSAccessDenied answers every SQS call with AccessDenied, as when the
 	// controller's role lacks the queue permissions.
 	SQSAccessDenied bool `json:"sqsAccessDenied,omitempty"`

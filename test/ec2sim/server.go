@@ -86,6 +86,7 @@ type Server struct {
 	queues          map[string]*queue
 	messageSeq      int
 	sqsRequests     int
+	ssmRequests     int
 	// beforeAnswer, when set, runs after EC2 has acted on a request and
 	// before the answer is written: a test kills the client there.
 	beforeAnswer func(action string)
@@ -179,6 +180,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if target := r.Header.Get("X-Amz-Target"); strings.HasPrefix(target, "AmazonSQS.") {
 		s.serveSQS(w, r, strings.TrimPrefix(target, "AmazonSQS."))
+		return
+	}
+	if target := r.Header.Get("X-Amz-Target"); strings.HasPrefix(target, "AmazonSSM.") {
+		s.serveSSM(w, r, strings.TrimPrefix(target, "AmazonSSM."))
 		return
 	}
 	if err := r.ParseForm(); err != nil {

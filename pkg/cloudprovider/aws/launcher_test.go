@@ -60,7 +60,7 @@ var _ = Describe("the fleet launcher", func() {
 			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 			Tags:                       map[string]string{"team": "data"},
 		}}
-		class.Status, err = aws.NewResolver(client, "my-cluster", "1.36").Resolve(ctx, class)
+		class.Status, err = aws.NewResolver(client, test.SSMClient(simURL), "my-cluster", "1.36").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		sim.ResetRequests()
 	})
@@ -416,7 +416,7 @@ var _ = Describe("instances", func() {
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
 			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
 		}}
-		class.Status, err = aws.NewResolver(client, "local", "1.36").Resolve(ctx, class)
+		class.Status, err = aws.NewResolver(client, test.SSMClient(url), "local", "1.36").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		inst, err := launcher.Launch(ctx, &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: "uid-x",
 			Annotations: map[string]string{cloudprovider.CreatedByAnnotation: "this-process"}}, Spec: v1.NodeClaimSpec{
@@ -479,7 +479,7 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 		}}
-		class.Status, err = aws.NewResolver(client, "my-cluster", "1.36").Resolve(ctx, class)
+		class.Status, err = aws.NewResolver(client, test.SSMClient(simURL), "my-cluster", "1.36").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		class.Status.Conditions = []metav1.Condition{{Type: awsv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: metav1.Now()}}
 

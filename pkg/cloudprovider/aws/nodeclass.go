@@ -8,6 +8,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,13 +21,15 @@ import (
 // security groups and images.
 type Resolver struct {
 	ec2               *ec2.Client
+	ssm               *ssm.Client
 	clusterName       string
 	kubernetesVersion string
 }
 
-// NewResolver returns a resolver; kubernetesVersion ("1.36") picks alias images.
-func NewResolver(client *ec2.Client, clusterName, kubernetesVersion string) *Resolver {
-	return &Resolver{ec2: client, clusterName: clusterName, kubernetesVersion: kubernetesVersion}
+// NewResolver returns a resolver; aliases and ssmParameter terms are read
+// from SSM, and kubernetesVersion ("1.36") picks the alias parameters.
+func NewResolver(client *ec2.Client, ssmClient *ssm.Client, clusterName, kubernetesVersion string) *Resolver {
+	return &Resolver{ec2: client, ssm: ssmClient, clusterName: clusterName, kubernetesVersion: kubernetesVersion}
 }
 
 // Resolve computes the class's status: what each selector matched and a
@@ -41,7 +44,8 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 	if status.SecurityGroups, err = r.securityGroups(ctx, nc.Spec.SecurityGroupSelectorTerms); err != nil {
 		return status, err
 	}
-	if status.AMIs, err = r.amis(ctx, nc.Spec.AMISelectorTerms); err != nil {
+	var amiNotes []string
+	if status.AMIs, amiNotes, err = r.amis(ctx, nc.Spec.AMISelectorTerms); err != nil {
 		return status, err
 	}
 	status.InstanceProfile = r.instanceProfile(nc)
@@ -52,7 +56,7 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 		condition(awsv1.ConditionSecurityGroupsReady, len(status.SecurityGroups) > 0, "SecurityGroupsNotFound",
 			"no security group matched spec.securityGroupSelectorTerms "+describeTerms(nc.Spec.SecurityGroupSelectorTerms)),
 		condition(awsv1.ConditionAMIsReady, len(status.AMIs) > 0, "AMIsNotFound",
-			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+ssmNote(nc.Spec.AMISelectorTerms)),
+			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+notes(amiNotes)),
 		condition(awsv1.ConditionInstanceProfileReady, status.InstanceProfile != "", "InstanceProfileMissing", "set spec.role or spec.instanceProfile"),
 	}
 	var notReady []string
@@ -69,14 +73,11 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 	return status, nil
 }
 
-// ssmNote explains that ssmParameter terms are not resolved yet.
-func ssmNote(terms []awsv1.AMISelectorTerm) string {
-	for _, t := range terms {
-		if t.SSMParameter != "" {
-			return "; ssmParameter terms are not resolved by this version of Backstop: use an alias, id, name or tags term"
-		}
+func notes(ns []string) string {
+	if len(ns) == 0 {
+		return ""
 	}
-	return ""
+	return ": " + strings.Join(ns, "; ")
 }
 
 func condition(kind string, ok bool, reason, message string) metav1.Condition {
@@ -178,66 +179,133 @@ func (r *Resolver) securityGroups(ctx context.Context, terms []awsv1.SecurityGro
 	return out, nil
 }
 
-// aliasNames are the image name patterns of each alias family, by architecture.
-func (r *Resolver) aliasNames(family, version string) map[string]string {
-	v := "*"
-	if version != "latest" {
-		v = strings.TrimPrefix(version, "v")
-	}
+// aliasParameters are the public SSM parameters AWS publishes for an
+// alias's images, by architecture: "latest" reads the recommended image,
+// a version (al2023@v20250101, bottlerocket@v1.26.0) the pinned one.
+func (r *Resolver) aliasParameters(family, version string) (map[string]string, error) {
+	k := r.kubernetesVersion
+	latest := version == "latest" || version == ""
+	v := strings.TrimPrefix(version, "v")
 	switch family {
 	case "al2023":
-		return map[string]string{
-			"x86_64": fmt.Sprintf("amazon-eks-node-al2023-x86_64-standard-%s-v%s", r.kubernetesVersion, v),
-			"arm64":  fmt.Sprintf("amazon-eks-node-al2023-arm64-standard-%s-v%s", r.kubernetesVersion, v),
+		out := map[string]string{}
+		for _, arch := range []string{"x86_64", "arm64"} {
+			leaf := "recommended"
+			if !latest {
+				leaf = fmt.Sprintf("amazon-eks-node-al2023-%s-standard-%s-v%s", arch, k, v)
+			}
+			out[arch] = fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2023/%s/standard/%s/image_id", k, arch, leaf)
 		}
+		return out, nil
 	case "al2":
-		return map[string]string{
-			"x86_64": fmt.Sprintf("amazon-eks-node-%s-v%s", r.kubernetesVersion, v),
-			"arm64":  fmt.Sprintf("amazon-eks-arm64-node-%s-v%s", r.kubernetesVersion, v),
+		amd, arm := "recommended", "recommended"
+		if !latest {
+			amd, arm = fmt.Sprintf("amazon-eks-node-%s-v%s", k, v), fmt.Sprintf("amazon-eks-arm64-node-%s-v%s", k, v)
 		}
+		return map[string]string{
+			"x86_64": fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2/%s/image_id", k, amd),
+			"arm64":  fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2-arm64/%s/image_id", k, arm),
+		}, nil
 	case "bottlerocket":
-		return map[string]string{
-			"x86_64": fmt.Sprintf("bottlerocket-aws-k8s-%s-x86_64-v%s", r.kubernetesVersion, v),
-			"arm64":  fmt.Sprintf("bottlerocket-aws-k8s-%s-aarch64-v%s", r.kubernetesVersion, v),
+		leaf := "latest"
+		if !latest {
+			leaf = v
 		}
-	default:
-		return map[string]string{"x86_64": fmt.Sprintf("Windows_Server-%s-English-Core-EKS_Optimized-%s-*", strings.TrimPrefix(family, "windows"), r.kubernetesVersion)}
+		return map[string]string{
+			"x86_64": fmt.Sprintf("/aws/service/bottlerocket/aws-k8s-%s/x86_64/%s/image_id", k, leaf),
+			"arm64":  fmt.Sprintf("/aws/service/bottlerocket/aws-k8s-%s/arm64/%s/image_id", k, leaf),
+		}, nil
+	case "windows2019", "windows2022":
+		if !latest {
+			return nil, fmt.Errorf("alias %s@%s: Windows images cannot be pinned; use %s@latest", family, version, family)
+		}
+		return map[string]string{"x86_64": fmt.Sprintf("/aws/service/ami-windows-latest/Windows_Server-%s-English-Core-EKS_Optimized-%s/image_id", strings.TrimPrefix(family, "windows"), k)}, nil
 	}
+	return nil, fmt.Errorf("alias %s@%s: unknown family; use al2023, al2, bottlerocket, windows2019 or windows2022", family, version)
 }
 
-func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]awsv1.AMI, error) {
-	var queries []*ec2.DescribeImagesInput
-	for _, t := range terms {
-		if t.SSMParameter != "" {
-			continue
-		}
-		if t.Alias != "" {
-			family, version, _ := strings.Cut(t.Alias, "@")
-			for arch, name := range r.aliasNames(family, version) {
-				queries = append(queries, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, Filters: []ec2types.Filter{
-					{Name: aws.String("name"), Values: []string{name}}, {Name: aws.String("architecture"), Values: []string{arch}},
-				}})
+// ssmAccessFix is what a denied SSM read needs.
+const ssmAccessFix = "allow ssm:GetParameter and ssm:GetParameters on arn:aws:ssm:<region>::parameter/aws/service/* (and on the parameters spec.amiSelectorTerms names)"
+
+// parameters reads SSM parameters, ten at a time; a missing one is left
+// out and noted, a denied read is noted with the fix.
+func (r *Resolver) parameters(ctx context.Context, names []string) (map[string]string, []string, error) {
+	values := map[string]string{}
+	var notes []string
+	for start := 0; start < len(names); start += 10 {
+		batch := names[start:min(start+10, len(names))]
+		out, err := r.ssm.GetParameters(ctx, &ssm.GetParametersInput{Names: batch})
+		if err != nil {
+			if fe, ok := FromAPIError(err); ok && fe.Code == "AccessDeniedException" {
+				return values, append(notes, fmt.Sprintf("reading SSM parameters was denied (%s): %s", fe.Message, ssmAccessFix)), nil
 			}
-			continue
+			return nil, nil, fmt.Errorf("SSM GetParameters: %w", err)
 		}
-		in := &ec2.DescribeImagesInput{Filters: tagFilters(t.Tags)}
-		if t.ID != "" {
-			in.ImageIds = []string{t.ID}
+		for _, p := range out.Parameters {
+			values[aws.ToString(p.Name)] = aws.ToString(p.Value)
 		}
-		if t.Name != "" {
-			in.Filters = append(in.Filters, ec2types.Filter{Name: aws.String("name"), Values: []string{t.Name}})
+		for _, name := range out.InvalidParameters {
+			notes = append(notes, fmt.Sprintf("SSM parameter %s does not exist", name))
 		}
-		if t.Owner != "" {
-			in.Owners = []string{t.Owner}
+	}
+	return values, notes, nil
+}
+
+// amis resolves the terms to the newest image of each architecture; notes
+// say what could not be found, for the AMIsReady condition.
+func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]awsv1.AMI, []string, error) {
+	var queries []*ec2.DescribeImagesInput
+	var notes, ssmNames []string
+	for i, t := range terms {
+		switch {
+		case t.SSMParameter != "":
+			ssmNames = append(ssmNames, t.SSMParameter)
+		case t.Alias != "":
+			family, version, _ := strings.Cut(t.Alias, "@")
+			params, err := r.aliasParameters(family, version)
+			if err != nil {
+				notes = append(notes, fmt.Sprintf("spec.amiSelectorTerms[%d].%s", i, err))
+				continue
+			}
+			for _, arch := range sortedStringKeys(params) {
+				ssmNames = append(ssmNames, params[arch])
+			}
+		default:
+			in := &ec2.DescribeImagesInput{Filters: tagFilters(t.Tags)}
+			if t.ID != "" {
+				in.ImageIds = []string{t.ID}
+			}
+			if t.Name != "" {
+				in.Filters = append(in.Filters, ec2types.Filter{Name: aws.String("name"), Values: []string{t.Name}})
+			}
+			if t.Owner != "" {
+				in.Owners = []string{t.Owner}
+			}
+			queries = append(queries, in)
 		}
-		queries = append(queries, in)
+	}
+	if len(ssmNames) > 0 {
+		values, ssmNotes, err := r.parameters(ctx, ssmNames)
+		if err != nil {
+			return nil, nil, err
+		}
+		notes = append(notes, ssmNotes...)
+		var ids []string
+		for _, name := range ssmNames {
+			if id := values[name]; id != "" {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) > 0 {
+			queries = append(queries, &ec2.DescribeImagesInput{ImageIds: ids})
+		}
 	}
 	// The newest image of each architecture wins.
 	newest := map[string]ec2types.Image{}
 	for _, q := range queries {
 		out, err := r.ec2.DescribeImages(ctx, q)
 		if err != nil {
-			return nil, fmt.Errorf("DescribeImages: %w", err)
+			return nil, nil, fmt.Errorf("DescribeImages: %w", err)
 		}
 		for _, img := range out.Images {
 			arch := string(img.Architecture)
@@ -259,7 +327,7 @@ func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]a
 		out = append(out, awsv1.AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), Deprecated: aws.ToString(img.DeprecationTime) != "",
 			Requirements: []awsv1.AMIRequirement{{Key: corev1.LabelArchStable, Operator: string(v1.OpIn), Values: []string{k8sArch}}}})
 	}
-	return out, nil
+	return out, notes, nil
 }
 
 // instanceProfile is the class's instance profile, or the one Backstop names

@@ -24,12 +24,12 @@ var _ = Describe("the EC2NodeClass status controller", func() {
 	ctx := context.Background()
 
 	BeforeEach(func() {
-		_, ec2Client, _ := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
+		_, ec2Client, simURL := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
 		mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: test.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 			// A manager per spec registers the same controller again.
 			Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(nodeclass.New(mgr.GetClient(), aws.NewResolver(ec2Client, "my-cluster", "1.36"), clock.RealClock{}).Register(mgr)).To(Succeed())
+		Expect(nodeclass.New(mgr.GetClient(), aws.NewResolver(ec2Client, test.SSMClient(simURL), "my-cluster", "1.36"), clock.RealClock{}).Register(mgr)).To(Succeed())
 		mctx, cancel := context.WithCancel(ctx)
 		DeferCleanup(cancel)
 		go func() {
