@@ -211,14 +211,21 @@ func (r *Replacer) Round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	inProgress := false
+	inProgress, drained := false, false
 	for _, claim := range w.claims {
 		if claim.Annotations[ReplacingAnnotation] != "" && claim.DeletionTimestamp == nil {
 			inProgress = true
-			if err := r.progress(ctx, w, claim); err != nil {
+			done, err := r.progress(ctx, w, claim)
+			if err != nil {
 				log.FromContext(ctx).Error(err, "carrying a replacement on", "nodeclaim", claim.Name)
 			}
+			drained = drained || done
 		}
+	}
+	if drained {
+		// Pods are about to leave the drained nodes; the cache shows that
+		// only later, and no move may count on the room they will take.
+		return nil
 	}
 	r.stable.observe(w, r.clock.Now())
 	r.consolidationEligible = 0
@@ -267,7 +274,7 @@ func replacementsOf(w *world, claim string) []*v1.NodeClaim {
 // progress drains a node being replaced once all its replacements have
 // initialized, and rolls the replacement back when one is gone or they
 // take too long.
-func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim) error {
+func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim) (drained bool, err error) {
 	want, _ := strconv.Atoi(claim.Annotations[ReplacementsAnnotation])
 	started, _ := time.Parse(time.RFC3339, claim.Annotations[StartedAnnotation])
 	reason := claim.Annotations[ReasonAnnotation]
@@ -303,17 +310,17 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim) 
 		r.event(w, claim, corev1.EventTypeNormal, words.done, msg)
 		log.FromContext(ctx).Info("replacements initialized, draining", "reason", reason, "nodeclaim", claim.Name, "node", claim.Status.NodeName, "nodepool", from, "to", to, "replacements", names)
 		if err := r.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
-			return err
+			return false, err
 		}
 		r.Lifecycle.Disrupted(from, metricReason(reason), claim.Labels[v1.CapacityTypeLabelKey])
 		r.metrics.count(reason, from, to, "completed")
-		return nil
+		return true, nil
 	case live < want && age >= replacementGrace:
-		return r.rollBack(ctx, w, claim, replacements, fmt.Sprintf("%d of %d replacements failed to launch", want-live, want))
+		return false, r.rollBack(ctx, w, claim, replacements, fmt.Sprintf("%d of %d replacements failed to launch", want-live, want))
 	case age >= r.opts.Timeout:
-		return r.rollBack(ctx, w, claim, replacements, fmt.Sprintf("replacements did not initialize within %s", r.opts.Timeout))
+		return false, r.rollBack(ctx, w, claim, replacements, fmt.Sprintf("replacements did not initialize within %s", r.opts.Timeout))
 	}
-	return nil
+	return false, nil
 }
 
 // replacementGrace covers a crash between a replacement's start and the
@@ -391,6 +398,11 @@ func (r *Replacer) begin(ctx context.Context, w *world, d *decision, spoken map[
 			return err
 		}
 		names = append(names, claim.Name)
+	}
+	// The room the move counts on is spoken for until it is done: no
+	// later plan of this round may count on it too.
+	for _, pl := range d.move.Plan.Existing {
+		spoken[pl.Node] = true
 	}
 	var what []string
 	for _, nc := range d.move.Plan.NewNodeClaims {

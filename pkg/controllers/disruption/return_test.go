@@ -239,6 +239,25 @@ var _ = Describe("returning to the preferred pool", func() {
 		Expect(replacements()).To(HaveLen(1))
 	})
 
+	It("does not count twice on the same room in one round", func() {
+		runPod("web-1", node.Name)
+		other, otherNode := makeNode("fallback-2", "on-demand", v1.CapacityTypeOnDemand)
+		runPod("web-2", otherNode.Name)
+		// A Spot node with room for one of the two pods; no new Spot node
+		// can be launched.
+		makeNode("spot-a", "spot", v1.CapacityTypeSpot)
+		cloud.Types = []*scheduling.InstanceType{m5Large(0.035, scheduling.Offering{Available: false})}
+		Expect(newReplacer().Round(ctx)).To(Succeed())
+		marked := 0
+		for _, c := range []*v1.NodeClaim{fallback, other} {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			if c.Annotations[disruption.ReplacingAnnotation] != "" {
+				marked++
+			}
+		}
+		Expect(marked).To(Equal(1), "the Spot node's room takes one of the pods, not both")
+	})
+
 	It("rolls back when the replacement fails to launch, and waits the cool-down before trying again", func() {
 		runPod("web-1", node.Name)
 		r := newReplacer()
