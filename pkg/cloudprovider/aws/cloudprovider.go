@@ -9,6 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -26,6 +27,25 @@ type CloudProvider struct {
 	launcher  *Launcher
 	offerings *Offerings
 	instances *instanceCache
+	// specHashes memoizes each EC2NodeClass's spec hash by UID and
+	// generation (the spec changes only with the generation): drift is
+	// checked for every NodeClaim every round.
+	specHashes sync.Map
+}
+
+type specHashKey struct {
+	uid        types.UID
+	generation int64
+}
+
+func (c *CloudProvider) specHash(class *awsv1.EC2NodeClass) string {
+	key := specHashKey{class.UID, class.Generation}
+	if h, ok := c.specHashes.Load(key); ok {
+		return h.(string)
+	}
+	h := class.SpecHash()
+	c.specHashes.Store(key, h)
+	return h
 }
 
 // instanceListTTL is how long drift checks use one listing of the cluster's
@@ -78,7 +98,7 @@ func (c *CloudProvider) Create(ctx context.Context, claim *v1.NodeClaim) (*cloud
 	if err != nil {
 		return nil, err
 	}
-	inst.Annotations = map[string]string{awsv1.NodeClassHashAnnotationKey: class.SpecHash(), awsv1.NodeClassHashVersionAnnotationKey: awsv1.NodeClassHashVersion}
+	inst.Annotations = map[string]string{awsv1.NodeClassHashAnnotationKey: c.specHash(class), awsv1.NodeClassHashVersionAnnotationKey: awsv1.NodeClassHashVersion}
 	return inst, nil
 }
 
@@ -95,7 +115,7 @@ func (c *CloudProvider) IsDrifted(ctx context.Context, claim *v1.NodeClaim) (clo
 		return "", err
 	}
 	if claim.Annotations[awsv1.NodeClassHashVersionAnnotationKey] == awsv1.NodeClassHashVersion &&
-		claim.Annotations[awsv1.NodeClassHashAnnotationKey] != class.SpecHash() {
+		claim.Annotations[awsv1.NodeClassHashAnnotationKey] != c.specHash(class) {
 		return cloudprovider.NodeClassDrift, nil
 	}
 	if id := claim.Status.ImageID; id != "" && len(class.Status.AMIs) > 0 && !slices.ContainsFunc(class.Status.AMIs, func(a awsv1.AMI) bool { return a.ID == id }) {

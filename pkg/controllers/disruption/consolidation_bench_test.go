@@ -88,7 +88,7 @@ func BenchmarkConsolidationDecision(b *testing.B) {
 			b.Fatal("no consolidation found")
 		}
 		if i == 0 {
-			b.Logf("decision: %s", disruption.Describe(d))
+			b.Logf("decision: %s", d)
 		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)

@@ -34,17 +34,33 @@ type DriftChecker interface {
 // PoolDrift says why a NodeClaim no longer matches its NodePool, or "".
 // A hash stamped by another version (Karpenter's, say) is not compared.
 func PoolDrift(pool *v1.NodePool, claim *v1.NodeClaim) cloudprovider.DriftReason {
-	if claim.Annotations[v1.NodePoolHashVersionAnnotationKey] == v1.NodePoolHashVersion &&
-		claim.Annotations[v1.NodePoolHashAnnotationKey] != pool.TemplateHash() {
-		return NodePoolDrift
-	}
+	return newPoolView(pool).drift(claim)
+}
+
+// poolView is what drift compares a pool's NodeClaims with, computed once
+// per pool and round rather than once per NodeClaim.
+type poolView struct {
+	hash string
+	reqs scheduling.Requirements
+}
+
+func newPoolView(pool *v1.NodePool) poolView {
 	reqs, err := scheduling.FromAPI(pool.Spec.Template.Spec.Requirements)
 	if err != nil {
-		return ""
+		// The CRD's validation refuses such requirements; compare none.
+		reqs = scheduling.Requirements{}
 	}
-	for _, key := range reqs.Keys() {
+	return poolView{hash: pool.TemplateHash(), reqs: reqs}
+}
+
+func (p poolView) drift(claim *v1.NodeClaim) cloudprovider.DriftReason {
+	if claim.Annotations[v1.NodePoolHashVersionAnnotationKey] == v1.NodePoolHashVersion &&
+		claim.Annotations[v1.NodePoolHashAnnotationKey] != p.hash {
+		return NodePoolDrift
+	}
+	for _, key := range p.reqs.Keys() {
 		value, set := claim.Labels[key]
-		if !reqs[key].Matches(value, set) {
+		if !p.reqs[key].Matches(value, set) {
 			return RequirementsDrift
 		}
 	}
@@ -56,12 +72,18 @@ func PoolDrift(pool *v1.NodePool, claim *v1.NodeClaim) cloudprovider.DriftReason
 // returns the drifted ones by name with why.
 func (r *Replacer) drifted(ctx context.Context, w *world) map[string]cloudprovider.DriftReason {
 	out := map[string]cloudprovider.DriftReason{}
+	views := map[string]poolView{}
 	for _, claim := range w.claims {
 		pool := w.pools[claim.Labels[v1.NodePoolLabelKey]]
 		if claim.DeletionTimestamp != nil || claim.Status.ProviderID == "" || pool == nil {
 			continue
 		}
-		reason := PoolDrift(pool, claim)
+		view, ok := views[pool.Name]
+		if !ok {
+			view = newPoolView(pool)
+			views[pool.Name] = view
+		}
+		reason := view.drift(claim)
 		if reason == "" && r.Cloud != nil {
 			var err error
 			if reason, err = r.Cloud.IsDrifted(ctx, claim); err != nil {
@@ -165,7 +187,7 @@ func (r *Replacer) replaceDrifted(ctx context.Context, w *world, drifted map[str
 				log.FromContext(ctx).V(1).Info("not replacing drifted node yet", "nodeclaim", claim.Name, "why", err.Error())
 				continue
 			}
-			d := &decision{reason: ReasonDrifted, detail: string(drifted[claim.Name]), claims: []*v1.NodeClaim{claim}, move: move, to: "existing nodes"}
+			d := &Decision{reason: ReasonDrifted, detail: string(drifted[claim.Name]), claims: []*v1.NodeClaim{claim}, move: move, to: "existing nodes"}
 			if len(move.Plan.NewNodeClaims) > 0 {
 				d.to = move.Plan.NewNodeClaims[0].NodePool
 			}

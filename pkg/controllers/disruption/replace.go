@@ -364,8 +364,8 @@ func (r *Replacer) coolingDown(claim *v1.NodeClaim, now time.Time) bool {
 	return false
 }
 
-// decision is a planned replacement of some nodes.
-type decision struct {
+// Decision is a planned replacement of some nodes.
+type Decision struct {
 	reason string
 	claims []*v1.NodeClaim
 	move   *provisioning.Move
@@ -378,11 +378,11 @@ type decision struct {
 	detail string
 }
 
-func (d *decision) saving() float64 { return d.move.LeavingPrice - d.move.Plan.Price() }
+func (d *Decision) saving() float64 { return d.move.LeavingPrice - d.move.Plan.Price() }
 
 // begin marks the nodes, then creates their replacements: a crash between
 // the two is rolled back by the next round, never doubled.
-func (r *Replacer) begin(ctx context.Context, w *world, d *decision, spoken map[string]bool) error {
+func (r *Replacer) begin(ctx context.Context, w *world, d *Decision, spoken map[string]bool) error {
 	now := r.clock.Now().UTC().Format(time.RFC3339)
 	var names []string
 	for _, claim := range d.claims {

@@ -28,7 +28,7 @@ const ReturnAnnotation = "backstop.sh/return-to-preferred-pool"
 func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 	now := r.clock.Now()
 	budget := r.opts.MaxPerInterval - r.recentReturns(w, now)
-	any := false
+	started := false
 	var base *provisioning.MoveBase
 	// Replacements made in this round join those the round started with.
 	spoken := spokenFor(w)
@@ -90,7 +90,7 @@ func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 			d, err := r.planReturn(base, cand, to, strings.Join(toNames, ","), spoken)
 			if err != nil {
 				if !errors.As(err, new(*provisioning.MoveRefusal)) {
-					return any, err
+					return started, err
 				}
 				log.FromContext(ctx).V(1).Info("not returning node", "nodeclaim", claim.Name, "why", err.Error())
 				continue
@@ -98,12 +98,12 @@ func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 			if err := r.begin(ctx, w, d, spoken); err != nil {
 				return true, err
 			}
-			any = true
+			started = true
 			allowed--
 			budget--
 		}
 	}
-	return any, nil
+	return started, nil
 }
 
 // recentReturns counts the nodes whose return started within the interval,
@@ -131,7 +131,7 @@ func (r *Replacer) recentReturns(w *world, now time.Time) int {
 // planReturn plans the candidate's pods onto the preferred pools with
 // offerings not refused within the cool-down; a MoveRefusal when they do
 // not all fit there or the saving is too small.
-func (r *Replacer) planReturn(base *provisioning.MoveBase, cand Candidate, to map[string]bool, toNames string, spoken map[string]bool) (*decision, error) {
+func (r *Replacer) planReturn(base *provisioning.MoveBase, cand Candidate, to map[string]bool, toNames string, spoken map[string]bool) (*Decision, error) {
 	now := r.clock.Now()
 	move, err := base.Plan(provisioning.MoveRequest{Nodes: []string{cand.Claim.Status.NodeName}, To: to, Exclude: spoken,
 		Usable: func(o scheduling.Offering) bool {
@@ -140,7 +140,7 @@ func (r *Replacer) planReturn(base *provisioning.MoveBase, cand Candidate, to ma
 	if err != nil {
 		return nil, err
 	}
-	d := &decision{reason: ReasonReturn, claims: []*v1.NodeClaim{cand.Claim}, move: move, to: toNames, consolidationType: "return"}
+	d := &Decision{reason: ReasonReturn, claims: []*v1.NodeClaim{cand.Claim}, move: move, to: toNames, consolidationType: "return"}
 	if move.LeavingPrice <= 0 || d.saving() < r.opts.MinSaving*move.LeavingPrice {
 		return nil, &provisioning.MoveRefusal{Reason: "saving", Message: fmt.Sprintf("saves $%.4f/h of $%.4f/h, less than %.0f%%", d.saving(), move.LeavingPrice, 100*r.opts.MinSaving)}
 	}
