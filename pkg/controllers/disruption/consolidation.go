@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"sort"
 	"strings"
 	"sync"
@@ -78,6 +80,10 @@ func (r *Replacer) consolidate(ctx context.Context, w *world) error {
 	if len(cands) == 0 {
 		return nil
 	}
+	fp := fingerprint(w, &r.stable)
+	if r.noConsolidation.skip(fp, r.clock.Now()) {
+		return nil
+	}
 	base, err := r.mover.MoveBase(ctx)
 	if err != nil {
 		if errors.As(err, new(*provisioning.MoveRefusal)) {
@@ -88,9 +94,42 @@ func (r *Replacer) consolidate(ctx context.Context, w *world) error {
 	}
 	d := r.Decide(base, cands, allowed, spokenFor(w), w.pools)
 	if d == nil {
+		// Planning again on the same cluster finds nothing again.
+		r.noConsolidation.record(fp, r.clock.Now())
 		return nil
 	}
 	return r.begin(ctx, w, d, spokenFor(w))
+}
+
+// fruitless remembers a cluster on which a search found nothing, so the
+// search is not repeated every round until the cluster changes (or a
+// minute passes: prices and capacity marks change without it).
+type fruitless struct {
+	fingerprint string
+	until       time.Time
+}
+
+func (f *fruitless) skip(fp string, now time.Time) bool { return fp == f.fingerprint && now.Before(f.until) }
+
+func (f *fruitless) record(fp string, now time.Time) { f.fingerprint, f.until = fp, now.Add(time.Minute) }
+
+// fingerprint identifies what a search looks at: each NodeClaim with its
+// pods and disruption annotations, the NodePools' generations and the PDBs.
+func fingerprint(w *world, s *stability) string {
+	h := fnv.New64a()
+	s.mu.Lock()
+	for _, c := range w.claims {
+		fmt.Fprintf(h, "%s|%s|%s|%s|%s|%v;", c.Name, s.since[c.Name].key, c.Annotations[ReplacingAnnotation], c.Annotations[StartedAnnotation],
+			c.Annotations[RolledBackAnnotation], c.DeletionTimestamp != nil)
+	}
+	s.mu.Unlock()
+	for _, p := range sortedPools(w.pools) {
+		fmt.Fprintf(h, "%s/%d;", p.Name, p.Generation)
+	}
+	for i := range w.pdbs {
+		fmt.Fprintf(h, "%s/%s/%d;", w.pdbs[i].Namespace, w.pdbs[i].Name, w.pdbs[i].Status.DisruptionsAllowed)
+	}
+	return strconv.FormatUint(h.Sum64(), 16)
 }
 
 // consolidationCandidates are the nodes consolidation may weigh, the

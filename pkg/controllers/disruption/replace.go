@@ -130,6 +130,9 @@ type Replacer struct {
 	// returnEligible and consolidationEligible are how many nodes the
 	// last round could return and consolidate.
 	returnEligible, consolidationEligible int
+	// noConsolidation and noReturn remember the last cluster a search
+	// found nothing on.
+	noConsolidation, noReturn fruitless
 }
 
 // NewReplacer returns the controller.

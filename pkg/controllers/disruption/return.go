@@ -30,6 +30,7 @@ func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 	budget := r.opts.MaxPerInterval - r.recentReturns(w, now)
 	started := false
 	var base *provisioning.MoveBase
+	fp := fingerprint(w, &r.stable)
 	// Replacements made in this round join those the round started with.
 	spoken := spokenFor(w)
 	eligible := 0
@@ -78,6 +79,9 @@ func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 				continue
 			}
 			if base == nil {
+				if r.noReturn.skip(fp, now) {
+					return false, nil
+				}
 				var err error
 				if base, err = r.mover.MoveBase(ctx); err != nil {
 					if errors.As(err, new(*provisioning.MoveRefusal)) {
@@ -102,6 +106,11 @@ func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 			allowed--
 			budget--
 		}
+	}
+	if base != nil && !started {
+		// Returns were weighed and none was possible: not again on the
+		// same cluster for a while.
+		r.noReturn.record(fp, now)
 	}
 	return started, nil
 }

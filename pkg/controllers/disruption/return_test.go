@@ -490,8 +490,16 @@ var _ = Describe("returning to the preferred pool", func() {
 			runPod("web-1", node.Name)
 			b, bNode := makeNode("od-b", "on-demand", v1.CapacityTypeOnDemand)
 			runPod("web-2", bNode.Name)
-			settle(newReplacer())
+			r := newReplacer()
+			settle(r)
 			Expect(replacing(b)).To(BeEmpty(), "its pod fits nowhere else, and an m5.large is the cheapest that holds it")
+			// Nothing changed: the search is not repeated every round.
+			before := cloud.Calls("InstanceTypes")
+			Expect(r.Round(ctx)).To(Succeed())
+			Expect(cloud.Calls("InstanceTypes")).To(Equal(before), "no snapshot taken for a search that found nothing on this cluster")
+			clk.Step(time.Minute)
+			Expect(r.Round(ctx)).To(Succeed())
+			Expect(cloud.Calls("InstanceTypes")).To(BeNumerically(">", before), "searched again after a minute")
 		})
 	})
 
