@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -109,9 +109,13 @@ type fruitless struct {
 	until       time.Time
 }
 
-func (f *fruitless) skip(fp string, now time.Time) bool { return fp == f.fingerprint && now.Before(f.until) }
+func (f *fruitless) skip(fp string, now time.Time) bool {
+	return fp == f.fingerprint && now.Before(f.until)
+}
 
-func (f *fruitless) record(fp string, now time.Time) { f.fingerprint, f.until = fp, now.Add(time.Minute) }
+func (f *fruitless) record(fp string, now time.Time) {
+	f.fingerprint, f.until = fp, now.Add(time.Minute)
+}
 
 // fingerprint identifies what a search looks at: each NodeClaim with its
 // pods and disruption annotations, the NodePools' generations and the PDBs.

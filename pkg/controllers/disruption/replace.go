@@ -218,7 +218,10 @@ func (r *Replacer) Round(ctx context.Context) error {
 	for _, claim := range w.claims {
 		if claim.Annotations[ReplacingAnnotation] != "" && claim.DeletionTimestamp == nil {
 			inProgress = true
-			done, err := r.progress(ctx, w, claim)
+			// One node drains per round: its evictions settle before the
+			// next node's begin, which keeps PodDisruptionBudgets' status
+			// current between them.
+			done, err := r.progress(ctx, w, claim, !drained)
 			if err != nil {
 				log.FromContext(ctx).Error(err, "carrying a replacement on", "nodeclaim", claim.Name)
 			}
@@ -277,7 +280,7 @@ func replacementsOf(w *world, claim string) []*v1.NodeClaim {
 // progress drains a node being replaced once all its replacements have
 // initialized, and rolls the replacement back when one is gone or they
 // take too long.
-func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim) (drained bool, err error) {
+func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim, mayDrain bool) (drained bool, err error) {
 	want, _ := strconv.Atoi(claim.Annotations[ReplacementsAnnotation])
 	started, _ := time.Parse(time.RFC3339, claim.Annotations[StartedAnnotation])
 	reason := claim.Annotations[ReasonAnnotation]
@@ -298,6 +301,8 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim) 
 	}
 	age := r.clock.Since(started)
 	switch {
+	case ready == want && !mayDrain:
+		return false, nil
 	case ready == want:
 		msg := fmt.Sprintf("Consolidated: replacement %s initialized, draining this node", strings.Join(names, ", "))
 		switch {
