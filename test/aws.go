@@ -2,6 +2,7 @@ package test
 
 import (
 	"net/http/httptest"
+	"path/filepath"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -9,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/onsi/ginkgo/v2"
@@ -45,17 +47,40 @@ func EKSClient(endpoint string) *eks.Client { return eks.NewFromConfig(simulator
 // SSMClient is the SDK's SSM client as the controller builds it, pointed at the simulator.
 func SSMClient(endpoint string) *ssm.Client { return ssm.NewFromConfig(simulatorConfig(endpoint)) }
 
+// IAMClient is the SDK's IAM client as the controller builds it, pointed at the simulator.
+func IAMClient(endpoint string) *iam.Client { return iam.NewFromConfig(simulatorConfig(endpoint)) }
+
 // AWSClients are the controller's clients pointed at the simulator.
 func AWSClients(endpoint string) *operator.AWS {
-	return &operator.AWS{EC2: EC2Client(endpoint), SQS: SQSClient(endpoint), EKS: EKSClient(endpoint), SSM: SSMClient(endpoint)}
+	return &operator.AWS{EC2: EC2Client(endpoint), SQS: SQSClient(endpoint), EKS: EKSClient(endpoint), SSM: SSMClient(endpoint), IAM: IAMClient(endpoint)}
 }
 
+// NewResolver is the EC2NodeClass resolver as the controller builds it for
+// a cluster, pointed at the simulator (region us-east-1, Kubernetes 1.36).
+func NewResolver(endpoint, cluster string) *awscloud.Resolver {
+	return awscloud.NewResolver(EC2Client(endpoint), SSMClient(endpoint), awscloud.NewInstanceProfiles(IAMClient(endpoint), cluster, "us-east-1"), cluster, "1.36")
+}
+
+// ShippedPolicy is the path of the controller's IAM policy in the repo:
+// every simulator a test starts holds requests to it unless the config
+// names another (ec2sim.Config.Policy or PolicyFile).
+var ShippedPolicy = filepath.Join(Root, "charts", "backstop", "iam", "controller-policy.json")
+
 // StartEC2Simulator serves a simulator over HTTP for one spec and returns it
-// with a client pointed at it.
+// with a client pointed at it. It enforces the shipped controller policy.
 func StartEC2Simulator(cfg ec2sim.Config, clk clock.Clock) (*ec2sim.Server, *ec2.Client, string) {
+	if cfg.Policy == nil && cfg.PolicyFile == "" {
+		cfg.PolicyFile = ShippedPolicy
+	}
 	sim, err := ec2sim.New(cfg, clk)
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	srv := httptest.NewServer(sim)
 	ginkgo.DeferCleanup(srv.Close)
 	return sim, EC2Client(srv.URL), srv.URL
+}
+
+// InstanceProfileName is the instance profile Backstop makes for a class of
+// a cluster in us-east-1.
+func InstanceProfileName(cluster, class string) string {
+	return awscloud.NewInstanceProfiles(nil, cluster, "us-east-1").Name(class)
 }

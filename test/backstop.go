@@ -18,6 +18,9 @@ import (
 // environment's API server and a fresh EC2 simulator, until the spec (or
 // container) that called it ends. Extra flags override the test defaults.
 func StartBackstop(env *Environment, cfg ec2sim.Config, flags ...string) *ec2sim.Server {
+	if cfg.Policy == nil && cfg.PolicyFile == "" {
+		cfg.PolicyFile = ShippedPolicy
+	}
 	sim, err := ec2sim.New(cfg, clock.RealClock{})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	srv := httptest.NewServer(sim)

@@ -1,5 +1,7 @@
-// Command ec2sim serves the EC2 simulator: an EC2 Query API endpoint for the
-// unmodified aws-sdk-go-v2 client, with scripted capacity and failures.
+// Command ec2sim serves the EC2 simulator: an EC2 Query API endpoint (and
+// SQS, SSM, EKS and IAM) for the unmodified aws-sdk-go-v2 clients, with
+// scripted capacity and failures, holding every request to the controller's
+// IAM policy.
 package main
 
 import (
@@ -31,6 +33,9 @@ Config file (YAML or JSON; every field optional):
   securityGroups: [{id: sg-1, name: nodes, tags: {k: v}}]
   images: [{id: ami-1, name: my-image, owner: self, architecture: x86_64}]
   spotPriceSeed: 42                 # Spot prices: a stable 25-45% of on-demand per type and zone
+  iamRoles: [KarpenterNodeRole-my-cluster]    # roles an instance profile may hold (this one by default)
+  instanceProfiles: [{name: my-profile, role: KarpenterNodeRole-my-cluster}]
+  policyFile: controller-policy.json   # the controller role's IAM policy, relative to the config file
   faults:
     capacity:                       # max running instances; past it: InsufficientInstanceCapacity
     - {instanceType: m5.large, zone: us-east-1a, capacityType: spot, max: 3}
@@ -59,6 +64,8 @@ func main() {
 	fs := flag.NewFlagSet("ec2sim", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:4566", "address to serve on")
 	configPath := fs.String("config", "", "config file (YAML or JSON)")
+	policy := fs.String("policy", "charts/backstop/iam/controller-policy.json",
+		"IAM policy every request is held to, as AWS holds the controller's role to it (overrides the config's policyFile); \"none\" allows everything")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -73,9 +80,15 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	switch {
+	case *policy == "none":
+		cfg.Policy = ec2sim.AllowAll
+	case cfg.PolicyFile == "" || isSet(fs, "policy"):
+		cfg.PolicyFile = *policy
+	}
 	sim, err := ec2sim.New(*cfg, clock.RealClock{})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "ec2sim: %v\n", err)
+		fmt.Fprintf(os.Stderr, "ec2sim: %v (run it from the repository's root, or give --policy FILE, or --policy none)\n", err)
 		os.Exit(2)
 	}
 	fmt.Fprintf(os.Stderr, "ec2sim: serving EC2 on http://%s (admin: http://%s/admin/requests)\n", *listen, *listen)
@@ -83,4 +96,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ec2sim: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/go-logr/logr"
@@ -39,6 +40,8 @@ type AWS struct {
 	// SSM holds the public parameters naming EKS images (AMI aliases) and
 	// those ssmParameter terms name.
 	SSM *ssm.Client
+	// IAM makes the instance profiles of EC2NodeClasses that name a role.
+	IAM *iam.Client
 }
 
 // NewAWS builds the clients from the default AWS configuration (environment,
@@ -65,7 +68,7 @@ func NewAWS(ctx context.Context, o *Options, log logr.Logger) (*AWS, error) {
 	if o.AWSEndpoint != "" {
 		cfg.BaseEndpoint = aws.String(o.AWSEndpoint)
 	}
-	clients := &AWS{EC2: ec2.NewFromConfig(cfg), EKS: eks.NewFromConfig(cfg), SSM: ssm.NewFromConfig(cfg)}
+	clients := &AWS{EC2: ec2.NewFromConfig(cfg), EKS: eks.NewFromConfig(cfg), SSM: ssm.NewFromConfig(cfg), IAM: iam.NewFromConfig(cfg)}
 	if o.InterruptionQueue != "" {
 		clients.SQS = sqs.NewFromConfig(cfg)
 	}
@@ -95,7 +98,7 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 	}
 	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process).CountFailures(crmetrics.Registry).JoinsWith(facts)
 	cloud := awscloud.New(mgr.GetClient(), launcher, offerings)
-	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, clients.SSM, o.ClusterName, version), clk).Register(mgr); err != nil {
+	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, clients.SSM, awscloud.NewInstanceProfiles(clients.IAM, o.ClusterName, o.AWSRegion), o.ClusterName, version), clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}
 	handler, err := op.registerControllers(cloud)

@@ -81,7 +81,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.Float64Var(&o.KubeClientQPS, "kube-client-qps", env.float("kube-client-qps", 200), "requests per second the controller may make to the API server, sustained [KUBE_CLIENT_QPS]")
 	fs.IntVar(&o.KubeClientBurst, "kube-client-burst", env.integer("kube-client-burst", 300), "requests the controller may make to the API server in a burst [KUBE_CLIENT_BURST]")
 	fs.StringVar(&o.AWSRegion, "aws-region", env.str("aws-region", getenv("AWS_REGION")), "AWS region [AWS_REGION]")
-	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2, SQS and EKS endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
+	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", env.str("aws-endpoint", ""), "EC2, SQS, EKS, SSM and IAM endpoint URL, for the simulator or a private endpoint [AWS_ENDPOINT]")
 	fs.DurationVar(&o.UnavailableOfferingsTTL, "unavailable-offerings-ttl", env.duration("unavailable-offerings-ttl", 3*time.Minute), "how long capacity EC2 ran out of is skipped [UNAVAILABLE_OFFERINGS_TTL]")
 	fs.DurationVar(&o.RegistrationTTL, "registration-ttl", env.duration("registration-ttl", 15*time.Minute), "a NodeClaim whose node does not register this long after launch is deleted [REGISTRATION_TTL]")
 	fs.DurationVar(&o.LaunchTimeout, "launch-timeout", env.duration("launch-timeout", 5*time.Minute), "a NodeClaim that cannot launch for other reasons than capacity is given up after this long [LAUNCH_TIMEOUT]")

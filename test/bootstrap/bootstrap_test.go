@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -163,5 +164,65 @@ var _ = Describe("a node's user data", func() {
 			"    - --node-labels=node-role.kubernetes.io/worker=true"}, "\n") + "\n"
 		_, c := start(nil, &broken)
 		neverJoins(c)
+	})
+
+	It("boots GPU and Neuron types from EKS's accelerated images, whose device plugins offer the devices pods ask for", func() {
+		cluster, err := local.Start(ctx, local.Options{
+			Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
+			Simulator:        ec2sim.Config{ClusterTag: "boot"},
+			ControllerBinary: controllerBinary,
+			ControllerFlags:  []string{"--batch-idle-duration=500ms"},
+			Log:              zap.New(zap.WriteTo(GinkgoWriter)),
+		})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(cluster.Stop)
+		c := cluster.Client
+		Expect(c.Create(ctx, &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+			Role: "KarpenterNodeRole-boot", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
+		}})).To(Succeed())
+		Expect(c.Create(ctx, &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "accelerated"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+			Spec: v1.NodeClaimTemplateSpec{
+				NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+				Requirements: []v1.NodeSelectorRequirementWithMinValues{
+					{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large", "g5.xlarge", "inf2.xlarge"}},
+					{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{"on-demand"}},
+				},
+			},
+		}}})).To(Succeed())
+		for name, device := range map[string]corev1.ResourceName{"gpu": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"} {
+			d := local.Inflate(1)
+			d.Name = name
+			d.Spec.Selector.MatchLabels = map[string]string{"app": name}
+			d.Spec.Template.Labels = map[string]string{"app": name}
+			one := resource.MustParse("1")
+			d.Spec.Template.Spec.Containers[0].Resources.Requests[device] = one
+			d.Spec.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{device: one}
+			Expect(c.Create(ctx, d)).To(Succeed())
+		}
+		running := func() map[string]string {
+			var pods corev1.PodList
+			Expect(c.List(ctx, &pods, client.InNamespace("default"))).To(Succeed())
+			out := map[string]string{}
+			for _, p := range pods.Items {
+				if p.Status.Phase != corev1.PodRunning {
+					continue
+				}
+				var node corev1.Node
+				Expect(c.Get(ctx, client.ObjectKey{Name: p.Spec.NodeName}, &node)).To(Succeed())
+				out[p.Labels["app"]] = node.Labels[corev1.LabelInstanceTypeStable]
+			}
+			return out
+		}
+		Eventually(running, 2*time.Minute, time.Second).Should(Equal(map[string]string{"gpu": "g5.xlarge", "neuron": "inf2.xlarge"}))
+		images := map[string]string{}
+		for _, cl := range claims(c) {
+			img, ok := cluster.Sim.Image(cl.Status.ImageID)
+			Expect(ok).To(BeTrue())
+			images[cl.Labels[corev1.LabelInstanceTypeStable]] = img.Name
+		}
+		Expect(images).To(Equal(map[string]string{
+			"g5.xlarge": "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20261101", "inf2.xlarge": "amazon-eks-node-al2023-x86_64-neuron-1.36-v20261101"}))
 	})
 })

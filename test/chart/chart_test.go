@@ -178,7 +178,7 @@ var _ = Describe("the controller chart", func() {
 		}, io.Discard)
 	})
 
-	It("grants leader election on the controller's own Lease only, and no writes to NodePools or EC2NodeClasses but status", func() {
+	It("grants leader election on the controller's own Lease only, no writes to NodePools but status, and to EC2NodeClasses only what their finalizer needs", func() {
 		objs, errOut := render("settings.clusterName=prod")
 		Expect(errOut).To(BeEmpty())
 		o, err := operator.ParseOptions(nil, func(name string) string { return map[string]string{"CLUSTER_NAME": "c"}[name] }, io.Discard)
@@ -196,8 +196,11 @@ var _ = Describe("the controller chart", func() {
 		Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(find(objs, "ClusterRole").Object, cr)).To(Succeed())
 		for _, r := range cr.Rules {
 			for _, res := range r.Resources {
-				if res == "nodepools" || res == "ec2nodeclasses" {
+				switch res {
+				case "nodepools":
 					Expect(r.Verbs).To(ConsistOf("get", "list", "watch"), "%s are the user's", res)
+				case "ec2nodeclasses":
+					Expect(r.Verbs).To(ConsistOf("get", "list", "watch", "update", "patch"), "the termination finalizer is added and removed; no create or delete")
 				}
 			}
 		}

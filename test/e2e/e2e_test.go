@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/dashboard"
@@ -308,7 +309,7 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		}
 	})
 
-	It("uninstalls cleanly: NodePools first, then the controller and the CRDs, leaving no instance, NodeClaim or finalizer", func() {
+	It("uninstalls cleanly: NodePools and EC2NodeClass first, then the controller and the CRDs, leaving no instance, instance profile, NodeClaim or finalizer", func() {
 		d := &appsv1.Deployment{}
 		Expect(c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "inflate"}, d)).To(Succeed())
 		d.Spec.Replicas = ptr.To[int32](20)
@@ -330,6 +331,15 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		var nodes corev1.NodeList
 		Expect(c.List(ctx, &nodes)).To(Succeed())
 		Expect(nodes.Items).To(BeEmpty())
+		// The chart's EC2NodeClass goes once its NodeClaims have, taking the
+		// instance profile Backstop made for it (README: wait for it before
+		// uninstalling the controller).
+		Eventually(func() int {
+			var classes awsv1.EC2NodeClassList
+			Expect(c.List(ctx, &classes)).To(Succeed())
+			return len(classes.Items)
+		}, time.Minute, time.Second).Should(BeZero(), "the EC2NodeClass is let go by its finalizer")
+		Expect(cluster.Sim.InstanceProfiles()).To(BeEmpty(), "its instance profile is deleted")
 
 		cluster.StopController()
 		for _, release := range []string{"backstop", "backstop-crd"} {

@@ -163,3 +163,15 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// Image returns an image of the account by id.
+func (s *Server) Image(id string) (ImageConfig, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, img := range s.cfg.Images {
+		if img.ID == id {
+			return img, true
+		}
+	}
+	return ImageConfig{}, false
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -19,7 +20,8 @@ type Config struct {
 	// InstanceTypes limits the catalog to these types; all 1,363 when empty.
 	InstanceTypes []string `json:"instanceTypes,omitempty"`
 	// Subnets, SecurityGroups and Images; one subnet per zone, one security
-	// group and current EKS-style AL2023 images tagged for ClusterTag when empty.
+	// group tagged for ClusterTag, and EKS's current AL2023 images (standard,
+	// NVIDIA and Neuron) when empty.
 	Subnets        []SubnetConfig        `json:"subnets,omitempty"`
 	SecurityGroups []SecurityGroupConfig `json:"securityGroups,omitempty"`
 	Images         []ImageConfig         `json:"images,omitempty"`
@@ -44,6 +46,19 @@ type Config struct {
 	// EKS is the cluster EKS DescribeCluster describes; none: every
 	// DescribeCluster answers ResourceNotFoundException.
 	EKS *EKSCluster `json:"eks,omitempty"`
+
+	// IAMRoles are the account's roles an instance profile may hold;
+	// KarpenterNodeRole-<ClusterTag> when empty. InstanceProfiles exist
+	// from the start (Backstop makes its own for spec.role).
+	IAMRoles         []string                `json:"iamRoles,omitempty"`
+	InstanceProfiles []InstanceProfileConfig `json:"instanceProfiles,omitempty"`
+
+	// Policy is the controller role's IAM policy every request is held to;
+	// nil allows everything. PolicyFile, with ${ClusterName}, ${AWS::Region},
+	// ${AWS::Partition}, ${AWS::AccountId}, ${NodeRoleName} and
+	// ${InterruptionQueueName} filled in from this config, sets it.
+	Policy     *Policy `json:"-"`
+	PolicyFile string  `json:"policyFile,omitempty"`
 
 	Faults Faults `json:"faults,omitempty"`
 }
@@ -170,7 +185,21 @@ func LoadConfig(path string) (*Config, error) {
 	if err := yaml.UnmarshalStrict(data, c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if c.PolicyFile != "" && !filepath.IsAbs(c.PolicyFile) {
+		c.PolicyFile = filepath.Join(filepath.Dir(path), c.PolicyFile)
+	}
 	return c, nil
+}
+
+// PolicyVars are the values a policy's placeholders take in this account.
+func (c *Config) PolicyVars() map[string]string {
+	c.withDefaults()
+	queue := c.InterruptionQueue
+	if queue == "" {
+		queue = c.EKS.Name
+	}
+	return map[string]string{"ClusterName": c.EKS.Name, "AWS::Region": c.Region, "AWS::Partition": "aws", "AWS::AccountId": accountID,
+		"NodeRoleName": c.IAMRoles[0], "InterruptionQueueName": queue}
 }
 
 func (c *Config) withDefaults() {
@@ -196,12 +225,17 @@ func (c *Config) withDefaults() {
 		c.SecurityGroups = []SecurityGroupConfig{{ID: "sg-00000001", Name: c.ClusterTag + "-node", Tags: discovery}}
 	}
 	if len(c.Images) == 0 {
-		for i, arch := range []string{"x86_64", "arm64"} {
+		// EKS's AL2023 images: standard for both architectures first (their
+		// ids are the ones tests name), then NVIDIA for both and Neuron.
+		for i, av := range [][2]string{{"x86_64", "standard"}, {"arm64", "standard"}, {"x86_64", "nvidia"}, {"arm64", "nvidia"}, {"x86_64", "neuron"}} {
 			c.Images = append(c.Images, ImageConfig{
-				ID: fmt.Sprintf("ami-%08x", 0x2000+i), Name: "amazon-eks-node-al2023-" + arch + "-standard-1.36-v20261101",
-				Owner: "amazon", Architecture: arch, CreationDate: "2026-11-01T00:00:00.000Z",
+				ID: fmt.Sprintf("ami-%08x", 0x2000+i), Name: "amazon-eks-node-al2023-" + av[0] + "-" + av[1] + "-1.36-v20261101",
+				Owner: "amazon", Architecture: av[0], CreationDate: "2026-11-01T00:00:00.000Z",
 			})
 		}
+	}
+	if len(c.IAMRoles) == 0 {
+		c.IAMRoles = []string{"KarpenterNodeRole-" + c.ClusterTag}
 	}
 	if c.SpotPriceSeed == 0 {
 		c.SpotPriceSeed = 42

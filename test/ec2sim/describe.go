@@ -44,6 +44,12 @@ func (s *Server) describeInstanceTypes(p *params) (any, *apiError) {
 		if t.GPU != nil {
 			it.GPUs = []gpuXML{{Name: t.GPU.Name, Manufacturer: t.GPU.Manufacturer, Count: t.GPU.Count, MemorySize: t.GPU.MemoryMiB}}
 		}
+		if a := t.Accelerator; a != nil && a.Manufacturer == "aws" {
+			// EC2 names them as AWS brands them: Inferentia2, Trainium.
+			name := strings.ToUpper(a.Name[:1]) + a.Name[1:]
+			it.NeuronDevices = []neuronXML{{Name: name, Count: a.Count, MemorySize: a.MemoryMiB / max(a.Count, 1)}}
+			it.NeuronMemoryMiB = a.MemoryMiB
+		}
 		items = append(items, it)
 	}
 	pageItems, next, apiErr := page(items, p, 100)
@@ -214,6 +220,16 @@ func (s *Server) describeImages(p *params) (any, *apiError) {
 	if apiErr != nil {
 		return nil, apiErr
 	}
+	// As EC2: an image id that does not exist fails the whole request.
+	for _, id := range ids {
+		found := false
+		for _, img := range s.cfg.Images {
+			found = found || img.ID == id
+		}
+		if !found {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidAMIID.NotFound", message: fmt.Sprintf("The image id '[%s]' does not exist", id)}
+		}
+	}
 	resp := &describeImagesResponse{Xmlns: xmlns}
 	for _, img := range s.cfg.Images {
 		if len(ids) > 0 && !contains(ids, img.ID) {
@@ -310,7 +326,22 @@ func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
 			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidGroup.NotFound", message: fmt.Sprintf("The security group '%s' does not exist", id)}
 		}
 	}
-	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, securityGroups: groups, created: s.clock.Now().UTC(), tags: p.tags("launch-template")}
+	if err := taggable(p, "launch-template"); err != nil {
+		return nil, err
+	}
+	data := p.sub("LaunchTemplateData")
+	if err := taggable(data, "instance", "volume", "network-interface", "spot-instances-request", "elastic-gpu"); err != nil {
+		return nil, err
+	}
+	specs := map[string]map[string]string{}
+	for _, rt := range []string{"instance", "volume", "network-interface", "spot-instances-request"} {
+		specs[rt] = data.tags(rt)
+	}
+	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, securityGroups: groups, created: s.clock.Now().UTC(),
+		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name")}
+	if arn := data.get("IamInstanceProfile.Arn"); arn != "" && lt.instanceProfile == "" {
+		lt.instanceProfile = arn[strings.LastIndex(arn, "/")+1:]
+	}
 	s.templates[lt.id] = lt
 	return &launchTemplateResponse{XMLName: xmlName("CreateLaunchTemplateResponse"), Xmlns: xmlns, LaunchTemplate: templateXML(lt)}, nil
 }

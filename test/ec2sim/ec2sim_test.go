@@ -45,7 +45,7 @@ var _ = Describe("the EC2 simulator", func() {
 	)
 
 	BeforeEach(func() {
-		sim, client, endpoint = test.StartEC2Simulator(ec2sim.Config{}, clock.RealClock{})
+		sim, client, endpoint = test.StartEC2Simulator(ec2sim.Config{Policy: ec2sim.AllowAll}, clock.RealClock{})
 	})
 
 	launchTemplate := func() string {
@@ -123,7 +123,7 @@ var _ = Describe("the EC2 simulator", func() {
 		groups, err := client.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{{Name: aws.String("tag:karpenter.sh/discovery"), Values: []string{"local"}}}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(groups.SecurityGroups).To(HaveLen(1))
-		images, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{"amazon-eks-node-al2023-arm64-*"}}}})
+		images, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{"amazon-eks-node-al2023-arm64-standard-*"}}}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(images.Images).To(HaveLen(1))
 		Expect(images.Images[0].Architecture).To(Equal(ec2types.ArchitectureValuesArm64))

@@ -16,6 +16,8 @@ func (s *Server) serveEKS(w http.ResponseWriter, r *http.Request) {
 	s.sqsRequests++ // apart from EC2's count, which ThrottleEvery follows
 	requestID := fmt.Sprintf("%08x-eks-%d", s.sqsRequests, s.sqsRequests)
 	cluster := s.cfg.EKS
+	refused := s.denied([]Authorization{{Action: "eks:DescribeCluster", Resource: fmt.Sprintf("arn:aws:eks:%s:%s:cluster/%s", s.cfg.Region, accountID, name),
+		Context: s.context(nil, nil)}})
 	s.mu.Unlock()
 	reply := func(status int, code string, v any) {
 		w.Header().Set("X-Amzn-Requestid", requestID)
@@ -34,6 +36,8 @@ func (s *Server) serveEKS(w http.ResponseWriter, r *http.Request) {
 		reply(http.StatusNotFound, "UnknownOperationException", map[string]string{"message": "only DescribeCluster is simulated"})
 	case r.Header.Get("Authorization") == "":
 		reply(http.StatusForbidden, "MissingAuthenticationTokenException", map[string]string{"message": "Missing Authentication Token"})
+	case refused != "":
+		reply(http.StatusForbidden, "AccessDeniedException", map[string]string{"message": refused})
 	case cluster == nil || cluster.Name != name:
 		reply(http.StatusNotFound, "ResourceNotFoundException", map[string]string{"message": "No cluster found for name: " + name + "."})
 	default:
@@ -49,7 +53,7 @@ func (s *Server) serveEKS(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(http.StatusOK, "", map[string]any{"cluster": map[string]any{
 			"name":                    cluster.Name,
-			"arn":                     fmt.Sprintf("arn:aws:eks:%s:111122223333:cluster/%s", s.cfg.Region, cluster.Name),
+			"arn":                     fmt.Sprintf("arn:aws:eks:%s:%s:cluster/%s", s.cfg.Region, accountID, cluster.Name),
 			"endpoint":                cluster.Endpoint,
 			"status":                  "ACTIVE",
 			"version":                 cluster.Version,

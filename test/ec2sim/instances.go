@@ -117,6 +117,10 @@ func (s *Server) launch(c candidate, capacityType string, tags map[string]string
 	if c.template != nil {
 		inst.ImageID, inst.UserData = c.template.imageID, c.template.userData
 		inst.SecurityGroupIDs = append([]string(nil), c.template.securityGroups...)
+		// The request's tags win over the template's for the same key.
+		for k, v := range c.template.tagSpecs["instance"] {
+			inst.Tags[k] = v
+		}
 	}
 	for k, v := range tags {
 		inst.Tags[k] = v
@@ -191,11 +195,16 @@ func (s *Server) createFleet(p *params) (any, *apiError) {
 		return candidates[i].price < candidates[j].price
 	})
 
+	if err := taggable(p, "fleet", "instance", "volume"); err != nil {
+		return nil, err
+	}
 	resp := &createFleetResponse{Xmlns: xmlns, FleetID: s.nextID("fleet")}
-	tags := p.tags("instance")
-	for k, v := range p.tags("fleet") {
-		if _, ok := tags[k]; !ok {
-			tags[k] = v
+	// As on EC2, the fleet's own tags stay on the fleet.
+	tags, volumeTags := p.tags("instance"), p.tags("volume")
+	var subnets []string
+	for _, c := range candidates {
+		if c.subnet.ID != "" && !contains(subnets, c.subnet.ID) {
+			subnets = append(subnets, c.subnet.ID)
 		}
 	}
 	lifecycle := capacityType
@@ -203,7 +212,10 @@ func (s *Server) createFleet(p *params) (any, *apiError) {
 	for launched := 0; launched < target; {
 		placed := false
 		for _, c := range candidates {
-			code, msg := s.launchError(c, capacityType)
+			code, msg := s.templateError(c.template, subnets, capacityType, tags, volumeTags)
+			if code == "" {
+				code, msg = s.launchError(c, capacityType)
+			}
 			if code != "" {
 				key := c.typeName + "/" + c.subnet.ID + "/" + c.subnet.Zone + "/" + code
 				if !reported[key] {
@@ -260,6 +272,15 @@ func (s *Server) runInstances(p *params) (any, *apiError) {
 		capacityType = spot
 	}
 	resp := &runInstancesResponse{Xmlns: xmlns, ReservationID: s.nextID("r"), OwnerID: "123456789012"}
+	if lt != nil {
+		if code, msg := s.templateError(lt, []string{sn.ID}, capacityType, p.tags("instance"), p.tags("volume")); code != "" {
+			status := http.StatusBadRequest
+			if code == "UnauthorizedOperation" {
+				status = http.StatusForbidden
+			}
+			return nil, &apiError{status: status, code: code, message: msg}
+		}
+	}
 	for i := 0; i < count; i++ {
 		if code, msg := s.launchError(c, capacityType); code != "" {
 			return nil, &apiError{status: http.StatusBadRequest, code: code, message: msg}
@@ -420,4 +441,19 @@ func (s *Server) freeAddress(inst *Instance) {
 			s.cfg.Subnets[i].AvailableIPs++
 		}
 	}
+}
+
+// templateError is why no instance can launch from the template at all: its
+// instance profile does not exist, or the policy denies the launch; locked.
+func (s *Server) templateError(lt *launchTemplate, subnets []string, capacityType string, instanceTags, volumeTags map[string]string) (string, string) {
+	if lt == nil {
+		return "", ""
+	}
+	if lt.instanceProfile != "" && s.profiles[lt.instanceProfile] == nil {
+		return "InvalidParameterValue", fmt.Sprintf("Value (%s) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name", lt.instanceProfile)
+	}
+	if msg := s.launchDenied(lt, subnets, capacityType, instanceTags, volumeTags); msg != "" {
+		return "UnauthorizedOperation", "You are not authorized to perform this operation. " + msg
+	}
+	return "", ""
 }

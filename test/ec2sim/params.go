@@ -140,3 +140,14 @@ func (p *params) tags(resourceType string) map[string]string {
 	}
 	return out
 }
+
+// taggable refuses, as EC2 does, a TagSpecification whose resource type the
+// operation does not create.
+func taggable(p *params, allowed ...string) *apiError {
+	for _, spec := range p.list("TagSpecification") {
+		if rt := spec.get("ResourceType"); !contains(allowed, rt) {
+			return invalidParameter("'%s' is not a valid taggable resource type for this operation.", rt)
+		}
+	}
+	return nil
+}

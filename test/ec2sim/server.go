@@ -65,6 +65,10 @@ type launchTemplate struct {
 	securityGroups []string
 	created        time.Time
 	tags           map[string]string
+	// tagSpecs are the tags its launches give what they create, by
+	// resource type; instanceProfile the profile its instances get.
+	tagSpecs        map[string]map[string]string
+	instanceProfile string
 }
 
 // Server is the simulator. It is safe for concurrent use.
@@ -87,6 +91,8 @@ type Server struct {
 	messageSeq      int
 	sqsRequests     int
 	ssmRequests     int
+	iamRequests     int
+	profiles        map[string]*instanceProfile
 	// beforeAnswer, when set, runs after EC2 has acted on a request and
 	// before the answer is written: a test kills the client there.
 	beforeAnswer func(action string)
@@ -104,13 +110,30 @@ func (s *Server) BeforeAnswer(f func(action string)) {
 // New returns a simulator for cfg on the given clock.
 func New(cfg Config, clk clock.Clock) (*Server, error) {
 	cfg.withDefaults()
+	if cfg.Policy == nil && cfg.PolicyFile != "" {
+		p, err := LoadPolicy(cfg.PolicyFile, cfg.PolicyVars())
+		if err != nil {
+			return nil, err
+		}
+		cfg.Policy = p
+	}
 	all, err := catalog.Load()
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{clock: clk, cfg: cfg, types: map[string]catalog.InstanceType{}, instances: map[string]*Instance{},
 		templates: map[string]*launchTemplate{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{},
-		queues: map[string]*queue{}}
+		queues: map[string]*queue{}, profiles: map[string]*instanceProfile{}}
+	for _, p := range cfg.InstanceProfiles {
+		ip := &instanceProfile{name: p.Name, id: "AIPA" + strings.ToUpper(s.nextID("ip")[3:]), tags: map[string]string{}, created: clk.Now()}
+		if p.Role != "" {
+			ip.roles = []string{p.Role}
+		}
+		for k, v := range p.Tags {
+			ip.tags[k] = v
+		}
+		s.profiles[p.Name] = ip
+	}
 	if cfg.InterruptionQueue != "" {
 		s.queues[cfg.InterruptionQueue] = newQueue(cfg.InterruptionQueue)
 	}
@@ -192,6 +215,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	action := r.Form.Get("Action")
 	p := parseParams(r.Form)
+	if r.Form.Get("Version") == iamVersion {
+		s.serveIAM(w, r, action, p)
+		return
+	}
 
 	s.mu.Lock()
 	latency := s.cfg.Faults.Latency.Duration
@@ -216,7 +243,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = &apiError{status: http.StatusInternalServerError, code: "InternalError", message: "An internal error has occurred."}
 	default:
 		s.mu.Lock()
-		body, err = s.dispatch(action, p)
+		if err = s.authorizeEC2(action, p); err == nil {
+			body, err = s.dispatch(action, p)
+		}
 		if action == "CreateFleet" && err == nil && s.cfg.Faults.LoseFleetAnswers > 0 {
 			s.cfg.Faults.LoseFleetAnswers--
 			err = &apiError{status: http.StatusInternalServerError, code: "InternalError", message: "An internal error has occurred."}

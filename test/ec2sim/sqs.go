@@ -93,8 +93,18 @@ func (s *Server) serveSQS(w http.ResponseWriter, r *http.Request, action string)
 		s.cfg.Faults.SQSThrottleNext--
 	}
 	denied := s.cfg.Faults.SQSAccessDenied
+	queue := ""
+	for _, k := range []string{"QueueUrl", "QueueName"} {
+		if raw, ok := in[k]; ok && queue == "" {
+			_ = json.Unmarshal(raw, &queue)
+		}
+	}
+	refused := s.denied([]Authorization{{Action: "sqs:" + action, Resource: s.sqsQueueARN(queue), Context: s.context(nil, nil)}})
 	s.mu.Unlock()
 	switch {
+	case refused != "":
+		fail(&sqsError{status: http.StatusForbidden, code: "com.amazonaws.sqs#AccessDeniedException", query: "AccessDenied;Sender", msg: refused})
+		return
 	case throttle:
 		fail(&sqsError{status: http.StatusBadRequest, code: "com.amazonaws.sqs#RequestThrottled", query: "RequestThrottled;Sender", msg: "Rate exceeded"})
 		return

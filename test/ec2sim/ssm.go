@@ -92,7 +92,18 @@ func (s *Server) serveSSM(w http.ResponseWriter, r *http.Request, action string)
 	s.mu.Lock()
 	params := s.ssmParameters()
 	denied := s.cfg.Faults.SSMAccessDenied
+	var auths []Authorization
+	for _, name := range append([]string{in.Name}, in.Names...) {
+		if name != "" {
+			auths = append(auths, Authorization{Action: "ssm:" + action, Resource: s.ssmParameterARN(name), Context: s.context(nil, nil)})
+		}
+	}
+	refused := s.denied(auths)
 	s.mu.Unlock()
+	if refused != "" {
+		fail(http.StatusBadRequest, "AccessDeniedException", refused)
+		return
+	}
 	if denied {
 		fail(http.StatusBadRequest, "AccessDeniedException", "User: arn:aws:sts::"+accountID+":assumed-role/backstop is not authorized to perform: ssm:"+action+" because no identity-based policy allows the ssm:"+action+" action")
 		return

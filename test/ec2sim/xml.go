@@ -160,6 +160,14 @@ type gpuXML struct {
 	MemorySize   int64  `xml:"memoryInfo>sizeInMiB"`
 }
 
+// neuronXML is a type's Neuron (Inferentia, Trainium) devices, as EC2
+// describes them in neuronInfo; the manufacturer, AWS, goes unsaid.
+type neuronXML struct {
+	Name       string `xml:"name"`
+	Count      int64  `xml:"count"`
+	MemorySize int64  `xml:"memoryInfo>sizeInMiB"`
+}
+
 type instanceTypeXML struct {
 	InstanceType          string      `xml:"instanceType"`
 	CurrentGeneration     bool        `xml:"currentGeneration"`
@@ -174,6 +182,8 @@ type instanceTypeXML struct {
 	IPv4PerENI            int64       `xml:"networkInfo>ipv4AddressesPerInterface"`
 	NetworkPerformance    string      `xml:"networkInfo>networkPerformance"`
 	GPUs                  []gpuXML    `xml:"gpuInfo>gpus>item,omitempty"`
+	NeuronDevices         []neuronXML `xml:"neuronInfo>neuronDevices>item,omitempty"`
+	NeuronMemoryMiB       int64       `xml:"neuronInfo>totalNeuronDeviceMemoryInMiB,omitempty"`
 	LocalStorageGB        int64       `xml:"instanceStorageInfo>totalSizeInGB,omitempty"`
 	EBSBandwidthMbps      int64       `xml:"ebsInfo>ebsOptimizedInfo>maximumBandwidthInMbps,omitempty"`
 	Burstable             bool        `xml:"burstablePerformanceSupported"`

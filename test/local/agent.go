@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,6 +180,13 @@ func (a *NodeAgent) killPods(ctx context.Context, node string) error {
 // boot is what the kubelet registers for an instance, from its user data,
 // or why it never does.
 func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.Node, error) {
+	image, ok := a.Sim.Image(inst.ImageID)
+	if !ok {
+		return nil, fmt.Errorf("image %q does not exist: the instance has nothing to boot", inst.ImageID)
+	}
+	if arch := map[string]string{"x86_64": "amd64", "arm64": "arm64"}[image.Architecture]; arch != f.Arch {
+		return nil, fmt.Errorf("image %s (%s) is for %s; a %s instance cannot boot it", image.ID, image.Name, image.Architecture, f.Arch)
+	}
 	config, err := nodeboot.Read(inst.UserData)
 	if err != nil {
 		return nil, err
@@ -215,6 +223,7 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 		return nil, fmt.Errorf("kubelet config: %w", err)
 	}
 	node := a.node(inst, f, &kubelet)
+	withDevicePlugins(node, image.Name)
 	for k, v := range labels {
 		node.Labels[k] = v
 	}
@@ -241,4 +250,25 @@ func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType, kubelet *
 		node.Status.Allocatable = it.Allocatable().List()
 	}
 	return node
+}
+
+// withDevicePlugins keeps on the node only the device resources a device
+// plugin of its image registers: the NVIDIA plugin and drivers come with
+// EKS's NVIDIA images (AL2023 "nvidia", AL2 "gpu", Bottlerocket "nvidia"),
+// the Neuron ones with the Neuron images (AL2023 "neuron", AL2 "gpu"). A GPU
+// type booted from a standard image has GPUs but no resource for them, as on
+// AWS, so a pod asking for one never fits it.
+func withDevicePlugins(node *corev1.Node, imageName string) {
+	name := strings.ToLower(imageName)
+	serves := map[corev1.ResourceName]bool{
+		"nvidia.com/gpu":   strings.Contains(name, "nvidia") || strings.Contains(name, "-gpu-"),
+		aws.ResourceNeuron: strings.Contains(name, "neuron") || strings.Contains(name, "-gpu-"),
+	}
+	for _, list := range []corev1.ResourceList{node.Status.Capacity, node.Status.Allocatable} {
+		for r := range list {
+			if served, device := serves[r]; device && !served {
+				delete(list, r)
+			}
+		}
+	}
 }

@@ -244,6 +244,10 @@ func (c *Cluster) start(ctx context.Context) error {
 	// EKS describes this cluster: nodes join only with its endpoint and CA.
 	c.Simulator.EKS = &ec2sim.EKSCluster{Name: clusterName(c.Simulator), Endpoint: c.Config.Host, CA: c.Config.CAData,
 		ServiceIPv4CIDR: "10.0.0.0/24", IPFamily: "ipv4", Version: "1.36"}
+	if c.Simulator.Policy == nil && c.Simulator.PolicyFile == "" {
+		// The controller's role has the shipped policy, as on AWS.
+		c.Simulator.PolicyFile = test.ShippedPolicy
+	}
 	if c.Sim, err = ec2sim.New(c.Simulator, c.clock()); err != nil {
 		return err
 	}

@@ -167,7 +167,20 @@ func (c *CloudProvider) InstanceTypes(ctx context.Context, pool *v1.NodePool) ([
 	if err != nil {
 		return nil, err
 	}
-	return c.offerings.InstanceTypes(ctx, class)
+	types, err := c.offerings.InstanceTypes(ctx, class)
+	if err != nil {
+		return nil, err
+	}
+	// Only types one of the class's images can boot: an arm64 type needs an
+	// arm64 image, a GPU or Neuron type the accelerated one.
+	images := Images(class)
+	bootable := make([]*scheduling.InstanceType, 0, len(types))
+	for _, it := range types {
+		if images.For(it) != "" {
+			bootable = append(bootable, it)
+		}
+	}
+	return bootable, nil
 }
 
 // NodeClassReady says whether the pool's EC2NodeClass can be launched from.

@@ -35,7 +35,15 @@ const (
 	LabelInstanceGPUManufacturer  = awsv1.Group + "/instance-gpu-manufacturer"
 	LabelInstanceGPUCount         = awsv1.Group + "/instance-gpu-count"
 	LabelInstanceGPUMemory        = awsv1.Group + "/instance-gpu-memory"
+
+	LabelInstanceAcceleratorName         = awsv1.Group + "/instance-accelerator-name"
+	LabelInstanceAcceleratorManufacturer = awsv1.Group + "/instance-accelerator-manufacturer"
+	LabelInstanceAcceleratorCount        = awsv1.Group + "/instance-accelerator-count"
 )
+
+// ResourceNeuron is the extended resource the Neuron device plugin
+// registers: one per Inferentia or Trainium device.
+const ResourceNeuron corev1.ResourceName = "aws.amazon.com/neuron"
 
 // DefaultVMMemoryOverheadPercent is the share of an instance's memory the
 // hypervisor and firmware keep; the kubelet never sees it.
@@ -92,6 +100,11 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 		labels[LabelInstanceGPUCount] = strconv.FormatInt(f.GPU.Count, 10)
 		labels[LabelInstanceGPUMemory] = strconv.FormatInt(f.GPU.MemoryMiB, 10)
 	}
+	if a := f.Accelerator; a != nil {
+		labels[LabelInstanceAcceleratorName] = a.Name
+		labels[LabelInstanceAcceleratorManufacturer] = a.Manufacturer
+		labels[LabelInstanceAcceleratorCount] = strconv.FormatInt(a.Count, 10)
+	}
 	for k, v := range labels {
 		if v == "" {
 			continue
@@ -112,6 +125,12 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 		if name, ok := gpuResources[f.GPU.Manufacturer]; ok {
 			it.Capacity.Extended = map[corev1.ResourceName]int64{name: f.GPU.Count}
 		}
+	}
+	if a := f.Accelerator; a != nil && a.Manufacturer == "aws" {
+		if it.Capacity.Extended == nil {
+			it.Capacity.Extended = map[corev1.ResourceName]int64{}
+		}
+		it.Capacity.Extended[ResourceNeuron] = a.Count
 	}
 	overhead, err := reserved(f, pods, it.Capacity, opts.Kubelet)
 	if err != nil {

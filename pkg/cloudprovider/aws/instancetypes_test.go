@@ -42,6 +42,16 @@ var _ = Describe("instance types", func() {
 		plain, err := aws.NewInstanceType(facts["m5.large"], nil, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(plain.Requirements).NotTo(HaveKey(aws.LabelInstanceGPUCount), "no GPU label without GPUs")
+		Expect(plain.Requirements).NotTo(HaveKey(aws.LabelInstanceAcceleratorCount))
+	})
+
+	It("labels Neuron types with their accelerators and offers their devices as aws.amazon.com/neuron", func() {
+		it, err := aws.NewInstanceType(facts["inf2.48xlarge"], nil, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(it.Requirements.Labels()).To(And(HaveKeyWithValue(aws.LabelInstanceAcceleratorName, "inferentia2"),
+			HaveKeyWithValue(aws.LabelInstanceAcceleratorManufacturer, "aws"), HaveKeyWithValue(aws.LabelInstanceAcceleratorCount, "12")))
+		Expect(it.Requirements).NotTo(HaveKey(aws.LabelInstanceGPUCount), "a Neuron device is not a GPU")
+		Expect(it.Capacity.Extended).To(Equal(map[corev1.ResourceName]int64{aws.ResourceNeuron: 12}))
 	})
 
 	It("honours the EC2NodeClass kubelet settings", func() {

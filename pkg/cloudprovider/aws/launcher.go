@@ -256,8 +256,12 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	zone := aws.ToString(inst.LaunchTemplateAndOverrides.Overrides.AvailabilityZone)
 	launched := l.result(types, inst.InstanceIds[0], string(inst.InstanceType), zone, capacityType)
 	// CreateFleet does not say which image; it is the one of the launch
-	// template for the type's architecture (status.imageID, AMI drift).
-	launched.ImageID = imageFor(class, launched.Labels[corev1.LabelArchStable])
+	// template the type was given (status.imageID, AMI drift).
+	for _, it := range types {
+		if it.Name == launched.InstanceType {
+			launched.ImageID = imageFor(class, it)
+		}
+	}
 	return launched, nil
 }
 
@@ -322,6 +326,7 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			subnets[s.Zone] = s.ID
 		}
 	}
+	images := Images(class)
 	for _, ct := range []string{v1.CapacityTypeSpot, v1.CapacityTypeOnDemand} {
 		if r, ok := reqs[v1.CapacityTypeLabelKey]; ok && !r.Has(ct) {
 			continue
@@ -331,7 +336,7 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			if r, ok := reqs[corev1.LabelInstanceTypeStable]; ok && !r.Has(it.Name) {
 				continue
 			}
-			if !compatible(reqs, it) {
+			if !compatible(reqs, it) || images.For(it) == "" {
 				continue
 			}
 			arch := ""
@@ -382,20 +387,23 @@ func compatible(reqs scheduling.Requirements, it *scheduling.InstanceType) bool 
 // launchTemplateConfigs makes sure a launch template exists for each image the
 // overrides need and groups the overrides under them.
 func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, overrides []fleetOverride) ([]ec2types.FleetLaunchTemplateConfigRequest, error) {
-	byArch := map[string][]fleetOverride{}
+	// One launch template per image: each type launches the image it can
+	// boot (its architecture; the NVIDIA or Neuron variant for GPU and
+	// accelerator types).
+	byImage := map[string][]fleetOverride{}
+	var images []string
 	for _, o := range overrides {
-		byArch[o.arch] = append(byArch[o.arch], o)
-	}
-	var configs []ec2types.FleetLaunchTemplateConfigRequest
-	for _, arch := range []string{"amd64", "arm64"} {
-		os := byArch[arch]
-		if len(os) == 0 {
-			continue
-		}
-		ami := imageFor(class, arch)
+		ami := imageFor(class, o.it)
 		if ami == "" {
 			continue
 		}
+		if _, ok := byImage[ami]; !ok {
+			images = append(images, ami)
+		}
+		byImage[ami] = append(byImage[ami], o)
+	}
+	var configs []ec2types.FleetLaunchTemplateConfigRequest
+	for _, ami := range images {
 		name, err := l.ensureTemplate(ctx, claim, class, ami)
 		if err != nil {
 			return nil, err
@@ -403,7 +411,7 @@ func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClai
 		cfg := ec2types.FleetLaunchTemplateConfigRequest{LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{
 			LaunchTemplateName: aws.String(name), Version: aws.String("$Latest"),
 		}}
-		for _, o := range os {
+		for _, o := range byImage[ami] {
 			cfg.Overrides = append(cfg.Overrides, ec2types.FleetLaunchTemplateOverridesRequest{
 				InstanceType: ec2types.InstanceType(o.it.Name), SubnetId: aws.String(o.subnet), AvailabilityZone: aws.String(o.zone),
 			})
@@ -411,21 +419,62 @@ func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClai
 		configs = append(configs, cfg)
 	}
 	if len(configs) == 0 {
-		return nil, &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "AMIsNotFound"}, Message: fmt.Sprintf("ec2nodeclass %s has no image for the architectures of the NodeClaim's instance types; check spec.amiSelectorTerms", class.Name)}
+		return nil, &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "AMIsNotFound"}, Message: fmt.Sprintf("ec2nodeclass %s has no image the NodeClaim's instance types can boot (their architectures, GPUs or accelerators); check spec.amiSelectorTerms and status.amis", class.Name)}
 	}
 	return configs, nil
 }
 
-func imageFor(class *awsv1.EC2NodeClass, arch string) string {
+// imageFor is the first of the class's images the instance type meets the
+// requirements of; "" when there is none.
+func imageFor(class *awsv1.EC2NodeClass, it *scheduling.InstanceType) string {
+	return Images(class).For(it)
+}
+
+// ClassImages are a class's images with their requirements parsed.
+type ClassImages []classImage
+
+type classImage struct {
+	id   string
+	reqs scheduling.Requirements
+}
+
+// Images parses the requirements of the class's resolved images.
+func Images(class *awsv1.EC2NodeClass) ClassImages {
+	out := make(ClassImages, 0, len(class.Status.AMIs))
 	for _, ami := range class.Status.AMIs {
+		var reqs []corev1.NodeSelectorRequirement
 		for _, r := range ami.Requirements {
-			if r.Key == corev1.LabelArchStable {
-				for _, v := range r.Values {
-					if v == arch {
-						return ami.ID
-					}
-				}
+			reqs = append(reqs, corev1.NodeSelectorRequirement{Key: r.Key, Operator: corev1.NodeSelectorOperator(r.Operator), Values: r.Values})
+		}
+		if rs, err := scheduling.FromNodeSelector(reqs); err == nil {
+			out = append(out, classImage{id: ami.ID, reqs: rs})
+		}
+	}
+	return out
+}
+
+// For is the first image whose requirements the instance type's labels
+// meet (its architecture; GPUs or accelerators for the accelerated
+// variants); "" when none does.
+func (images ClassImages) For(it *scheduling.InstanceType) string {
+	if it == nil {
+		return ""
+	}
+	for _, img := range images {
+		ok := true
+		for k, want := range img.reqs {
+			have, present := it.Requirements[k]
+			v := ""
+			if present {
+				v = have.Any()
 			}
+			if !want.Matches(v, present) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return img.id
 		}
 	}
 	return ""
@@ -530,16 +579,40 @@ type templateData struct {
 	BlockDevices    []awsv1.BlockDeviceMapping
 	Monitoring      bool
 	PublicIP        *bool
-	Tags            map[string]string
+	// Tags are those of the template, of the network interfaces and Spot
+	// requests its launches create: the class's own, and the ones the
+	// controller's IAM policy demands (cluster, NodePool, class).
+	Tags map[string]string
+}
+
+// ownedTags are the tags of everything launched for a NodePool and class:
+// the class's own tags, then the ones the controller's IAM policy (ours and
+// Karpenter's) demands on every create request.
+func (l *Launcher) ownedTags(nodePool string, class *awsv1.EC2NodeClass) map[string]string {
+	tags := map[string]string{}
+	for k, v := range class.Spec.Tags {
+		tags[k] = v
+	}
+	tags[ClusterTag(l.cluster)] = "owned"
+	tags[TagEKSName] = l.cluster
+	tags[TagNodePool] = nodePool
+	tags[TagNodeClass] = class.Name
+	return tags
 }
 
 func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, ami string) (string, error) {
+	if class.Status.InstanceProfile == "" {
+		// An instance without a profile has no credentials: it would run,
+		// and be paid for, without ever joining.
+		return "", &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "InstanceProfileNotReady"},
+			Message: fmt.Sprintf("ec2nodeclass %s has no instance profile yet (status.instanceProfile is empty); its InstanceProfileReady condition says why; nothing is launched", class.Name)}
+	}
 	devices := class.Spec.BlockDeviceMappings
 	if len(devices) == 0 {
 		devices = DefaultBlockDevices(Family(class))
 	}
 	data := templateData{Image: ami, InstanceProfile: class.Status.InstanceProfile, Metadata: class.Spec.MetadataOptions,
-		BlockDevices: devices, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: class.Spec.Tags}
+		BlockDevices: devices, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: l.ownedTags(claim.Labels[v1.NodePoolLabelKey], class)}
 	for _, sg := range class.Status.SecurityGroups {
 		data.SecurityGroups = append(data.SecurityGroups, sg.ID)
 	}
@@ -597,6 +670,12 @@ func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1
 		ImageId:          aws.String(d.Image),
 		SecurityGroupIds: d.SecurityGroups,
 		Monitoring:       &ec2types.LaunchTemplatesMonitoringRequest{Enabled: aws.Bool(d.Monitoring)},
+		// Instances and volumes are tagged by CreateFleet, per NodeClaim;
+		// what else a launch creates is tagged here.
+		TagSpecifications: []ec2types.LaunchTemplateTagSpecificationRequest{
+			{ResourceType: ec2types.ResourceTypeNetworkInterface, Tags: toTags(d.Tags)},
+			{ResourceType: ec2types.ResourceTypeSpotInstancesRequest, Tags: toTags(d.Tags)},
+		},
 	}
 	if d.InstanceProfile != "" {
 		lt.IamInstanceProfile = &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String(d.InstanceProfile)}
@@ -639,9 +718,7 @@ func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1
 	}
 	_, err := l.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String(name), LaunchTemplateData: lt,
-		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeLaunchTemplate, Tags: toTags(map[string]string{
-			ClusterTag(l.cluster): "owned", TagNodeClass: class.Name,
-		})}},
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeLaunchTemplate, Tags: toTags(d.Tags)}},
 	})
 	if err != nil {
 		fe, ok := FromAPIError(err)
@@ -684,15 +761,8 @@ func toTags(m map[string]string) []ec2types.Tag {
 }
 
 func (l *Launcher) createFleet(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, capacityType string, configs []ec2types.FleetLaunchTemplateConfigRequest) (*ec2.CreateFleetOutput, error) {
-	tags := map[string]string{}
-	for k, v := range class.Spec.Tags {
-		tags[k] = v
-	}
-	tags[ClusterTag(l.cluster)] = "owned"
-	tags[TagNodePool] = claim.Labels[v1.NodePoolLabelKey]
+	tags := l.ownedTags(claim.Labels[v1.NodePoolLabelKey], class)
 	tags[TagNodeClaim] = claim.Name
-	tags[TagNodeClass] = class.Name
-	tags[TagEKSName] = l.cluster
 	tags["Name"] = claim.Name
 	in := &ec2.CreateFleetInput{
 		Type:                  ec2types.FleetTypeInstant,

@@ -55,12 +55,12 @@ var _ = Describe("the fleet launcher", func() {
 		// them without asking EC2 first.
 		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process").JoinsWith(facts)
 		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
-			Role: "node-role", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 			Tags:                       map[string]string{"team": "data"},
 		}}
-		class.Status, err = aws.NewResolver(client, test.SSMClient(simURL), "my-cluster", "1.36").Resolve(ctx, class)
+		class.Status, err = test.NewResolver(simURL, "my-cluster").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		sim.ResetRequests()
 	})
@@ -99,7 +99,16 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(p).To(HaveKeyWithValue("SpotOptions.AllocationStrategy", "price-capacity-optimized"))
 		Expect(p).NotTo(HaveKey("OnDemandOptions.AllocationStrategy"), "one capacity type per call")
 		Expect(p).To(HaveKey("ClientToken"))
-		Expect(p).To(HaveKeyWithValue("LaunchTemplateConfigs.2.Overrides.1.InstanceType", "m6g.large"), "arm64 types use the arm64 image's template")
+		templateOf := map[string]string{}
+		for k, v := range p {
+			if cfg, ok := strings.CutSuffix(k, ".InstanceType"); ok && strings.HasPrefix(k, "LaunchTemplateConfigs.") {
+				n := strings.Split(cfg, ".")[1]
+				templateOf[v] = p["LaunchTemplateConfigs."+n+".LaunchTemplateSpecification.LaunchTemplateName"]
+			}
+		}
+		Expect(templateOf).To(HaveLen(3))
+		Expect(templateOf["m6g.large"]).NotTo(Equal(templateOf["m5.large"]), "arm64 types use the arm64 image's template")
+		Expect(templateOf["c5.large"]).To(Equal(templateOf["m5.large"]))
 
 		launched := sim.Instances()[0]
 		Expect(launched.Tags).To(HaveKeyWithValue("kubernetes.io/cluster/my-cluster", "owned"))
@@ -108,6 +117,33 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(launched.Tags).To(HaveKeyWithValue("karpenter.k8s.aws/ec2nodeclass", "default"))
 		Expect(launched.Tags).To(HaveKeyWithValue("eks:eks-cluster-name", "my-cluster"))
 		Expect(launched.Tags).To(HaveKeyWithValue("team", "data"))
+	})
+
+	It("gives GPU and Neuron types EKS's accelerated images and the rest the standard one, and leaves out types no image boots", func() {
+		c := claim("accel", "on-demand")
+		c.Spec.Requirements[0].Values = []string{"m5.large", "g5.xlarge", "inf2.xlarge", "g4ad.xlarge"}
+		_, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		imageOfTemplate := map[string]string{}
+		for _, r := range sim.Requests() {
+			if r.Action == "CreateLaunchTemplate" {
+				imageOfTemplate[r.Params["LaunchTemplateName"]] = r.Params["LaunchTemplateData.ImageId"]
+			}
+		}
+		p := fleetCalls()[0].Params
+		imageOf := map[string]string{}
+		for k, v := range p {
+			if cfg, ok := strings.CutSuffix(k, ".InstanceType"); ok && strings.HasPrefix(k, "LaunchTemplateConfigs.") {
+				n := strings.Split(cfg, ".")[1]
+				img, _ := sim.Image(imageOfTemplate[p["LaunchTemplateConfigs."+n+".LaunchTemplateSpecification.LaunchTemplateName"]])
+				imageOf[v] = img.Name
+			}
+		}
+		Expect(imageOf).To(Equal(map[string]string{
+			"m5.large":    "amazon-eks-node-al2023-x86_64-standard-1.36-v20261101",
+			"g5.xlarge":   "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20261101",
+			"inf2.xlarge": "amazon-eks-node-al2023-x86_64-neuron-1.36-v20261101",
+		}), "g4ad's AMD GPUs have no EKS image, so it is not offered")
 	})
 
 	It("launches AL2023 nodes with user data that joins the cluster EKS describes, with the NodeClaim's labels and taints", func() {
@@ -170,18 +206,26 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(err).To(MatchError(ContainSubstring("--cluster-ca-bundle")))
 	})
 
-	It("launches nothing when EKS does not know the cluster, and says which cluster and what to check", func() {
-		unknown, err := aws.NewClusterFacts(test.EKSClient(simURL), "other-cluster", "", "")
-		Expect(err).NotTo(HaveOccurred())
-		_, err = launcher.JoinsWith(unknown).Launch(ctx, claim("lost", "on-demand"), class)
-		var cfg *cloudprovider.ConfigurationError
-		Expect(errors.As(err, &cfg)).To(BeTrue(), "%v", err)
-		Expect(cfg.Code).To(Equal("ResourceNotFoundException"))
-		Expect(cfg.RequestID).NotTo(BeEmpty())
-		Expect(cfg.Message).To(And(ContainSubstring("other-cluster"), ContainSubstring("--cluster-name"), ContainSubstring("eks:DescribeCluster")))
-		Expect(fleetCalls()).To(BeEmpty())
-		Expect(sim.Instances()).To(BeEmpty())
-	})
+	DescribeTable("launches nothing when EKS does not know the cluster or may not be asked, and says which cluster and what to check",
+		func(policyFor, code string) {
+			policyCfg := ec2sim.Config{ClusterTag: policyFor}
+			policy, err := ec2sim.LoadPolicy(test.ShippedPolicy, policyCfg.PolicyVars())
+			Expect(err).NotTo(HaveOccurred())
+			sim.SetPolicy(policy)
+			unknown, err := aws.NewClusterFacts(test.EKSClient(simURL), "other-cluster", "", "")
+			Expect(err).NotTo(HaveOccurred())
+			_, err = launcher.JoinsWith(unknown).Launch(ctx, claim("lost", "on-demand"), class)
+			var cfg *cloudprovider.ConfigurationError
+			Expect(errors.As(err, &cfg)).To(BeTrue(), "%v", err)
+			Expect(cfg.Code).To(Equal(code))
+			Expect(cfg.RequestID).NotTo(BeEmpty())
+			Expect(cfg.Message).To(And(ContainSubstring("other-cluster"), ContainSubstring("--cluster-name"), ContainSubstring("eks:DescribeCluster")))
+			Expect(fleetCalls()).To(BeEmpty())
+			Expect(sim.Instances()).To(BeEmpty())
+		},
+		Entry("no such cluster (the role's policy is for it)", "other-cluster", "ResourceNotFoundException"),
+		Entry("the role's policy is for another cluster", "my-cluster", "AccessDeniedException"),
+	)
 
 	It("sends at most 60 overrides, the cheapest, however many types the NodeClaim allows", func() {
 		c := claim("many", "on-demand")
@@ -412,11 +456,11 @@ var _ = Describe("instances", func() {
 		Expect(err).NotTo(HaveOccurred())
 		launcher := aws.NewLauncher(client, "local", offerings, unavailable, "this-process").JoinsWith(local)
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
-			Role: "r", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			Role: "KarpenterNodeRole-local", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
 			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
 		}}
-		class.Status, err = aws.NewResolver(client, test.SSMClient(url), "local", "1.36").Resolve(ctx, class)
+		class.Status, err = test.NewResolver(url, "local").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		inst, err := launcher.Launch(ctx, &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: "uid-x",
 			Annotations: map[string]string{cloudprovider.CreatedByAnnotation: "this-process"}}, Spec: v1.NodeClaimSpec{
@@ -475,11 +519,11 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 		Expect(err).NotTo(HaveOccurred())
 		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process").JoinsWith(facts)
 		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
-			Role: "node-role", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 		}}
-		class.Status, err = aws.NewResolver(client, test.SSMClient(simURL), "my-cluster", "1.36").Resolve(ctx, class)
+		class.Status, err = test.NewResolver(simURL, "my-cluster").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		class.Status.Conditions = []metav1.Condition{{Type: awsv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: metav1.Now()}}
 

@@ -3,6 +3,8 @@ package aws
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -22,14 +24,16 @@ import (
 type Resolver struct {
 	ec2               *ec2.Client
 	ssm               *ssm.Client
+	profiles          *InstanceProfiles
 	clusterName       string
 	kubernetesVersion string
 }
 
 // NewResolver returns a resolver; aliases and ssmParameter terms are read
-// from SSM, and kubernetesVersion ("1.36") picks the alias parameters.
-func NewResolver(client *ec2.Client, ssmClient *ssm.Client, clusterName, kubernetesVersion string) *Resolver {
-	return &Resolver{ec2: client, ssm: ssmClient, clusterName: clusterName, kubernetesVersion: kubernetesVersion}
+// from SSM, kubernetesVersion ("1.36") picks the alias parameters, and
+// instance profiles are made through profiles.
+func NewResolver(client *ec2.Client, ssmClient *ssm.Client, profiles *InstanceProfiles, clusterName, kubernetesVersion string) *Resolver {
+	return &Resolver{ec2: client, ssm: ssmClient, profiles: profiles, clusterName: clusterName, kubernetesVersion: kubernetesVersion}
 }
 
 // Resolve computes the class's status: what each selector matched and a
@@ -48,7 +52,10 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 	if status.AMIs, amiNotes, err = r.amis(ctx, nc.Spec.AMISelectorTerms); err != nil {
 		return status, err
 	}
-	status.InstanceProfile = r.instanceProfile(nc)
+	var profileProblem string
+	if status.InstanceProfile, profileProblem, err = r.profiles.Ensure(ctx, nc); err != nil {
+		return status, err
+	}
 
 	conds := []metav1.Condition{
 		condition(awsv1.ConditionSubnetsReady, len(status.Subnets) > 0, "SubnetsNotFound",
@@ -57,7 +64,7 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 			"no security group matched spec.securityGroupSelectorTerms "+describeTerms(nc.Spec.SecurityGroupSelectorTerms)),
 		condition(awsv1.ConditionAMIsReady, len(status.AMIs) > 0, "AMIsNotFound",
 			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+notes(amiNotes)),
-		condition(awsv1.ConditionInstanceProfileReady, status.InstanceProfile != "", "InstanceProfileMissing", "set spec.role or spec.instanceProfile"),
+		condition(awsv1.ConditionInstanceProfileReady, profileProblem == "", "InstanceProfileNotReady", profileProblem),
 	}
 	var notReady []string
 	for _, c := range conds {
@@ -179,96 +186,141 @@ func (r *Resolver) securityGroups(ctx context.Context, terms []awsv1.SecurityGro
 	return out, nil
 }
 
+// aliasImage is one public SSM parameter of an alias: the image of one
+// architecture ("x86_64", "arm64") and variant ("standard", "nvidia",
+// "neuron") of the family.
+type aliasImage struct {
+	param, arch, variant string
+}
+
 // aliasParameters are the public SSM parameters AWS publishes for an
-// alias's images, by architecture: "latest" reads the recommended image,
-// a version (al2023@v20250101, bottlerocket@v1.26.0) the pinned one.
-func (r *Resolver) aliasParameters(family, version string) (map[string]string, error) {
+// alias's images: "latest" reads the recommended image, a version
+// (al2023@v20250101, bottlerocket@v1.26.0) the pinned one. Each family has a
+// standard image per architecture and accelerated ones: AL2023 for NVIDIA
+// (both architectures) and Neuron (x86_64), AL2 one GPU image for both,
+// Bottlerocket an NVIDIA one per architecture.
+func (r *Resolver) aliasParameters(family, version string) ([]aliasImage, error) {
 	k := r.kubernetesVersion
 	latest := version == "latest" || version == ""
 	v := strings.TrimPrefix(version, "v")
 	switch family {
 	case "al2023":
-		out := map[string]string{}
-		for _, arch := range []string{"x86_64", "arm64"} {
+		var out []aliasImage
+		for _, av := range [][2]string{{"x86_64", "standard"}, {"x86_64", "nvidia"}, {"x86_64", "neuron"}, {"arm64", "standard"}, {"arm64", "nvidia"}} {
+			arch, variant := av[0], av[1]
 			leaf := "recommended"
 			if !latest {
-				leaf = fmt.Sprintf("amazon-eks-node-al2023-%s-standard-%s-v%s", arch, k, v)
+				leaf = fmt.Sprintf("amazon-eks-node-al2023-%s-%s-%s-v%s", arch, variant, k, v)
 			}
-			out[arch] = fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2023/%s/standard/%s/image_id", k, arch, leaf)
+			out = append(out, aliasImage{fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2023/%s/%s/%s/image_id", k, arch, variant, leaf), arch, variant})
 		}
 		return out, nil
 	case "al2":
-		amd, arm := "recommended", "recommended"
-		if !latest {
-			amd, arm = fmt.Sprintf("amazon-eks-node-%s-v%s", k, v), fmt.Sprintf("amazon-eks-arm64-node-%s-v%s", k, v)
+		leaf := func(prefix string) string {
+			if latest {
+				return "recommended"
+			}
+			return fmt.Sprintf("amazon-eks-%snode-%s-v%s", prefix, k, v)
 		}
-		return map[string]string{
-			"x86_64": fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2/%s/image_id", k, amd),
-			"arm64":  fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2-arm64/%s/image_id", k, arm),
+		gpu := fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2-gpu/%s/image_id", k, leaf("gpu-"))
+		return []aliasImage{
+			{fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2/%s/image_id", k, leaf("")), "x86_64", "standard"},
+			{gpu, "x86_64", "nvidia"},
+			{gpu, "x86_64", "neuron"},
+			{fmt.Sprintf("/aws/service/eks/optimized-ami/%s/amazon-linux-2-arm64/%s/image_id", k, leaf("arm64-")), "arm64", "standard"},
 		}, nil
 	case "bottlerocket":
 		leaf := "latest"
 		if !latest {
 			leaf = v
 		}
-		return map[string]string{
-			"x86_64": fmt.Sprintf("/aws/service/bottlerocket/aws-k8s-%s/x86_64/%s/image_id", k, leaf),
-			"arm64":  fmt.Sprintf("/aws/service/bottlerocket/aws-k8s-%s/arm64/%s/image_id", k, leaf),
-		}, nil
+		var out []aliasImage
+		for _, arch := range []string{"x86_64", "arm64"} {
+			out = append(out, aliasImage{fmt.Sprintf("/aws/service/bottlerocket/aws-k8s-%s/%s/%s/image_id", k, arch, leaf), arch, "standard"},
+				aliasImage{fmt.Sprintf("/aws/service/bottlerocket/aws-k8s-%s-nvidia/%s/%s/image_id", k, arch, leaf), arch, "nvidia"})
+		}
+		return out, nil
 	case "windows2019", "windows2022":
 		if !latest {
 			return nil, fmt.Errorf("alias %s@%s: Windows images cannot be pinned; use %s@latest", family, version, family)
 		}
-		return map[string]string{"x86_64": fmt.Sprintf("/aws/service/ami-windows-latest/Windows_Server-%s-English-Core-EKS_Optimized-%s/image_id", strings.TrimPrefix(family, "windows"), k)}, nil
+		return []aliasImage{{fmt.Sprintf("/aws/service/ami-windows-latest/Windows_Server-%s-English-Core-EKS_Optimized-%s/image_id", strings.TrimPrefix(family, "windows"), k), "x86_64", "standard"}}, nil
 	}
 	return nil, fmt.Errorf("alias %s@%s: unknown family; use al2023, al2, bottlerocket, windows2019 or windows2022", family, version)
 }
 
-// ssmAccessFix is what a denied SSM read needs.
-const ssmAccessFix = "allow ssm:GetParameter and ssm:GetParameters on arn:aws:ssm:<region>::parameter/aws/service/* (and on the parameters spec.amiSelectorTerms names)"
+// imageRequirements are what an instance type must meet to boot an image
+// of the architecture and variant: the standard image goes to types
+// without GPUs or accelerators, the NVIDIA one to NVIDIA GPU types, the
+// Neuron one to AWS's accelerator types.
+func imageRequirements(arch, variant string) []awsv1.AMIRequirement {
+	k8sArch := map[string]string{"x86_64": "amd64", "arm64": "arm64"}[arch]
+	reqs := []awsv1.AMIRequirement{{Key: corev1.LabelArchStable, Operator: string(v1.OpIn), Values: []string{k8sArch}}}
+	switch variant {
+	case "standard":
+		reqs = append(reqs, awsv1.AMIRequirement{Key: LabelInstanceGPUCount, Operator: string(v1.OpDoesNotExist)},
+			awsv1.AMIRequirement{Key: LabelInstanceAcceleratorCount, Operator: string(v1.OpDoesNotExist)})
+	case "nvidia":
+		reqs = append(reqs, awsv1.AMIRequirement{Key: LabelInstanceGPUManufacturer, Operator: string(v1.OpIn), Values: []string{"nvidia"}})
+	case "neuron":
+		reqs = append(reqs, awsv1.AMIRequirement{Key: LabelInstanceAcceleratorManufacturer, Operator: string(v1.OpIn), Values: []string{"aws"}})
+	}
+	return reqs
+}
 
-// parameters reads SSM parameters, ten at a time; a missing one is left
-// out and noted, a denied read is noted with the fix.
+// ssmAccessFix is what a denied SSM read needs.
+const ssmAccessFix = "allow ssm:GetParameter on arn:aws:ssm:<region>::parameter/aws/service/* (and on the parameters spec.amiSelectorTerms names); the shipped controller policy grants the former"
+
+// parameters reads SSM parameters one by one with GetParameter, the one
+// read Karpenter's published controller policy grants (a migrating user's
+// role may allow nothing else); a missing one is left out and noted, a
+// denied read is noted with the fix.
 func (r *Resolver) parameters(ctx context.Context, names []string) (map[string]string, []string, error) {
 	values := map[string]string{}
 	var notes []string
-	for start := 0; start < len(names); start += 10 {
-		batch := names[start:min(start+10, len(names))]
-		out, err := r.ssm.GetParameters(ctx, &ssm.GetParametersInput{Names: batch})
+	for _, name := range names {
+		out, err := r.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)})
 		if err != nil {
-			if fe, ok := FromAPIError(err); ok && fe.Code == "AccessDeniedException" {
-				return values, append(notes, fmt.Sprintf("reading SSM parameters was denied (%s): %s", fe.Message, ssmAccessFix)), nil
+			fe, ok := FromAPIError(err)
+			switch {
+			case ok && fe.Code == "AccessDeniedException":
+				return values, append(notes, fmt.Sprintf("reading SSM parameter %s was denied (%s): %s", name, fe.Message, ssmAccessFix)), nil
+			case ok && fe.Code == "ParameterNotFound":
+				notes = append(notes, fmt.Sprintf("SSM parameter %s does not exist", name))
+				continue
 			}
-			return nil, nil, fmt.Errorf("SSM GetParameters: %w", err)
+			return nil, nil, fmt.Errorf("SSM GetParameter %s: %w", name, err)
 		}
-		for _, p := range out.Parameters {
-			values[aws.ToString(p.Name)] = aws.ToString(p.Value)
-		}
-		for _, name := range out.InvalidParameters {
-			notes = append(notes, fmt.Sprintf("SSM parameter %s does not exist", name))
-		}
+		values[name] = aws.ToString(out.Parameter.Value)
 	}
 	return values, notes, nil
 }
 
-// amis resolves the terms to the newest image of each architecture; notes
-// say what could not be found, for the AMIsReady condition.
+// amis resolves the terms: an alias to its family's image per
+// architecture and variant, each with the requirements a type must meet to
+// boot it; other terms to the newest image of each architecture. Notes say
+// what could not be found, for the AMIsReady condition.
 func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]awsv1.AMI, []string, error) {
 	var queries []*ec2.DescribeImagesInput
-	var notes, ssmNames []string
+	var notes, ssmNames, plainParams []string
+	var aliased []aliasImage
 	for i, t := range terms {
 		switch {
 		case t.SSMParameter != "":
 			ssmNames = append(ssmNames, t.SSMParameter)
+			plainParams = append(plainParams, t.SSMParameter)
 		case t.Alias != "":
 			family, version, _ := strings.Cut(t.Alias, "@")
-			params, err := r.aliasParameters(family, version)
+			images, err := r.aliasParameters(family, version)
 			if err != nil {
 				notes = append(notes, fmt.Sprintf("spec.amiSelectorTerms[%d].%s", i, err))
 				continue
 			}
-			for _, arch := range sortedStringKeys(params) {
-				ssmNames = append(ssmNames, params[arch])
+			aliased = append(aliased, images...)
+			for _, img := range images {
+				if !slices.Contains(ssmNames, img.param) {
+					ssmNames = append(ssmNames, img.param)
+				}
 			}
 		default:
 			in := &ec2.DescribeImagesInput{Filters: tagFilters(t.Tags)}
@@ -284,14 +336,16 @@ func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]a
 			queries = append(queries, in)
 		}
 	}
+	values := map[string]string{}
 	if len(ssmNames) > 0 {
-		values, ssmNotes, err := r.parameters(ctx, ssmNames)
-		if err != nil {
+		var ssmNotes []string
+		var err error
+		if values, ssmNotes, err = r.parameters(ctx, ssmNames); err != nil {
 			return nil, nil, err
 		}
 		notes = append(notes, ssmNotes...)
 		var ids []string
-		for _, name := range ssmNames {
+		for _, name := range plainParams {
 			if id := values[name]; id != "" {
 				ids = append(ids, id)
 			}
@@ -315,29 +369,96 @@ func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]a
 		}
 	}
 	var out []awsv1.AMI
+	// An alias's images, in its order; an image AWS names under a parameter
+	// but EC2 does not have (or has for another architecture) is noted.
+	if described, err := r.describeByID(ctx, aliased, values); err != nil {
+		return nil, nil, err
+	} else {
+		for _, a := range aliased {
+			img, ok := described[values[a.param]]
+			switch {
+			case values[a.param] == "":
+				continue
+			case !ok:
+				notes = append(notes, fmt.Sprintf("SSM parameter %s names image %s, which EC2 does not have", a.param, values[a.param]))
+				continue
+			case string(img.Architecture) != a.arch:
+				notes = append(notes, fmt.Sprintf("SSM parameter %s names image %s, which is %s, not %s", a.param, values[a.param], img.Architecture, a.arch))
+				continue
+			}
+			out = append(out, awsv1.AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), Deprecated: aws.ToString(img.DeprecationTime) != "",
+				Requirements: imageRequirements(a.arch, a.variant)})
+		}
+	}
 	for _, arch := range []string{"x86_64", "arm64"} {
 		img, ok := newest[arch]
 		if !ok {
 			continue
 		}
-		k8sArch := "amd64"
-		if arch == "arm64" {
-			k8sArch = "arm64"
-		}
 		out = append(out, awsv1.AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), Deprecated: aws.ToString(img.DeprecationTime) != "",
-			Requirements: []awsv1.AMIRequirement{{Key: corev1.LabelArchStable, Operator: string(v1.OpIn), Values: []string{k8sArch}}}})
+			Requirements: imageRequirements(arch, "")})
 	}
 	return out, notes, nil
 }
 
-// instanceProfile is the class's instance profile, or the one Backstop names
-// for its role (created by the node-role setup, as Karpenter's is).
-func (r *Resolver) instanceProfile(nc *awsv1.EC2NodeClass) string {
-	if nc.Spec.InstanceProfile != nil {
-		return *nc.Spec.InstanceProfile
+// describeByID describes the images an alias's parameters name, by id.
+func (r *Resolver) describeByID(ctx context.Context, aliased []aliasImage, values map[string]string) (map[string]ec2types.Image, error) {
+	var ids []string
+	for _, a := range aliased {
+		if id := values[a.param]; id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
 	}
-	if nc.Spec.Role != "" {
-		return fmt.Sprintf("%s_%s", r.clusterName, nc.Spec.Role)
+	out := map[string]ec2types.Image{}
+	if len(ids) == 0 {
+		return out, nil
 	}
-	return ""
+	resp, err := r.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: ids})
+	if fe, ok := FromAPIError(err); ok && fe.Code == "InvalidAMIID.NotFound" && len(ids) > 1 {
+		// One of them is gone (a parameter may name a deregistered image):
+		// EC2 fails the whole call, so ask for each alone.
+		for _, id := range ids {
+			one, err := r.describeByID(ctx, []aliasImage{{param: id}}, map[string]string{id: id})
+			if err != nil {
+				return nil, err
+			}
+			maps.Copy(out, one)
+		}
+		return out, nil
+	}
+	if fe, ok := FromAPIError(err); ok && fe.Code == "InvalidAMIID.NotFound" {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("DescribeImages: %w", err)
+	}
+	for _, img := range resp.Images {
+		out[aws.ToString(img.ImageId)] = img
+	}
+	return out, nil
+}
+
+// Cleanup removes what Backstop made for a class that is going away: its
+// instance profile and its launch templates.
+func (r *Resolver) Cleanup(ctx context.Context, nc *awsv1.EC2NodeClass) error {
+	if err := r.profiles.Delete(ctx, nc); err != nil {
+		return err
+	}
+	pager := ec2.NewDescribeLaunchTemplatesPaginator(r.ec2, &ec2.DescribeLaunchTemplatesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("tag:" + ClusterTag(r.clusterName)), Values: []string{"owned"}},
+		{Name: aws.String("tag:" + TagNodeClass), Values: []string{nc.Name}},
+	}})
+	for pager.HasMorePages() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("listing launch templates of ec2nodeclass %s: %w", nc.Name, err)
+		}
+		for _, lt := range page.LaunchTemplates {
+			_, err := r.ec2.DeleteLaunchTemplate(ctx, &ec2.DeleteLaunchTemplateInput{LaunchTemplateId: lt.LaunchTemplateId})
+			if fe, ok := FromAPIError(err); err != nil && !(ok && strings.HasPrefix(fe.Code, "InvalidLaunchTemplate")) {
+				return fmt.Errorf("deleting launch template %s: %w", aws.ToString(lt.LaunchTemplateName), err)
+			}
+		}
+	}
+	return nil
 }

@@ -3,6 +3,8 @@ package aws_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
@@ -13,20 +15,25 @@ import (
 	"k8s.io/utils/clock"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
-	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
 
 var _ = Describe("AMIs from SSM", func() {
 	ctx := context.Background()
-	// images are two AL2023 releases per architecture, one Bottlerocket
-	// release, and a team's own image.
+	// images are two AL2023 releases per architecture, the accelerated
+	// AL2023 images for x86_64, one Bottlerocket release with its NVIDIA
+	// image, an AL2 release with its GPU image, and a team's own image.
 	images := []ec2sim.ImageConfig{
 		{ID: "ami-al2023-amd-old", Name: "amazon-eks-node-al2023-x86_64-standard-1.36-v20261001", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-10-01T00:00:00.000Z"},
 		{ID: "ami-al2023-amd-new", Name: "amazon-eks-node-al2023-x86_64-standard-1.36-v20261101", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-01T00:00:00.000Z"},
 		{ID: "ami-al2023-arm-new", Name: "amazon-eks-node-al2023-arm64-standard-1.36-v20261101", Owner: "amazon", Architecture: "arm64", CreationDate: "2026-11-01T00:00:00.000Z"},
+		{ID: "ami-al2023-nvidia", Name: "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20261101", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-01T00:00:00.000Z"},
+		{ID: "ami-al2023-neuron", Name: "amazon-eks-node-al2023-x86_64-neuron-1.36-v20261101", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-01T00:00:00.000Z"},
 		{ID: "ami-br-amd", Name: "bottlerocket-aws-k8s-1.36-x86_64-v1.50.0-abcdef12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-02T00:00:00.000Z"},
+		{ID: "ami-br-nvidia", Name: "bottlerocket-aws-k8s-1.36-nvidia-x86_64-v1.50.0-abcdef12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-02T00:00:00.000Z"},
+		{ID: "ami-al2-amd", Name: "amazon-eks-node-1.36-v20261101", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-01T00:00:00.000Z"},
+		{ID: "ami-al2-gpu", Name: "amazon-eks-gpu-node-1.36-v20261101", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-01T00:00:00.000Z"},
 		{ID: "ami-team", Name: "team-golden-2026-11", Owner: "123456789012", Architecture: "x86_64", CreationDate: "2026-11-03T00:00:00.000Z"},
 	}
 	var (
@@ -34,16 +41,21 @@ var _ = Describe("AMIs from SSM", func() {
 		url string
 	)
 	BeforeEach(func() {
-		sim, _, url = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster", Images: images,
-			SSMParameters: map[string]string{"/team/golden-ami": "ami-team"}}, clock.RealClock{})
+		cfg := ec2sim.Config{ClusterTag: "my-cluster", Images: images, SSMParameters: map[string]string{"/team/golden-ami": "ami-team"}}
+		shipped, err := ec2sim.LoadPolicy(test.ShippedPolicy, cfg.PolicyVars())
+		Expect(err).NotTo(HaveOccurred())
+		// The team's own parameters need a grant of their own, as on AWS.
+		cfg.Policy = shipped.With(ec2sim.Statement{Sid: "TeamParameters", Effect: "Allow", Actions: []string{"ssm:GetParameter"},
+			Resources: []string{"arn:aws:ssm:us-east-1:123456789012:parameter/team/*"}})
+		sim, _, url = test.StartEC2Simulator(cfg, clock.RealClock{})
 	})
 	resolve := func(terms ...awsv1.AMISelectorTerm) (awsv1.EC2NodeClassStatus, *metav1.Condition) {
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
-			Role: "r", AMISelectorTerms: terms,
+			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: terms,
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
 		}}
-		status, err := aws.NewResolver(test.EC2Client(url), test.SSMClient(url), "my-cluster", "1.36").Resolve(ctx, class)
+		status, err := test.NewResolver(url, "my-cluster").Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		return status, meta.FindStatusCondition(status.Conditions, awsv1.ConditionAMIsReady)
 	}
@@ -58,14 +70,45 @@ var _ = Describe("AMIs from SSM", func() {
 	It("resolves an alias through the public parameters, the recommended image per architecture", func() {
 		status, cond := resolve(awsv1.AMISelectorTerm{Alias: "al2023@latest"})
 		Expect(cond.Status).To(Equal(metav1.ConditionTrue))
-		Expect(ids(status)).To(Equal([]string{"ami-al2023-amd-new", "ami-al2023-arm-new"}))
+		Expect(ids(status)).To(Equal([]string{"ami-al2023-amd-new", "ami-al2023-nvidia", "ami-al2023-neuron", "ami-al2023-arm-new"}),
+			"standard, NVIDIA and Neuron for x86_64, standard for arm64 (no arm64 NVIDIA image here)")
 		var asked []string
 		for _, r := range sim.Requests() {
-			if r.Action == "ssm:GetParameters" {
-				asked = append(asked, r.Params["Names"])
+			Expect(r.Action).NotTo(Equal("ssm:GetParameters"), "Karpenter's published controller policy grants ssm:GetParameter only")
+			if r.Action == "ssm:GetParameter" {
+				asked = append(asked, r.Params["Name"])
 			}
 		}
-		Expect(asked).To(ConsistOf("/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/arm64/standard/recommended/image_id,/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/standard/recommended/image_id"))
+		Expect(asked).To(ConsistOf("/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/arm64/standard/recommended/image_id",
+			"/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/standard/recommended/image_id",
+			"/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/nvidia/recommended/image_id",
+			"/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/neuron/recommended/image_id",
+			"/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/arm64/nvidia/recommended/image_id"))
+	})
+
+	It("gives each image the requirements of the types that can boot it", func() {
+		status, _ := resolve(awsv1.AMISelectorTerm{Alias: "al2023@latest"})
+		reqs := map[string]string{}
+		for _, a := range status.AMIs {
+			var parts []string
+			for _, r := range a.Requirements {
+				parts = append(parts, fmt.Sprintf("%s %s %v", r.Key, r.Operator, r.Values))
+			}
+			reqs[a.ID] = strings.Join(parts, "; ")
+		}
+		Expect(reqs).To(Equal(map[string]string{
+			"ami-al2023-amd-new": "kubernetes.io/arch In [amd64]; karpenter.k8s.aws/instance-gpu-count DoesNotExist []; karpenter.k8s.aws/instance-accelerator-count DoesNotExist []",
+			"ami-al2023-arm-new": "kubernetes.io/arch In [arm64]; karpenter.k8s.aws/instance-gpu-count DoesNotExist []; karpenter.k8s.aws/instance-accelerator-count DoesNotExist []",
+			"ami-al2023-nvidia":  "kubernetes.io/arch In [amd64]; karpenter.k8s.aws/instance-gpu-manufacturer In [nvidia]",
+			"ami-al2023-neuron":  "kubernetes.io/arch In [amd64]; karpenter.k8s.aws/instance-accelerator-manufacturer In [aws]",
+		}))
+	})
+
+	It("uses AL2's one GPU image for NVIDIA and Neuron types alike", func() {
+		status, _ := resolve(awsv1.AMISelectorTerm{Alias: "al2@latest"})
+		Expect(ids(status)).To(Equal([]string{"ami-al2-amd", "ami-al2-gpu", "ami-al2-gpu"}))
+		Expect(status.AMIs[1].Requirements[1].Key).To(Equal("karpenter.k8s.aws/instance-gpu-manufacturer"))
+		Expect(status.AMIs[2].Requirements[1].Key).To(Equal("karpenter.k8s.aws/instance-accelerator-manufacturer"))
 	})
 
 	It("pins an alias version to its release", func() {
@@ -75,7 +118,7 @@ var _ = Describe("AMIs from SSM", func() {
 
 	It("resolves Bottlerocket's parameters", func() {
 		status, _ := resolve(awsv1.AMISelectorTerm{Alias: "bottlerocket@latest"})
-		Expect(ids(status)).To(Equal([]string{"ami-br-amd"}))
+		Expect(ids(status)).To(Equal([]string{"ami-br-amd", "ami-br-nvidia"}))
 	})
 
 	It("resolves an ssmParameter term", func() {
@@ -101,10 +144,11 @@ var _ = Describe("AMIs from SSM", func() {
 		sim.SetFaults(ec2sim.Faults{SSMAccessDenied: true})
 		_, cond := resolve(awsv1.AMISelectorTerm{Alias: "al2023@latest"})
 		Expect(cond.Status).To(Equal(metav1.ConditionFalse))
-		Expect(cond.Message).To(ContainSubstring("allow ssm:GetParameter and ssm:GetParameters on arn:aws:ssm:<region>::parameter/aws/service/*"))
+		Expect(cond.Message).To(ContainSubstring("allow ssm:GetParameter on arn:aws:ssm:<region>::parameter/aws/service/*"))
 	})
 
 	It("answers as SSM does: ParameterNotFound, and at most ten names", func() {
+		sim.SetPolicy(ec2sim.AllowAll) // SSM's own semantics; Backstop calls GetParameter only
 		client := test.SSMClient(url)
 		_, err := client.GetParameter(ctx, &ssm.GetParameterInput{Name: strPtr("/nope")})
 		var apiErr smithy.APIError

@@ -427,6 +427,14 @@ func factsOf(info *ec2types.InstanceTypeInfo) catalog.InstanceType {
 			f.GPU.MemoryMiB = int64(aws.ToInt32(d.MemoryInfo.SizeInMiB))
 		}
 	}
+	if n := info.NeuronInfo; n != nil && len(n.NeuronDevices) > 0 {
+		d := n.NeuronDevices[0]
+		f.Accelerator = &catalog.Accelerator{Name: strings.ToLower(aws.ToString(d.Name)), Manufacturer: "aws", Count: int64(aws.ToInt32(d.Count)),
+			MemoryMiB: int64(aws.ToInt32(n.TotalNeuronDeviceMemoryInMiB))}
+		if f.Accelerator.MemoryMiB == 0 && d.MemoryInfo != nil {
+			f.Accelerator.MemoryMiB = int64(aws.ToInt32(d.MemoryInfo.SizeInMiB)) * f.Accelerator.Count
+		}
+	}
 	if e := info.EbsInfo; e != nil && e.EbsOptimizedInfo != nil {
 		f.EBSBandwidthMbps = int64(aws.ToInt32(e.EbsOptimizedInfo.MaximumBandwidthInMbps))
 	}

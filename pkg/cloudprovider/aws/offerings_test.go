@@ -74,15 +74,20 @@ var _ = Describe("offerings from EC2", func() {
 		}
 		facts, err := catalog.Load()
 		Expect(err).NotTo(HaveOccurred())
+		compared := 0
 		for _, f := range facts {
-			if f.Name == "m5.large" {
+			// A plain type, a GPU type and a Neuron type.
+			if f.Name == "m5.large" || f.Name == "g5.xlarge" || f.Name == "inf2.xlarge" {
+				compared++
+				fromEC2 := byName(types)[f.Name]
 				fromCatalog, err := aws.NewInstanceType(f, nil, aws.AllocatableOptions{})
 				Expect(err).NotTo(HaveOccurred())
-				Expect(m5.Capacity).To(Equal(fromCatalog.Capacity), "EC2's description yields the same capacity")
-				Expect(m5.Overhead).To(Equal(fromCatalog.Overhead))
-				Expect(m5.Requirements.String()).To(Equal(fromCatalog.Requirements.String()), "and the same labels")
+				Expect(fromEC2.Capacity).To(Equal(fromCatalog.Capacity), "EC2's description of %s yields the same capacity", f.Name)
+				Expect(fromEC2.Overhead).To(Equal(fromCatalog.Overhead))
+				Expect(fromEC2.Requirements.String()).To(Equal(fromCatalog.Requirements.String()), "and the same labels")
 			}
 		}
+		Expect(compared).To(Equal(3))
 	})
 
 	It("publishes every offering's price with Karpenter's series name and labels", func() {

@@ -13,18 +13,29 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
 // Resolver resolves a class's selector terms.
 type Resolver interface {
 	Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.EC2NodeClassStatus, error)
+	// Cleanup removes what was made for a class going away (its instance
+	// profile, its launch templates).
+	Cleanup(ctx context.Context, nc *awsv1.EC2NodeClass) error
 }
+
+// Finalizer holds a deleted EC2NodeClass until its NodeClaims are gone and
+// what Backstop made for it is removed; Karpenter's name, so a class moved
+// from Karpenter keeps working.
+const Finalizer = "karpenter.k8s.aws/termination"
 
 // Controller resolves EC2NodeClasses and writes their status.
 type Controller struct {
@@ -42,7 +53,25 @@ func New(c client.Client, r Resolver, clk clock.Clock) *Controller {
 
 // Register adds the controller to the manager.
 func (c *Controller) Register(mgr manager.Manager) error {
-	return builder.ControllerManagedBy(mgr).Named("nodeclass.status").For(&awsv1.EC2NodeClass{}).WithOptions(controllers.Options()).Complete(c)
+	return builder.ControllerManagedBy(mgr).Named("nodeclass.status").For(&awsv1.EC2NodeClass{}).
+		// A deleted class is let go as soon as its last NodeClaim is gone;
+		// NodeClaims of live classes wake nothing (resolving calls AWS).
+		Watches(&v1.NodeClaim{}, handler.EnqueueRequestsFromMapFunc(c.deletedClassOf)).
+		WithOptions(controllers.Options()).Complete(c)
+}
+
+// deletedClassOf maps a NodeClaim to its EC2NodeClass when that is being
+// deleted, read from the cache.
+func (c *Controller) deletedClassOf(ctx context.Context, o client.Object) []reconcile.Request {
+	claim, ok := o.(*v1.NodeClaim)
+	if !ok || claim.Spec.NodeClassRef == nil || claim.Spec.NodeClassRef.Kind != "EC2NodeClass" {
+		return nil
+	}
+	nc := &awsv1.EC2NodeClass{}
+	if err := c.client.Get(ctx, client.ObjectKey{Name: claim.Spec.NodeClassRef.Name}, nc); err != nil || nc.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(nc)}}
 }
 
 // Reconcile resolves one class.
@@ -50,6 +79,16 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	nc := &awsv1.EC2NodeClass{}
 	if err := c.client.Get(ctx, req.NamespacedName, nc); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !nc.DeletionTimestamp.IsZero() {
+		return c.finalize(ctx, nc)
+	}
+	if !controllerutil.ContainsFinalizer(nc, Finalizer) {
+		patch := client.MergeFromWithOptions(nc.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		controllerutil.AddFinalizer(nc, Finalizer)
+		if err := c.client.Patch(ctx, nc, patch); err != nil {
+			return reconcile.Result{}, client.IgnoreNotFound(err)
+		}
 	}
 	status, err := c.resolver.Resolve(ctx, nc)
 	if err != nil {
@@ -88,4 +127,36 @@ func ready(s awsv1.EC2NodeClassStatus) bool {
 		}
 	}
 	return false
+}
+
+// finalize waits for the class's NodeClaims to go (their instances use its
+// profile and templates), then removes what was made for it and lets it go.
+func (c *Controller) finalize(ctx context.Context, nc *awsv1.EC2NodeClass) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(nc, Finalizer) {
+		return reconcile.Result{}, nil
+	}
+	claims := &v1.NodeClaimList{}
+	if err := c.client.List(ctx, claims); err != nil {
+		return reconcile.Result{}, err
+	}
+	var using []string
+	for _, claim := range claims.Items {
+		if ref := claim.Spec.NodeClassRef; ref != nil && ref.Name == nc.Name {
+			using = append(using, claim.Name)
+		}
+	}
+	if len(using) > 0 {
+		log.FromContext(ctx).Info("ec2nodeclass is deleted; waiting for its nodeclaims to terminate", "ec2nodeclass", nc.Name, "nodeclaims", len(using), "first", using[0])
+		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	if err := c.resolver.Cleanup(ctx, nc); err != nil {
+		return reconcile.Result{}, fmt.Errorf("cleaning up after ec2nodeclass %s: %w", nc.Name, err)
+	}
+	patch := client.MergeFromWithOptions(nc.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(nc, Finalizer)
+	if err := c.client.Patch(ctx, nc, patch); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	log.FromContext(ctx).Info("ec2nodeclass deleted; its instance profile and launch templates are removed", "ec2nodeclass", nc.Name)
+	return reconcile.Result{}, nil
 }

@@ -2,9 +2,13 @@ package nodeclass_test
 
 import (
 	"context"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -14,7 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
-	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclass"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
@@ -23,13 +27,21 @@ import (
 var _ = Describe("the EC2NodeClass status controller", func() {
 	ctx := context.Background()
 
+	var sim *ec2sim.Server
 	BeforeEach(func() {
-		_, ec2Client, simURL := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
+		var simURL string
+		sim, _, simURL = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster",
+			InstanceProfiles: []ec2sim.InstanceProfileConfig{
+				{Name: "KarpenterNodeInstanceProfile-my-cluster", Role: "KarpenterNodeRole-my-cluster"},
+				{Name: "empty-profile"},
+				// Someone else's profile under the name Backstop would pick for class "squatted".
+				{Name: test.InstanceProfileName("my-cluster", "squatted"), Role: "KarpenterNodeRole-my-cluster"},
+			}}, clock.RealClock{})
 		mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: test.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 			// A manager per spec registers the same controller again.
 			Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(nodeclass.New(mgr.GetClient(), aws.NewResolver(ec2Client, test.SSMClient(simURL), "my-cluster", "1.36"), clock.RealClock{}).Register(mgr)).To(Succeed())
+		Expect(nodeclass.New(mgr.GetClient(), test.NewResolver(simURL, "my-cluster"), clock.RealClock{}).Register(mgr)).To(Succeed())
 		mctx, cancel := context.WithCancel(ctx)
 		DeferCleanup(cancel)
 		go func() {
@@ -69,9 +81,83 @@ var _ = Describe("the EC2NodeClass status controller", func() {
 		Expect(got.Status.Subnets).To(HaveLen(3))
 		Expect(got.Status.Subnets[0].Zone).To(Equal("us-east-1a"))
 		Expect(got.Status.SecurityGroups).To(Equal([]awsv1.SecurityGroup{{ID: "sg-00000001", Name: "my-cluster-node"}}))
-		Expect(got.Status.AMIs).To(HaveLen(2), "one image per architecture")
-		Expect(got.Status.AMIs[1].Requirements[0].Values).To(Equal([]string{"arm64"}))
-		Expect(got.Status.InstanceProfile).To(Equal("my-cluster_KarpenterNodeRole-my-cluster"))
+		var amis []string
+		for _, a := range got.Status.AMIs {
+			amis = append(amis, a.Name)
+		}
+		Expect(amis).To(Equal([]string{
+			"amazon-eks-node-al2023-x86_64-standard-1.36-v20261101", "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20261101",
+			"amazon-eks-node-al2023-x86_64-neuron-1.36-v20261101", "amazon-eks-node-al2023-arm64-standard-1.36-v20261101",
+			"amazon-eks-node-al2023-arm64-nvidia-1.36-v20261101"}), "one image per architecture and variant")
+		Expect(got.Status.AMIs[3].Requirements[0].Values).To(Equal([]string{"arm64"}))
+		Expect(got.Status.InstanceProfile).To(Equal(test.InstanceProfileName("my-cluster", "default")))
+		Expect(sim.InstanceProfiles()).To(HaveKeyWithValue(got.Status.InstanceProfile, "KarpenterNodeRole-my-cluster"), "made, with the role of spec.role")
+		Expect(sim.InstanceProfileTags(got.Status.InstanceProfile)).To(Equal(map[string]string{
+			"kubernetes.io/cluster/my-cluster": "owned", "eks:eks-cluster-name": "my-cluster", "topology.kubernetes.io/region": "us-east-1",
+			"karpenter.k8s.aws/ec2nodeclass": "default"}))
+		Expect(got.Finalizers).To(ContainElement(nodeclass.Finalizer))
+	})
+
+	It("removes the instance profile it made when the class is deleted, once no NodeClaim uses the class", func() {
+		nc := readyClass("goes-away")
+		Expect(env.Client.Create(ctx, nc)).To(Succeed())
+		Eventually(condition(nc.Name, awsv1.ConditionReady)).Should(Equal("True: "))
+		name := test.InstanceProfileName("my-cluster", nc.Name)
+		Expect(sim.InstanceProfiles()).To(HaveKey(name))
+
+		claim := &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "uses-goes-away"}, Spec: v1.NodeClaimSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: nc.Name},
+			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelArchStable, Operator: v1.OpIn, Values: []string{"amd64"}}}}}
+		Expect(env.Client.Create(ctx, claim)).To(Succeed())
+		Expect(env.Client.Delete(ctx, nc)).To(Succeed())
+		Consistently(sim.InstanceProfiles, "2s").Should(HaveKey(name), "a NodeClaim of the class still runs with the profile")
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(nc), &awsv1.EC2NodeClass{})).To(Succeed(), "held by the finalizer")
+
+		Expect(env.Client.Delete(ctx, claim)).To(Succeed())
+		Eventually(sim.InstanceProfiles, "30s").ShouldNot(HaveKey(name))
+		Eventually(func() bool {
+			return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(nc), &awsv1.EC2NodeClass{}))
+		}, "10s").Should(BeTrue())
+		Expect(sim.InstanceProfiles()).To(HaveKey("KarpenterNodeInstanceProfile-my-cluster"), "profiles it did not make are left alone")
+	})
+
+	DescribeTable("says what is wrong with the instance profile, naming the field and the fix",
+		func(mutate func(*awsv1.EC2NodeClass), want string) {
+			nc := readyClass("profile-" + strings.ToLower(strings.ReplaceAll(CurrentSpecReport().LeafNodeText, " ", "-")))
+			mutate(nc)
+			Expect(env.Client.Create(ctx, nc)).To(Succeed())
+			DeferCleanup(func() { Expect(env.Client.Delete(ctx, nc)).To(Succeed()) })
+			Eventually(condition(nc.Name, awsv1.ConditionInstanceProfileReady)).Should(ContainSubstring(want))
+			Eventually(condition(nc.Name, awsv1.ConditionReady)).Should(HavePrefix("False: "))
+		},
+		Entry("role missing", func(nc *awsv1.EC2NodeClass) { nc.Spec.Role = "NoSuchRole" },
+			`False: spec.role: role "NoSuchRole" does not exist in this account`),
+		Entry("named profile missing", func(nc *awsv1.EC2NodeClass) { nc.Spec.Role = ""; nc.Spec.InstanceProfile = ptr.To("nope") },
+			`False: spec.instanceProfile: instance profile "nope" does not exist`),
+		Entry("named profile without role", func(nc *awsv1.EC2NodeClass) { nc.Spec.Role = ""; nc.Spec.InstanceProfile = ptr.To("empty-profile") },
+			`False: spec.instanceProfile: instance profile "empty-profile" has no role`),
+		Entry("a profile of that name Backstop did not make", func(nc *awsv1.EC2NodeClass) { nc.Name = "squatted" },
+			"exists but Backstop did not make it for this EC2NodeClass"),
+	)
+
+	It("accepts an instance profile of the user's own", func() {
+		nc := readyClass("own-profile")
+		nc.Spec.Role, nc.Spec.InstanceProfile = "", ptr.To("KarpenterNodeInstanceProfile-my-cluster")
+		Expect(env.Client.Create(ctx, nc)).To(Succeed())
+		DeferCleanup(func() { Expect(env.Client.Delete(ctx, nc)).To(Succeed()) })
+		Eventually(condition(nc.Name, awsv1.ConditionReady)).Should(Equal("True: "))
+	})
+
+	It("names the permission when the role may not make instance profiles", func() {
+		shipped := sim.Policy()
+		sim.SetPolicy(&ec2sim.Policy{Statements: append([]ec2sim.Statement{{Sid: "NoProfiles", Effect: "Deny",
+			Actions: []string{"iam:CreateInstanceProfile"}, Resources: []string{"*"}}}, shipped.Statements...)})
+		nc := readyClass("denied")
+		Expect(env.Client.Create(ctx, nc)).To(Succeed())
+		DeferCleanup(func() { Expect(env.Client.Delete(ctx, nc)).To(Succeed()) })
+		Eventually(condition(nc.Name, awsv1.ConditionInstanceProfileReady)).Should(And(
+			HavePrefix("False: the controller may not iam:CreateInstanceProfile on instance profile my-cluster_"),
+			ContainSubstring("AccessDenied, request "), ContainSubstring("charts/backstop/iam/controller-policy.json")))
 	})
 
 	It("says which selector matched nothing", func() {
@@ -90,4 +176,18 @@ var _ = Describe("the EC2NodeClass status controller", func() {
 		Eventually(condition(nc.Name, awsv1.ConditionSecurityGroupsReady)).Should(Equal("True: "))
 		Eventually(condition(nc.Name, awsv1.ConditionReady)).Should(HavePrefix("False: no subnet matched"))
 	})
+
 })
+
+// readyClass is a class every part of which resolves in the default simulator.
+func readyClass(name string) *awsv1.EC2NodeClass {
+	nc := &awsv1.EC2NodeClass{}
+	nc.Name = name
+	nc.Spec = awsv1.EC2NodeClassSpec{
+		Role:                       "KarpenterNodeRole-my-cluster",
+		AMISelectorTerms:           []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+		SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+		SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{ID: "sg-00000001"}},
+	}
+	return nc
+}

@@ -36,4 +36,16 @@ func TestCatalogLoads(t *testing.T) {
 	if g := byName["p4d.24xlarge"].GPU; g == nil || g.Count != 8 || g.Manufacturer != "nvidia" {
 		t.Errorf("p4d.24xlarge GPUs are off: %+v", g)
 	}
+	if a := byName["inf2.xlarge"].Accelerator; a == nil || a.Count != 1 || a.Manufacturer != "aws" || a.Name != "inferentia2" {
+		t.Errorf("inf2.xlarge Neuron accelerator is off: %+v", a)
+	}
+	neuron := 0
+	for _, it := range types {
+		if it.Accelerator != nil {
+			neuron++
+		}
+	}
+	if neuron != 12 {
+		t.Errorf("%d types have Neuron accelerators, want the 12 inf1, inf2, trn1, trn1n and trn2 types of the source data", neuron)
+	}
 }
