@@ -98,7 +98,9 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 	}
 	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process).CountFailures(crmetrics.Registry).JoinsWith(facts)
 	cloud := awscloud.New(mgr.GetClient(), launcher, offerings)
-	if err := nodeclass.New(mgr.GetClient(), awscloud.NewResolver(client, clients.SSM, awscloud.NewInstanceProfiles(clients.IAM, o.ClusterName, o.AWSRegion), o.ClusterName, version), clk).Register(mgr); err != nil {
+	resolver := awscloud.NewResolver(client, clients.SSM, awscloud.NewInstanceProfiles(clients.IAM, o.ClusterName, o.AWSRegion), o.ClusterName, version)
+	resolver.Clock = clk
+	if err := nodeclass.New(mgr.GetClient(), resolver, clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}
 	handler, err := op.registerControllers(cloud)

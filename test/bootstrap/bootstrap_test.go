@@ -225,4 +225,49 @@ var _ = Describe("a node's user data", func() {
 		Expect(images).To(Equal(map[string]string{
 			"g5.xlarge": "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20261101", "inf2.xlarge": "amazon-eks-node-al2023-x86_64-neuron-1.36-v20261101"}))
 	})
+
+	It("joins a Bottlerocket node through its TOML settings, with the pool's labels and taints and the EC2NodeClass's max pods", func() {
+		cluster, err := local.Start(ctx, local.Options{
+			Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
+			Simulator: ec2sim.Config{ClusterTag: "boot", Images: []ec2sim.ImageConfig{
+				{ID: "ami-br", Name: "bottlerocket-aws-k8s-1.36-x86_64-v1.50.0-abcdef12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-02T00:00:00.000Z"}}},
+			ControllerBinary: controllerBinary,
+			ControllerFlags:  []string{"--batch-idle-duration=500ms"},
+			Log:              zap.New(zap.WriteTo(GinkgoWriter)),
+		})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(cluster.Stop)
+		c := cluster.Client
+		Expect(c.Create(ctx, &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+			Role: "KarpenterNodeRole-boot", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "bottlerocket@latest"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
+			Kubelet:                    &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](23)},
+		}})).To(Succeed())
+		Expect(c.Create(ctx, &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "spot"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
+			Spec: v1.NodeClaimTemplateSpec{
+				NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+				Taints:       []corev1.Taint{{Key: "dedicated", Value: "data", Effect: corev1.TaintEffectNoSchedule}},
+				Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
+			},
+		}}})).To(Succeed())
+		d := local.Inflate(1)
+		d.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
+		Expect(c.Create(ctx, d)).To(Succeed())
+		Eventually(func() []corev1.Node { return nodes(c) }, time.Minute, 250*time.Millisecond).Should(HaveLen(1))
+		node := nodes(c)[0]
+		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
+		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(23)), "spec.kubelet.maxPods reached the kubelet through settings.kubernetes.max-pods")
+		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
+		Expect(cluster.Sim.Instances()[0].UserData).To(ContainSubstring("[settings.kubernetes]"), "TOML, not a MIME archive")
+		Eventually(func() string {
+			var pods corev1.PodList
+			Expect(c.List(ctx, &pods, client.InNamespace("default"))).To(Succeed())
+			if len(pods.Items) == 0 {
+				return ""
+			}
+			return string(pods.Items[0].Status.Phase)
+		}, time.Minute, time.Second).Should(Equal("Running"))
+	})
 })

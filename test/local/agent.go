@@ -187,7 +187,17 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 	if arch := map[string]string{"x86_64": "amd64", "arm64": "arm64"}[image.Architecture]; arch != f.Arch {
 		return nil, fmt.Errorf("image %s (%s) is for %s; a %s instance cannot boot it", image.ID, image.Name, image.Architecture, f.Arch)
 	}
-	config, err := nodeboot.Read(inst.UserData)
+	// What reads the user data is the image's: Bottlerocket's settings API
+	// reads TOML, AL2023's nodeadm a MIME archive of NodeConfigs.
+	read := nodeboot.Read
+	switch name := image.Name; {
+	case strings.HasPrefix(name, "bottlerocket-"):
+		read = nodeboot.ReadBottlerocket
+	case strings.HasPrefix(name, "amazon-eks-node-1"), strings.HasPrefix(name, "amazon-eks-gpu-node-"), strings.HasPrefix(name, "amazon-eks-arm64-node-"),
+		strings.HasPrefix(name, "Windows_Server-"):
+		return nil, fmt.Errorf("image %s is AL2 or Windows, which this node agent cannot boot (it boots AL2023 and Bottlerocket)", name)
+	}
+	config, err := read(inst.UserData)
 	if err != nil {
 		return nil, err
 	}

@@ -303,6 +303,10 @@ const (
 	ConditionAMIsReady            = "AMIsReady"
 	ConditionInstanceProfileReady = "InstanceProfileReady"
 	ConditionReady                = "Ready"
+	// ConditionAMIsDeprecated is True while an image in status.amis is
+	// deprecated: it still launches, but AWS no longer updates it. It is a
+	// warning and does not make the class not Ready.
+	ConditionAMIsDeprecated = "AMIsDeprecated"
 )
 
 // EC2NodeClassStatus is what the selector terms resolved to.

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -14,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -27,13 +30,31 @@ type Resolver struct {
 	profiles          *InstanceProfiles
 	clusterName       string
 	kubernetesVersion string
+	// Clock dates deprecations and ages cached parameters; real by default.
+	Clock clock.Clock
+	// ParameterTTL is how long an SSM parameter's value is kept: classes
+	// sharing an alias read it once per TTL, and a new release is seen
+	// within it.
+	ParameterTTL time.Duration
+
+	mu     sync.Mutex
+	params map[string]cachedParameter
 }
+
+type cachedParameter struct {
+	value   string
+	fetched time.Time
+}
+
+// DefaultParameterTTL is how long SSM parameters are cached by default.
+const DefaultParameterTTL = 5 * time.Minute
 
 // NewResolver returns a resolver; aliases and ssmParameter terms are read
 // from SSM, kubernetesVersion ("1.36") picks the alias parameters, and
 // instance profiles are made through profiles.
 func NewResolver(client *ec2.Client, ssmClient *ssm.Client, profiles *InstanceProfiles, clusterName, kubernetesVersion string) *Resolver {
-	return &Resolver{ec2: client, ssm: ssmClient, profiles: profiles, clusterName: clusterName, kubernetesVersion: kubernetesVersion}
+	return &Resolver{ec2: client, ssm: ssmClient, profiles: profiles, clusterName: clusterName, kubernetesVersion: kubernetesVersion,
+		Clock: clock.RealClock{}, ParameterTTL: DefaultParameterTTL, params: map[string]cachedParameter{}}
 }
 
 // Resolve computes the class's status: what each selector matched and a
@@ -72,7 +93,8 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 			notReady = append(notReady, c.Message)
 		}
 	}
-	conds = append(conds, condition(awsv1.ConditionReady, len(notReady) == 0, "NotReady", strings.Join(notReady, "; ")))
+	conds = append(conds, condition(awsv1.ConditionReady, len(notReady) == 0, "NotReady", strings.Join(notReady, "; ")),
+		deprecationCondition(status.AMIs))
 	for _, c := range conds {
 		c.ObservedGeneration = nc.Generation
 		status.Conditions = append(status.Conditions, c)
@@ -279,6 +301,17 @@ func (r *Resolver) parameters(ctx context.Context, names []string) (map[string]s
 	values := map[string]string{}
 	var notes []string
 	for _, name := range names {
+		r.mu.Lock()
+		cached, ok := r.params[name]
+		r.mu.Unlock()
+		if ok && r.Clock.Since(cached.fetched) < r.ParameterTTL {
+			if cached.value == "" {
+				notes = append(notes, fmt.Sprintf("SSM parameter %s does not exist", name))
+			} else {
+				values[name] = cached.value
+			}
+			continue
+		}
 		out, err := r.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)})
 		if err != nil {
 			fe, ok := FromAPIError(err)
@@ -286,12 +319,20 @@ func (r *Resolver) parameters(ctx context.Context, names []string) (map[string]s
 			case ok && fe.Code == "AccessDeniedException":
 				return values, append(notes, fmt.Sprintf("reading SSM parameter %s was denied (%s): %s", name, fe.Message, ssmAccessFix)), nil
 			case ok && fe.Code == "ParameterNotFound":
+				// Kept as missing for the TTL too: an accelerated variant a
+				// family lacks is not asked for on every resolution.
 				notes = append(notes, fmt.Sprintf("SSM parameter %s does not exist", name))
+				r.mu.Lock()
+				r.params[name] = cachedParameter{fetched: r.Clock.Now()}
+				r.mu.Unlock()
 				continue
 			}
 			return nil, nil, fmt.Errorf("SSM GetParameter %s: %w", name, err)
 		}
 		values[name] = aws.ToString(out.Parameter.Value)
+		r.mu.Lock()
+		r.params[name] = cachedParameter{value: values[name], fetched: r.Clock.Now()}
+		r.mu.Unlock()
 	}
 	return values, notes, nil
 }
@@ -354,7 +395,8 @@ func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]a
 			queries = append(queries, &ec2.DescribeImagesInput{ImageIds: ids})
 		}
 	}
-	// The newest image of each architecture wins.
+	// The newest image of each architecture wins; one not deprecated before
+	// any deprecated one.
 	newest := map[string]ec2types.Image{}
 	for _, q := range queries {
 		out, err := r.ec2.DescribeImages(ctx, q)
@@ -363,7 +405,15 @@ func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]a
 		}
 		for _, img := range out.Images {
 			arch := string(img.Architecture)
-			if cur, ok := newest[arch]; !ok || aws.ToString(img.CreationDate) > aws.ToString(cur.CreationDate) {
+			cur, ok := newest[arch]
+			switch {
+			case !ok:
+				newest[arch] = img
+			case r.deprecated(img) != r.deprecated(cur):
+				if !r.deprecated(img) {
+					newest[arch] = img
+				}
+			case aws.ToString(img.CreationDate) > aws.ToString(cur.CreationDate):
 				newest[arch] = img
 			}
 		}
@@ -386,7 +436,7 @@ func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]a
 				notes = append(notes, fmt.Sprintf("SSM parameter %s names image %s, which is %s, not %s", a.param, values[a.param], img.Architecture, a.arch))
 				continue
 			}
-			out = append(out, awsv1.AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), Deprecated: aws.ToString(img.DeprecationTime) != "",
+			out = append(out, awsv1.AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), Deprecated: r.deprecated(img),
 				Requirements: imageRequirements(a.arch, a.variant)})
 		}
 	}
@@ -395,7 +445,7 @@ func (r *Resolver) amis(ctx context.Context, terms []awsv1.AMISelectorTerm) ([]a
 		if !ok {
 			continue
 		}
-		out = append(out, awsv1.AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), Deprecated: aws.ToString(img.DeprecationTime) != "",
+		out = append(out, awsv1.AMI{ID: aws.ToString(img.ImageId), Name: aws.ToString(img.Name), Deprecated: r.deprecated(img),
 			Requirements: imageRequirements(arch, "")})
 	}
 	return out, notes, nil
@@ -461,4 +511,27 @@ func (r *Resolver) Cleanup(ctx context.Context, nc *awsv1.EC2NodeClass) error {
 		}
 	}
 	return nil
+}
+
+// deprecated reports whether the image's deprecation time has come; EC2
+// also announces deprecations ahead.
+func (r *Resolver) deprecated(img ec2types.Image) bool {
+	at, err := time.Parse(time.RFC3339, aws.ToString(img.DeprecationTime))
+	return err == nil && !at.After(r.Clock.Now())
+}
+
+// deprecationCondition warns of deprecated images in use.
+func deprecationCondition(amis []awsv1.AMI) metav1.Condition {
+	var names []string
+	for _, a := range amis {
+		if name := a.Name + " (" + a.ID + ")"; a.Deprecated && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return metav1.Condition{Type: awsv1.ConditionAMIsDeprecated, Status: metav1.ConditionFalse, Reason: "NoDeprecatedAMIs"}
+	}
+	return metav1.Condition{Type: awsv1.ConditionAMIsDeprecated, Status: metav1.ConditionTrue, Reason: "DeprecatedAMIs",
+		Message: "spec.amiSelectorTerms select deprecated images, which AWS no longer updates: " + strings.Join(names, ", ") +
+			"; select a newer release (an alias @latest, a later pinned version, or other terms)"}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
@@ -13,8 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
@@ -109,6 +112,56 @@ var _ = Describe("AMIs from SSM", func() {
 		Expect(ids(status)).To(Equal([]string{"ami-al2-amd", "ami-al2-gpu", "ami-al2-gpu"}))
 		Expect(status.AMIs[1].Requirements[1].Key).To(Equal("karpenter.k8s.aws/instance-gpu-manufacturer"))
 		Expect(status.AMIs[2].Requirements[1].Key).To(Equal("karpenter.k8s.aws/instance-accelerator-manufacturer"))
+	})
+
+	It("keeps SSM parameters for their TTL, on the resolver's clock", func() {
+		fake := clocktesting.NewFakeClock(time.Now())
+		resolver := test.NewResolver(url, "my-cluster")
+		resolver.Clock = fake
+		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+		}}
+		reads := func() int {
+			n := 0
+			for _, r := range sim.Requests() {
+				if r.Action == "ssm:GetParameter" {
+					n++
+				}
+			}
+			return n
+		}
+		for range 3 {
+			_, err := resolver.Resolve(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Expect(reads()).To(Equal(5), "five parameters, read once")
+		fake.Step(aws.DefaultParameterTTL)
+		_, err := resolver.Resolve(ctx, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(reads()).To(Equal(10), "read again once the TTL is up")
+	})
+
+	It("prefers an image that is not deprecated, and warns of deprecated images in use", func() {
+		_, _, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster", Images: []ec2sim.ImageConfig{
+			{ID: "ami-old", Name: "team-2026-10", Owner: "self", Architecture: "x86_64", CreationDate: "2026-10-01T00:00:00.000Z"},
+			{ID: "ami-new", Name: "team-2026-11", Owner: "self", Architecture: "x86_64", CreationDate: "2026-11-01T00:00:00.000Z", Deprecated: true},
+			{ID: "ami-arm", Name: "team-arm-2026-11", Owner: "self", Architecture: "arm64", CreationDate: "2026-11-01T00:00:00.000Z", Deprecated: true},
+		}}, clock.RealClock{})
+		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Name: "team-*"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+		}}
+		status, err := test.NewResolver(url, "my-cluster").Resolve(ctx, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ids(status)).To(Equal([]string{"ami-old", "ami-arm"}), "x86_64: the older image, not deprecated; arm64: the only one")
+		Expect(status.AMIs[1].Deprecated).To(BeTrue())
+		warn := meta.FindStatusCondition(status.Conditions, awsv1.ConditionAMIsDeprecated)
+		Expect(warn.Status).To(Equal(metav1.ConditionTrue))
+		Expect(warn.Message).To(And(ContainSubstring("team-arm-2026-11 (ami-arm)"), ContainSubstring("select a newer release")))
+		Expect(meta.FindStatusCondition(status.Conditions, awsv1.ConditionReady).Status).To(Equal(metav1.ConditionTrue), "a warning, not a failure")
 	})
 
 	It("pins an alias version to its release", func() {

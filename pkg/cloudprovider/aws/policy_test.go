@@ -160,7 +160,9 @@ var _ = Describe("the controller's IAM policy", func() {
 		class.Status, err = resolver.Resolve(ctx, class)
 		Expect(err).NotTo(HaveOccurred())
 		for _, c := range class.Status.Conditions {
-			Expect(c.Status).To(Equal(metav1.ConditionTrue), "%s: %s", c.Type, c.Message)
+			if c.Type != awsv1.ConditionAMIsDeprecated {
+				Expect(c.Status).To(Equal(metav1.ConditionTrue), "%s: %s", c.Type, c.Message)
+			}
 		}
 		facts, err := aws.NewClusterFacts(test.EKSClient(url), "my-cluster", "", "")
 		Expect(err).NotTo(HaveOccurred())

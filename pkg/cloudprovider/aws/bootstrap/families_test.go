@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/bootstrap"
+	"github.com/backstop-sh/backstop/test/nodeboot"
 )
 
 func TestAL2CallsBootstrapShAfterTheUsersScript(t *testing.T) {
@@ -86,6 +87,30 @@ func TestBottlerocketMergesTheUsersTOMLWithOursWinning(t *testing.T) {
 	bad := "this is = not [toml"
 	if _, err := bootstrap.Bottlerocket(node(&bad)); err == nil || !strings.Contains(err.Error(), "spec.userData") {
 		t.Fatalf("user data that is not TOML: %v", err)
+	}
+
+	// Read back as the node agent boots a Bottlerocket node.
+	boot, err := nodeboot.ReadBottlerocket(data)
+	if err != nil {
+		t.Fatalf("the node agent cannot boot it: %v", err)
+	}
+	labels, _ := boot.Labels()
+	taints, _ := boot.Taints()
+	var maxPods int
+	_, _ = boot.KubeletValue("maxPods", &maxPods)
+	if boot.Spec.Cluster.Name != "my-cluster" || string(boot.Spec.Cluster.CertificateAuthority) != string(node(nil).Cluster.CA) ||
+		labels["team"] != "data" || len(taints) != 2 || maxPods != 58 {
+		t.Fatalf("booted with %+v, labels %v, taints %v, max pods %d", boot.Spec.Cluster, labels, taints, maxPods)
+	}
+	for _, broken := range []string{
+		strings.Replace(data, "max-pods", "max-podz", 1), // Bottlerocket refuses a setting it does not know
+		strings.Replace(data, "cluster-certificate = '", "cluster-certificate = '%%", 1),
+		strings.Replace(data, "['batch:NoSchedule']", "['batch:Sometimes']", 1),
+		"[settings.host-containers.admin]\nenabled = true\n",
+	} {
+		if _, err := nodeboot.ReadBottlerocket(broken); err == nil {
+			t.Errorf("a node booted from broken settings:\n%s", broken)
+		}
 	}
 }
 
