@@ -113,7 +113,7 @@ var configCodes = map[string]string{
 	"InvalidParameterCombination":                 "EC2 rejected a combination of launch parameters; check the EC2NodeClass's block devices and metadata options",
 	"InvalidLaunchTemplateName.NotFoundException": "the launch template disappeared; Backstop recreates it",
 	"InvalidLaunchTemplateId.NotFound":            "the launch template disappeared; Backstop recreates it",
-	"UnauthorizedOperation":                       "the controller's IAM role may not launch instances; grant it ec2:CreateFleet, ec2:RunInstances and ec2:CreateTags",
+	"UnauthorizedOperation":                       "the controller's IAM role may not launch instances; grant it ec2:CreateFleet, ec2:RunInstances and ec2:CreateTags on what a launch makes and uses, with the conditions of charts/backstop/iam/controller-policy.json, and iam:PassRole on the node role",
 	"AuthFailure":                                 "AWS rejected the controller's credentials; check its IAM role",
 	"InvalidInstanceProfile":                      "the EC2NodeClass's instance profile does not exist; check spec.role or spec.instanceProfile",
 	"InvalidParameter":                            "EC2 rejected a launch parameter; check the EC2NodeClass",

@@ -147,16 +147,8 @@ func (r *Replacer) consolidationCandidates(ctx context.Context, w *world) ([]Can
 		if pool.Spec.Disruption.ConsolidationPolicy != v1.ConsolidationPolicyWhenEmptyOrUnderutilized || after == nil || pool.DeletionTimestamp != nil {
 			continue
 		}
-		members, disrupting := 0, 0
-		for _, c := range w.claims {
-			if c.Labels[v1.NodePoolLabelKey] != pool.Name {
-				continue
-			}
-			members++
-			if c.DeletionTimestamp != nil || c.Annotations[ReplacingAnnotation] != "" {
-				disrupting++
-				continue
-			}
+		members := w.members(pool)
+		for _, c := range members.idle {
 			cand := Candidate{Claim: c, Node: w.nodes[c.Status.NodeName], Pods: w.pods[c.Status.NodeName]}
 			if why := WhyNot(cand, w.pdbs); why != nil {
 				log.FromContext(ctx).V(1).Info("not consolidating node", "nodeclaim", c.Name, "why", why.String())
@@ -168,12 +160,7 @@ func (r *Replacer) consolidationCandidates(ctx context.Context, w *world) ([]Can
 			}
 			cands = append(cands, cand)
 		}
-		n, err := Allowed(pool, v1.DisruptionReasonUnderutilized, members, now)
-		if err != nil {
-			log.FromContext(ctx).Error(err, "reading disruption budgets", "nodepool", pool.Name)
-			n = 0
-		}
-		allowed[pool.Name] = n - disrupting
+		allowed[pool.Name] = members.allowed(ctx, v1.DisruptionReasonUnderutilized, now)
 	}
 	sort.SliceStable(cands, func(a, b int) bool {
 		pa, pb := movable(cands[a]), movable(cands[b])

@@ -3,7 +3,6 @@ package disruption
 import (
 	"context"
 	"errors"
-	"sort"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -143,29 +142,17 @@ func (r *Replacer) replaceDrifted(ctx context.Context, w *world, drifted map[str
 	var base *provisioning.MoveBase
 	started := false
 	for _, pool := range sortedPools(w.pools) {
+		members := w.members(pool)
 		var cands []*v1.NodeClaim
-		members, disrupting := 0, 0
-		for _, c := range w.claims {
-			if c.Labels[v1.NodePoolLabelKey] != pool.Name {
-				continue
-			}
-			members++
-			if c.DeletionTimestamp != nil || c.Annotations[ReplacingAnnotation] != "" {
-				disrupting++
-			} else if drifted[c.Name] != "" {
+		for _, c := range members.idle {
+			if drifted[c.Name] != "" {
 				cands = append(cands, c)
 			}
 		}
 		if len(cands) == 0 {
 			continue
 		}
-		allowed, err := Allowed(pool, v1.DisruptionReasonDrifted, members, now)
-		if err != nil {
-			log.FromContext(ctx).Error(err, "reading disruption budgets", "nodepool", pool.Name)
-			continue
-		}
-		allowed -= disrupting
-		sort.Slice(cands, func(a, b int) bool { return cands[a].CreationTimestamp.Before(&cands[b].CreationTimestamp) })
+		allowed := members.allowed(ctx, v1.DisruptionReasonDrifted, now)
 		for _, claim := range cands {
 			if allowed <= 0 {
 				break
@@ -175,6 +162,7 @@ func (r *Replacer) replaceDrifted(ctx context.Context, w *world, drifted map[str
 				continue
 			}
 			if base == nil {
+				var err error
 				if base, err = r.mover.MoveBase(ctx); err != nil {
 					if errors.As(err, new(*provisioning.MoveRefusal)) {
 						return started, nil

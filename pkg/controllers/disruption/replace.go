@@ -3,6 +3,7 @@ package disruption
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -175,6 +176,45 @@ type world struct {
 	nodes  map[string]*corev1.Node
 	pods   map[string][]*corev1.Pod
 	pdbs   []policyv1.PodDisruptionBudget
+}
+
+// poolMembers are a NodePool's NodeClaims: those free to disrupt, and how
+// many there are in all and already being disrupted (deleting or being
+// replaced), which its budgets count.
+type poolMembers struct {
+	pool       *v1.NodePool
+	idle       []*v1.NodeClaim
+	total      int
+	disrupting int
+}
+
+// members sorts the world's NodeClaims of a pool, the oldest first.
+func (w *world) members(pool *v1.NodePool) poolMembers {
+	m := poolMembers{pool: pool}
+	for _, c := range w.claims {
+		if c.Labels[v1.NodePoolLabelKey] != pool.Name {
+			continue
+		}
+		m.total++
+		if c.DeletionTimestamp != nil || c.Annotations[ReplacingAnnotation] != "" {
+			m.disrupting++
+			continue
+		}
+		m.idle = append(m.idle, c)
+	}
+	sort.SliceStable(m.idle, func(a, b int) bool { return m.idle[a].CreationTimestamp.Before(&m.idle[b].CreationTimestamp) })
+	return m
+}
+
+// allowed is how many more of the pool's nodes the budgets for reason let
+// be disrupted now; none, logged, when they cannot be read.
+func (m poolMembers) allowed(ctx context.Context, reason v1.DisruptionReason, now time.Time) int {
+	n, err := Allowed(m.pool, reason, m.total, now)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "reading disruption budgets", "nodepool", m.pool.Name)
+		return 0
+	}
+	return n - m.disrupting
 }
 
 func (r *Replacer) read(ctx context.Context) (*world, error) {
@@ -450,11 +490,20 @@ func (r *Replacer) begin(ctx context.Context, w *world, d *Decision, spoken map[
 	return nil
 }
 
-// spokenFor are the replacements, as nodes and NodeClaims, of NodeClaims
-// still there: their room waits for those NodeClaims' pods.
+// spokenFor are the nodes and NodeClaims no move may place pods on: the
+// replacements of NodeClaims still there (their room waits for those
+// NodeClaims' pods), and the NodeClaims being replaced or deleted.
 func spokenFor(w *world) map[string]bool {
 	out := map[string]bool{}
 	for _, c := range w.claims {
+		// A node being replaced or deleted is leaving: no move may put pods
+		// on it, to be evicted again when it drains.
+		if c.Annotations[ReplacingAnnotation] != "" || c.DeletionTimestamp != nil {
+			out[c.Name] = true
+			if c.Status.NodeName != "" {
+				out[c.Status.NodeName] = true
+			}
+		}
 		for _, of := range replaces(c) {
 			if w.byName[of] != nil {
 				out[c.Name] = true

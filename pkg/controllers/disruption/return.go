@@ -46,26 +46,10 @@ func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 			to[p.Name] = true
 			toNames = append(toNames, p.Name)
 		}
-		var members []*v1.NodeClaim
-		disrupting := 0
-		for _, c := range w.claims {
-			if c.Labels[v1.NodePoolLabelKey] != from.Name {
-				continue
-			}
-			members = append(members, c)
-			if c.DeletionTimestamp != nil || c.Annotations[ReplacingAnnotation] != "" {
-				disrupting++
-			}
-		}
-		allowed, err := Allowed(from, v1.DisruptionReasonUnderutilized, len(members), now)
-		if err != nil {
-			log.FromContext(ctx).Error(err, "reading disruption budgets", "nodepool", from.Name)
-			continue
-		}
-		allowed -= disrupting
+		members := w.members(from)
+		allowed := members.allowed(ctx, v1.DisruptionReasonUnderutilized, now)
 		// The oldest first: they have waited longest on the fallback.
-		sort.Slice(members, func(a, b int) bool { return members[a].CreationTimestamp.Before(&members[b].CreationTimestamp) })
-		for _, claim := range members {
+		for _, claim := range members.idle {
 			cand := Candidate{Claim: claim, Node: w.nodes[claim.Status.NodeName], Pods: w.pods[claim.Status.NodeName]}
 			if why := WhyNot(cand, w.pdbs); why != nil {
 				log.FromContext(ctx).V(1).Info("not returning node", "nodeclaim", claim.Name, "why", why.String())

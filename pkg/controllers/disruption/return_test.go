@@ -572,6 +572,35 @@ var _ = Describe("returning to the preferred pool", func() {
 			Expect(drift()).To(BeNil())
 		})
 
+		// beingReplaced adds a node of the pool with room that is itself being
+		// replaced, and a Drifted budget of n nodes.
+		beingReplaced := func(n string) {
+			runPod("web-1", node.Name)
+			opts.Enabled = false
+			busy, _ := makeNode("fallback-busy", "on-demand", v1.CapacityTypeOnDemand)
+			busy.Annotations = map[string]string{disruption.ReplacingAnnotation: "spot", disruption.ReasonAnnotation: "drifted",
+				disruption.ReplacementsAnnotation: "1", disruption.StartedAnnotation: clk.Now().UTC().Format(time.RFC3339)}
+			Expect(env.Client.Update(ctx, busy)).To(Succeed())
+			onDemandPool(func(p *v1.NodePool) {
+				p.Spec.Disruption.Budgets = []v1.Budget{{Nodes: n, Reasons: []v1.DisruptionReason{v1.DisruptionReasonDrifted}}}
+			})
+			cloud.Drifted = map[string]cloudprovider.DriftReason{"fallback-1": cloudprovider.AMIDrift}
+			Expect(newReplacer().Round(ctx)).To(Succeed())
+			Expect(drift()).NotTo(BeNil())
+		}
+
+		It("counts a node already being replaced against the Drifted budget", func() {
+			beingReplaced("1")
+			Expect(current().Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation), "the budget's one node is the one already being replaced")
+		})
+
+		It("never moves pods onto a node that is being replaced itself", func() {
+			beingReplaced("2")
+			Expect(current().Annotations).To(HaveKeyWithValue(disruption.ReplacingAnnotation, "spot"),
+				"a new node, not the room of a node that drains next")
+			Expect(replacements()).To(HaveLen(1))
+		})
+
 		It("marks but waits when the Drifted budget allows none, and clears the mark when drift ends", func() {
 			runPod("web-1", node.Name)
 			opts.Enabled = false
