@@ -84,3 +84,26 @@ func StartEC2Simulator(cfg ec2sim.Config, clk clock.Clock) (*ec2sim.Server, *ec2
 func InstanceProfileName(cluster, class string) string {
 	return awscloud.NewInstanceProfiles(nil, cluster, "us-east-1").Name(class)
 }
+
+// Launch is the launch path as the controller builds it for a cluster,
+// pointed at the simulator: region us-east-1, real clock, unavailable
+// offerings kept 3 minutes, instance types 5.
+type Launch struct {
+	Launcher    *awscloud.Launcher
+	Offerings   *awscloud.Offerings
+	Unavailable *awscloud.UnavailableOfferings
+	Facts       *awscloud.ClusterFacts
+}
+
+// NewLaunch builds the launch path; process names the controller process
+// the launcher is (claims it made are launched without asking EC2 first).
+func NewLaunch(endpoint, cluster, process string) Launch {
+	client := EC2Client(endpoint)
+	facts, err := awscloud.NewClusterFacts(EKSClient(endpoint), cluster, "", "")
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	unavailable := awscloud.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
+	offerings, err := awscloud.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, awscloud.AllocatableOptions{})
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	return Launch{Launcher: awscloud.NewLauncher(client, cluster, offerings, unavailable, process).JoinsWith(facts),
+		Offerings: offerings, Unavailable: unavailable, Facts: facts}
+}

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	. "github.com/onsi/ginkgo/v2"
@@ -46,14 +45,10 @@ var _ = Describe("the fleet launcher", func() {
 	BeforeEach(func() {
 		sim, client, simURL = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
 		var err error
-		facts, err = aws.NewClusterFacts(test.EKSClient(simURL), "my-cluster", "", "")
-		Expect(err).NotTo(HaveOccurred())
-		unavailable = aws.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
-		offerings, err = aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
-		Expect(err).NotTo(HaveOccurred())
 		// The claims below are this launcher's process's own, so it launches
 		// them without asking EC2 first.
-		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process").JoinsWith(facts)
+		path := test.NewLaunch(simURL, "my-cluster", "this-process")
+		launcher, offerings, unavailable, facts = path.Launcher, path.Offerings, path.Unavailable, path.Facts
 		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
@@ -448,13 +443,9 @@ var _ = Describe("instances", func() {
 	ctx := context.Background()
 
 	It("gets, lists by cluster tag and terminates instances, treating a vanished one as gone", func() {
-		_, client, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "local"}, clock.RealClock{})
-		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, time.Minute, nil)
-		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, time.Minute, unavailable, aws.AllocatableOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		local, err := aws.NewClusterFacts(test.EKSClient(url), "local", "", "")
-		Expect(err).NotTo(HaveOccurred())
-		launcher := aws.NewLauncher(client, "local", offerings, unavailable, "this-process").JoinsWith(local)
+		_, _, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "local"}, clock.RealClock{})
+		launcher := test.NewLaunch(url, "local", "this-process").Launcher
+		var err error
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "KarpenterNodeRole-local", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "local"}}},
@@ -496,7 +487,6 @@ var _ = Describe("instances", func() {
 var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 	var (
 		ctx       = context.Background()
-		client    *ec2.Client
 		launcher  *aws.Launcher
 		offerings *aws.Offerings
 		class     *awsv1.EC2NodeClass
@@ -511,13 +501,10 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 
 	BeforeEach(func() {
 		var simURL string
-		_, client, simURL = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
-		facts, err := aws.NewClusterFacts(test.EKSClient(simURL), "my-cluster", "", "")
-		Expect(err).NotTo(HaveOccurred())
-		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
-		offerings, err = aws.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, aws.AllocatableOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		launcher = aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process").JoinsWith(facts)
+		_, _, simURL = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster"}, clock.RealClock{})
+		path := test.NewLaunch(simURL, "my-cluster", "this-process")
+		launcher, offerings = path.Launcher, path.Offerings
+		var err error
 		class = &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},

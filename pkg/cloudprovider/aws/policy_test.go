@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -18,7 +17,6 @@ import (
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
-	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 )
@@ -148,7 +146,7 @@ var _ = Describe("the controller's IAM policy", func() {
 	// resolve it (making its instance profile), launch Spot and On-Demand,
 	// terminate, and clean up after the class.
 	exercise := func(policy *ec2sim.Policy) *ec2sim.Server {
-		sim, client, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster", Policy: policy, InterruptionQueue: "my-cluster"}, clock.RealClock{})
+		sim, _, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster", Policy: policy, InterruptionQueue: "my-cluster"}, clock.RealClock{})
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
 			Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
 			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
@@ -164,12 +162,7 @@ var _ = Describe("the controller's IAM policy", func() {
 				Expect(c.Status).To(Equal(metav1.ConditionTrue), "%s: %s", c.Type, c.Message)
 			}
 		}
-		facts, err := aws.NewClusterFacts(test.EKSClient(url), "my-cluster", "", "")
-		Expect(err).NotTo(HaveOccurred())
-		unavailable := aws.NewUnavailableOfferings(clock.RealClock{}, time.Minute, nil)
-		offerings, err := aws.NewOfferings(client, "us-east-1", clock.RealClock{}, time.Minute, unavailable, aws.AllocatableOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		launcher := aws.NewLauncher(client, "my-cluster", offerings, unavailable, "this-process").JoinsWith(facts)
+		launcher := test.NewLaunch(url, "my-cluster", "this-process").Launcher
 		for _, ct := range []string{"spot", "on-demand"} {
 			claim := policyClaim("policy-"+ct, ct)
 			inst, err := launcher.Launch(ctx, claim, class)
