@@ -48,27 +48,33 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 })
 
-// start runs a local cluster with Backstop's extra flags, applies a Spot
-// pool with a label and a taint, and the EC2NodeClass (spec.kubelet and
-// spec.userData as given), and one pod that tolerates the taint.
-func start(kubelet *awsv1.KubeletConfiguration, userData *string, flags ...string) (*local.Cluster, client.Client) {
+// boot runs a local cluster of the simulated account sim with Backstop's
+// extra flags, and applies the suite's EC2NodeClass: images by alias,
+// spec.kubelet and spec.userData as given.
+func boot(sim ec2sim.Config, alias string, kubelet *awsv1.KubeletConfiguration, userData *string, flags ...string) (*local.Cluster, client.Client) {
+	sim.ClusterTag = "boot"
 	cluster, err := local.Start(ctx, local.Options{
 		Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
-		Simulator:        ec2sim.Config{ClusterTag: "boot"},
+		Simulator:        sim,
 		ControllerBinary: controllerBinary,
-		ControllerFlags:  append([]string{"--batch-idle-duration=500ms", "--registration-ttl=20s", "--gc-interval=5s"}, flags...),
+		ControllerFlags:  append([]string{"--batch-idle-duration=500ms"}, flags...),
 		Log:              zap.New(zap.WriteTo(GinkgoWriter)),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cluster.Stop)
 	c := cluster.Client
-	class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
-		Role: "KarpenterNodeRole-boot", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+	Expect(c.Create(ctx, &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+		Role: "KarpenterNodeRole-boot", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: alias}},
 		SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
 		SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
 		Kubelet:                    kubelet, UserData: userData,
-	}}
-	Expect(c.Create(ctx, class)).To(Succeed())
+	}})).To(Succeed())
+	return cluster, c
+}
+
+// taintedPool applies a Spot pool of m5.large with a label and a taint, and
+// one pod that tolerates the taint.
+func taintedPool(c client.Client) {
 	pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "spot"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
 		ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
 		Spec: v1.NodeClaimTemplateSpec{
@@ -81,7 +87,28 @@ func start(kubelet *awsv1.KubeletConfiguration, userData *string, flags ...strin
 	d := local.Inflate(1)
 	d.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
 	Expect(c.Create(ctx, d)).To(Succeed())
+}
+
+// start runs the AL2023 cluster with the tainted pool and its pod.
+func start(kubelet *awsv1.KubeletConfiguration, userData *string, flags ...string) (*local.Cluster, client.Client) {
+	cluster, c := boot(ec2sim.Config{}, "al2023@latest", kubelet, userData, append([]string{"--registration-ttl=20s", "--gc-interval=5s"}, flags...)...)
+	taintedPool(c)
 	return cluster, c
+}
+
+// joined waits for the one node, returns it, and waits for the pod to run.
+func joined(c client.Client) corev1.Node {
+	Eventually(func() []corev1.Node { return nodes(c) }, time.Minute, 250*time.Millisecond).Should(HaveLen(1))
+	node := nodes(c)[0]
+	Eventually(func() string {
+		var pods corev1.PodList
+		Expect(c.List(ctx, &pods, client.InNamespace("default"))).To(Succeed())
+		if len(pods.Items) == 0 {
+			return ""
+		}
+		return string(pods.Items[0].Status.Phase)
+	}, time.Minute, time.Second).Should(Equal("Running"))
+	return node
 }
 
 func nodes(c client.Client) []corev1.Node {
@@ -137,20 +164,11 @@ func neverJoins(c client.Client) {
 var _ = Describe("a node's user data", func() {
 	It("joins the node with the cluster's endpoint and CA, and the pool's labels and taints and the EC2NodeClass's max pods", func() {
 		_, c := start(&awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](17)}, nil)
-		Eventually(func() []corev1.Node { return nodes(c) }, time.Minute, 250*time.Millisecond).Should(HaveLen(1))
-		node := nodes(c)[0]
+		node := joined(c)
 		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
 		Expect(node.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "spot"))
 		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(17)), "spec.kubelet.maxPods reached the kubelet")
 		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
-		Eventually(func() string {
-			var pods corev1.PodList
-			Expect(c.List(ctx, &pods, client.InNamespace("default"))).To(Succeed())
-			if len(pods.Items) == 0 {
-				return ""
-			}
-			return string(pods.Items[0].Status.Phase)
-		}, time.Minute, time.Second).Should(Equal("Running"))
 	})
 
 	It("with a CA that is not the cluster's never joins: the NodeClaim is reported and replaced after the registration TTL", func() {
@@ -167,21 +185,7 @@ var _ = Describe("a node's user data", func() {
 	})
 
 	It("boots GPU and Neuron types from EKS's accelerated images, whose device plugins offer the devices pods ask for", func() {
-		cluster, err := local.Start(ctx, local.Options{
-			Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
-			Simulator:        ec2sim.Config{ClusterTag: "boot"},
-			ControllerBinary: controllerBinary,
-			ControllerFlags:  []string{"--batch-idle-duration=500ms"},
-			Log:              zap.New(zap.WriteTo(GinkgoWriter)),
-		})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(cluster.Stop)
-		c := cluster.Client
-		Expect(c.Create(ctx, &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
-			Role: "KarpenterNodeRole-boot", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
-			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
-			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
-		}})).To(Succeed())
+		cluster, c := boot(ec2sim.Config{}, "al2023@latest", nil, nil)
 		Expect(c.Create(ctx, &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "accelerated"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
 			Spec: v1.NodeClaimTemplateSpec{
 				NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
@@ -227,47 +231,14 @@ var _ = Describe("a node's user data", func() {
 	})
 
 	It("joins a Bottlerocket node through its TOML settings, with the pool's labels and taints and the EC2NodeClass's max pods", func() {
-		cluster, err := local.Start(ctx, local.Options{
-			Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
-			Simulator: ec2sim.Config{ClusterTag: "boot", Images: []ec2sim.ImageConfig{
-				{ID: "ami-br", Name: "bottlerocket-aws-k8s-1.36-x86_64-v1.50.0-abcdef12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-02T00:00:00.000Z"}}},
-			ControllerBinary: controllerBinary,
-			ControllerFlags:  []string{"--batch-idle-duration=500ms"},
-			Log:              zap.New(zap.WriteTo(GinkgoWriter)),
-		})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(cluster.Stop)
-		c := cluster.Client
-		Expect(c.Create(ctx, &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
-			Role: "KarpenterNodeRole-boot", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "bottlerocket@latest"}},
-			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
-			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "boot"}}},
-			Kubelet:                    &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](23)},
-		}})).To(Succeed())
-		Expect(c.Create(ctx, &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "spot"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
-			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
-			Spec: v1.NodeClaimTemplateSpec{
-				NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
-				Taints:       []corev1.Taint{{Key: "dedicated", Value: "data", Effect: corev1.TaintEffectNoSchedule}},
-				Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
-			},
-		}}})).To(Succeed())
-		d := local.Inflate(1)
-		d.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
-		Expect(c.Create(ctx, d)).To(Succeed())
-		Eventually(func() []corev1.Node { return nodes(c) }, time.Minute, 250*time.Millisecond).Should(HaveLen(1))
-		node := nodes(c)[0]
+		cluster, c := boot(ec2sim.Config{Images: []ec2sim.ImageConfig{
+			{ID: "ami-br", Name: "bottlerocket-aws-k8s-1.36-x86_64-v1.50.0-abcdef12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-02T00:00:00.000Z"}}},
+			"bottlerocket@latest", &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](23)}, nil)
+		taintedPool(c)
+		node := joined(c)
 		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
 		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(23)), "spec.kubelet.maxPods reached the kubelet through settings.kubernetes.max-pods")
 		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
 		Expect(cluster.Sim.Instances()[0].UserData).To(ContainSubstring("[settings.kubernetes]"), "TOML, not a MIME archive")
-		Eventually(func() string {
-			var pods corev1.PodList
-			Expect(c.List(ctx, &pods, client.InNamespace("default"))).To(Succeed())
-			if len(pods.Items) == 0 {
-				return ""
-			}
-			return string(pods.Items[0].Status.Phase)
-		}, time.Minute, time.Second).Should(Equal("Running"))
 	})
 })
