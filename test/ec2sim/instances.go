@@ -209,10 +209,18 @@ func (s *Server) createFleet(p *params) (any, *apiError) {
 	}
 	lifecycle := capacityType
 	reported := map[string]bool{}
+	// What a template allows does not change within the request: checked
+	// once per template, not per override and instance.
+	templateErrs := map[*launchTemplate][2]string{}
 	for launched := 0; launched < target; {
 		placed := false
 		for _, c := range candidates {
-			code, msg := s.templateError(c.template, subnets, capacityType, tags, volumeTags)
+			te, ok := templateErrs[c.template]
+			if !ok {
+				te[0], te[1] = s.templateError(c.template, subnets, capacityType, tags, volumeTags)
+				templateErrs[c.template] = te
+			}
+			code, msg := te[0], te[1]
 			if code == "" {
 				code, msg = s.launchError(c, capacityType)
 			}

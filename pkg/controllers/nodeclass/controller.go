@@ -141,7 +141,7 @@ func (c *Controller) finalize(ctx context.Context, nc *awsv1.EC2NodeClass) (reco
 	}
 	var using []string
 	for _, claim := range claims.Items {
-		if ref := claim.Spec.NodeClassRef; ref != nil && ref.Name == nc.Name {
+		if ref := claim.Spec.NodeClassRef; ref != nil && ref.Kind == "EC2NodeClass" && ref.Name == nc.Name {
 			using = append(using, claim.Name)
 		}
 	}
