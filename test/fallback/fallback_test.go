@@ -262,6 +262,10 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 		Expect(fleetCalls()[0].capacityType).To(Equal("spot"))
 		// Capacity comes back; once the marks expire, Spot is first again.
 		sim.SetFaults(ec2sim.Faults{})
+		// The first pod goes first, so only the new one asks for capacity
+		// (it would otherwise be planned again, and the new pod onto its
+		// NodeClaim, before the requests are reset).
+		Expect(env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))).To(Succeed())
 		for _, c := range nodeClaims() {
 			Expect(client.IgnoreNotFound(env.Client.Delete(ctx, &c))).To(Succeed())
 		}

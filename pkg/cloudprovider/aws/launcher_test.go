@@ -529,6 +529,31 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 		claim.Status.ProviderID, claim.Status.ImageID = inst.ProviderID, inst.ImageID
 	})
 
+	It("offers the planner only the instance types one of the class's images boots", func() {
+		pool := &v1.NodePool{Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"}}}}}
+		names := func() map[string]bool {
+			types, err := provider().InstanceTypes(ctx, pool)
+			Expect(err).NotTo(HaveOccurred())
+			out := map[string]bool{}
+			for _, it := range types {
+				out[it.Name] = true
+			}
+			return out
+		}
+		Expect(names()).To(And(HaveKey("m5.large"), HaveKey("m6g.large"), HaveKey("g5.xlarge"), HaveKey("inf2.xlarge")), "standard, NVIDIA and Neuron images")
+		Expect(names()).NotTo(HaveKey("g4ad.xlarge"), "no EKS image drives AMD GPUs")
+		var standard []awsv1.AMI
+		for _, a := range class.Status.AMIs {
+			if strings.Contains(a.Name, "-standard-") {
+				standard = append(standard, a)
+			}
+		}
+		class.Status.AMIs = standard
+		Expect(names()).To(And(HaveKey("m5.large"), HaveKey("m6g.large"), Not(HaveKey("g5.xlarge")), Not(HaveKey("inf2.xlarge"))),
+			"with standard images only, GPU and Neuron types are not offered")
+	})
+
 	DescribeTable("says why, or nothing when nothing changed",
 		func(want cloudprovider.DriftReason, change func()) {
 			change()
