@@ -56,8 +56,10 @@ func start(ctx context.Context, faults ec2sim.Faults) *run {
 		Bin: filepath.Join(test.Root, "bin"), Dir: GinkgoT().TempDir(),
 		Simulator:        ec2sim.Config{ClusterTag: "chaos", Faults: faults},
 		ControllerBinary: controllerBinary,
-		ControllerFlags:  []string{"--batch-idle-duration=1s", "--gc-interval=10s", "--log-format=console"},
-		Log:              zap.New(zap.WriteTo(GinkgoWriter)),
+		// Killed ten times: a replacement takes over within seconds.
+		LeaderElectionFlags: local.FastFailover,
+		ControllerFlags:     []string{"--batch-idle-duration=1s", "--gc-interval=10s", "--log-format=console"},
+		Log:                 zap.New(zap.WriteTo(GinkgoWriter)),
 		// As installed: the chart's service account and RBAC, its own Lease only.
 		Charts: true,
 	})

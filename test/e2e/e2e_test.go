@@ -91,6 +91,12 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		stopScrape = scrape(store, "http://"+metricsAddr+"/metrics", map[string]string{"job": "karpenter", "instance": metricsAddr})
 	})
 
+	AfterEach(func() {
+		if CurrentSpecReport().Failed() {
+			AddReportEntry("controller", cluster.ControllerReport(60))
+		}
+	})
+
 	running := func() int {
 		var pods corev1.PodList
 		Expect(c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{"app": "inflate"})).To(Succeed())

@@ -49,6 +49,11 @@ type Options struct {
 	// this binary (as users run it), which KillController and
 	// StartController stop and start; otherwise it runs in this process.
 	ControllerBinary string
+	// LeaderElectionFlags are the leader election timings of the controller
+	// process. Empty means the controller's own defaults (lease 15 s, renew
+	// 10 s, retry 2 s), as the chart ships them; a suite that kills the
+	// controller and wants a quick takeover passes FastFailover.
+	LeaderElectionFlags []string
 	// Log receives Backstop's logs.
 	Log logr.Logger
 	// BootTime is how long an instance takes to register its node.
@@ -92,6 +97,8 @@ type Cluster struct {
 	controllers []*exec.Cmd
 	// others are processes started through StartProcess.
 	others []*exec.Cmd
+	// ended records how each process that has ended ended, by its log name.
+	ended map[string]string
 	// controllerConfig and controllerKubeconfig are how Backstop reaches the
 	// API server: as an admin, or as the chart's service account.
 	controllerConfig     *rest.Config
@@ -313,16 +320,21 @@ func (c *Cluster) controllerArgs() []string {
 		"--health-probe-bind-address=0", "--aws-region=" + region}, c.ControllerFlags...)
 }
 
+// FastFailover are leader election timings under which a replacement takes
+// over within seconds of a kill. A leader that cannot renew within 2 s exits,
+// as it must: on a machine also running other suites that can happen without
+// any kill, so only a suite that kills the controller uses them.
+var FastFailover = []string{"--leader-election-lease-duration=3s", "--leader-election-renew-deadline=2s", "--leader-election-retry-period=500ms"}
+
 // StartController starts Backstop's binary as its own process, talking to
 // the API server through the kubeconfig and to the simulator over HTTP, with
-// leader election on short timings so a replacement takes over within
-// seconds of a kill. Its log is Dir/controller-N.log.
+// leader election on (timings from LeaderElectionFlags). Its log is
+// Dir/controller-N.log.
 func (c *Cluster) StartController() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	args := append([]string{"--kubeconfig=" + c.controllerKubeconfig, "--aws-endpoint=" + c.SimURL,
-		"--leader-elect=true", "--leader-election-namespace=default", "--leader-election-lease-duration=3s",
-		"--leader-election-renew-deadline=2s", "--leader-election-retry-period=500ms"}, c.controllerArgs()...)
+	args := append(append([]string{"--kubeconfig=" + c.controllerKubeconfig, "--aws-endpoint=" + c.SimURL,
+		"--leader-elect=true", "--leader-election-namespace=default"}, c.LeaderElectionFlags...), c.controllerArgs()...)
 	cmd := exec.Command(c.ControllerBinary, args...)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDSIMULATOR", "AWS_SECRET_ACCESS_KEY=secret", "AWS_EC2_METADATA_DISABLED=true")
 	if err := c.run(cmd, fmt.Sprintf("controller-%d", len(c.controllers)+1), syscall.SIGKILL); err != nil {
@@ -428,10 +440,46 @@ func (c *Cluster) run(cmd *exec.Cmd, name string, deathSignal syscall.Signal) er
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		_ = cmd.Wait()
+		err := cmd.Wait()
 		_ = logFile.Close()
+		how := "exited with status 0"
+		if err != nil {
+			how = err.Error()
+		}
+		c.mu.Lock()
+		if c.ended == nil {
+			c.ended = map[string]string{}
+		}
+		c.ended[name] = how
+		c.mu.Unlock()
 	}()
 	return nil
+}
+
+// ControllerReport says whether the current controller process still runs
+// (or how it ended) and gives the end of its log, for a failed test to show.
+func (c *Cluster) ControllerReport(lines int) string {
+	c.mu.Lock()
+	n := len(c.controllers)
+	name := fmt.Sprintf("controller-%d", n)
+	how, ended := c.ended[name]
+	c.mu.Unlock()
+	if n == 0 {
+		return "no controller process was started"
+	}
+	state := name + " is running"
+	if ended {
+		state = name + " has ended: " + how
+	}
+	data, err := os.ReadFile(filepath.Join(c.Dir, name+".log"))
+	if err != nil {
+		return state + "; its log: " + err.Error()
+	}
+	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return state + "; the end of " + name + ".log:\n" + strings.Join(all, "\n")
 }
 
 // Stop stops every component and leaves nothing running.
