@@ -259,7 +259,7 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	// template the type was given (status.imageID, AMI drift).
 	for _, it := range types {
 		if it.Name == launched.InstanceType {
-			launched.ImageID = imageFor(class, it)
+			launched.ImageID = Images(class).For(it)
 		}
 	}
 	return launched, nil
@@ -392,8 +392,9 @@ func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClai
 	// accelerator types).
 	byImage := map[string][]fleetOverride{}
 	var images []string
+	classImages := Images(class)
 	for _, o := range overrides {
-		ami := imageFor(class, o.it)
+		ami := classImages.For(o.it)
 		if ami == "" {
 			continue
 		}
@@ -422,12 +423,6 @@ func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClai
 		return nil, &cloudprovider.ConfigurationError{Cause: cloudprovider.Cause{Code: "AMIsNotFound"}, Message: fmt.Sprintf("ec2nodeclass %s has no image the NodeClaim's instance types can boot (their architectures, GPUs or accelerators); check spec.amiSelectorTerms and status.amis", class.Name)}
 	}
 	return configs, nil
-}
-
-// imageFor is the first of the class's images the instance type meets the
-// requirements of; "" when there is none.
-func imageFor(class *awsv1.EC2NodeClass, it *scheduling.InstanceType) string {
-	return Images(class).For(it)
 }
 
 // ClassImages are a class's images with their requirements parsed.

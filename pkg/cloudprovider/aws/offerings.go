@@ -67,36 +67,41 @@ type Offerings struct {
 	// plans many times a second, and rebuilding thousands of offerings each
 	// time was a fifth of the controller's CPU.
 	lists map[string]list
-	// priceGauge exports every offering's price after each refresh; nil
-	// exports nothing.
-	priceGauge *prometheus.GaugeVec
 }
 
-// ExportPrices makes each refresh publish every offering's hourly price as
+// ExportPrices publishes every offering's hourly price as
 // karpenter_cloudprovider_instance_type_offering_price_estimate, the series
-// (and labels) Karpenter users build cost panels on.
+// (and labels) Karpenter users build cost panels on. The series are made when
+// scraped, from the last refresh: kept as gauges, the ~8,000 offerings of a
+// region held a fifth of the controller's live heap between scrapes.
 func (o *Offerings) ExportPrices(reg prometheus.Registerer) *Offerings {
-	o.priceGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "karpenter_cloudprovider_instance_type_offering_price_estimate",
-		Help: "Hourly price of an instance type in a zone, by capacity type: the On-Demand list price or the latest Spot price, in USD.",
-	}, []string{"instance_type", "capacity_type", "zone"})
-	reg.MustRegister(o.priceGauge)
+	reg.MustRegister(&priceCollector{o: o, desc: prometheus.NewDesc("karpenter_cloudprovider_instance_type_offering_price_estimate",
+		"Hourly price of an instance type in a zone, by capacity type: the On-Demand list price or the latest Spot price, in USD.",
+		[]string{"instance_type", "capacity_type", "zone"}, nil)})
 	return o
 }
 
-// exportPrices publishes the prices of what d found offered.
-func (o *Offerings) exportPrices(d *discovered) {
-	if o.priceGauge == nil {
-		return
-	}
-	o.priceGauge.Reset()
-	for name, zones := range d.zones {
-		for _, zone := range zones {
-			if p, ok := o.onDemand[name]; ok {
-				o.priceGauge.WithLabelValues(name, v1.CapacityTypeOnDemand, zone).Set(p)
+// priceCollector makes the price series of the last refresh at each scrape.
+type priceCollector struct {
+	o    *Offerings
+	desc *prometheus.Desc
+}
+
+func (c *priceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect reads the last refresh; a refresh replaces these maps and never
+// changes them, so they are read outside the lock.
+func (c *priceCollector) Collect(ch chan<- prometheus.Metric) {
+	c.o.mu.Lock()
+	zones, spot, onDemand := c.o.zones, c.o.spot, c.o.onDemand
+	c.o.mu.Unlock()
+	for name, in := range zones {
+		for _, zone := range in {
+			if p, ok := onDemand[name]; ok {
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, p, name, v1.CapacityTypeOnDemand, zone)
 			}
-			if p, ok := d.spot[name][zone]; ok {
-				o.priceGauge.WithLabelValues(name, v1.CapacityTypeSpot, zone).Set(p)
+			if p, ok := spot[name][zone]; ok {
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, p, name, v1.CapacityTypeSpot, zone)
 			}
 		}
 	}
@@ -202,7 +207,6 @@ func (o *Offerings) refreshLocked(ctx context.Context) *flight {
 			o.facts, o.zones, o.spot, o.fetched = d.facts, d.zones, d.spot, o.clock.Now()
 			o.converted = map[string]map[string]*scheduling.InstanceType{}
 			o.lists = map[string]list{}
-			o.exportPrices(d)
 		}
 		o.flight = nil
 		o.mu.Unlock()

@@ -1,8 +1,10 @@
 // Package metrics exports the cluster-state gauges Karpenter's Grafana
 // dashboards read — nodes' allocatable and requested resources, NodePool
 // usage and limits, and pod states — with Karpenter's names and labels, so
-// those dashboards work unchanged against Backstop. The values come from the
-// manager's informer cache, refreshed on a timer: no extra API calls.
+// those dashboards work unchanged against Backstop. The values are computed
+// from the manager's informer cache when scraped: no extra API calls, and no
+// series kept in memory between scrapes (one per pod and one per node and
+// resource would be, rebuilt every few seconds).
 package metrics
 
 import (
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -27,17 +30,19 @@ const noPool = "N/A"
 
 var nodeLabels = []string{"node_name", "nodepool", "resource_type", "instance_type", "capacity_type", "zone", "arch", "os"}
 
-// Gauges is the refresher; Start runs it on every replica (a standby's
-// dashboards are as good as the leader's).
+// Gauges is a Prometheus collector over the cache, and the pod start-up
+// timer; Start runs the timer on every replica (a standby's dashboards are as
+// good as the leader's).
 type Gauges struct {
 	client client.Client
 	clock  clock.Clock
-	// Every is how often the gauges are rebuilt from the cache.
+	log    logr.Logger
+	// Every is how often pods are looked at for their start-up time.
 	Every time.Duration
 
-	allocatable, podRequests, daemonRequests *prometheus.GaugeVec
-	poolUsage, poolLimit                     *prometheus.GaugeVec
-	pods                                     *prometheus.GaugeVec
+	allocatable, podRequests, daemonRequests *prometheus.Desc
+	poolUsage, poolLimit                     *prometheus.Desc
+	pods                                     *prometheus.Desc
 	startup                                  prometheus.Summary
 
 	// since is when this replica started watching: pods Ready before
@@ -49,36 +54,33 @@ type Gauges struct {
 
 // New registers the gauges on reg.
 func New(c client.Client, clk clock.Clock, reg prometheus.Registerer) *Gauges {
-	g := &Gauges{client: c, clock: clk, Every: 10 * time.Second,
-		allocatable: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodes_allocatable",
-			Help: "Allocatable resources of each node, by resource_type."}, nodeLabels),
-		podRequests: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodes_total_pod_requests",
-			Help: "Requests of the pods on each node that are not DaemonSet pods, by resource_type."}, nodeLabels),
-		daemonRequests: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodes_total_daemon_requests",
-			Help: "Requests of the DaemonSet pods on each node, by resource_type."}, nodeLabels),
-		poolUsage: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodepools_usage",
-			Help: "Resources of a NodePool's nodes, by resource_type."}, []string{"nodepool", "resource_type"}),
-		poolLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodepools_limit",
-			Help: "A NodePool's limits, by resource_type."}, []string{"nodepool", "resource_type"}),
-		pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_pods_state",
-			Help: "One per pod, labelled with its phase and where it runs."},
-			[]string{"name", "namespace", "owner", "node", "nodepool", "zone", "arch", "capacity_type", "instance_type", "phase"}),
+	poolLabels := []string{"nodepool", "resource_type"}
+	g := &Gauges{client: c, clock: clk, log: log.Log.WithName("metrics"), Every: 10 * time.Second,
+		allocatable: prometheus.NewDesc("karpenter_nodes_allocatable",
+			"Allocatable resources of each node, by resource_type.", nodeLabels, nil),
+		podRequests: prometheus.NewDesc("karpenter_nodes_total_pod_requests",
+			"Requests of the pods on each node that are not DaemonSet pods, by resource_type.", nodeLabels, nil),
+		daemonRequests: prometheus.NewDesc("karpenter_nodes_total_daemon_requests",
+			"Requests of the DaemonSet pods on each node, by resource_type.", nodeLabels, nil),
+		poolUsage: prometheus.NewDesc("karpenter_nodepools_usage", "Resources of a NodePool's nodes, by resource_type.", poolLabels, nil),
+		poolLimit: prometheus.NewDesc("karpenter_nodepools_limit", "A NodePool's limits, by resource_type.", poolLabels, nil),
+		pods:      prometheus.NewDesc("karpenter_pods_state", "One per pod, labelled with its phase and where it runs.", podLabelNames, nil),
 	}
 	g.startup = prometheus.NewSummary(prometheus.SummaryOpts{Name: "karpenter_pods_startup_duration_seconds",
 		Help: "Time from a pod's creation to its Ready condition, for pods Ready since this replica started.", Objectives: quantiles})
 	g.since, g.started = clk.Now(), map[types.UID]bool{}
-	reg.MustRegister(g.allocatable, g.podRequests, g.daemonRequests, g.poolUsage, g.poolLimit, g.pods, g.startup)
+	reg.MustRegister(g, g.startup)
 	return g
 }
 
 // NeedLeaderElection is false: every replica exports them.
 func (g *Gauges) NeedLeaderElection() bool { return false }
 
-// Start rebuilds the gauges every Every until ctx ends.
+// Start looks at pods every Every, to time their start-ups, until ctx ends.
 func (g *Gauges) Start(ctx context.Context) error {
 	for {
 		if err := g.Refresh(ctx); err != nil && ctx.Err() == nil {
-			log.FromContext(ctx).Error(err, "refreshing the cluster-state metrics")
+			log.FromContext(ctx).Error(err, "timing pod start-ups")
 		}
 		select {
 		case <-ctx.Done():
@@ -88,33 +90,55 @@ func (g *Gauges) Start(ctx context.Context) error {
 	}
 }
 
-// Refresh rebuilds every gauge from the cache.
+// Refresh times the start-ups of pods that became Ready since it last looked.
 func (g *Gauges) Refresh(ctx context.Context) error {
-	var nodes corev1.NodeList
-	if err := g.client.List(ctx, &nodes); err != nil {
-		return err
-	}
 	var pods corev1.PodList
-	if err := g.client.List(ctx, &pods); err != nil {
+	if err := g.client.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
+	live := make(map[types.UID]bool, len(pods.Items))
+	for i := range pods.Items {
+		live[pods.Items[i].UID] = true
+		g.timeStartup(&pods.Items[i])
+	}
+	for uid := range g.started {
+		if !live[uid] {
+			delete(g.started, uid)
+		}
+	}
+	return nil
+}
+
+// Describe sends the gauges' descriptions.
+func (g *Gauges) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{g.allocatable, g.podRequests, g.daemonRequests, g.poolUsage, g.poolLimit, g.pods} {
+		ch <- d
+	}
+}
+
+// Collect computes every gauge from the cache, read without copies (nothing
+// here writes to what it reads).
+func (g *Gauges) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var nodes corev1.NodeList
+	var pods corev1.PodList
 	var pools v1.NodePoolList
-	if err := g.client.List(ctx, &pools); err != nil {
-		return err
+	for _, list := range []client.ObjectList{&nodes, &pods, &pools} {
+		if err := g.client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			g.log.Error(err, "reading the cache for the cluster-state metrics")
+			return
+		}
 	}
-	byName := map[string]*corev1.Node{}
-	podReqs, daemonReqs := map[string]scheduling.Resources{}, map[string]scheduling.Resources{}
+	byName := make(map[string]*corev1.Node, len(nodes.Items))
 	for i := range nodes.Items {
 		byName[nodes.Items[i].Name] = &nodes.Items[i]
 	}
-	g.pods.Reset()
-	live := map[types.UID]bool{}
+	podReqs, daemonReqs := map[string]scheduling.Resources{}, map[string]scheduling.Resources{}
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		node := byName[pod.Spec.NodeName]
-		g.pods.With(podLabels(pod, node)).Set(1)
-		live[pod.UID] = true
-		g.timeStartup(pod)
+		ch <- prometheus.MustNewConstMetric(g.pods, prometheus.GaugeValue, 1, podLabelValues(pod, node)...)
 		if node == nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
@@ -124,14 +148,6 @@ func (g *Gauges) Refresh(ctx context.Context) error {
 			podReqs[node.Name] = podReqs[node.Name].Add(scheduling.PodRequests(pod))
 		}
 	}
-	for uid := range g.started {
-		if !live[uid] {
-			delete(g.started, uid)
-		}
-	}
-	g.allocatable.Reset()
-	g.podRequests.Reset()
-	g.daemonRequests.Reset()
 	usage := map[string]corev1.ResourceList{}
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
@@ -143,23 +159,20 @@ func (g *Gauges) Refresh(ctx context.Context) error {
 		}
 		for name, q := range n.Status.Allocatable {
 			labels := nodeLabelValues(n, pool, name)
-			g.allocatable.With(labels).Set(q.AsApproximateFloat64())
-			g.podRequests.With(labels).Set(float64(podReqs[n.Name].Get(name)) / scale(name))
-			g.daemonRequests.With(labels).Set(float64(daemonReqs[n.Name].Get(name)) / scale(name))
+			ch <- prometheus.MustNewConstMetric(g.allocatable, prometheus.GaugeValue, q.AsApproximateFloat64(), labels...)
+			ch <- prometheus.MustNewConstMetric(g.podRequests, prometheus.GaugeValue, float64(podReqs[n.Name].Get(name))/scale(name), labels...)
+			ch <- prometheus.MustNewConstMetric(g.daemonRequests, prometheus.GaugeValue, float64(daemonReqs[n.Name].Get(name))/scale(name), labels...)
 		}
 	}
-	g.poolUsage.Reset()
-	g.poolLimit.Reset()
 	for i := range pools.Items {
 		p := &pools.Items[i]
 		for name, q := range usage[p.Name] {
-			g.poolUsage.With(prometheus.Labels{"nodepool": p.Name, "resource_type": resourceType(name)}).Set(q.AsApproximateFloat64())
+			ch <- prometheus.MustNewConstMetric(g.poolUsage, prometheus.GaugeValue, q.AsApproximateFloat64(), p.Name, resourceType(name))
 		}
 		for name, q := range p.Spec.Limits {
-			g.poolLimit.With(prometheus.Labels{"nodepool": p.Name, "resource_type": resourceType(name)}).Set(q.AsApproximateFloat64())
+			ch <- prometheus.MustNewConstMetric(g.poolLimit, prometheus.GaugeValue, q.AsApproximateFloat64(), p.Name, resourceType(name))
 		}
 	}
-	return nil
 }
 
 // timeStartup observes, once, how long a pod took from creation to Ready.
@@ -199,24 +212,24 @@ func resourceType(name corev1.ResourceName) string {
 	return strings.NewReplacer("-", "_", ".", "_", "/", "_").Replace(string(name))
 }
 
-func nodeLabelValues(n *corev1.Node, pool string, name corev1.ResourceName) prometheus.Labels {
-	return prometheus.Labels{
-		"node_name": n.Name, "nodepool": pool, "resource_type": resourceType(name),
-		"instance_type": n.Labels[corev1.LabelInstanceTypeStable], "capacity_type": n.Labels[v1.CapacityTypeLabelKey],
-		"zone": n.Labels[corev1.LabelTopologyZone], "arch": n.Labels[corev1.LabelArchStable], "os": n.Labels[corev1.LabelOSStable],
-	}
+// nodeLabelValues are the values of nodeLabels, in order.
+func nodeLabelValues(n *corev1.Node, pool string, name corev1.ResourceName) []string {
+	return []string{n.Name, pool, resourceType(name), n.Labels[corev1.LabelInstanceTypeStable], n.Labels[v1.CapacityTypeLabelKey],
+		n.Labels[corev1.LabelTopologyZone], n.Labels[corev1.LabelArchStable], n.Labels[corev1.LabelOSStable]}
 }
 
-func podLabels(pod *corev1.Pod, node *corev1.Node) prometheus.Labels {
+var podLabelNames = []string{"name", "namespace", "owner", "node", "nodepool", "zone", "arch", "capacity_type", "instance_type", "phase"}
+
+// podLabelValues are the values of podLabelNames, in order.
+func podLabelValues(pod *corev1.Pod, node *corev1.Node) []string {
 	owner := ""
 	if len(pod.OwnerReferences) > 0 {
 		owner = pod.OwnerReferences[0].Kind + "/" + pod.OwnerReferences[0].Name
 	}
-	l := prometheus.Labels{"name": pod.Name, "namespace": pod.Namespace, "owner": owner, "node": pod.Spec.NodeName,
-		"nodepool": "", "zone": "", "arch": "", "capacity_type": "", "instance_type": "", "phase": string(pod.Status.Phase)}
+	var pool, zone, arch, capacityType, instanceType string
 	if node != nil {
-		l["nodepool"], l["zone"], l["arch"] = node.Labels[v1.NodePoolLabelKey], node.Labels[corev1.LabelTopologyZone], node.Labels[corev1.LabelArchStable]
-		l["capacity_type"], l["instance_type"] = node.Labels[v1.CapacityTypeLabelKey], node.Labels[corev1.LabelInstanceTypeStable]
+		pool, zone, arch = node.Labels[v1.NodePoolLabelKey], node.Labels[corev1.LabelTopologyZone], node.Labels[corev1.LabelArchStable]
+		capacityType, instanceType = node.Labels[v1.CapacityTypeLabelKey], node.Labels[corev1.LabelInstanceTypeStable]
 	}
-	return l
+	return []string{pod.Name, pod.Namespace, owner, pod.Spec.NodeName, pool, zone, arch, capacityType, instanceType, string(pod.Status.Phase)}
 }

@@ -70,8 +70,8 @@ var _ = Describe("the cluster-state gauges of Karpenter's dashboards", func() {
 		Expect(env.Client.Create(ctx, pending)).To(Succeed())
 
 		reg := prometheus.NewRegistry()
-		g := metrics.New(env.Client, clock.RealClock{}, reg)
-		Expect(g.Refresh(ctx)).To(Succeed())
+		// Nothing is refreshed: the gauges are computed when scraped.
+		metrics.New(env.Client, clock.RealClock{}, reg)
 
 		at := func(resourceType string) map[string]string {
 			return map[string]string{"node_name": "i-0123", "nodepool": "spot", "resource_type": resourceType, "instance_type": "c5.xlarge",
@@ -91,9 +91,8 @@ var _ = Describe("the cluster-state gauges of Karpenter's dashboards", func() {
 		Expect(series(reg, "karpenter_pods_state", map[string]string{"name": "waiting", "phase": "Pending", "node": ""})).To(Equal(1))
 		Expect(series(reg, "karpenter_pods_state", map[string]string{"owner": "DaemonSet/agent"})).To(Equal(1))
 
-		// A pod that goes is gone from the gauges at the next refresh.
+		// A pod that goes is gone from the gauges at the next scrape.
 		Expect(env.Client.Delete(ctx, pending)).To(Succeed())
-		Expect(g.Refresh(ctx)).To(Succeed())
 		Expect(series(reg, "karpenter_pods_state", map[string]string{"name": "waiting"})).To(BeZero())
 	})
 })

@@ -92,7 +92,8 @@ func (r *Registration) Register(mgr manager.Manager) error {
 	return builder.ControllerManagedBy(mgr).Named("nodeclaim.registration").For(&v1.NodeClaim{}).WithOptions(controllers.ParallelOptions(controllers.NodeWorkers)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			var claims v1.NodeClaimList
-			if err := r.client.List(ctx, &claims, client.MatchingFields{ProviderIDIndex: o.(*corev1.Node).Spec.ProviderID}); err != nil {
+			// Only the names are read: no copies.
+			if err := r.client.List(ctx, &claims, client.MatchingFields{ProviderIDIndex: o.(*corev1.Node).Spec.ProviderID}, client.UnsafeDisableDeepCopy); err != nil {
 				return nil
 			}
 			var out []reconcile.Request

@@ -79,8 +79,11 @@ func (s *Status) update(ctx context.Context, name string) error {
 	if err := s.client.Get(ctx, client.ObjectKey{Name: name}, pool); err != nil {
 		return err
 	}
+	// Read only, so the cache's own objects: this runs on every NodeClaim
+	// change, and copying each claim (sixty instance types in its
+	// requirements) every time was most of what a scale-up allocated.
 	var claims v1.NodeClaimList
-	if err := s.client.List(ctx, &claims, client.MatchingLabels{v1.NodePoolLabelKey: pool.Name}); err != nil {
+	if err := s.client.List(ctx, &claims, client.MatchingLabels{v1.NodePoolLabelKey: pool.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	resources := corev1.ResourceList{}
