@@ -209,10 +209,11 @@ var _ = Describe("the provisioner", Ordered, func() {
 
 	It("counts on a node that is still initializing instead of planning another", func() {
 		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: "initializing", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "initializing"}},
+			// Registered, not ready yet.
+			ObjectMeta: metav1.ObjectMeta{Name: "initializing", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "initializing",
+				v1.RegisteredLabelKey: "true"}},
 			Spec: corev1.NodeSpec{Taints: []corev1.Taint{
 				{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule},
-				{Key: v1.UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute},
 			}},
 		}
 		Expect(env.Client.Create(ctx, node)).To(Succeed())
@@ -231,6 +232,33 @@ var _ = Describe("the provisioner", Ordered, func() {
 		}).Should(ContainElement("Pod should schedule on: node/initializing"))
 		Expect(nodeClaims()).To(HaveLen(1), "no NodeClaim for a pod an initializing node can take")
 	})
+	It("does not count a node that joined before its NodeClaim's launch reached the cache as room of its own", func() {
+		// The in-flight NodeClaim of the first spec (large, 2.5 of 16 CPU
+		// taken) has not recorded an instance yet; a node of the pool has
+		// joined and no NodeClaim has registered it: it is that launch.
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: "joined-early", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "joined-early"}},
+			Spec: corev1.NodeSpec{ProviderID: "fake:///joined-early", Taints: []corev1.Taint{{Key: v1.UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute}}},
+		}
+		Expect(env.Client.Create(ctx, node)).To(Succeed())
+		DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), node)).To(Succeed()) })
+		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"), corev1.ResourcePods: resource.MustParse("50")}
+		node.Status.Capacity = node.Status.Allocatable
+		Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
+		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) }).Should(Succeed())
+
+		// 14 CPU: more than the NodeClaim has left, less than the node.
+		pod := unschedulablePod(ns, "needs-a-node", "14")
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		markUnschedulable(ctx, env.Client, pod)
+		settle(8)
+		Eventually(func() []v1.NodeClaim {
+			clk.Step(time.Second)
+			return nodeClaims()
+		}).Should(HaveLen(2), "planned onto the node's room, which its own NodeClaim already offers")
+		Eventually(func() []string { return notes("Nominated", "needs-a-node") }).Should(ConsistOf(HavePrefix("Pod should schedule on: nodeclaim/")))
+	})
+
 	It("backs a pod off when kube-scheduler does not bind it onto the node planned for it, and makes no other NodeClaim meanwhile", func() {
 		disagreements := func() float64 {
 			families, err := reg.Gather()
@@ -247,7 +275,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 			Message: "0/4 nodes are available: 1 node(s) had volume node affinity conflict.", LastTransitionTime: metav1.Now()}}
 		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
-		settle(8)
+		settle(9)
 		Eventually(func() []string {
 			clk.Step(time.Second)
 			return notes("Nominated", "stubborn")

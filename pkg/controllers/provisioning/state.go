@@ -242,6 +242,14 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			byClaim[claim] = append(byClaim[claim], byNode[n.Name]...)
 			continue
 		}
+		if unlinked(n) {
+			// A node of ours that no NodeClaim has registered, and that no
+			// NodeClaim in the cache has launched yet: its NodeClaim's
+			// launch is still on its way to the cache (a node can join
+			// sooner). That NodeClaim is counted in flight, with its pods;
+			// counting the node too offered its room twice.
+			continue
+		}
 		if leaving[n.Name] {
 			// Nothing is planned onto a node on its way out.
 			continue
@@ -315,6 +323,20 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		s.input.NodePools = append(s.input.NodePools, sp)
 	}
 	return s, nil
+}
+
+// unlinked says a node is one of a NodePool's that has not been registered
+// (and still carries the taint that keeps pods off until it is).
+func unlinked(n *corev1.Node) bool {
+	if n.Labels[v1.NodePoolLabelKey] == "" || n.Labels[v1.RegisteredLabelKey] == "true" {
+		return false
+	}
+	for _, t := range n.Spec.Taints {
+		if t.Key == v1.UnregisteredTaintKey {
+			return true
+		}
+	}
+	return false
 }
 
 // leavingNodes are the nodes whose pods must find another place: tainted
