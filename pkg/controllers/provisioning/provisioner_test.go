@@ -150,6 +150,18 @@ var _ = Describe("the provisioner", Ordered, func() {
 		return list.Items
 	}
 
+	// join makes a Node with the given allocatable CPU (4 GiB a CPU, 50
+	// pods) and waits until the provisioner's cache has it.
+	join := func(node *corev1.Node, cpu string) {
+		Expect(env.Client.Create(ctx, node)).To(Succeed())
+		q := resource.MustParse(cpu)
+		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: q,
+			corev1.ResourceMemory: *resource.NewQuantity(q.Value()*4<<30, resource.BinarySI), corev1.ResourcePods: resource.MustParse("50")}
+		node.Status.Capacity = node.Status.Allocatable
+		Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
+		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) }).Should(Succeed())
+	}
+
 	It("plans pods that become unschedulable together in one batch and creates their NodeClaim", func() {
 		for i := 0; i < 5; i++ {
 			pod := unschedulablePod(ns, fmt.Sprintf("web-%d", i), "500m")
@@ -208,19 +220,14 @@ var _ = Describe("the provisioner", Ordered, func() {
 	})
 
 	It("counts on a node that is still initializing instead of planning another", func() {
-		node := &corev1.Node{
+		join(&corev1.Node{
 			// Registered, not ready yet.
 			ObjectMeta: metav1.ObjectMeta{Name: "initializing", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "initializing",
 				v1.RegisteredLabelKey: "true"}},
 			Spec: corev1.NodeSpec{Taints: []corev1.Taint{
 				{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule},
 			}},
-		}
-		Expect(env.Client.Create(ctx, node)).To(Succeed())
-		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("10")}
-		node.Status.Capacity = node.Status.Allocatable
-		Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
-		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) }).Should(Succeed())
+		}, "4")
 
 		pod := unschedulablePod(ns, "fits-on-new-node", "1")
 		Expect(env.Client.Create(ctx, pod)).To(Succeed())
@@ -240,12 +247,8 @@ var _ = Describe("the provisioner", Ordered, func() {
 			ObjectMeta: metav1.ObjectMeta{Name: "joined-early", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "joined-early"}},
 			Spec: corev1.NodeSpec{ProviderID: "fake:///joined-early", Taints: []corev1.Taint{{Key: v1.UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute}}},
 		}
-		Expect(env.Client.Create(ctx, node)).To(Succeed())
+		join(node, "16")
 		DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), node)).To(Succeed()) })
-		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"), corev1.ResourcePods: resource.MustParse("50")}
-		node.Status.Capacity = node.Status.Allocatable
-		Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
-		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) }).Should(Succeed())
 
 		// 14 CPU: more than the NodeClaim has left, less than the node.
 		pod := unschedulablePod(ns, "needs-a-node", "14")
@@ -283,12 +286,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		name := strings.TrimPrefix(notes("Nominated", "stubborn")[0], "Pod should schedule on: nodeclaim/")
 
 		// Its node comes up and initializes, with room for the pod; kube-scheduler still will not bind it.
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "stubborn-node", Labels: map[string]string{v1.NodePoolLabelKey: "batch"}}}
-		Expect(env.Client.Create(ctx, node)).To(Succeed())
-		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"), corev1.ResourcePods: resource.MustParse("50")}
-		node.Status.Capacity = node.Status.Allocatable
-		Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
-		Eventually(func() error { return mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) }).Should(Succeed())
+		join(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "stubborn-node", Labels: map[string]string{v1.NodePoolLabelKey: "batch"}}}, "16")
 		claim := &v1.NodeClaim{}
 		Expect(env.Client.Get(ctx, client.ObjectKey{Name: name}, claim)).To(Succeed())
 		claim.Status.NodeName = "stubborn-node"
