@@ -245,7 +245,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		// joined and no NodeClaim has registered it: it is that launch.
 		node := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: "joined-early", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "joined-early"}},
-			Spec: corev1.NodeSpec{ProviderID: "fake:///joined-early", Taints: []corev1.Taint{{Key: v1.UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute}}},
+			Spec:       corev1.NodeSpec{ProviderID: "fake:///joined-early", Taints: []corev1.Taint{{Key: v1.UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute}}},
 		}
 		join(node, "16")
 		DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), node)).To(Succeed()) })
