@@ -260,6 +260,35 @@ var _ = Describe("the provisioner", Ordered, func() {
 			return nodeClaims()
 		}).Should(HaveLen(2), "planned onto the node's room, which its own NodeClaim already offers")
 		Eventually(func() []string { return notes("Nominated", "needs-a-node") }).Should(ConsistOf(HavePrefix("Pod should schedule on: nodeclaim/")))
+
+		// Its NodeClaim registers it; the node's own update has not reached
+		// the cache yet: the node is its room now.
+		var first *v1.NodeClaim
+		for _, c := range nodeClaims() {
+			if c.Spec.Resources.Requests.Cpu().String() == "2500m" {
+				first = &c
+			}
+		}
+		Expect(first).NotTo(BeNil())
+		first.Status.NodeName = "joined-early"
+		Expect(env.Client.Status().Update(ctx, first)).To(Succeed())
+		Eventually(func() string {
+			c := &v1.NodeClaim{}
+			Expect(mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(first), c)).To(Succeed())
+			return c.Status.NodeName
+		}).Should(Equal("joined-early"))
+		late := unschedulablePod(ns, "fits-the-registered-node", "12")
+		Expect(env.Client.Create(ctx, late)).To(Succeed())
+		DeferCleanup(func() {
+			Expect(env.Client.Delete(context.Background(), late, client.GracePeriodSeconds(0))).To(Succeed())
+		})
+		markUnschedulable(ctx, env.Client, late)
+		settle(9)
+		Eventually(func() []string {
+			clk.Step(time.Second)
+			return notes("Nominated", "fits-the-registered-node")
+		}).Should(ContainElement("Pod should schedule on: node/joined-early"))
+		Expect(nodeClaims()).To(HaveLen(2))
 	})
 
 	It("backs a pod off when kube-scheduler does not bind it onto the node planned for it, and makes no other NodeClaim meanwhile", func() {

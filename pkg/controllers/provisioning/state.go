@@ -229,9 +229,13 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	// that in-flight NodeClaim: count it once, as the claim, with the pods
 	// already bound to it.
 	unregistered := map[string]string{}
+	registered := map[string]bool{}
 	for _, c := range liveClaims {
 		if c.Status.ProviderID != "" && c.Status.NodeName == "" && c.DeletionTimestamp == nil {
 			unregistered[c.Status.ProviderID] = c.Name
+		}
+		if c.Status.NodeName != "" {
+			registered[c.Status.NodeName] = true
 		}
 	}
 	usage := map[string]scheduling.Resources{}
@@ -242,8 +246,9 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			byClaim[claim] = append(byClaim[claim], byNode[n.Name]...)
 			continue
 		}
-		if unlinked(n) {
-			// A node of ours that no NodeClaim has registered, and that no
+		if unlinked(n) && !registered[n.Name] {
+			// A node of ours that no NodeClaim has registered (by the
+			// node's labels or the NodeClaim's status), and that no
 			// NodeClaim in the cache has launched yet: its NodeClaim's
 			// launch is still on its way to the cache (a node can join
 			// sooner). That NodeClaim is counted in flight, with its pods;
