@@ -239,58 +239,6 @@ var _ = Describe("the provisioner", Ordered, func() {
 		}).Should(ContainElement("Pod should schedule on: node/initializing"))
 		Expect(nodeClaims()).To(HaveLen(1), "no NodeClaim for a pod an initializing node can take")
 	})
-	It("does not count a node that joined before its NodeClaim's launch reached the cache as room of its own", func() {
-		// The in-flight NodeClaim of the first spec (large, 2.5 of 16 CPU
-		// taken) has not recorded an instance yet; a node of the pool has
-		// joined and no NodeClaim has registered it: it is that launch.
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: "joined-early", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "joined-early"}},
-			Spec:       corev1.NodeSpec{ProviderID: "fake:///joined-early", Taints: []corev1.Taint{{Key: v1.UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute}}},
-		}
-		join(node, "16")
-		DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), node)).To(Succeed()) })
-
-		// 14 CPU: more than the NodeClaim has left, less than the node.
-		pod := unschedulablePod(ns, "needs-a-node", "14")
-		Expect(env.Client.Create(ctx, pod)).To(Succeed())
-		markUnschedulable(ctx, env.Client, pod)
-		settle(8)
-		Eventually(func() []v1.NodeClaim {
-			clk.Step(time.Second)
-			return nodeClaims()
-		}).Should(HaveLen(2), "planned onto the node's room, which its own NodeClaim already offers")
-		Eventually(func() []string { return notes("Nominated", "needs-a-node") }).Should(ConsistOf(HavePrefix("Pod should schedule on: nodeclaim/")))
-
-		// Its NodeClaim registers it; the node's own update has not reached
-		// the cache yet: the node is its room now.
-		var first *v1.NodeClaim
-		for _, c := range nodeClaims() {
-			if c.Spec.Resources.Requests.Cpu().String() == "2500m" {
-				first = &c
-			}
-		}
-		Expect(first).NotTo(BeNil())
-		first.Status.NodeName = "joined-early"
-		Expect(env.Client.Status().Update(ctx, first)).To(Succeed())
-		Eventually(func() string {
-			c := &v1.NodeClaim{}
-			Expect(mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(first), c)).To(Succeed())
-			return c.Status.NodeName
-		}).Should(Equal("joined-early"))
-		late := unschedulablePod(ns, "fits-the-registered-node", "12")
-		Expect(env.Client.Create(ctx, late)).To(Succeed())
-		DeferCleanup(func() {
-			Expect(env.Client.Delete(context.Background(), late, client.GracePeriodSeconds(0))).To(Succeed())
-		})
-		markUnschedulable(ctx, env.Client, late)
-		settle(9)
-		Eventually(func() []string {
-			clk.Step(time.Second)
-			return notes("Nominated", "fits-the-registered-node")
-		}).Should(ContainElement("Pod should schedule on: node/joined-early"))
-		Expect(nodeClaims()).To(HaveLen(2))
-	})
-
 	It("backs a pod off when kube-scheduler does not bind it onto the node planned for it, and makes no other NodeClaim meanwhile", func() {
 		disagreements := func() float64 {
 			families, err := reg.Gather()
@@ -307,7 +255,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 			Message: "0/4 nodes are available: 1 node(s) had volume node affinity conflict.", LastTransitionTime: metav1.Now()}}
 		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
-		settle(9)
+		settle(8)
 		Eventually(func() []string {
 			clk.Step(time.Second)
 			return notes("Nominated", "stubborn")

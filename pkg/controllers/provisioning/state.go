@@ -229,13 +229,9 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	// that in-flight NodeClaim: count it once, as the claim, with the pods
 	// already bound to it.
 	unregistered := map[string]string{}
-	registered := map[string]bool{}
 	for _, c := range liveClaims {
 		if c.Status.ProviderID != "" && c.Status.NodeName == "" && c.DeletionTimestamp == nil {
 			unregistered[c.Status.ProviderID] = c.Name
-		}
-		if c.Status.NodeName != "" {
-			registered[c.Status.NodeName] = true
 		}
 	}
 	usage := map[string]scheduling.Resources{}
@@ -244,15 +240,6 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		n := &nodes.Items[i]
 		if claim, ok := unregistered[n.Spec.ProviderID]; ok && n.Spec.ProviderID != "" {
 			byClaim[claim] = append(byClaim[claim], byNode[n.Name]...)
-			continue
-		}
-		if unlinked(n) && !registered[n.Name] {
-			// A node of ours that no NodeClaim has registered (by the
-			// node's labels or the NodeClaim's status), and that no
-			// NodeClaim in the cache has launched yet: its NodeClaim's
-			// launch is still on its way to the cache (a node can join
-			// sooner). That NodeClaim is counted in flight, with its pods;
-			// counting the node too offered its room twice.
 			continue
 		}
 		if leaving[n.Name] {
@@ -328,20 +315,6 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		s.input.NodePools = append(s.input.NodePools, sp)
 	}
 	return s, nil
-}
-
-// unlinked says a node is one of a NodePool's that has not been registered
-// (and still carries the taint that keeps pods off until it is).
-func unlinked(n *corev1.Node) bool {
-	if n.Labels[v1.NodePoolLabelKey] == "" || n.Labels[v1.RegisteredLabelKey] == "true" {
-		return false
-	}
-	for _, t := range n.Spec.Taints {
-		if t.Key == v1.UnregisteredTaintKey {
-			return true
-		}
-	}
-	return false
 }
 
 // leavingNodes are the nodes whose pods must find another place: tainted
