@@ -128,6 +128,8 @@ type fleetOverride struct {
 	subnet string
 	price  float64
 	arch   string
+	// ami is the class's image this type boots (its launch template's).
+	ami string
 }
 
 // alreadyLaunched returns the instance an earlier launch of the claim made,
@@ -257,9 +259,10 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	launched := l.result(types, inst.InstanceIds[0], string(inst.InstanceType), zone, capacityType)
 	// CreateFleet does not say which image; it is the one of the launch
 	// template the type was given (status.imageID, AMI drift).
-	for _, it := range types {
-		if it.Name == launched.InstanceType {
-			launched.ImageID = Images(class).For(it)
+	for _, o := range overrides {
+		if o.it.Name == launched.InstanceType {
+			launched.ImageID = o.ami
+			break
 		}
 	}
 	return launched, nil
@@ -336,7 +339,8 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			if r, ok := reqs[corev1.LabelInstanceTypeStable]; ok && !r.Has(it.Name) {
 				continue
 			}
-			if !compatible(reqs, it) || images.For(it) == "" {
+			ami := images.For(it)
+			if !compatible(reqs, it) || ami == "" {
 				continue
 			}
 			arch := ""
@@ -354,7 +358,7 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 				if !ok {
 					continue
 				}
-				out = append(out, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch})
+				out = append(out, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch, ami: ami})
 			}
 		}
 		if len(out) == 0 {
@@ -392,16 +396,11 @@ func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClai
 	// accelerator types).
 	byImage := map[string][]fleetOverride{}
 	var images []string
-	classImages := Images(class)
 	for _, o := range overrides {
-		ami := classImages.For(o.it)
-		if ami == "" {
-			continue
+		if _, ok := byImage[o.ami]; !ok {
+			images = append(images, o.ami)
 		}
-		if _, ok := byImage[ami]; !ok {
-			images = append(images, ami)
-		}
-		byImage[ami] = append(byImage[ami], o)
+		byImage[o.ami] = append(byImage[o.ami], o)
 	}
 	var configs []ec2types.FleetLaunchTemplateConfigRequest
 	for _, ami := range images {
