@@ -122,7 +122,7 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 // and returns the interruption handler for the cloud's notice source.
 func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*interruption.Controller, error) {
 	o, mgr, clk := op.Options, op.Manager, op.Clock
-	recorder := mgr.GetEventRecorder(EventSource)
+	recorder := op.Recorder
 	prov := provisioning.New(mgr.GetClient(), recorder, cloud, clk, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
 		BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
 		PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy), Process: op.Process, Early: o.EarlyProvisioning,

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -33,6 +34,8 @@ type Operator struct {
 	Clock clock.Clock
 	// Process is this process's id, written on the NodeClaims it creates.
 	Process string
+	// Recorder writes Backstop's events, at most EventWriters at once.
+	Recorder events.EventRecorder
 }
 
 // NewScheme returns a scheme with the built-in Kubernetes types and Backstop's APIs.
@@ -108,7 +111,11 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.
 	}); err != nil {
 		return nil, err
 	}
-	op := &Operator{Options: o, Log: log, Manager: mgr, Clock: clk, Process: string(uuid.NewUUID())}
+	recorder, err := newEventRecorder(mgr, cfg, mgr.GetHTTPClient(), scheme)
+	if err != nil {
+		return nil, err
+	}
+	op := &Operator{Options: o, Log: log, Manager: mgr, Clock: clk, Process: string(uuid.NewUUID()), Recorder: recorder}
 	if clients == nil || clients.EC2 == nil {
 		log.Info("no cloud provider configured: pending pods will not be provisioned")
 		return op, nil

@@ -1,0 +1,96 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	eventsv1 "k8s.io/api/events/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	eventsv1client "k8s.io/client-go/kubernetes/typed/events/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+)
+
+// EventWriters bounds the Events written to the API server at once.
+//
+// client-go's events broadcaster writes each Event from a goroutine of its
+// own, paced only by the client's rate limiter: a batch that nominates 500
+// pods sent up to --kube-client-burst requests at once. An API server allows
+// a client some number of streams on one HTTP/2 connection (100 for
+// kube-apiserver's defaults here); the requests over it made Go dial a new
+// TLS connection each — 123 in one 500-pod scale-up, each a handshake the
+// busy API server had to serve and a few kilobytes of key material held
+// here. Events wait their turn instead; nothing reads them to act.
+const EventWriters = 4
+
+// newEventRecorder starts Backstop's events broadcaster on its own client
+// (sharing the manager's connections) with EventWriters writers, and stops
+// it with the manager.
+func newEventRecorder(mgr manager.Manager, cfg *rest.Config, httpClient *http.Client, scheme *kruntime.Scheme) (events.EventRecorder, error) {
+	cs, err := eventsv1client.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("creating the events client: %w", err)
+	}
+	broadcaster := events.NewBroadcaster(boundedSink{next: &events.EventSinkImpl{Interface: cs}, slots: make(chan struct{}, EventWriters)})
+	// Recording starts now, not with the manager, so no event emitted
+	// before every runnable has started is dropped.
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting the events broadcaster: %w", err)
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(run context.Context) error {
+		<-run.Done()
+		broadcaster.Shutdown()
+		cancel()
+		return nil
+	})); err != nil {
+		broadcaster.Shutdown()
+		cancel()
+		return nil, err
+	}
+	return broadcaster.NewRecorder(scheme, EventSource), nil
+}
+
+// boundedSink lets at most cap(slots) writes reach the API server at once.
+type boundedSink struct {
+	next  events.EventSink
+	slots chan struct{}
+}
+
+func (s boundedSink) acquire(ctx context.Context) error {
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s boundedSink) release() { <-s.slots }
+
+func (s boundedSink) Create(ctx context.Context, event *eventsv1.Event) (*eventsv1.Event, error) {
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.release()
+	return s.next.Create(ctx, event)
+}
+
+func (s boundedSink) Update(ctx context.Context, event *eventsv1.Event) (*eventsv1.Event, error) {
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.release()
+	return s.next.Update(ctx, event)
+}
+
+func (s boundedSink) Patch(ctx context.Context, old *eventsv1.Event, data []byte) (*eventsv1.Event, error) {
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.release()
+	return s.next.Patch(ctx, old, data)
+}

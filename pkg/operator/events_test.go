@@ -1,0 +1,80 @@
+package operator_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/backstop-sh/backstop/pkg/operator"
+)
+
+// inFlight counts the Event writes under way and the most seen at once.
+type inFlight struct {
+	next      http.RoundTripper
+	now, most atomic.Int64
+	mu        sync.Mutex
+}
+
+func (f *inFlight) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost || !strings.Contains(req.URL.Path, "/apis/events.k8s.io/") {
+		return f.next.RoundTrip(req)
+	}
+	n := f.now.Add(1)
+	defer f.now.Add(-1)
+	f.mu.Lock()
+	f.most.Store(max(f.most.Load(), n))
+	f.mu.Unlock()
+	// An API server under load answers slowly; writes that overlap show.
+	time.Sleep(20 * time.Millisecond)
+	return f.next.RoundTrip(req)
+}
+
+var _ = Describe("events", func() {
+	It("writes every event, at most EventWriters at once, however many a batch emits", func() {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "events-"}}
+		Expect(env.Client.Create(context.Background(), ns)).To(Succeed())
+		opts, err := operator.ParseOptions([]string{"--cluster-name=test", "--metrics-bind-address=0", "--health-probe-bind-address=0",
+			"--leader-elect=false"}, func(string) string { return "" }, io.Discard)
+		Expect(err).NotTo(HaveOccurred())
+		counter := &inFlight{}
+		cfg := rest.CopyConfig(env.Config)
+		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
+		op, err := operator.New(cfg, opts, operator.NewLogger(opts), nil, clock.RealClock{})
+		Expect(err).NotTo(HaveOccurred())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- op.Start(ctx) }()
+		DeferCleanup(func() {
+			cancel()
+			Eventually(done, 30*time.Second).Should(Receive(BeNil()))
+		})
+
+		const n = 60
+		for i := range n {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: fmt.Sprintf("pod-%d", i), UID: types.UID(fmt.Sprintf("uid-%d", i))}}
+			op.Recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%d", i)
+		}
+		Eventually(func(g Gomega) {
+			var list eventsv1.EventList
+			g.Expect(env.Client.List(context.Background(), &list, client.InNamespace(ns.Name))).To(Succeed())
+			g.Expect(list.Items).To(HaveLen(n))
+		}, 30*time.Second).Should(Succeed(), "every event is written")
+		Expect(counter.most.Load()).To(BeNumerically("<=", operator.EventWriters), "writes wait their turn")
+		Expect(counter.most.Load()).To(BeNumerically(">", 1), "writes still overlap")
+	})
+})
