@@ -29,10 +29,15 @@ import (
 	"github.com/backstop-sh/backstop/pkg/controllers"
 )
 
-// LaunchFailures is told when a NodeClaim is given up for lack of capacity,
-// so its pods are planned again at once.
-type LaunchFailures interface {
+// LaunchOutcomes is provisioning, told how launches end.
+type LaunchOutcomes interface {
+	// LaunchFailed is told when a NodeClaim is given up for lack of
+	// capacity, so its pods are planned again at once.
 	LaunchFailed(claim *v1.NodeClaim, reason string)
+	// Launched is told of the instance made for a NodeClaim before the
+	// NodeClaim records it: a node that joins before the record reaches
+	// the cache is known as that NodeClaim's, not counted as room twice.
+	Launched(claim *v1.NodeClaim, providerID string)
 }
 
 // Launch is the launch step of the lifecycle.
@@ -41,7 +46,7 @@ type Launch struct {
 	cloud    cloudprovider.CloudProvider
 	recorder events.EventRecorder
 	clock    clock.Clock
-	failures LaunchFailures
+	failures LaunchOutcomes
 	metrics  *LaunchMetrics
 	// Workers launch this many NodeClaims at once, so one slow or failing
 	// launch never holds up the others.
@@ -70,7 +75,7 @@ func NewLaunchMetrics(reg prometheus.Registerer) *LaunchMetrics {
 }
 
 // NewLaunch returns the launch controller.
-func NewLaunch(c client.Client, cloud cloudprovider.CloudProvider, recorder events.EventRecorder, clk clock.Clock, failures LaunchFailures, metrics *LaunchMetrics) *Launch {
+func NewLaunch(c client.Client, cloud cloudprovider.CloudProvider, recorder events.EventRecorder, clk clock.Clock, failures LaunchOutcomes, metrics *LaunchMetrics) *Launch {
 	return &Launch{client: c, cloud: cloud, recorder: recorder, clock: clk, failures: failures, metrics: metrics, Workers: 10, Timeout: 5 * time.Minute}
 }
 
@@ -141,6 +146,7 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	}
 
 	l.launched.Store(claim.UID, &launched{inst: inst})
+	l.failures.Launched(claim, inst.ProviderID)
 	patch := client.MergeFrom(claim.DeepCopy())
 	if claim.Labels == nil {
 		claim.Labels = map[string]string{}

@@ -40,6 +40,8 @@ var _ = Describe("the launch controller", func() {
 		Expect(err).NotTo(HaveOccurred())
 		w.get(claim)
 		Expect(claim.Status.ProviderID).To(HavePrefix("fake:///zone-a/i-"))
+		Expect(failed.launched).To(Equal(map[string]string{claim.Name: claim.Status.ProviderID}),
+			"provisioning knows the instance before the cache shows the record")
 		Expect(claim.Status.Allocatable).To(HaveKey(corev1.ResourceCPU))
 		Expect(claim.Labels).To(HaveKeyWithValue(corev1.LabelInstanceTypeStable, "m5.large"))
 		Expect(claim.Labels).To(HaveKeyWithValue(corev1.LabelTopologyZone, "zone-a"))

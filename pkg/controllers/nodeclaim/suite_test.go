@@ -105,11 +105,21 @@ func request(obj client.Object) reconcile.Request {
 	return reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}
 }
 
-// failures records what LaunchFailed was told.
-type failures struct{ reasons []string }
+// failures records what LaunchFailed and Launched were told.
+type failures struct {
+	reasons  []string
+	launched map[string]string
+}
 
 func (f *failures) LaunchFailed(_ *v1.NodeClaim, reason string) {
 	f.reasons = append(f.reasons, reason)
+}
+
+func (f *failures) Launched(claim *v1.NodeClaim, providerID string) {
+	if f.launched == nil {
+		f.launched = map[string]string{}
+	}
+	f.launched[claim.Name] = providerID
 }
 
 // newPool creates a NodePool with a unique name.

@@ -66,6 +66,10 @@ func (b *Batcher) Nudge() {
 	}()
 }
 
+// SinceLastTrigger is how long ago the last Trigger came: at a batch, how
+// long after the last new pod it started.
+func (b *Batcher) SinceLastTrigger() time.Duration { return b.sinceLast() }
+
 func (b *Batcher) sinceLast() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()

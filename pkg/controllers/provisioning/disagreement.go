@@ -111,12 +111,15 @@ func (p *Provisioner) disagreed(ctx context.Context, pod *corev1.Pod, n nominati
 }
 
 // forgetBound drops the back-offs, nominations and knowledge of pods that are
-// no longer pending: bound, deleted or gone.
-func (p *Provisioner) forgetBound(pending map[types.UID]bool, pendingKeys map[types.NamespacedName]bool) {
+// no longer pending: bound, deleted or gone. A pod first seen after the
+// snapshot listed pods (listed at `listed`) is not in it and still pending:
+// forgetting it would make its next update look like a new pod, which
+// extends the window.
+func (p *Provisioner) forgetBound(pending map[types.UID]bool, pendingKeys map[types.NamespacedName]bool, listed time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for key := range p.known {
-		if !pendingKeys[key] {
+	for key, seen := range p.known {
+		if !pendingKeys[key] && !seen.After(listed) {
 			delete(p.known, key)
 		}
 	}

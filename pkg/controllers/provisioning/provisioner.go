@@ -61,13 +61,17 @@ type Provisioner struct {
 	fallbacks map[types.UID]fallback
 	// backoffs hold pods kube-scheduler would not bind where they were planned.
 	backoffs map[types.UID]backoff
-	// known are the pending pods already seen: only a new one extends a window.
-	known map[types.NamespacedName]bool
+	// known are the pending pods already seen, with when: only a new one
+	// extends a window.
+	known map[types.NamespacedName]time.Time
 	// placed are pods of leaving nodes planned onto registered nodes, by node.
 	placed map[types.UID]string
 	// failed are NodeClaims whose launch failed before their pods were
 	// nominated to them, with why and when; kept for nominationGrace.
 	failed map[string]failedLaunch
+	// launched are the provider ids of instances made for NodeClaims, by
+	// NodeClaim, until the cache's NodeClaim records them.
+	launched map[string]string
 }
 
 type failedLaunch struct {
@@ -96,8 +100,8 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 	return &Provisioner{
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
-		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]bool{},
-		placed: map[types.UID]string{}, failed: map[string]failedLaunch{},
+		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]time.Time{},
+		placed: map[types.UID]string{}, failed: map[string]failedLaunch{}, launched: map[string]string{},
 	}
 }
 
@@ -105,10 +109,10 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 func (p *Provisioner) observe(pod types.NamespacedName) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.known[pod] {
+	if _, ok := p.known[pod]; ok {
 		return false
 	}
-	p.known[pod] = true
+	p.known[pod] = p.clock.Now()
 	return true
 }
 
@@ -122,6 +126,35 @@ func (p *Provisioner) waiting() bool {
 
 // Trigger tells the provisioner a pod may need capacity.
 func (p *Provisioner) Trigger() { p.batcher.Trigger() }
+
+// Launched notes the instance made for a NodeClaim, before the NodeClaim's
+// record of it reaches the cache: a node that joins meanwhile is that
+// NodeClaim's capacity, not room of its own.
+func (p *Provisioner) Launched(claim *v1.NodeClaim, providerID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.launched[claim.Name] = providerID
+}
+
+// launchedInstances are the instances launched for live NodeClaims whose
+// record of them the cache does not show yet, by provider id; entries the
+// cache has caught up with, or whose NodeClaim is gone, are dropped.
+func (p *Provisioner) launchedInstances(live map[string]*v1.NodeClaim) map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]string{}
+	for name, id := range p.launched {
+		c, ok := live[name]
+		if !ok || c.Status.ProviderID != "" {
+			delete(p.launched, name)
+			continue
+		}
+		if c.Status.NodeName == "" && c.DeletionTimestamp == nil {
+			out[id] = name
+		}
+	}
+	return out
+}
 
 // LaunchFailed takes back the pods of a NodeClaim given up for lack of
 // capacity and plans them again at once (after one idle window); what ran out
@@ -218,6 +251,7 @@ func (p *Provisioner) NeedLeaderElection() bool { return true }
 // Provision plans one batch and creates its NodeClaims.
 func (p *Provisioner) Provision(ctx context.Context) error {
 	logger := log.FromContext(ctx)
+	sinceTrigger, began := p.batcher.SinceLastTrigger(), p.clock.Now()
 	snap, err := p.takeSnapshot(ctx)
 	if err != nil {
 		return err
@@ -227,6 +261,7 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		return nil
 	}
 	start := p.clock.Now()
+	snapshotTook := start.Sub(began)
 	plan := scheduling.Solve(snap.input)
 	p.unplaced.Store(int64(len(plan.Unschedulable)))
 	p.metrics.observe(len(snap.pending), p.clock.Since(start))
@@ -236,46 +271,10 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		planned = logger
 	}
 	planned.Info("planned capacity", "pods", len(snap.pending), "nodeclaims", len(plan.NewNodeClaims),
-		"existing-placements", len(plan.Existing), "unschedulable", len(plan.Unschedulable), "duration", p.clock.Since(start).String())
+		"existing-placements", len(plan.Existing), "unschedulable", len(plan.Unschedulable), "duration", p.clock.Since(start).String(),
+		"snapshot", snapshotTook.String(), "since-last-new-pod", sinceTrigger.String())
 
-	// NodeClaims are created concurrently, each launched as soon as it exists.
-	// Their events wait until all are created: the API server has better
-	// things to do than record a nomination per pod while claims queue.
-	var (
-		wg    sync.WaitGroup
-		errMu sync.Mutex
-		errs  []error
-		done  = make([]*v1.NodeClaim, len(plan.NewNodeClaims))
-		fbs   = make([]map[types.UID]fallback, len(plan.NewNodeClaims))
-		slots = make(chan struct{}, createWorkers)
-	)
-	for i, nc := range plan.NewNodeClaims {
-		wg.Add(1)
-		slots <- struct{}{}
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			created, err := p.create(ctx, snap.pools[nc.NodePool], nc, nil)
-			if err != nil {
-				errMu.Lock()
-				errs = append(errs, err)
-				errMu.Unlock()
-				return
-			}
-			fbs[i] = p.nominate(nc.Pods, created)
-			done[i] = created
-		}()
-	}
-	wg.Wait()
-	for i, created := range done {
-		if created == nil || fbs[i] == nil {
-			continue
-		}
-		pods := plan.NewNodeClaims[i].Pods
-		for _, pod := range pods {
-			p.recorder.Eventf(pod, created, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", created.Name)
-		}
-		p.reportFallbacks(pods, created, fbs[i])
-	}
+	errs := p.createAll(ctx, snap, plan.NewNodeClaims)
 	for _, placement := range plan.Existing {
 		if AwaitsScheduler(placement.Pod) && !snap.inFlight[placement.Node] {
 			// kube-scheduler will place it on room that exists; nothing
@@ -304,6 +303,54 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 		return fmt.Errorf("creating %d of %d nodeclaims failed, first: %w", len(errs), len(plan.NewNodeClaims), errs[0])
 	}
 	return nil
+}
+
+// createAll creates planned NodeClaims concurrently, each launched as soon
+// as it exists, and nominates their pods. Their events wait until all are
+// created: the API server has better things to do than record a nomination
+// per pod while claims queue.
+func (p *Provisioner) createAll(ctx context.Context, snap *snapshot, claims []*scheduling.NewNodeClaim) []error {
+	if len(claims) == 0 {
+		return nil
+	}
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		errs  []error
+		done  = make([]*v1.NodeClaim, len(claims))
+		fbs   = make([]map[types.UID]fallback, len(claims))
+		slots = make(chan struct{}, createWorkers)
+		began = p.clock.Now()
+	)
+	for i, nc := range claims {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			created, err := p.create(ctx, snap.pools[nc.NodePool], nc, nil)
+			if err != nil {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+				return
+			}
+			fbs[i] = p.nominate(nc.Pods, created)
+			done[i] = created
+		}()
+	}
+	wg.Wait()
+	log.FromContext(ctx).V(1).Info("created nodeclaims", "nodeclaims", len(claims)-len(errs), "failed", len(errs), "duration", p.clock.Since(began).String())
+	for i, created := range done {
+		if created == nil || fbs[i] == nil {
+			continue
+		}
+		pods := claims[i].Pods
+		for _, pod := range pods {
+			p.recorder.Eventf(pod, created, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", created.Name)
+		}
+		p.reportFallbacks(pods, created, fbs[i])
+	}
+	return errs
 }
 
 // create turns a planned NodeClaim into an API object, with extra

@@ -76,6 +76,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		reg    *prometheus.Registry
 		ns     string
 		mgr    ctrl.Manager
+		p      *provisioning.Provisioner
 	)
 
 	BeforeAll(func() {
@@ -89,7 +90,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		// The fake cloud offers two sizes in two zones.
 		cloud := fake.New(clk)
 		cloud.Types = []*scheduling.InstanceType{instanceType("small", 2), instanceType("large", 16)}
-		p := provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), cloud,
+		p = provisioning.New(mgr.GetClient(), mgr.GetEventRecorder("karpenter"), cloud,
 			clk, provisioning.NewMetrics(reg), provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Process: "this-process"})
 		Expect(p.Register(mgr)).To(Succeed())
 		go func() {
@@ -239,6 +240,30 @@ var _ = Describe("the provisioner", Ordered, func() {
 		}).Should(ContainElement("Pod should schedule on: node/initializing"))
 		Expect(nodeClaims()).To(HaveLen(1), "no NodeClaim for a pod an initializing node can take")
 	})
+
+	It("counts a node that joined before its NodeClaim's record of the launch reached the cache once, as that NodeClaim", func() {
+		// The first spec's NodeClaim (large, 2.5 of 16 CPU planned) is
+		// launched; its node joins before the launch's status write is in
+		// the cache, as a fast-booting instance can.
+		claim := nodeClaims()[0]
+		Expect(claim.Status.ProviderID).To(BeEmpty())
+		p.Launched(&claim, "fake:///joined-early")
+		join(&corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: "joined-early", Labels: map[string]string{v1.NodePoolLabelKey: "batch", corev1.LabelHostname: "joined-early"}},
+			Spec:       corev1.NodeSpec{ProviderID: "fake:///joined-early", Taints: []corev1.Taint{v1.UnregisteredNoExecuteTaint}},
+		}, "16")
+
+		// 14 CPU: more than the NodeClaim has left, less than the node has.
+		pod := unschedulablePod(ns, "needs-a-node", "14")
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		markUnschedulable(ctx, env.Client, pod)
+		settle(8)
+		Eventually(func() []v1.NodeClaim {
+			clk.Step(time.Second)
+			return nodeClaims()
+		}).Should(HaveLen(2), "planned onto the node's room, which its NodeClaim already offers")
+		Eventually(func() []string { return notes("Nominated", "needs-a-node") }).Should(ConsistOf(HavePrefix("Pod should schedule on: nodeclaim/")))
+	})
 	It("backs a pod off when kube-scheduler does not bind it onto the node planned for it, and makes no other NodeClaim meanwhile", func() {
 		disagreements := func() float64 {
 			families, err := reg.Gather()
@@ -255,7 +280,7 @@ var _ = Describe("the provisioner", Ordered, func() {
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 			Message: "0/4 nodes are available: 1 node(s) had volume node affinity conflict.", LastTransitionTime: metav1.Now()}}
 		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
-		settle(8)
+		settle(9)
 		Eventually(func() []string {
 			clk.Step(time.Second)
 			return notes("Nominated", "stubborn")

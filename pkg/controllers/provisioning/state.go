@@ -93,6 +93,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	// reads them (a pod it must change is copied first, as are taints it
 	// adds to), and copying them on every plan was a tenth of the
 	// controller's CPU and most of what a scale-up allocated.
+	listed := p.clock.Now()
 	var pods corev1.PodList
 	if err := p.client.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing pods: %w", err)
@@ -141,7 +142,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	pendingNow := map[types.UID]bool{}
 	pendingKeys := map[types.NamespacedName]bool{}
 	var awaiting []awaited
-	defer p.forgetBound(pendingNow, pendingKeys)
+	defer p.forgetBound(pendingNow, pendingKeys, listed)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		switch {
@@ -217,7 +218,6 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			s.pending = append(s.pending, a.pod)
 		}
 	}
-	s.input.Pods = s.pending
 	s.unsettled = len(pendingNow)
 
 	for i := range pools.Items {
@@ -227,8 +227,9 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 
 	// A Node whose NodeClaim has not registered it yet is the same capacity as
 	// that in-flight NodeClaim: count it once, as the claim, with the pods
-	// already bound to it.
-	unregistered := map[string]string{}
+	// already bound to it. The NodeClaim's record of its instance may not
+	// have reached the cache when the node joins; the launch said which.
+	unregistered := p.launchedInstances(liveClaims)
 	for _, c := range liveClaims {
 		if c.Status.ProviderID != "" && c.Status.NodeName == "" && c.DeletionTimestamp == nil {
 			unregistered[c.Status.ProviderID] = c.Name
@@ -246,9 +247,10 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			// Nothing is planned onto a node on its way out.
 			continue
 		}
+		alloc := scheduling.ResourcesFromList(n.Status.Allocatable)
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
 			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n, s.pools[n.Labels[v1.NodePoolLabelKey]]),
-			Allocatable: scheduling.ResourcesFromList(n.Status.Allocatable), Pods: byNode[n.Name],
+			Allocatable: alloc, Pods: byNode[n.Name],
 		})
 		if pool := n.Labels[v1.NodePoolLabelKey]; pool != "" {
 			usage[pool] = usage[pool].Add(scheduling.ResourcesFromList(n.Status.Capacity))
@@ -303,6 +305,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		}
 	}
 
+	s.input.Pods = s.pending
 	for name, pool := range s.pools {
 		sp, err := schedulingPool(pool)
 		if err != nil {
