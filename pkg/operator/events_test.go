@@ -56,13 +56,7 @@ var _ = Describe("events", func() {
 		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
 		op, err := operator.New(cfg, opts, operator.NewLogger(opts), nil, clock.RealClock{})
 		Expect(err).NotTo(HaveOccurred())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- op.Start(ctx) }()
-		DeferCleanup(func() {
-			cancel()
-			Eventually(done, 30*time.Second).Should(Receive(BeNil()))
-		})
+		start(op)
 
 		const n = 60
 		for i := range n {

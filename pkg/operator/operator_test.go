@@ -37,6 +37,17 @@ func get(url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// start runs the operator until the spec ends, and checks it then stops cleanly.
+func start(op *operator.Operator) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- op.Start(ctx) }()
+	DeferCleanup(func() {
+		cancel()
+		Eventually(done, 30*time.Second).Should(Receive(BeNil()), "the manager should stop cleanly")
+	})
+}
+
 var _ = Describe("the manager", func() {
 	It("wins a leader election Lease and serves health, readiness and Prometheus metrics", func() {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "backstop-"}}
@@ -49,14 +60,7 @@ var _ = Describe("the manager", func() {
 		Expect(err).NotTo(HaveOccurred())
 		op, err := operator.New(env.Config, opts, operator.NewLogger(opts), nil, clock.RealClock{})
 		Expect(err).NotTo(HaveOccurred())
-
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- op.Start(ctx) }()
-		DeferCleanup(func() {
-			cancel()
-			Eventually(done, 30*time.Second).Should(Receive(BeNil()), "the manager should stop cleanly")
-		})
+		start(op)
 
 		Eventually(func() int { code, _ := get("http://" + probes + "/healthz"); return code }, 30*time.Second).Should(Equal(http.StatusOK))
 		Eventually(func() int { code, _ := get("http://" + probes + "/readyz"); return code }, 30*time.Second).Should(Equal(http.StatusOK))
