@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/go-logr/logr"
 	eventsv1 "k8s.io/api/events/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	eventsv1client "k8s.io/client-go/kubernetes/typed/events/v1"
@@ -26,9 +27,10 @@ import (
 const EventWriters = 4
 
 // newEventRecorder starts Backstop's events broadcaster on its own client
-// (sharing the manager's connections) with EventWriters writers, and stops
-// it with the manager.
-func newEventRecorder(mgr manager.Manager, cfg *rest.Config, httpClient *http.Client, scheme *kruntime.Scheme) (events.EventRecorder, error) {
+// (sharing the manager's connections) with EventWriters writers, logs each
+// event at debug level, as controller-runtime's recorder did, and stops it
+// with the manager.
+func newEventRecorder(mgr manager.Manager, cfg *rest.Config, httpClient *http.Client, scheme *kruntime.Scheme, logger logr.Logger) (events.EventRecorder, error) {
 	cs, err := eventsv1client.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("creating the events client: %w", err)
@@ -41,14 +43,23 @@ func newEventRecorder(mgr manager.Manager, cfg *rest.Config, httpClient *http.Cl
 		cancel()
 		return nil, fmt.Errorf("starting the events broadcaster: %w", err)
 	}
+	stopLogging, err := broadcaster.StartLogging(logger.WithName("events").V(1))
+	if err != nil {
+		broadcaster.Shutdown()
+		cancel()
+		return nil, fmt.Errorf("logging events: %w", err)
+	}
+	stop := func() {
+		stopLogging()
+		broadcaster.Shutdown()
+		cancel()
+	}
 	if err := mgr.Add(manager.RunnableFunc(func(run context.Context) error {
 		<-run.Done()
-		broadcaster.Shutdown()
-		cancel()
+		stop()
 		return nil
 	})); err != nil {
-		broadcaster.Shutdown()
-		cancel()
+		stop()
 		return nil, err
 	}
 	return broadcaster.NewRecorder(scheme, EventSource), nil

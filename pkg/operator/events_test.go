@@ -44,17 +44,36 @@ func (f *inFlight) RoundTrip(req *http.Request) (*http.Response, error) {
 	return f.next.RoundTrip(req)
 }
 
+// syncBuffer is a log sink safe for the goroutines that write to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 var _ = Describe("events", func() {
 	It("writes every event, at most EventWriters at once, however many a batch emits", func() {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "events-"}}
 		Expect(env.Client.Create(context.Background(), ns)).To(Succeed())
 		opts, err := operator.ParseOptions([]string{"--cluster-name=test", "--metrics-bind-address=0", "--health-probe-bind-address=0",
-			"--leader-elect=false"}, func(string) string { return "" }, io.Discard)
+			"--leader-elect=false", "--log-level=debug"}, func(string) string { return "" }, io.Discard)
 		Expect(err).NotTo(HaveOccurred())
 		counter := &inFlight{}
 		cfg := rest.CopyConfig(env.Config)
 		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
-		op, err := operator.New(cfg, opts, operator.NewLogger(opts), nil, clock.RealClock{})
+		logs := &syncBuffer{}
+		op, err := operator.New(cfg, opts, operator.NewLoggerTo(opts, logs), nil, clock.RealClock{})
 		Expect(err).NotTo(HaveOccurred())
 		start(op)
 
@@ -70,5 +89,6 @@ var _ = Describe("events", func() {
 		}, 30*time.Second).Should(Succeed(), "every event is written")
 		Expect(counter.most.Load()).To(BeNumerically("<=", operator.EventWriters), "writes wait their turn")
 		Expect(counter.most.Load()).To(BeNumerically(">", 1), "writes still overlap")
+		Eventually(logs.String).Should(ContainSubstring("Pod should schedule on: nodeclaim/59"), "events are logged at debug level")
 	})
 })

@@ -111,7 +111,7 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.
 	}); err != nil {
 		return nil, err
 	}
-	recorder, err := newEventRecorder(mgr, cfg, mgr.GetHTTPClient(), scheme)
+	recorder, err := newEventRecorder(mgr, cfg, mgr.GetHTTPClient(), scheme, log)
 	if err != nil {
 		return nil, err
 	}

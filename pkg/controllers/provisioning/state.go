@@ -218,6 +218,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			s.pending = append(s.pending, a.pod)
 		}
 	}
+	s.input.Pods = s.pending
 	s.unsettled = len(pendingNow)
 
 	for i := range pools.Items {
@@ -247,10 +248,9 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			// Nothing is planned onto a node on its way out.
 			continue
 		}
-		alloc := scheduling.ResourcesFromList(n.Status.Allocatable)
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
 			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n, s.pools[n.Labels[v1.NodePoolLabelKey]]),
-			Allocatable: alloc, Pods: byNode[n.Name],
+			Allocatable: scheduling.ResourcesFromList(n.Status.Allocatable), Pods: byNode[n.Name],
 		})
 		if pool := n.Labels[v1.NodePoolLabelKey]; pool != "" {
 			usage[pool] = usage[pool].Add(scheduling.ResourcesFromList(n.Status.Capacity))
@@ -305,7 +305,6 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		}
 	}
 
-	s.input.Pods = s.pending
 	for name, pool := range s.pools {
 		sp, err := schedulingPool(pool)
 		if err != nil {
