@@ -71,37 +71,25 @@ type boundedSink struct {
 	slots chan struct{}
 }
 
-func (s boundedSink) acquire(ctx context.Context) error {
+// write runs one write once a slot is free, or gives up when ctx ends first.
+func (s boundedSink) write(ctx context.Context, f func() (*eventsv1.Event, error)) (*eventsv1.Event, error) {
 	select {
 	case s.slots <- struct{}{}:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
+	defer func() { <-s.slots }()
+	return f()
 }
 
-func (s boundedSink) release() { <-s.slots }
-
 func (s boundedSink) Create(ctx context.Context, event *eventsv1.Event) (*eventsv1.Event, error) {
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer s.release()
-	return s.next.Create(ctx, event)
+	return s.write(ctx, func() (*eventsv1.Event, error) { return s.next.Create(ctx, event) })
 }
 
 func (s boundedSink) Update(ctx context.Context, event *eventsv1.Event) (*eventsv1.Event, error) {
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer s.release()
-	return s.next.Update(ctx, event)
+	return s.write(ctx, func() (*eventsv1.Event, error) { return s.next.Update(ctx, event) })
 }
 
 func (s boundedSink) Patch(ctx context.Context, old *eventsv1.Event, data []byte) (*eventsv1.Event, error) {
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer s.release()
-	return s.next.Patch(ctx, old, data)
+	return s.write(ctx, func() (*eventsv1.Event, error) { return s.next.Patch(ctx, old, data) })
 }
