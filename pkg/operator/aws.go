@@ -126,6 +126,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	prov := provisioning.New(mgr.GetClient(), recorder, cloud, clk, provisioning.NewMetrics(crmetrics.Registry), provisioning.Options{
 		BatchIdleDuration: o.BatchIdleDuration, BatchMaxDuration: o.BatchMaxDuration,
 		PreferencePolicy: scheduling.PreferencePolicy(o.PreferencePolicy), Process: op.Process, Early: o.EarlyProvisioning,
+		FillEarly: o.EarlyNodeClaims,
 	})
 	if err := prov.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the provisioner: %w", err)

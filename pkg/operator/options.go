@@ -23,6 +23,7 @@ type Options struct {
 	MetricsBindAddress      string
 	EnableProfiling         bool
 	EarlyProvisioning       bool
+	EarlyNodeClaims         bool
 	MemoryLimit             int64
 	HealthProbeBindAddress  string
 	LeaderElect             bool
@@ -91,6 +92,7 @@ func ParseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.DurationVar(&o.BatchMaxDuration, "batch-max-duration", env.duration("batch-max-duration", 10*time.Second), "a batch of pending pods closes after this long at most [BATCH_MAX_DURATION]")
 	fs.Int64Var(&o.MemoryLimit, "memory-limit", env.int64("memory-limit", -1), "the container's memory limit in bytes; Go's soft memory limit is set to 90% of it unless GOMEMLIMIT is set (the chart passes limits.memory) [MEMORY_LIMIT]")
 	fs.BoolVar(&o.EarlyProvisioning, "early-provisioning", env.boolean("early-provisioning", true), "plan new pods before kube-scheduler has judged them, on existing room first; false waits for its Unschedulable verdict, as Karpenter does [EARLY_PROVISIONING]")
+	fs.BoolVar(&o.EarlyNodeClaims, "early-nodeclaims", env.boolean("early-nodeclaims", true), "while a batch window is open and new pods keep coming, create the NodeClaims the pods seen so far fill (every 250 ms) instead of waiting for the window to close; false creates every NodeClaim of a batch when it closes [EARLY_NODECLAIMS]")
 	fs.StringVar(&o.PreferencePolicy, "preference-policy", env.str("preference-policy", "Respect"), "Respect or Ignore preferred affinities and ScheduleAnyway spread when planning [PREFERENCE_POLICY]")
 	fs.StringVar(&o.InterruptionQueue, "interruption-queue", env.str("interruption-queue", ""), "SQS queue (name or URL) EventBridge feeds with Spot interruption warnings, rebalance recommendations, scheduled changes and instance state changes; empty turns interruption handling off [INTERRUPTION_QUEUE]")
 	fs.BoolVar(&o.ReplaceOnRebalance, "replace-on-rebalance", env.boolean("replace-on-rebalance", false), "replace a Spot node when EC2 recommends rebalancing it, not only on its interruption warning [REPLACE_ON_REBALANCE]")

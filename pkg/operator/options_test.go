@@ -31,7 +31,7 @@ var _ = Describe("options", func() {
 			"AWS_REGION": "eu-west-1", "AWS_ENDPOINT": "http://127.0.0.1:4566", "UNAVAILABLE_OFFERINGS_TTL": "1m",
 			"REGISTRATION_TTL": "5m", "GC_INTERVAL": "30s", "DISRUPTION_INTERVAL": "20s", "LAUNCH_TIMEOUT": "2m",
 			"LEADER_ELECTION_LEASE_DURATION": "6s", "LEADER_ELECTION_RENEW_DEADLINE": "4s", "LEADER_ELECTION_RETRY_PERIOD": "1s",
-			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80", "ENABLE_PROFILING": "true", "EARLY_PROVISIONING": "false", "MEMORY_LIMIT": "1073741824",
+			"KUBE_CLIENT_QPS": "50.5", "KUBE_CLIENT_BURST": "80", "ENABLE_PROFILING": "true", "EARLY_PROVISIONING": "false", "EARLY_NODECLAIMS": "false", "MEMORY_LIMIT": "1073741824",
 			"RETURN_TO_PREFERRED_POOL": "false", "RETURN_COOLDOWN": "10m", "RETURN_MAX_PER_INTERVAL": "3", "RETURN_INTERVAL": "15m",
 			"RETURN_MIN_SAVING": "0.25", "RETURN_TIMEOUT": "30m",
 		}), io.Discard)
@@ -72,6 +72,7 @@ var _ = Describe("options", func() {
 		Expect(o.KubeClientQPS).To(Equal(200.0), "not client-go's 5 requests a second")
 		Expect(o.KubeClientBurst).To(Equal(300))
 		Expect(o.EarlyProvisioning).To(BeTrue(), "new pods are planned before kube-scheduler's verdict")
+		Expect(o.EarlyNodeClaims).To(BeTrue(), "NodeClaims the pods fill are created while the window is open")
 		Expect(o.EnableProfiling).To(BeFalse())
 		Expect(o.MemoryLimit).To(Equal(int64(-1)), "no memory limit unless the chart passes one")
 		Expect(o.ReturnToPreferredPool).To(BeTrue(), "fallback nodes go back to Spot by default")

@@ -78,7 +78,13 @@ func (b *Batcher) sinceLast() time.Duration {
 
 // Wait blocks until a window opens and then closes; it returns false when ctx
 // ends first. Triggers that arrive while nobody waits open the next window.
-func (b *Batcher) Wait(ctx context.Context) bool {
+func (b *Batcher) Wait(ctx context.Context) bool { return b.WaitWith(ctx, 0, nil) }
+
+// WaitWith is Wait that, while the window is open, calls during every
+// `every` if a Trigger came since the last call that reported it started
+// (nil: never). during must not block for long: the window cannot close
+// while it runs.
+func (b *Batcher) WaitWith(ctx context.Context, every time.Duration, during func() bool) bool {
 	select {
 	case <-b.trigger:
 	case <-ctx.Done():
@@ -88,8 +94,21 @@ func (b *Batcher) Wait(ctx context.Context) bool {
 	defer maxTimer.Stop()
 	idleTimer := b.clock.NewTimer(b.idle - b.sinceLast())
 	defer func() { idleTimer.Stop() }()
+	var tick <-chan time.Time
+	var seen time.Time
+	if during != nil && every > 0 {
+		tick = b.clock.After(every)
+	}
 	for {
 		select {
+		case <-tick:
+			b.mu.Lock()
+			last := b.last
+			b.mu.Unlock()
+			if last.After(seen) && during() {
+				seen = last
+			}
+			tick = b.clock.After(every)
 		case <-b.trigger:
 			// The idle deadline moved; it is checked when the timer fires.
 		case <-idleTimer.C():

@@ -2,6 +2,7 @@ package provisioning_test
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -112,5 +113,51 @@ var _ = Describe("the batcher", func() {
 		waitForTimers()
 		cancel()
 		Eventually(closed).Should(Receive(BeFalse()))
+	})
+})
+
+var _ = Describe("the batcher's rounds while a window is open", func() {
+	It("calls for a round every period in which a trigger came, again when a round could not start, and never after the window", func() {
+		clk := clocktesting.NewFakeClock(time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC))
+		batcher := provisioning.NewBatcher(clk, time.Second, 10*time.Second)
+		ctx, cancel := context.WithCancel(context.Background())
+		DeferCleanup(cancel)
+		rounds := make(chan struct{}, 10)
+		var start atomic.Bool
+		start.Store(true)
+		closed := make(chan bool, 1)
+		go func() {
+			closed <- batcher.WaitWith(ctx, 250*time.Millisecond, func() bool {
+				rounds <- struct{}{}
+				return start.Load()
+			})
+		}()
+		batcher.Trigger()
+		// The max, idle and round timers.
+		Eventually(clk.Waiters).Should(Equal(3))
+		clk.Step(250 * time.Millisecond)
+		Eventually(rounds).Should(Receive(), "the window's first trigger")
+		Eventually(clk.Waiters).Should(Equal(3))
+
+		clk.Step(250 * time.Millisecond)
+		Consistently(rounds, 50*time.Millisecond).ShouldNot(Receive(), "no trigger since the last round")
+
+		batcher.Trigger()
+		start.Store(false)
+		Eventually(clk.Waiters).Should(Equal(3))
+		clk.Step(250 * time.Millisecond)
+		Eventually(rounds).Should(Receive(), "a new trigger")
+		Eventually(clk.Waiters).Should(Equal(3))
+		clk.Step(250 * time.Millisecond)
+		Eventually(rounds).Should(Receive(), "the round before could not start")
+		start.Store(true)
+		Eventually(clk.Waiters).Should(Equal(3))
+		clk.Step(250 * time.Millisecond)
+		Eventually(rounds).Should(Receive(), "nor that one")
+		Eventually(clk.Waiters).Should(Equal(3))
+
+		clk.Step(250 * time.Millisecond)
+		Eventually(closed).Should(Receive(BeTrue()), "a second after the last trigger")
+		Expect(rounds).NotTo(Receive(), "that round started")
 	})
 })

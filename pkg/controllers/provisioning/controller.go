@@ -39,6 +39,17 @@ func (p *Provisioner) Register(mgr manager.Manager) error {
 	})); err != nil {
 		return err
 	}
+	// A NodeClaim this process created counts in plans until the cache has
+	// it; from then on the cache says whether it still exists.
+	if err := builder.ControllerManagedBy(mgr).Named("provisioning.nodeclaims").WithOptions(controllers.Options()).
+		For(&v1.NodeClaim{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(event.UpdateEvent) bool { return false }, GenericFunc: func(event.GenericEvent) bool { return false },
+		})).Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
+		p.cached(req.Name)
+		return reconcile.Result{}, nil
+	})); err != nil {
+		return err
+	}
 	return builder.ControllerManagedBy(mgr).
 		Named("provisioning.pods").
 		WithOptions(controllers.Options()).

@@ -37,6 +37,12 @@ type Options struct {
 	// Early plans pods kube-scheduler has not judged yet (AwaitsScheduler)
 	// with the Unschedulable ones.
 	Early bool
+	// FillEarly plans the pods seen so far every FillEvery while a window
+	// is open and new pods keep coming, and creates the NodeClaims they fill
+	// (no option has room for another of the batch's smallest pods) without
+	// waiting for the window to close; the rest wait for it.
+	FillEarly bool
+	FillEvery time.Duration
 }
 
 // Provisioner plans capacity for batches of pending pods and creates NodeClaims.
@@ -53,6 +59,11 @@ type Provisioner struct {
 	rechecking atomic.Bool
 	// unplaced is how many pods the last batch could place nowhere.
 	unplaced atomic.Int64
+	// claims keep what plans read of in-flight NodeClaims.
+	claims claimViews
+	// filling is held while an early round plans and creates; a batch
+	// waits for it, so no pod is planned twice.
+	filling sync.Mutex
 
 	mu          sync.Mutex
 	nominations map[types.UID]nomination
@@ -72,6 +83,15 @@ type Provisioner struct {
 	// launched are the provider ids of instances made for NodeClaims, by
 	// NodeClaim, until the cache's NodeClaim records them.
 	launched map[string]string
+	// created are the NodeClaims this process created, until the cache
+	// has them (or nominationGrace passes): a plan made meanwhile counts
+	// their room, which the pods of the next batch may use.
+	created map[string]createdClaim
+}
+
+type createdClaim struct {
+	claim *v1.NodeClaim
+	at    time.Time
 }
 
 type failedLaunch struct {
@@ -97,11 +117,15 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 	if opts.NominationTTL == 0 {
 		opts.NominationTTL = 20 * time.Minute
 	}
+	if opts.FillEvery == 0 {
+		opts.FillEvery = defaultFillEvery
+	}
 	return &Provisioner{
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
 		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]time.Time{},
 		placed: map[types.UID]string{}, failed: map[string]failedLaunch{}, launched: map[string]string{},
+		created: map[string]createdClaim{},
 	}
 }
 
@@ -156,11 +180,35 @@ func (p *Provisioner) launchedInstances(live map[string]*v1.NodeClaim) map[strin
 	return out
 }
 
+// cached notes that the cache has had a NodeClaim: if it is not there now,
+// it was deleted.
+func (p *Provisioner) cached(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.created, name)
+}
+
+// withCreated adds to the NodeClaims the cache shows those this process
+// created that it has not had yet; entries it shows, and those older than
+// nominationGrace, are dropped.
+func (p *Provisioner) withCreated(live map[string]*v1.NodeClaim) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, c := range p.created {
+		if _, ok := live[name]; ok || p.clock.Since(c.at) > nominationGrace {
+			delete(p.created, name)
+			continue
+		}
+		live[name] = c.claim
+	}
+}
+
 // LaunchFailed takes back the pods of a NodeClaim given up for lack of
 // capacity and plans them again at once (after one idle window); what ran out
 // is already marked unavailable, so the plan moves on.
 func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
 	p.mu.Lock()
+	delete(p.created, claim.Name)
 	fb := fallback{pool: claim.Labels[v1.NodePoolLabelKey], reason: reason}
 	found := false
 	for uid, n := range p.nominations {
@@ -192,7 +240,11 @@ func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
 func (p *Provisioner) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("provisioner")
 	failures, unplacedRounds := 0, 0
-	for p.batcher.Wait(ctx) {
+	var during func() bool
+	if p.opts.FillEarly {
+		during = func() bool { return p.fillEarly(log.IntoContext(ctx, logger)) }
+	}
+	for p.batcher.WaitWith(ctx, p.opts.FillEvery, during) {
 		if err := p.Provision(log.IntoContext(ctx, logger)); err != nil {
 			failures++
 			wait := min(retryBase<<min(failures-1, 10), retryMax)
@@ -252,6 +304,9 @@ func (p *Provisioner) NeedLeaderElection() bool { return true }
 func (p *Provisioner) Provision(ctx context.Context) error {
 	logger := log.FromContext(ctx)
 	sinceTrigger, began := p.batcher.SinceLastTrigger(), p.clock.Now()
+	// An early round still creating has nominated nothing yet.
+	p.filling.Lock()
+	defer p.filling.Unlock()
 	snap, err := p.takeSnapshot(ctx)
 	if err != nil {
 		return err
@@ -353,6 +408,70 @@ func (p *Provisioner) createAll(ctx context.Context, snap *snapshot, claims []*s
 	return errs
 }
 
+// fillEarly plans the pods seen so far of a window still open and creates
+// the NodeClaims they fill, in the background; the batch that closes the
+// window waits for it and plans the rest. It reports whether it started: a
+// round still under way when the next is due is let be.
+func (p *Provisioner) fillEarly(ctx context.Context) bool {
+	if !p.filling.TryLock() {
+		return false
+	}
+	go func() {
+		defer p.filling.Unlock()
+		logger := log.FromContext(ctx)
+		snap, err := p.takeSnapshot(ctx)
+		if err != nil || len(snap.pending) == 0 {
+			return
+		}
+		plan := scheduling.Solve(snap.input)
+		full := filled(plan.NewNodeClaims, snap)
+		if len(full) == 0 {
+			return
+		}
+		logger.Info("creating filled nodeclaims while the batch window is open", "pods", len(snap.pending), "nodeclaims", len(full))
+		if errs := p.createAll(ctx, snap, full); len(errs) > 0 {
+			// Their pods are planned again when the window closes.
+			cause := cloudprovider.CauseOf(errs[0])
+			logger.Error(errs[0], "creating filled nodeclaims early failed; the batch plans their pods", "failed", len(errs),
+				"error-code", cause.Code, "request-id", cause.RequestID)
+		}
+	}()
+	return true
+}
+
+// filled are the planned NodeClaims no pod of the batch could join: on
+// every instance type still possible, the room left would not take the
+// batch's smallest pod. Claims holding pods of leaving nodes wait for the
+// batch.
+func filled(claims []*scheduling.NewNodeClaim, snap *snapshot) []*scheduling.NewNodeClaim {
+	var smallest scheduling.Resources
+	for i, pod := range snap.pending {
+		r := scheduling.PodRequests(pod)
+		if i == 0 {
+			smallest = r
+			continue
+		}
+		smallest.CPU, smallest.Memory, smallest.Pods = min(smallest.CPU, r.CPU), min(smallest.Memory, r.Memory), min(smallest.Pods, r.Pods)
+	}
+	smallest.Storage, smallest.Extended = 0, nil
+	var out []*scheduling.NewNodeClaim
+next:
+	for _, nc := range claims {
+		for _, pod := range nc.Pods {
+			if snap.displaced[pod.UID] {
+				continue next
+			}
+		}
+		for _, it := range nc.InstanceTypes {
+			if smallest.Fits(it.Allocatable().Sub(nc.Requests)) {
+				continue next
+			}
+		}
+		out = append(out, nc)
+	}
+	return out
+}
+
 // create turns a planned NodeClaim into an API object, with extra
 // annotations besides the pool's.
 func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *scheduling.NewNodeClaim, extra map[string]string) (*v1.NodeClaim, error) {
@@ -408,6 +527,9 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 	if err := p.client.Create(ctx, claim); err != nil {
 		return nil, fmt.Errorf("creating a nodeclaim for nodepool %s: %w", pool.Name, err)
 	}
+	p.mu.Lock()
+	p.created[claim.Name] = createdClaim{claim: claim.DeepCopy(), at: p.clock.Now()}
+	p.mu.Unlock()
 	log.FromContext(ctx).Info("created nodeclaim", "nodeclaim", claim.Name, "nodepool", pool.Name,
 		"pods", len(nc.Pods), "instance-types", len(nc.InstanceTypes), "requests", nc.Requests.String())
 	return claim, nil
@@ -559,6 +681,9 @@ func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 
 // createWorkers bounds the NodeClaims created at once.
 const createWorkers = 50
+
+// defaultFillEvery is how often a window still open is planned early.
+const defaultFillEvery = 250 * time.Millisecond
 
 // retryBase and retryMax bound the backoff between failed batches.
 const (

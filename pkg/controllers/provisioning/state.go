@@ -3,6 +3,7 @@ package provisioning
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -134,6 +135,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	for i := range claims.Items {
 		liveClaims[claims.Items[i].Name] = &claims.Items[i]
 	}
+	p.withCreated(liveClaims)
 	lost := p.forgetNominations(liveClaims)
 
 	leaving := leavingNodes(nodes.Items, liveClaims)
@@ -218,7 +220,6 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			s.pending = append(s.pending, a.pod)
 		}
 	}
-	s.input.Pods = s.pending
 	s.unsettled = len(pendingNow)
 
 	for i := range pools.Items {
@@ -236,6 +237,15 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			unregistered[c.Status.ProviderID] = c.Name
 		}
 	}
+	// What registered NodeClaims' instances offer, by node: a node reports
+	// its allocatable, and its device plugins their resources, some time
+	// after it registers.
+	launchedRoom := map[string]scheduling.Resources{}
+	for _, c := range liveClaims {
+		if c.Status.NodeName != "" && len(c.Status.Allocatable) > 0 {
+			launchedRoom[c.Status.NodeName] = scheduling.ResourcesFromList(c.Status.Allocatable)
+		}
+	}
 	usage := map[string]scheduling.Resources{}
 	counts := map[string]int64{}
 	for i := range nodes.Items {
@@ -248,9 +258,15 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			// Nothing is planned onto a node on its way out.
 			continue
 		}
+		alloc := allocatable[n.Name]
+		if launched, ok := launchedRoom[n.Name]; ok && n.Labels[v1.InitializedLabelKey] != "true" {
+			// A node still initializing offers what its instance was
+			// launched with, while it has not reported all of that yet.
+			alloc = maxResources(alloc, launched)
+		}
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
 			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n, s.pools[n.Labels[v1.NodePoolLabelKey]]),
-			Allocatable: scheduling.ResourcesFromList(n.Status.Allocatable), Pods: byNode[n.Name],
+			Allocatable: alloc, Pods: p.keepWhileRoom(s, alloc, byNode[n.Name]),
 		})
 		if pool := n.Labels[v1.NodePoolLabelKey]; pool != "" {
 			usage[pool] = usage[pool].Add(scheduling.ResourcesFromList(n.Status.Capacity))
@@ -285,19 +301,11 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		}
 		s.inFlight[c.Name] = true
 		poolName := c.Labels[v1.NodePoolLabelKey]
-		alloc, capacity := claimCapacity(c, typesByPool[poolName])
-		labels := map[string]string{}
-		if reqs, err := scheduling.FromAPI(c.Spec.Requirements); err == nil {
-			for k, v := range reqs.Labels() {
-				labels[k] = v
-			}
-		}
-		for k, v := range c.Labels {
-			labels[k] = v
-		}
+		view := p.claims.view(c, typesByPool[poolName])
+		alloc, capacity, labels := view.allocatable, view.capacity, view.labels
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
 			Name: c.Name, Labels: labels, Taints: c.Spec.Taints, Allocatable: alloc,
-			Pods: withDaemons(byClaim[c.Name], s.input.DaemonSetPods, labels, c.Spec.Taints),
+			Pods: p.keepWhileRoom(s, alloc, withDaemons(byClaim[c.Name], s.input.DaemonSetPods, labels, c.Spec.Taints)),
 		})
 		if poolName != "" {
 			usage[poolName] = usage[poolName].Add(capacity)
@@ -305,6 +313,8 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		}
 	}
 
+	p.claims.prune(liveClaims)
+	s.input.Pods = s.pending
 	for name, pool := range s.pools {
 		sp, err := schedulingPool(pool)
 		if err != nil {
@@ -317,6 +327,46 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		s.input.NodePools = append(s.input.NodePools, sp)
 	}
 	return s, nil
+}
+
+// keepWhileRoom returns the pods that keep their room on a node or an
+// in-flight NodeClaim: those bound there and the DaemonSet pods it will run,
+// then the pods planned there (nominated, or moving from a leaving node)
+// while room lasts. kube-scheduler binds pods in its own order, not the
+// plan's: when it fills a node with pods planned elsewhere, the pods planned
+// for that node no longer have room there, and the room they were planned
+// away from looks free. Those pods are planned again, so that room is not
+// given away twice.
+func (p *Provisioner) keepWhileRoom(s *snapshot, alloc scheduling.Resources, pods []*corev1.Pod) []*corev1.Pod {
+	var used scheduling.Resources
+	var planned []*corev1.Pod
+	kept := make([]*corev1.Pod, 0, len(pods))
+	for _, pod := range pods {
+		// A DaemonSet pod still to come has no UID: it is the DaemonSet's
+		// template.
+		if pod.UID != "" && (pod.Spec.NodeName == "" || s.displaced[pod.UID]) {
+			planned = append(planned, pod)
+			continue
+		}
+		used = used.Add(scheduling.PodRequests(pod))
+		kept = append(kept, pod)
+	}
+	for _, pod := range planned {
+		need := used.Add(scheduling.PodRequests(pod))
+		if !need.Fits(alloc) {
+			p.forgetNomination(pod)
+			if s.displaced[pod.UID] {
+				p.forgetPlacement(pod)
+				pod = pod.DeepCopy()
+				pod.Spec.NodeName = ""
+			}
+			s.pending = append(s.pending, pod)
+			continue
+		}
+		used = need
+		kept = append(kept, pod)
+	}
+	return kept
 }
 
 // leavingNodes are the nodes whose pods must find another place: tainted
@@ -397,6 +447,65 @@ func schedulableTaints(n *corev1.Node, pool *v1.NodePool) []corev1.Taint {
 	return out
 }
 
+// claimViews keep what plans read of each in-flight NodeClaim — its room
+// and the labels its node will have — while the NodeClaim and its pool's
+// instance types stay the same: working them out parses the NodeClaim's
+// requirements and walks every instance type, for every NodeClaim of every
+// plan, and a scale-up plans several times a second over hundreds of them.
+type claimViews struct {
+	mu    sync.Mutex
+	views map[string]claimView
+}
+
+type claimView struct {
+	resourceVersion string
+	// types is the pool's instance-type list the view was made from; a
+	// refreshed list is a new slice.
+	types                 []*scheduling.InstanceType
+	allocatable, capacity scheduling.Resources
+	// labels are shared by the plans that read them; nothing writes them.
+	labels map[string]string
+}
+
+func (v *claimViews) view(c *v1.NodeClaim, types []*scheduling.InstanceType) claimView {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cached, ok := v.views[c.Name]; ok && cached.resourceVersion == c.ResourceVersion && sameList(cached.types, types) {
+		return cached
+	}
+	view := claimView{resourceVersion: c.ResourceVersion, types: types, labels: map[string]string{}}
+	view.allocatable, view.capacity = claimCapacity(c, types)
+	if reqs, err := scheduling.FromAPI(c.Spec.Requirements); err == nil {
+		for k, val := range reqs.Labels() {
+			view.labels[k] = val
+		}
+	}
+	for k, val := range c.Labels {
+		view.labels[k] = val
+	}
+	if v.views == nil {
+		v.views = map[string]claimView{}
+	}
+	v.views[c.Name] = view
+	return view
+}
+
+// prune forgets the views of NodeClaims that are gone.
+func (v *claimViews) prune(live map[string]*v1.NodeClaim) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for name := range v.views {
+		if _, ok := live[name]; !ok {
+			delete(v.views, name)
+		}
+	}
+}
+
+// sameList reports whether two instance-type lists are the same slice.
+func sameList(a, b []*scheduling.InstanceType) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
 // claimCapacity is what an in-flight NodeClaim will offer: its launched
 // capacity when known, else the least its instance-type options guarantee.
 func claimCapacity(c *v1.NodeClaim, types []*scheduling.InstanceType) (allocatable, capacity scheduling.Resources) {
@@ -431,6 +540,19 @@ func minResources(a, b scheduling.Resources) scheduling.Resources {
 				out.Extended = map[corev1.ResourceName]int64{}
 			}
 			out.Extended[k] = min(v, w)
+		}
+	}
+	return out
+}
+
+func maxResources(a, b scheduling.Resources) scheduling.Resources {
+	out := scheduling.Resources{CPU: max(a.CPU, b.CPU), Memory: max(a.Memory, b.Memory), Storage: max(a.Storage, b.Storage), Pods: max(a.Pods, b.Pods)}
+	for _, r := range []scheduling.Resources{a, b} {
+		for k, v := range r.Extended {
+			if out.Extended == nil {
+				out.Extended = map[corev1.ResourceName]int64{}
+			}
+			out.Extended[k] = max(out.Extended[k], v)
 		}
 	}
 	return out

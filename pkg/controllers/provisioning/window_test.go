@@ -3,6 +3,8 @@ package provisioning_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -38,12 +41,24 @@ var _ = Describe("a batch", func() {
 		most     atomic.Int32
 		cloud    *fake.CloudProvider
 		early    bool
+		fill     bool
+		// hidden are NodeClaims the provisioner's reads do not show yet,
+		// as a cache that lags behind its own creates.
+		hidden sync.Map
+		// hideNew hides every NodeClaim created from its create on.
+		hideNew atomic.Bool
+		// reader reads through the provisioner's cache.
+		reader client.Client
 		// failFirst makes the next NodeClaim's launch fail before its
 		// create even returns, as a fast launch controller can.
 		failFirst atomic.Bool
 	)
 
-	BeforeEach(func() { early = false })
+	BeforeEach(func() {
+		early, fill = false, false
+		hidden.Clear()
+		hideNew.Store(false)
+	})
 
 	JustBeforeEach(func() {
 		var cancel context.CancelFunc
@@ -77,11 +92,14 @@ var _ = Describe("a batch", func() {
 		// A client whose NodeClaim creates take a while, counting how many run at once.
 		inFlight.Store(0)
 		most.Store(0)
-		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most}
+		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most, hidden: &hidden}
 		p := provisioning.New(slow, mgr.GetEventRecorder("karpenter"), cloud, clk, provisioning.NewMetrics(reg),
-			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Early: early})
+			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Early: early, FillEarly: fill})
 		failFirst.Store(false)
 		slow.created = func(claim *v1.NodeClaim) {
+			if hideNew.Load() {
+				hidden.Store(claim.Name, true)
+			}
 			if failFirst.CompareAndSwap(true, false) {
 				// What the launch controller does on a capacity error.
 				p.LaunchFailed(claim, "InsufficientInstanceCapacity")
@@ -89,6 +107,7 @@ var _ = Describe("a batch", func() {
 			}
 		}
 		Expect(p.Register(mgr)).To(Succeed())
+		reader = mgr.GetClient()
 		go func() {
 			defer GinkgoRecover()
 			Expect(mgr.Start(ctx)).To(Succeed())
@@ -260,6 +279,177 @@ var _ = Describe("a batch", func() {
 		Eventually(func() []string { return eventNotes(ctx, ns) }).Should(ContainElement(HavePrefix("Fallback: NodePool ")))
 	})
 
+	Context("creating NodeClaims early", func() {
+		BeforeEach(func() { fill = true })
+
+		It("creates the NodeClaims the pods seen so far fill while the window is still open, and the rest when it closes", func() {
+			// Two 7-CPU pods fill a 16-CPU node: no room for a third.
+			for i := range 3 {
+				pending(fmt.Sprintf("seven-%d", i), "7")
+			}
+			// Rounds every 250ms of the clock while new pods come; the
+			// window closes a second after the last.
+			Eventually(func() int {
+				if claims() == 0 {
+					clk.Step(250 * time.Millisecond)
+				}
+				return claims()
+			}, 5*time.Second, 400*time.Millisecond).Should(Equal(1), "the filled NodeClaim")
+			Expect(batches()).To(BeZero(), "created while the window was still open")
+			Consistently(claims, 300*time.Millisecond).Should(Equal(1), "the NodeClaim with room for more waits for the window")
+			Eventually(func() int {
+				clk.Step(100 * time.Millisecond)
+				return claims()
+			}, 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the third pod's, once the window closed")
+			Expect(batches()).To(Equal(uint64(1)))
+		})
+	})
+
+	It("counts the room of a NodeClaim it created that the cache does not show yet", func() {
+		hideNew.Store(true)
+		pending("first", "7")
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		// A second pod that fits the first one's NodeClaim.
+		pending("second", "7")
+		Eventually(func() uint64 {
+			clk.Step(100 * time.Millisecond)
+			return batches()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(2)))
+		Consistently(claims, 300*time.Millisecond).Should(Equal(1), "planned onto the NodeClaim just created, not onto a new one")
+	})
+
+	It("keeps the pods planned onto a node that registered and has not reported its room yet", func() {
+		pending("first", "7")
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
+		claim := &list.Items[0]
+		// Its instance launched and its node registered; the node's status
+		// is still empty, as before the kubelet first reports it.
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: claim.Name + "-node", Labels: map[string]string{"window": ns, v1.NodePoolLabelKey: pool}}}
+		Expect(env.Client.Create(ctx, node)).To(Succeed())
+		DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), node)).To(Succeed()) })
+		claim.Status.NodeName = node.Name
+		claim.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"), corev1.ResourcePods: resource.MustParse("50")}
+		Expect(env.Client.Status().Update(ctx, claim)).To(Succeed())
+		Eventually(func() string {
+			c := &v1.NodeClaim{}
+			if reader.Get(ctx, client.ObjectKeyFromObject(claim), c) != nil || reader.Get(ctx, client.ObjectKeyFromObject(node), &corev1.Node{}) != nil {
+				return ""
+			}
+			return c.Status.NodeName
+		}).Should(Equal(node.Name))
+
+		pending("second", "7")
+		Eventually(func() uint64 {
+			clk.Step(100 * time.Millisecond)
+			return batches()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(2)))
+		Consistently(claims, 300*time.Millisecond).Should(Equal(1), "both fit the instance launched for the first")
+	})
+
+	It("does not count a NodeClaim it created that is deleted before any plan saw it", func() {
+		pending("first", "7")
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
+		gone := &list.Items[0]
+		gone.Finalizers = nil
+		Expect(env.Client.Update(ctx, gone)).To(Succeed())
+		Expect(env.Client.Delete(ctx, gone)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(reader.Get(ctx, client.ObjectKeyFromObject(gone), &v1.NodeClaim{}))
+		}).Should(BeTrue())
+
+		pending("second", "7")
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1), "the second pod was planned onto the deleted NodeClaim")
+	})
+
+	It("plans again the pods whose node kube-scheduler filled with pods planned elsewhere, so their room is not given away twice", func() {
+		for i := range 4 {
+			pending(fmt.Sprintf("seven-%d", i), "7")
+		}
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(2), "two pods a node")
+		// Which pods the batch planned onto which NodeClaim.
+		planned := map[string][]string{}
+		Eventually(func() int {
+			planned = nominations(ctx, ns)
+			return len(planned["seven-0"]) + len(planned["seven-1"]) + len(planned["seven-2"]) + len(planned["seven-3"])
+		}).Should(Equal(4))
+		byClaim := map[string][]string{}
+		for pod, to := range planned {
+			byClaim[strings.TrimPrefix(to[0], "nodeclaim/")] = append(byClaim[strings.TrimPrefix(to[0], "nodeclaim/")], pod)
+		}
+		Expect(byClaim).To(HaveLen(2))
+		var names []string
+		for name := range byClaim {
+			names = append(names, name)
+		}
+		// Both NodeClaims' nodes register.
+		for _, name := range names {
+			node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name + "-node", Labels: map[string]string{"window": ns, v1.NodePoolLabelKey: pool}}}
+			Expect(env.Client.Create(ctx, node)).To(Succeed())
+			DeferCleanup(func() { Expect(env.Client.Delete(context.Background(), node)).To(Succeed()) })
+			node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"), corev1.ResourcePods: resource.MustParse("50")}
+			node.Status.Capacity = node.Status.Allocatable
+			Expect(env.Client.Status().Update(ctx, node)).To(Succeed())
+			claim := &v1.NodeClaim{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: name}, claim)).To(Succeed())
+			claim.Status.NodeName = node.Name
+			Expect(env.Client.Status().Update(ctx, claim)).To(Succeed())
+		}
+		// kube-scheduler binds the pods planned for the first NodeClaim onto
+		// the second's node: the second's own pods no longer fit there, and
+		// the first's node looks empty.
+		for _, name := range byClaim[names[0]] {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			Expect(env.Client.SubResource("binding").Create(ctx, pod, &corev1.Binding{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Target: corev1.ObjectReference{Kind: "Node", Name: names[1] + "-node"}})).To(Succeed())
+		}
+		Eventually(func() int {
+			n := 0
+			for _, name := range names {
+				c := &v1.NodeClaim{}
+				if reader.Get(ctx, client.ObjectKey{Name: name}, c) == nil && c.Status.NodeName != "" {
+					n++
+				}
+			}
+			var pods corev1.PodList
+			Expect(reader.List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
+			for _, pod := range pods.Items {
+				if pod.Spec.NodeName != "" {
+					n++
+				}
+			}
+			return n
+		}).Should(Equal(4), "the provisioner's cache has the registrations and the bindings")
+
+		// All the room there is goes to the four pods: a fifth needs a node.
+		pending("fifth", "7")
+		Eventually(func() int {
+			clk.Step(100 * time.Millisecond)
+			return claims()
+		}, 5*time.Second, 20*time.Millisecond).Should(Equal(3), "the fifth pod was planned onto room kube-scheduler gave away")
+		Eventually(func() map[string][]string { return nominations(ctx, ns) }).Should(And(
+			HaveKeyWithValue(byClaim[names[1]][0], HaveLen(2)), HaveKeyWithValue(byClaim[names[1]][1], HaveLen(2))),
+			"the second NodeClaim's pods were planned again, with the fifth")
+	})
+
 	It("creates its NodeClaims concurrently", func() {
 		for i := range 6 {
 			pending(fmt.Sprintf("big-%d", i), "15") // one large node each
@@ -275,10 +465,28 @@ var _ = Describe("a batch", func() {
 
 // countingClient makes NodeClaim creates take a while and counts how many run
 // at once; created, when set, sees each NodeClaim before its create returns.
+// Its lists leave out the NodeClaims named in hidden.
 type countingClient struct {
 	client.Client
 	inFlight, most *atomic.Int32
 	created        func(*v1.NodeClaim)
+	hidden         *sync.Map
+}
+
+func (c *countingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := c.Client.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	if claims, ok := list.(*v1.NodeClaimList); ok && c.hidden != nil {
+		shown := claims.Items[:0:0]
+		for _, claim := range claims.Items {
+			if _, hide := c.hidden.Load(claim.Name); !hide {
+				shown = append(shown, claim)
+			}
+		}
+		claims.Items = shown
+	}
+	return nil
 }
 
 func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
@@ -296,6 +504,19 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 		c.created(claim)
 	}
 	return nil
+}
+
+// nominations are where each pod of the namespace was nominated, in order.
+func nominations(ctx context.Context, ns string) map[string][]string {
+	var evs eventsv1.EventList
+	Expect(env.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+	out := map[string][]string{}
+	for _, e := range evs.Items {
+		if e.Reason == "Nominated" {
+			out[e.Regarding.Name] = append(out[e.Regarding.Name], strings.TrimPrefix(e.Note, "Pod should schedule on: "))
+		}
+	}
+	return out
 }
 
 func eventNotes(ctx context.Context, ns string) []string {
