@@ -132,31 +132,28 @@ var _ = Describe("the batcher's rounds while a window is open", func() {
 				return start.Load()
 			})
 		}()
+		// tick moves the clock to the next round, once the max, idle and
+		// round timers are armed.
+		tick := func() {
+			Eventually(clk.Waiters).Should(Equal(3))
+			clk.Step(250 * time.Millisecond)
+		}
 		batcher.Trigger()
-		// The max, idle and round timers.
-		Eventually(clk.Waiters).Should(Equal(3))
-		clk.Step(250 * time.Millisecond)
+		tick()
 		Eventually(rounds).Should(Receive(), "the window's first trigger")
-		Eventually(clk.Waiters).Should(Equal(3))
-
-		clk.Step(250 * time.Millisecond)
+		tick()
 		Consistently(rounds, 50*time.Millisecond).ShouldNot(Receive(), "no trigger since the last round")
 
 		batcher.Trigger()
 		start.Store(false)
-		Eventually(clk.Waiters).Should(Equal(3))
-		clk.Step(250 * time.Millisecond)
+		tick()
 		Eventually(rounds).Should(Receive(), "a new trigger")
-		Eventually(clk.Waiters).Should(Equal(3))
-		clk.Step(250 * time.Millisecond)
+		tick()
 		Eventually(rounds).Should(Receive(), "the round before could not start")
 		start.Store(true)
-		Eventually(clk.Waiters).Should(Equal(3))
-		clk.Step(250 * time.Millisecond)
+		tick()
 		Eventually(rounds).Should(Receive(), "nor that one")
-		Eventually(clk.Waiters).Should(Equal(3))
-
-		clk.Step(250 * time.Millisecond)
+		tick()
 		Eventually(closed).Should(Receive(BeTrue()), "a second after the last trigger")
 		Expect(rounds).NotTo(Receive(), "that round started")
 	})

@@ -39,13 +39,14 @@ func (p *Provisioner) Register(mgr manager.Manager) error {
 	})); err != nil {
 		return err
 	}
-	// A NodeClaim this process created counts in plans until the cache has
-	// it; from then on the cache says whether it still exists.
+	// A NodeClaim this process created counts in plans until a plan's read
+	// of the cache shows it; one deleted before that does not count.
 	if err := builder.ControllerManagedBy(mgr).Named("provisioning.nodeclaims").WithOptions(controllers.Options()).
 		For(&v1.NodeClaim{}, builder.WithPredicates(predicate.Funcs{
-			UpdateFunc: func(event.UpdateEvent) bool { return false }, GenericFunc: func(event.GenericEvent) bool { return false },
+			CreateFunc: func(event.CreateEvent) bool { return false }, UpdateFunc: func(event.UpdateEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
 		})).Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
-		p.cached(req.Name)
+		p.deleted(req.Name)
 		return reconcile.Result{}, nil
 	})); err != nil {
 		return err

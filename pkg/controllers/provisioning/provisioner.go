@@ -83,9 +83,10 @@ type Provisioner struct {
 	// launched are the provider ids of instances made for NodeClaims, by
 	// NodeClaim, until the cache's NodeClaim records them.
 	launched map[string]string
-	// created are the NodeClaims this process created, until the cache
-	// has them (or nominationGrace passes): a plan made meanwhile counts
-	// their room, which the pods of the next batch may use.
+	// created are the NodeClaims this process created, until a plan's read
+	// of the cache shows them, they are deleted, or nominationGrace passes:
+	// a plan made meanwhile counts their room, which the pods of the next
+	// batch may use.
 	created map[string]createdClaim
 }
 
@@ -180,16 +181,16 @@ func (p *Provisioner) launchedInstances(live map[string]*v1.NodeClaim) map[strin
 	return out
 }
 
-// cached notes that the cache has had a NodeClaim: if it is not there now,
-// it was deleted.
-func (p *Provisioner) cached(name string) {
+// deleted notes that a NodeClaim is gone: one this process created no
+// longer counts, even if no plan saw it.
+func (p *Provisioner) deleted(name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.created, name)
 }
 
 // withCreated adds to the NodeClaims the cache shows those this process
-// created that it has not had yet; entries it shows, and those older than
+// created that it does not show yet; entries it shows, and those older than
 // nominationGrace, are dropped.
 func (p *Provisioner) withCreated(live map[string]*v1.NodeClaim) {
 	p.mu.Lock()
@@ -303,10 +304,12 @@ func (p *Provisioner) NeedLeaderElection() bool { return true }
 // Provision plans one batch and creates its NodeClaims.
 func (p *Provisioner) Provision(ctx context.Context) error {
 	logger := log.FromContext(ctx)
-	sinceTrigger, began := p.batcher.SinceLastTrigger(), p.clock.Now()
+	sinceTrigger, waiting := p.batcher.SinceLastTrigger(), p.clock.Now()
 	// An early round still creating has nominated nothing yet.
 	p.filling.Lock()
 	defer p.filling.Unlock()
+	began := p.clock.Now()
+	waited := began.Sub(waiting)
 	snap, err := p.takeSnapshot(ctx)
 	if err != nil {
 		return err
@@ -327,7 +330,7 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 	}
 	planned.Info("planned capacity", "pods", len(snap.pending), "nodeclaims", len(plan.NewNodeClaims),
 		"existing-placements", len(plan.Existing), "unschedulable", len(plan.Unschedulable), "duration", p.clock.Since(start).String(),
-		"snapshot", snapshotTook.String(), "since-last-new-pod", sinceTrigger.String())
+		"snapshot", snapshotTook.String(), "since-last-new-pod", sinceTrigger.String(), "waited-for-early-round", waited.String())
 
 	errs := p.createAll(ctx, snap, plan.NewNodeClaims)
 	for _, placement := range plan.Existing {

@@ -138,6 +138,7 @@ var _ = Describe("a batch", func() {
 		return pod
 	}
 	batches := func() uint64 { return histogram(reg, "backstop_provisioner_batch_pods").GetSampleCount() }
+
 	claims := func() int {
 		var list v1.NodeClaimList
 		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
@@ -151,10 +152,7 @@ var _ = Describe("a batch", func() {
 	firstBatchFindsNoPool := func() {
 		cloud.SetNotReady("default", "not resolved yet")
 		pending("early", "1")
-		Eventually(func() uint64 {
-			clk.Step(100 * time.Millisecond)
-			return batches()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(1)))
+		Eventually(stepped(clk, batches), 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(1)))
 		Expect(claims()).To(BeZero())
 		// Events are written asynchronously: under load the note lags the batch.
 		Eventually(func() []string { return eventNotes(ctx, ns) }, 5*time.Second).Should(ContainElement(ContainSubstring("not resolved yet")))
@@ -219,10 +217,7 @@ var _ = Describe("a batch", func() {
 			return int(batches())
 		}, 2*time.Second, 50*time.Millisecond).Should(BeZero(), "planned before kube-scheduler said Unschedulable")
 		markUnschedulable(ctx, env.Client, pod)
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
 	})
 
 	Context("planning early", func() {
@@ -232,10 +227,7 @@ var _ = Describe("a batch", func() {
 			for i := range 3 {
 				created(fmt.Sprintf("new-%d", i), "5")
 			}
-			Eventually(func() int {
-				clk.Step(100 * time.Millisecond)
-				return claims()
-			}, 5*time.Second, 20*time.Millisecond).Should(Equal(1), "one large node for the three, with no pod marked Unschedulable")
+			Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1), "one large node for the three, with no pod marked Unschedulable")
 			Expect(batches()).To(Equal(uint64(1)))
 		})
 
@@ -261,10 +253,7 @@ var _ = Describe("a batch", func() {
 
 			// A new pod that does not fit gets capacity, and its nomination.
 			created("too-big", "8")
-			Eventually(func() int {
-				clk.Step(100 * time.Millisecond)
-				return claims()
-			}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
 			Eventually(func() []string { return eventNotes(ctx, ns) }).Should(ConsistOf(HavePrefix("Nominated: Pod should schedule on: nodeclaim/")))
 		})
 	})
@@ -272,10 +261,7 @@ var _ = Describe("a batch", func() {
 	It("plans a pod again when its NodeClaim's launch fails before the batch has nominated it", func() {
 		failFirst.Store(true)
 		pending("ice", "1")
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the pod stayed counted on the NodeClaim that failed (which is still there, being deleted)")
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the pod stayed counted on the NodeClaim that failed (which is still there, being deleted)")
 		Eventually(func() []string { return eventNotes(ctx, ns) }).Should(ContainElement(HavePrefix("Fallback: NodePool ")))
 	})
 
@@ -297,10 +283,7 @@ var _ = Describe("a batch", func() {
 			}, 5*time.Second, 400*time.Millisecond).Should(Equal(1), "the filled NodeClaim")
 			Expect(batches()).To(BeZero(), "created while the window was still open")
 			Consistently(claims, 300*time.Millisecond).Should(Equal(1), "the NodeClaim with room for more waits for the window")
-			Eventually(func() int {
-				clk.Step(100 * time.Millisecond)
-				return claims()
-			}, 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the third pod's, once the window closed")
+			Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the third pod's, once the window closed")
 			Expect(batches()).To(Equal(uint64(1)))
 		})
 	})
@@ -308,25 +291,16 @@ var _ = Describe("a batch", func() {
 	It("counts the room of a NodeClaim it created that the cache does not show yet", func() {
 		hideNew.Store(true)
 		pending("first", "7")
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
 		// A second pod that fits the first one's NodeClaim.
 		pending("second", "7")
-		Eventually(func() uint64 {
-			clk.Step(100 * time.Millisecond)
-			return batches()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(2)))
+		Eventually(stepped(clk, batches), 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(2)))
 		Consistently(claims, 300*time.Millisecond).Should(Equal(1), "planned onto the NodeClaim just created, not onto a new one")
 	})
 
 	It("keeps the pods planned onto a node that registered and has not reported its room yet", func() {
 		pending("first", "7")
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
 		var list v1.NodeClaimList
 		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
 		claim := &list.Items[0]
@@ -347,19 +321,13 @@ var _ = Describe("a batch", func() {
 		}).Should(Equal(node.Name))
 
 		pending("second", "7")
-		Eventually(func() uint64 {
-			clk.Step(100 * time.Millisecond)
-			return batches()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(2)))
+		Eventually(stepped(clk, batches), 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(2)))
 		Consistently(claims, 300*time.Millisecond).Should(Equal(1), "both fit the instance launched for the first")
 	})
 
 	It("does not count a NodeClaim it created that is deleted before any plan saw it", func() {
 		pending("first", "7")
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
 		var list v1.NodeClaimList
 		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
 		gone := &list.Items[0]
@@ -371,20 +339,14 @@ var _ = Describe("a batch", func() {
 		}).Should(BeTrue())
 
 		pending("second", "7")
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(1), "the second pod was planned onto the deleted NodeClaim")
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1), "the second pod was planned onto the deleted NodeClaim")
 	})
 
 	It("plans again the pods whose node kube-scheduler filled with pods planned elsewhere, so their room is not given away twice", func() {
 		for i := range 4 {
 			pending(fmt.Sprintf("seven-%d", i), "7")
 		}
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(2), "two pods a node")
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(2), "two pods a node")
 		// Which pods the batch planned onto which NodeClaim.
 		planned := map[string][]string{}
 		Eventually(func() int {
@@ -441,10 +403,7 @@ var _ = Describe("a batch", func() {
 
 		// All the room there is goes to the four pods: a fifth needs a node.
 		pending("fifth", "7")
-		Eventually(func() int {
-			clk.Step(100 * time.Millisecond)
-			return claims()
-		}, 5*time.Second, 20*time.Millisecond).Should(Equal(3), "the fifth pod was planned onto room kube-scheduler gave away")
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(3), "the fifth pod was planned onto room kube-scheduler gave away")
 		Eventually(func() map[string][]string { return nominations(ctx, ns) }).Should(And(
 			HaveKeyWithValue(byClaim[names[1]][0], HaveLen(2)), HaveKeyWithValue(byClaim[names[1]][1], HaveLen(2))),
 			"the second NodeClaim's pods were planned again, with the fifth")
@@ -504,6 +463,15 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 		c.created(claim)
 	}
 	return nil
+}
+
+// stepped reads f after moving the clock on by 100ms, for Eventually to poll
+// while batch windows and rounds come due.
+func stepped[T any](clk *clocktesting.FakeClock, f func() T) func() T {
+	return func() T {
+		clk.Step(100 * time.Millisecond)
+		return f()
+	}
 }
 
 // nominations are where each pod of the namespace was nominated, in order.
