@@ -298,12 +298,17 @@ var _ = Describe("a batch", func() {
 		Consistently(claims, 300*time.Millisecond).Should(Equal(1), "planned onto the NodeClaim just created, not onto a new one")
 	})
 
-	It("keeps the pods planned onto a node that registered and has not reported its room yet", func() {
+	// firstClaim is the NodeClaim made for a first pending pod of 7 CPU.
+	firstClaim := func() *v1.NodeClaim {
 		pending("first", "7")
 		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
 		var list v1.NodeClaimList
 		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
-		claim := &list.Items[0]
+		return &list.Items[0]
+	}
+
+	It("keeps the pods planned onto a node that registered and has not reported its room yet", func() {
+		claim := firstClaim()
 		// Its instance launched and its node registered; the node's status
 		// is still empty, as before the kubelet first reports it.
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: claim.Name + "-node", Labels: map[string]string{"window": ns, v1.NodePoolLabelKey: pool}}}
@@ -326,11 +331,7 @@ var _ = Describe("a batch", func() {
 	})
 
 	It("does not count a NodeClaim it created that is deleted before any plan saw it", func() {
-		pending("first", "7")
-		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
-		var list v1.NodeClaimList
-		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
-		gone := &list.Items[0]
+		gone := firstClaim()
 		gone.Finalizers = nil
 		Expect(env.Client.Update(ctx, gone)).To(Succeed())
 		Expect(env.Client.Delete(ctx, gone)).To(Succeed())
