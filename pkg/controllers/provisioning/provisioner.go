@@ -37,12 +37,11 @@ type Options struct {
 	// Early plans pods kube-scheduler has not judged yet (AwaitsScheduler)
 	// with the Unschedulable ones.
 	Early bool
-	// FillEarly plans the pods seen so far every FillEvery while a window
+	// FillEarly plans the pods seen so far every fillEvery while a window
 	// is open and new pods keep coming, and creates the NodeClaims they fill
 	// (no option has room for another of the batch's smallest pods) without
 	// waiting for the window to close; the rest wait for it.
 	FillEarly bool
-	FillEvery time.Duration
 }
 
 // Provisioner plans capacity for batches of pending pods and creates NodeClaims.
@@ -117,9 +116,6 @@ type nomination struct {
 func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.CloudProvider, clk clock.Clock, metrics *Metrics, opts Options) *Provisioner {
 	if opts.NominationTTL == 0 {
 		opts.NominationTTL = 20 * time.Minute
-	}
-	if opts.FillEvery == 0 {
-		opts.FillEvery = defaultFillEvery
 	}
 	return &Provisioner{
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
@@ -245,7 +241,7 @@ func (p *Provisioner) Start(ctx context.Context) error {
 	if p.opts.FillEarly {
 		during = func() bool { return p.fillEarly(log.IntoContext(ctx, logger)) }
 	}
-	for p.batcher.WaitWith(ctx, p.opts.FillEvery, during) {
+	for p.batcher.WaitWith(ctx, fillEvery, during) {
 		if err := p.Provision(log.IntoContext(ctx, logger)); err != nil {
 			failures++
 			wait := min(retryBase<<min(failures-1, 10), retryMax)
@@ -685,8 +681,8 @@ func (p *Provisioner) nominatedClaim(pod *corev1.Pod) (string, bool) {
 // createWorkers bounds the NodeClaims created at once.
 const createWorkers = 50
 
-// defaultFillEvery is how often a window still open is planned early.
-const defaultFillEvery = 250 * time.Millisecond
+// fillEvery is how often a window still open is planned early.
+const fillEvery = 250 * time.Millisecond
 
 // retryBase and retryMax bound the backoff between failed batches.
 const (
