@@ -262,7 +262,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 		if launched, ok := launchedRoom[n.Name]; ok && n.Labels[v1.InitializedLabelKey] != "true" {
 			// A node still initializing offers what its instance was
 			// launched with, while it has not reported all of that yet.
-			alloc = maxResources(alloc, launched)
+			alloc = alloc.Max(launched)
 		}
 		s.input.Nodes = append(s.input.Nodes, &scheduling.ExistingNode{
 			Name: n.Name, Labels: n.Labels, Taints: schedulableTaints(n, s.pools[n.Labels[v1.NodePoolLabelKey]]),
@@ -540,19 +540,6 @@ func minResources(a, b scheduling.Resources) scheduling.Resources {
 				out.Extended = map[corev1.ResourceName]int64{}
 			}
 			out.Extended[k] = min(v, w)
-		}
-	}
-	return out
-}
-
-func maxResources(a, b scheduling.Resources) scheduling.Resources {
-	out := scheduling.Resources{CPU: max(a.CPU, b.CPU), Memory: max(a.Memory, b.Memory), Storage: max(a.Storage, b.Storage), Pods: max(a.Pods, b.Pods)}
-	for _, r := range []scheduling.Resources{a, b} {
-		for k, v := range r.Extended {
-			if out.Extended == nil {
-				out.Extended = map[corev1.ResourceName]int64{}
-			}
-			out.Extended[k] = max(out.Extended[k], v)
 		}
 	}
 	return out
