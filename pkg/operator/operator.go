@@ -79,12 +79,16 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.
 	// that creates hundreds of objects a minute.
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(o.KubeClientQPS), o.KubeClientBurst
+	watches, err := watchClient(cfg)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		Logger: log,
 		// Nothing reads managedFields; without them the cached pods and
 		// nodes take a third less memory.
-		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields(), HTTPClient: watches},
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress, ExtraHandlers: profiling(o.EnableProfiling)},
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
 		LeaderElection:                o.LeaderElect,
@@ -148,3 +152,21 @@ func profiling(enabled bool) map[string]http.Handler {
 
 // EventSource is the component Backstop's events are reported by.
 const EventSource = "backstop"
+
+// watchClient is the HTTP client of the informer cache: HTTP/1.1, so each
+// watch (pods, nodes, NodeClaims, ...) has a TCP connection of its own. Over
+// HTTP/2 every watch and every request of the process share one connection,
+// and in a scale-up the NodeClaim and Node updates (large objects, written
+// many times each) and the process's own writes queue ahead of the pod
+// events on it: with 2,000 pods the controller saw new pods up to 4 s after
+// another client of the same API server did; on connections of their own,
+// within 0.1 s. Writes stay on one HTTP/2 connection.
+func watchClient(cfg *rest.Config) (*http.Client, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building the informer cache's HTTP client: %w", err)
+	}
+	return c, nil
+}
