@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -60,9 +61,13 @@ type Provisioner struct {
 	unplaced atomic.Int64
 	// claims keep what plans read of in-flight NodeClaims.
 	claims claimViews
-	// filling is held while an early round plans and creates; a batch
-	// waits for it, so no pod is planned twice.
+	// filling is held while an early round plans and counts the NodeClaims
+	// it will create; a batch waits for that (not for the creates), so no
+	// pod is planned twice.
 	filling sync.Mutex
+	// creating bounds the NodeClaim creates running at once, over batches
+	// and early rounds.
+	creating chan struct{}
 
 	mu          sync.Mutex
 	nominations map[types.UID]nomination
@@ -122,7 +127,7 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
 		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]time.Time{},
 		placed: map[types.UID]string{}, failed: map[string]failedLaunch{}, launched: map[string]string{},
-		created: map[string]createdClaim{},
+		created: map[string]createdClaim{}, creating: make(chan struct{}, createWorkers),
 	}
 }
 
@@ -360,63 +365,123 @@ func (p *Provisioner) Provision(ctx context.Context) error {
 }
 
 // createAll creates planned NodeClaims concurrently, each launched as soon
-// as it exists, and nominates their pods. Their events wait until all are
-// created: the API server has better things to do than record a nomination
-// per pod while claims queue.
+// as it exists, and nominates their pods.
 func (p *Provisioner) createAll(ctx context.Context, snap *snapshot, claims []*scheduling.NewNodeClaim) []error {
-	if len(claims) == 0 {
+	return p.postAll(ctx, p.reserve(snap, claims))
+}
+
+// reservation is a planned NodeClaim named and counted as created, its pods
+// nominated to it, before its create: a plan made meanwhile counts it.
+type reservation struct {
+	planned   *scheduling.NewNodeClaim
+	claim     *v1.NodeClaim
+	fallbacks map[types.UID]fallback
+}
+
+// reserve counts the planned NodeClaims as created and nominates their pods.
+func (p *Provisioner) reserve(snap *snapshot, claims []*scheduling.NewNodeClaim) []reservation {
+	out := make([]reservation, 0, len(claims))
+	for _, nc := range claims {
+		claim := p.newClaim(snap.pools[nc.NodePool], nc, nil)
+		p.countCreated(claim)
+		out = append(out, reservation{planned: nc, claim: claim, fallbacks: p.nominate(nc.Pods, claim)})
+	}
+	return out
+}
+
+// postAll creates reserved NodeClaims concurrently (at most createWorkers
+// at once); one that fails is taken back, its pods planned again. Their
+// events wait until all are created: the API server has better things to do
+// than record a nomination per pod while claims queue.
+func (p *Provisioner) postAll(ctx context.Context, reserved []reservation) []error {
+	if len(reserved) == 0 {
 		return nil
 	}
 	var (
 		wg    sync.WaitGroup
 		errMu sync.Mutex
 		errs  []error
-		done  = make([]*v1.NodeClaim, len(claims))
-		fbs   = make([]map[types.UID]fallback, len(claims))
-		slots = make(chan struct{}, createWorkers)
+		done  = make([]bool, len(reserved))
 		began = p.clock.Now()
 	)
-	for i, nc := range claims {
+	for i, r := range reserved {
 		wg.Add(1)
-		slots <- struct{}{}
+		p.creating <- struct{}{}
 		go func() {
-			defer func() { <-slots; wg.Done() }()
-			created, err := p.create(ctx, snap.pools[nc.NodePool], nc, nil)
-			if err != nil {
+			defer func() { <-p.creating; wg.Done() }()
+			if err := p.post(ctx, r.claim, r.planned); err != nil {
+				p.takeBack(r)
 				errMu.Lock()
 				errs = append(errs, err)
 				errMu.Unlock()
 				return
 			}
-			fbs[i] = p.nominate(nc.Pods, created)
-			done[i] = created
+			done[i] = true
 		}()
 	}
 	wg.Wait()
-	log.FromContext(ctx).V(1).Info("created nodeclaims", "nodeclaims", len(claims)-len(errs), "failed", len(errs), "duration", p.clock.Since(began).String())
-	for i, created := range done {
-		if created == nil || fbs[i] == nil {
+	log.FromContext(ctx).V(1).Info("created nodeclaims", "nodeclaims", len(reserved)-len(errs), "failed", len(errs), "duration", p.clock.Since(began).String())
+	for i, r := range reserved {
+		if !done[i] {
 			continue
 		}
-		pods := claims[i].Pods
-		for _, pod := range pods {
-			p.recorder.Eventf(pod, created, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", created.Name)
+		// A launch that failed at once took its pods back already.
+		for _, pod := range p.nominatedTo(r) {
+			p.recorder.Eventf(pod, r.claim, corev1.EventTypeNormal, "Nominated", "Provision", "Pod should schedule on: nodeclaim/%s", r.claim.Name)
 		}
-		p.reportFallbacks(pods, created, fbs[i])
+		p.reportFallbacks(r.planned.Pods, r.claim, r.fallbacks)
 	}
 	return errs
 }
 
+// nominatedTo are the reservation's pods still nominated to its NodeClaim.
+func (p *Provisioner) nominatedTo(r reservation) []*corev1.Pod {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*corev1.Pod
+	for _, pod := range r.planned.Pods {
+		if n, ok := p.nominations[pod.UID]; ok && n.claim == r.claim.Name {
+			out = append(out, pod)
+		}
+	}
+	return out
+}
+
+// takeBack undoes the reservation of a NodeClaim whose create failed: it
+// counts no more, and its pods, with the fallbacks they carried, are
+// planned again.
+func (p *Provisioner) takeBack(r reservation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.created, r.claim.Name)
+	for _, pod := range r.planned.Pods {
+		if n, ok := p.nominations[pod.UID]; ok && n.claim == r.claim.Name {
+			delete(p.nominations, pod.UID)
+		}
+		if fb, ok := r.fallbacks[pod.UID]; ok {
+			if _, newer := p.fallbacks[pod.UID]; !newer {
+				p.fallbacks[pod.UID] = fb
+			}
+		}
+	}
+}
+
 // fillEarly plans the pods seen so far of a window still open and creates
 // the NodeClaims they fill, in the background; the batch that closes the
-// window waits for it and plans the rest. It reports whether it started: a
-// round still under way when the next is due is let be.
+// window waits for its plan (not its creates) and plans the rest. It
+// reports whether it started: a round still planning when the next is due
+// is let be.
 func (p *Provisioner) fillEarly(ctx context.Context) bool {
 	if !p.filling.TryLock() {
 		return false
 	}
 	go func() {
-		defer p.filling.Unlock()
+		locked := true
+		defer func() {
+			if locked {
+				p.filling.Unlock()
+			}
+		}()
 		logger := log.FromContext(ctx)
 		snap, err := p.takeSnapshot(ctx)
 		if err != nil || len(snap.pending) == 0 {
@@ -428,7 +493,12 @@ func (p *Provisioner) fillEarly(ctx context.Context) bool {
 			return
 		}
 		logger.Info("creating filled nodeclaims while the batch window is open", "pods", len(snap.pending), "nodeclaims", len(full))
-		if errs := p.createAll(ctx, snap, full); len(errs) > 0 {
+		reserved := p.reserve(snap, full)
+		// A batch may plan from here on: it counts these NodeClaims and
+		// their pods while they are being created.
+		p.filling.Unlock()
+		locked = false
+		if errs := p.postAll(ctx, reserved); len(errs) > 0 {
 			// Their pods are planned again when the window closes.
 			cause := cloudprovider.CauseOf(errs[0])
 			logger.Error(errs[0], "creating filled nodeclaims early failed; the batch plans their pods", "failed", len(errs),
@@ -472,8 +542,23 @@ next:
 }
 
 // create turns a planned NodeClaim into an API object, with extra
-// annotations besides the pool's.
+// annotations besides the pool's, and creates it.
 func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *scheduling.NewNodeClaim, extra map[string]string) (*v1.NodeClaim, error) {
+	claim := p.newClaim(pool, nc, extra)
+	p.countCreated(claim)
+	if err := p.post(ctx, claim, nc); err != nil {
+		p.mu.Lock()
+		delete(p.created, claim.Name)
+		p.mu.Unlock()
+		return nil, err
+	}
+	return claim, nil
+}
+
+// newClaim is the API object of a planned NodeClaim. It is named here, as
+// the API server would name it from GenerateName, so that it can be counted
+// before it is created.
+func (p *Provisioner) newClaim(pool *v1.NodePool, nc *scheduling.NewNodeClaim, extra map[string]string) *v1.NodeClaim {
 	labels := map[string]string{}
 	for k, v := range pool.Spec.Template.ObjectMeta.Labels {
 		labels[k] = v
@@ -504,10 +589,10 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 	}
 	claim := &v1.NodeClaim{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: pool.Name + "-",
-			Finalizers:   []string{v1.TerminationFinalizer},
-			Labels:       labels,
-			Annotations:  annotations,
+			Name:        pool.Name + "-" + utilrand.String(5),
+			Finalizers:  []string{v1.TerminationFinalizer},
+			Labels:      labels,
+			Annotations: annotations,
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: v1.SchemeGroupVersion.String(), Kind: "NodePool", Name: pool.Name, UID: pool.UID,
 				BlockOwnerDeletion: ptr.To(true),
@@ -523,15 +608,28 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 			ExpireAfter:            pool.Spec.Template.Spec.ExpireAfter,
 		},
 	}
-	if err := p.client.Create(ctx, claim); err != nil {
-		return nil, fmt.Errorf("creating a nodeclaim for nodepool %s: %w", pool.Name, err)
-	}
+	return claim
+}
+
+// countCreated counts a NodeClaim about to be created in every plan from
+// now on, until a plan's read of the cache shows it (withCreated).
+func (p *Provisioner) countCreated(claim *v1.NodeClaim) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.created[claim.Name] = createdClaim{claim: claim.DeepCopy(), at: p.clock.Now()}
-	p.mu.Unlock()
-	log.FromContext(ctx).Info("created nodeclaim", "nodeclaim", claim.Name, "nodepool", pool.Name,
+}
+
+// post creates a NodeClaim. A name the API server already has (another
+// NodeClaim took it) fails the create like any error: its pods are planned
+// again, under a new name.
+func (p *Provisioner) post(ctx context.Context, claim *v1.NodeClaim, nc *scheduling.NewNodeClaim) error {
+	pool := claim.Labels[v1.NodePoolLabelKey]
+	if err := p.client.Create(ctx, claim); err != nil {
+		return fmt.Errorf("creating a nodeclaim for nodepool %s: %w", pool, err)
+	}
+	log.FromContext(ctx).Info("created nodeclaim", "nodeclaim", claim.Name, "nodepool", pool,
 		"pods", len(nc.Pods), "instance-types", len(nc.InstanceTypes), "requests", nc.Requests.String())
-	return claim, nil
+	return nil
 }
 
 // reportFallbacks records, for pods whose last NodeClaim ran out of capacity,

@@ -52,12 +52,17 @@ var _ = Describe("a batch", func() {
 		// failFirst makes the next NodeClaim's launch fail before its
 		// create even returns, as a fast launch controller can.
 		failFirst atomic.Bool
+		// While gated, NodeClaim creates wait for release to close.
+		gated   atomic.Bool
+		release chan struct{}
 	)
 
 	BeforeEach(func() {
 		early, fill = false, false
 		hidden.Clear()
 		hideNew.Store(false)
+		gated.Store(false)
+		release = make(chan struct{})
 	})
 
 	JustBeforeEach(func() {
@@ -92,7 +97,7 @@ var _ = Describe("a batch", func() {
 		// A client whose NodeClaim creates take a while, counting how many run at once.
 		inFlight.Store(0)
 		most.Store(0)
-		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most, hidden: &hidden}
+		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most, hidden: &hidden, gated: &gated, release: release}
 		p := provisioning.New(slow, mgr.GetEventRecorder("karpenter"), cloud, clk, provisioning.NewMetrics(reg),
 			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Early: early, FillEarly: fill})
 		failFirst.Store(false)
@@ -286,6 +291,31 @@ var _ = Describe("a batch", func() {
 			Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the third pod's, once the window closed")
 			Expect(batches()).To(Equal(uint64(1)))
 		})
+
+		It("plans the batch that closes the window while an early round's NodeClaims are still being created, counting them", func() {
+			gated.Store(true)
+			var once sync.Once
+			open := func() { once.Do(func() { close(release) }) }
+			DeferCleanup(open)
+			for i := range 3 {
+				pending(fmt.Sprintf("seven-%d", i), "7")
+			}
+			// An early round creates the NodeClaim the first two fill; its
+			// create does not return.
+			Eventually(func() int32 {
+				clk.Step(250 * time.Millisecond)
+				return inFlight.Load()
+			}, 5*time.Second, 100*time.Millisecond).Should(BeNumerically(">=", 1))
+			// The window closes and the batch plans, the create still held.
+			Eventually(stepped(clk, batches), 5*time.Second, 20*time.Millisecond).Should(Equal(uint64(1)),
+				"the batch waited for the early round's create")
+			Expect(claims()).To(BeZero(), "no create has returned yet")
+			open()
+			Eventually(claims, 5*time.Second).Should(Equal(2))
+			Consistently(stepped(clk, claims), 500*time.Millisecond, 50*time.Millisecond).Should(Equal(2),
+				"the batch planned the early round's pods again")
+			Expect(nominations(ctx, ns)).To(HaveLen(3))
+		})
 	})
 
 	It("counts the room of a NodeClaim it created that the cache does not show yet", func() {
@@ -431,6 +461,8 @@ type countingClient struct {
 	inFlight, most *atomic.Int32
 	created        func(*v1.NodeClaim)
 	hidden         *sync.Map
+	gated          *atomic.Bool
+	release        chan struct{}
 }
 
 func (c *countingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
@@ -456,6 +488,9 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 		for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
 		}
 		time.Sleep(100 * time.Millisecond)
+		if c.gated != nil && c.gated.Load() {
+			<-c.release
+		}
 	}
 	if err := c.Client.Create(ctx, obj, opts...); err != nil {
 		return err
