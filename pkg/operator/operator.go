@@ -155,12 +155,12 @@ const EventSource = "backstop"
 
 // watchClient is the HTTP client of the informer cache: HTTP/1.1, so each
 // watch (pods, nodes, NodeClaims, ...) has a TCP connection of its own. Over
-// HTTP/2 every watch and every request of the process share one connection,
-// and in a scale-up the NodeClaim and Node updates (large objects, written
-// many times each) and the process's own writes queue ahead of the pod
-// events on it: with 2,000 pods the controller saw new pods up to 4 s after
+// HTTP/2 the watches share one connection, and in a scale-up the pod events
+// queued behind the NodeClaim and Node updates (large objects, written many
+// times each): with 2,000 pods the controller saw new pods up to 4 s after
 // another client of the same API server did; on connections of their own,
-// within 0.1 s. Writes stay on one HTTP/2 connection.
+// within 0.1 s. (One HTTP/2 connection for all watches, apart from the
+// writes, did not help.) Writes stay on one HTTP/2 connection.
 func watchClient(cfg *rest.Config) (*http.Client, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.NextProtos = []string{"http/1.1"}

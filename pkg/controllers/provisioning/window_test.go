@@ -314,7 +314,8 @@ var _ = Describe("a batch", func() {
 			Eventually(claims, 5*time.Second).Should(Equal(2))
 			Consistently(stepped(clk, claims), 500*time.Millisecond, 50*time.Millisecond).Should(Equal(2),
 				"the batch planned the early round's pods again")
-			Expect(nominations(ctx, ns)).To(HaveLen(3))
+			// Events are written asynchronously.
+			Eventually(func() map[string][]string { return nominations(ctx, ns) }, 5*time.Second).Should(HaveLen(3))
 		})
 	})
 
