@@ -476,36 +476,32 @@ func (p *Provisioner) fillEarly(ctx context.Context) bool {
 		return false
 	}
 	go func() {
-		locked := true
-		defer func() {
-			if locked {
-				p.filling.Unlock()
-			}
-		}()
-		logger := log.FromContext(ctx)
-		snap, err := p.takeSnapshot(ctx)
-		if err != nil || len(snap.pending) == 0 {
-			return
-		}
-		plan := scheduling.Solve(snap.input)
-		full := filled(plan.NewNodeClaims, snap)
-		if len(full) == 0 {
-			return
-		}
-		logger.Info("creating filled nodeclaims while the batch window is open", "pods", len(snap.pending), "nodeclaims", len(full))
-		reserved := p.reserve(snap, full)
-		// A batch may plan from here on: it counts these NodeClaims and
-		// their pods while they are being created.
-		p.filling.Unlock()
-		locked = false
-		if errs := p.postAll(ctx, reserved); len(errs) > 0 {
+		// A batch may plan once the round has reserved: it counts these
+		// NodeClaims and their pods while they are being created.
+		if errs := p.postAll(ctx, p.reserveFilled(ctx)); len(errs) > 0 {
 			// Their pods are planned again when the window closes.
 			cause := cloudprovider.CauseOf(errs[0])
-			logger.Error(errs[0], "creating filled nodeclaims early failed; the batch plans their pods", "failed", len(errs),
+			log.FromContext(ctx).Error(errs[0], "creating filled nodeclaims early failed; the batch plans their pods", "failed", len(errs),
 				"error-code", cause.Code, "request-id", cause.RequestID)
 		}
 	}()
 	return true
+}
+
+// reserveFilled plans the pods seen so far and reserves the NodeClaims they
+// fill; it releases filling, which the caller holds.
+func (p *Provisioner) reserveFilled(ctx context.Context) []reservation {
+	defer p.filling.Unlock()
+	snap, err := p.takeSnapshot(ctx)
+	if err != nil || len(snap.pending) == 0 {
+		return nil
+	}
+	full := filled(scheduling.Solve(snap.input).NewNodeClaims, snap)
+	if len(full) == 0 {
+		return nil
+	}
+	log.FromContext(ctx).Info("creating filled nodeclaims while the batch window is open", "pods", len(snap.pending), "nodeclaims", len(full))
+	return p.reserve(snap, full)
 }
 
 // filled are the planned NodeClaims no pod of the batch could join: on
@@ -547,9 +543,7 @@ func (p *Provisioner) create(ctx context.Context, pool *v1.NodePool, nc *schedul
 	claim := p.newClaim(pool, nc, extra)
 	p.countCreated(claim)
 	if err := p.post(ctx, claim, nc); err != nil {
-		p.mu.Lock()
-		delete(p.created, claim.Name)
-		p.mu.Unlock()
+		p.takeBack(reservation{planned: nc, claim: claim})
 		return nil, err
 	}
 	return claim, nil

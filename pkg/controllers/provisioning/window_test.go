@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -55,6 +56,8 @@ var _ = Describe("a batch", func() {
 		// While gated, NodeClaim creates wait for release to close.
 		gated   atomic.Bool
 		release chan struct{}
+		// refuseNext makes the API server refuse the next NodeClaim create.
+		refuseNext atomic.Bool
 	)
 
 	BeforeEach(func() {
@@ -63,6 +66,7 @@ var _ = Describe("a batch", func() {
 		hideNew.Store(false)
 		gated.Store(false)
 		release = make(chan struct{})
+		refuseNext.Store(false)
 	})
 
 	JustBeforeEach(func() {
@@ -97,7 +101,7 @@ var _ = Describe("a batch", func() {
 		// A client whose NodeClaim creates take a while, counting how many run at once.
 		inFlight.Store(0)
 		most.Store(0)
-		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most, hidden: &hidden, gated: &gated, release: release}
+		slow := &countingClient{Client: mgr.GetClient(), inFlight: &inFlight, most: &most, hidden: &hidden, gated: &gated, release: release, refuseNext: &refuseNext}
 		p := provisioning.New(slow, mgr.GetEventRecorder("karpenter"), cloud, clk, provisioning.NewMetrics(reg),
 			provisioning.Options{BatchIdleDuration: time.Second, BatchMaxDuration: 10 * time.Second, Early: early, FillEarly: fill})
 		failFirst.Store(false)
@@ -319,6 +323,19 @@ var _ = Describe("a batch", func() {
 		})
 	})
 
+	It("plans a pod again, under a new NodeClaim, when the create of its first is refused", func() {
+		refuseNext.Store(true)
+		pending("refused", "7")
+		// The failed batch is retried after a backoff; the pod must not stay
+		// counted on the NodeClaim that was never made.
+		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(1))
+		Consistently(stepped(clk, claims), 500*time.Millisecond, 50*time.Millisecond).Should(Equal(1))
+		var list v1.NodeClaimList
+		Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
+		Eventually(func() map[string][]string { return nominations(ctx, ns) }, 5*time.Second).Should(
+			Equal(map[string][]string{"refused": {"nodeclaim/" + list.Items[0].Name}}))
+	})
+
 	It("counts the room of a NodeClaim it created that the cache does not show yet", func() {
 		hideNew.Store(true)
 		pending("first", "7")
@@ -464,6 +481,7 @@ type countingClient struct {
 	hidden         *sync.Map
 	gated          *atomic.Bool
 	release        chan struct{}
+	refuseNext     *atomic.Bool
 }
 
 func (c *countingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
@@ -491,6 +509,9 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 		time.Sleep(100 * time.Millisecond)
 		if c.gated != nil && c.gated.Load() {
 			<-c.release
+		}
+		if c.refuseNext != nil && c.refuseNext.CompareAndSwap(true, false) {
+			return apierrors.NewAlreadyExists(schema.GroupResource{Group: v1.Group, Resource: "nodeclaims"}, obj.GetName())
 		}
 	}
 	if err := c.Client.Create(ctx, obj, opts...); err != nil {
