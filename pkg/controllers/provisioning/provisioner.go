@@ -81,27 +81,19 @@ type Provisioner struct {
 	known map[types.NamespacedName]time.Time
 	// placed are pods of leaving nodes planned onto registered nodes, by node.
 	placed map[types.UID]string
-	// failed are NodeClaims whose launch failed before their pods were
-	// nominated to them, with why and when; kept for nominationGrace.
-	failed map[string]failedLaunch
 	// launched are the provider ids of instances made for NodeClaims, by
 	// NodeClaim, until the cache's NodeClaim records them.
 	launched map[string]string
-	// created are the NodeClaims this process created, until a plan's read
-	// of the cache shows them, they are deleted, or nominationGrace passes:
-	// a plan made meanwhile counts their room, which the pods of the next
-	// batch may use.
+	// created are the NodeClaims this process created or is creating, until
+	// a plan's read of the cache shows them, they are deleted, or
+	// nominationGrace passes: a plan made meanwhile counts their room, which
+	// the pods of the next batch may use.
 	created map[string]createdClaim
 }
 
 type createdClaim struct {
 	claim *v1.NodeClaim
 	at    time.Time
-}
-
-type failedLaunch struct {
-	fallback
-	at time.Time
 }
 
 type fallback struct {
@@ -126,7 +118,7 @@ func New(c client.Client, recorder events.EventRecorder, cloud cloudprovider.Clo
 		client: c, recorder: recorder, cloud: cloud, clock: clk, opts: opts, metrics: metrics,
 		batcher: NewBatcher(clk, opts.BatchIdleDuration, opts.BatchMaxDuration), nominations: map[types.UID]nomination{},
 		fallbacks: map[types.UID]fallback{}, backoffs: map[types.UID]backoff{}, known: map[types.NamespacedName]time.Time{},
-		placed: map[types.UID]string{}, failed: map[string]failedLaunch{}, launched: map[string]string{},
+		placed: map[types.UID]string{}, launched: map[string]string{},
 		created: map[string]createdClaim{}, creating: make(chan struct{}, createWorkers),
 	}
 }
@@ -207,31 +199,17 @@ func (p *Provisioner) withCreated(live map[string]*v1.NodeClaim) {
 
 // LaunchFailed takes back the pods of a NodeClaim given up for lack of
 // capacity and plans them again at once (after one idle window); what ran out
-// is already marked unavailable, so the plan moves on.
+// is already marked unavailable, so the plan moves on. Its pods were
+// nominated before it was created, so none can be nominated to it later.
 func (p *Provisioner) LaunchFailed(claim *v1.NodeClaim, reason string) {
 	p.mu.Lock()
 	delete(p.created, claim.Name)
 	fb := fallback{pool: claim.Labels[v1.NodePoolLabelKey], reason: reason}
-	found := false
 	for uid, n := range p.nominations {
 		if n.claim == claim.Name {
 			delete(p.nominations, uid)
 			p.fallbacks[uid] = fb
-			found = true
 		}
-	}
-	now := p.clock.Now()
-	for name, f := range p.failed {
-		// A claim this process never nominates (another process created
-		// it) leaves its entry behind; a batch nominates within moments.
-		if now.Sub(f.at) > nominationGrace {
-			delete(p.failed, name)
-		}
-	}
-	if !found {
-		// The launch failed before the batch that created the claim got to
-		// nominate its pods: nominate gives them back when it does.
-		p.failed[claim.Name] = failedLaunch{fallback: fb, at: now}
 	}
 	p.mu.Unlock()
 	p.batcher.Trigger()
@@ -648,23 +626,13 @@ func (p *Provisioner) reportFallbacks(pods []*corev1.Pod, claim *v1.NodeClaim, f
 	}
 }
 
-// nominate remembers that the pods will land on the claim, and takes the
-// fallbacks the pods carried to it: a launch failure of this very claim may
-// set new ones at any moment after. Nil when the claim's launch has failed
-// already and the pods went back.
+// nominate remembers that the pods will land on the claim, not yet created,
+// and takes the fallbacks the pods carried to it: a launch failure of this
+// very claim may set new ones at any moment after its create.
 func (p *Provisioner) nominate(pods []*corev1.Pod, claim *v1.NodeClaim) map[types.UID]fallback {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	taken := map[types.UID]fallback{}
-	if f, failed := p.failed[claim.Name]; failed {
-		// Its launch failed already: the pods go straight back, marked
-		// with why, for the batch LaunchFailed asked for.
-		delete(p.failed, claim.Name)
-		for _, pod := range pods {
-			p.fallbacks[pod.UID] = f.fallback
-		}
-		return nil
-	}
 	now := p.clock.Now()
 	for _, pod := range pods {
 		p.nominations[pod.UID] = nomination{claim: claim.Name, pod: client.ObjectKeyFromObject(pod), at: now}

@@ -267,7 +267,7 @@ var _ = Describe("a batch", func() {
 		})
 	})
 
-	It("plans a pod again when its NodeClaim's launch fails before the batch has nominated it", func() {
+	It("plans a pod again when its NodeClaim's launch fails before the NodeClaim's create has returned", func() {
 		failFirst.Store(true)
 		pending("ice", "1")
 		Eventually(stepped(clk, claims), 5*time.Second, 20*time.Millisecond).Should(Equal(2), "the pod stayed counted on the NodeClaim that failed (which is still there, being deleted)")
