@@ -115,7 +115,7 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.
 	}); err != nil {
 		return nil, err
 	}
-	recorder, err := newEventRecorder(mgr, cfg, mgr.GetHTTPClient(), scheme, log)
+	recorder, err := newEventRecorder(mgr, cfg, mgr.GetHTTPClient(), scheme, clk, log)
 	if err != nil {
 		return nil, err
 	}
