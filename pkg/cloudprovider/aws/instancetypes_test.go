@@ -45,6 +45,17 @@ var _ = Describe("instance types", func() {
 		Expect(plain.Requirements).NotTo(HaveKey(aws.LabelInstanceAcceleratorCount))
 	})
 
+	It("shares one requirement among the types that carry the same label", func() {
+		large, err := aws.NewInstanceType(facts["m5.large"], nil, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		xlarge, err := aws.NewInstanceType(facts["m5.xlarge"], nil, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(large.Requirements[aws.LabelInstanceFamily]).To(BeIdenticalTo(xlarge.Requirements[aws.LabelInstanceFamily]), "one m5 family requirement")
+		Expect(large.Requirements[corev1.LabelArchStable]).To(BeIdenticalTo(xlarge.Requirements[corev1.LabelArchStable]))
+		Expect(large.Requirements[aws.LabelInstanceSize].Values()).To(Equal([]string{"large"}), "each keeps its own values")
+		Expect(xlarge.Requirements[aws.LabelInstanceSize].Values()).To(Equal([]string{"xlarge"}))
+	})
+
 	It("labels Neuron types with their accelerators and offers their devices as aws.amazon.com/neuron", func() {
 		it, err := aws.NewInstanceType(facts["inf2.48xlarge"], nil, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
