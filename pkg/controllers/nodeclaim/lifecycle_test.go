@@ -143,7 +143,8 @@ var _ = Describe("registration", func() {
 		w := newWorld()
 		pool := w.newPool()
 		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
-		reg := nodeclaim.NewRegistration(w.client, w.recorder, w.clock, 15*time.Minute)
+		writes := &lagging{Client: w.client}
+		reg := nodeclaim.NewRegistration(writes, w.recorder, w.clock, 15*time.Minute)
 
 		claim, node := w.joined(launch, pool)
 		w.seen(node)
@@ -157,7 +158,13 @@ var _ = Describe("registration", func() {
 		Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer))
 		w.get(claim)
 		Expect(claim.Status.NodeName).To(Equal(node.Name))
-		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)).To(BeFalse(), "not Ready yet")
+		Expect(meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionInitialized)).To(And(HaveField("Status", metav1.ConditionFalse),
+			HaveField("Message", "node is not Ready")), "not Ready yet, and the claim says so in the write that registers it")
+		Expect(writes.statusWrites).To(Equal(1))
+		w.seen(claim)
+		_, err = reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(writes.statusWrites).To(Equal(1), "the same reason is not written again")
 
 		// The node turns Ready, and the not-ready taint the API server put on it goes, as the node lifecycle controller does.
 		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
@@ -176,6 +183,8 @@ var _ = Describe("registration", func() {
 		Expect(initialized.LastTransitionTime.Time).To(BeTemporally("==", w.clock.Now()))
 		w.get(node)
 		Expect(node.Labels).To(HaveKeyWithValue(v1.InitializedLabelKey, "true"))
+		Expect(writes.nodeWrites).To(Equal(2), "adopted, then marked initialized once Ready")
+		Expect(writes.statusWrites).To(Equal(2))
 
 		// A second claim whose Node never registers.
 		lonely := w.newClaim(pool, "default")
@@ -195,11 +204,26 @@ var _ = Describe("registration", func() {
 })
 
 // lagging serves a NodeClaim as a lagging informer cache would (the copy in
-// stale, when set) and counts the writes to Nodes.
+// stale, when set) and counts the writes to Nodes and to NodeClaims' status.
 type lagging struct {
 	client.Client
-	stale      *v1.NodeClaim
-	nodeWrites int
+	stale        *v1.NodeClaim
+	nodeWrites   int
+	statusWrites int
+}
+
+func (l *lagging) Status() client.SubResourceWriter {
+	return &countedStatus{SubResourceWriter: l.Client.Status(), writes: &l.statusWrites}
+}
+
+type countedStatus struct {
+	client.SubResourceWriter
+	writes *int
+}
+
+func (c *countedStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	*c.writes++
+	return c.SubResourceWriter.Patch(ctx, obj, patch, opts...)
 }
 
 func (l *lagging) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -240,14 +264,20 @@ var _ = Describe("registration on a lagging cache", func() {
 		Expect(err).NotTo(HaveOccurred())
 		w.get(claim)
 		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized)).To(BeTrue())
-		Expect(cache.nodeWrites).To(Equal(2), "adopted, then marked initialized")
+		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionRegistered)).To(BeTrue())
+		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionReady)).To(BeTrue())
+		w.get(node)
+		Expect(node.Labels).To(And(HaveKeyWithValue(v1.RegisteredLabelKey, "true"), HaveKeyWithValue(v1.InitializedLabelKey, "true")))
+		Expect(cache.nodeWrites).To(Equal(1), "a node that joins ready is adopted and marked initialized in one write")
+		Expect(cache.statusWrites).To(Equal(1), "and its NodeClaim registered and initialized in one")
 
 		// The Node is current in the cache, the NodeClaim is not yet.
 		w.seen(node)
 		cache.stale = before
 		_, err = reg.Reconcile(w.ctx, request(claim))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(cache.nodeWrites).To(Equal(2), "nothing written again for a step already done")
+		Expect(cache.nodeWrites).To(Equal(1), "nothing written again for a step already done")
+		Expect(cache.statusWrites).To(Equal(1))
 		created, _ := test.Metric(registry, "karpenter_nodes_created_total", map[string]string{"nodepool": pool.Name})
 		Expect(created).To(Equal(1.0), "the node is counted once")
 
@@ -256,7 +286,35 @@ var _ = Describe("registration on a lagging cache", func() {
 		w.seen(claim)
 		_, err = reg.Reconcile(w.ctx, request(claim))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(cache.nodeWrites).To(Equal(2))
+		Expect(cache.nodeWrites).To(Equal(1))
+		Expect(cache.statusWrites).To(Equal(1))
+	})
+})
+
+var _ = Describe("registration on a stale NodeClaim", func() {
+	It("does not drop a condition written since the copy it read", func() {
+		w := newWorld()
+		pool := w.newPool()
+		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
+		cache := &lagging{Client: w.client}
+		reg := nodeclaim.NewRegistration(cache, w.recorder, w.clock, 15*time.Minute)
+
+		claim, node := w.joined(launch, pool)
+		w.seen(node)
+		before := claim.DeepCopy()
+		_, err := reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionRegistered)).To(BeTrue())
+
+		// A reconcile reads the NodeClaim from before it was registered; the
+		// node is still not Ready, so initialization has a reason to write.
+		cache.stale = before
+		result, err := reg.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(result.Requeue).To(BeTrue(), "the stale write is refused and the reconcile asked again")
+		w.get(claim)
+		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionRegistered)).To(BeTrue(), "Registered is still there")
 	})
 })
 
