@@ -138,15 +138,32 @@ func (w *world) joined(launch *nodeclaim.Launch, pool *v1.NodePool) (*v1.NodeCla
 	return claim, node
 }
 
+// registering is a world with a launched NodeClaim whose Node has joined (not
+// Ready), and a registration controller reading and writing through a
+// lagging client.
+type registering struct {
+	*world
+	pool   *v1.NodePool
+	launch *nodeclaim.Launch
+	cache  *lagging
+	reg    *nodeclaim.Registration
+	claim  *v1.NodeClaim
+	node   *corev1.Node
+}
+
+func newRegistering() *registering {
+	w := newWorld()
+	r := &registering{world: w, pool: w.newPool(), cache: &lagging{Client: w.client}}
+	r.launch = nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
+	r.reg = nodeclaim.NewRegistration(r.cache, w.recorder, w.clock, 15*time.Minute)
+	r.claim, r.node = w.joined(r.launch, r.pool)
+	return r
+}
+
 var _ = Describe("registration", func() {
 	It("adopts the Node of a launched NodeClaim, initializes it once ready, and deletes a NodeClaim whose Node never comes", func() {
-		w := newWorld()
-		pool := w.newPool()
-		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
-		writes := &lagging{Client: w.client}
-		reg := nodeclaim.NewRegistration(writes, w.recorder, w.clock, 15*time.Minute)
-
-		claim, node := w.joined(launch, pool)
+		r := newRegistering()
+		w, pool, launch, writes, reg, claim, node := r.world, r.pool, r.launch, r.cache, r.reg, r.claim, r.node
 		w.seen(node)
 		_, err := reg.Reconcile(w.ctx, request(claim))
 		Expect(err).NotTo(HaveOccurred())
@@ -243,15 +260,11 @@ func (l *lagging) Patch(ctx context.Context, obj client.Object, patch client.Pat
 
 var _ = Describe("registration on a lagging cache", func() {
 	It("registers and initializes a node once, counting and logging it once, when a reconcile reads the NodeClaim from before", func() {
-		w := newWorld()
-		pool := w.newPool()
-		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
-		cache := &lagging{Client: w.client}
-		reg := nodeclaim.NewRegistration(cache, w.recorder, w.clock, 15*time.Minute)
+		r := newRegistering()
+		w, pool, cache, reg, claim, node := r.world, r.pool, r.cache, r.reg, r.claim, r.node
 		registry := prometheus.NewRegistry()
 		reg.Metrics = metrics.NewLifecycle(registry)
 
-		claim, node := w.joined(launch, pool)
 		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 		Expect(env.Client.Status().Update(w.ctx, node)).To(Succeed())
 		// Ready: the not-ready taint the API server put on goes.
@@ -293,13 +306,8 @@ var _ = Describe("registration on a lagging cache", func() {
 
 var _ = Describe("registration on a stale NodeClaim", func() {
 	It("does not drop a condition written since the copy it read", func() {
-		w := newWorld()
-		pool := w.newPool()
-		launch := nodeclaim.NewLaunch(w.client, w.cloud, w.recorder, w.clock, &failures{}, newLaunchMetrics())
-		cache := &lagging{Client: w.client}
-		reg := nodeclaim.NewRegistration(cache, w.recorder, w.clock, 15*time.Minute)
-
-		claim, node := w.joined(launch, pool)
+		r := newRegistering()
+		w, cache, reg, claim, node := r.world, r.cache, r.reg, r.claim, r.node
 		w.seen(node)
 		before := claim.DeepCopy()
 		_, err := reg.Reconcile(w.ctx, request(claim))
