@@ -345,7 +345,9 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	}
 	out := make([]*scheduling.InstanceType, 0, len(o.facts))
 	for _, f := range o.facts {
-		var offerings []scheduling.Offering
+		// Sized for both capacity types in every zone: grown by append it
+		// held a third more, for every type of every list.
+		offerings := make([]scheduling.Offering, 0, 2*len(o.zones[f.Name]))
 		for _, zone := range o.zones[f.Name] {
 			if len(allowedZones) > 0 && !allowedZones[zone] {
 				continue

@@ -43,6 +43,10 @@ type Options struct {
 	// (no option has room for another of the batch's smallest pods) without
 	// waiting for the window to close; the rest wait for it.
 	FillEarly bool
+	// ListPods lists every pod of the informer cache, the cache's own
+	// objects; nil lists them through the client, which copies each pod
+	// into a new list (a kilobyte a pod, for every plan).
+	ListPods func(context.Context) ([]*corev1.Pod, error)
 }
 
 // Provisioner plans capacity for batches of pending pods and creates NodeClaims.

@@ -87,6 +87,29 @@ type snapshot struct {
 	unsettled int
 }
 
+// listPods lists every pod the cache holds, through Options.ListPods when
+// set.
+func (p *Provisioner) listPods(ctx context.Context) ([]*corev1.Pod, error) {
+	if p.opts.ListPods != nil {
+		return p.opts.ListPods(ctx)
+	}
+	return ReadPods(ctx, p.client)
+}
+
+// ReadPods lists every pod through a reader: with the manager's client, the
+// cache's own objects, copied into a new list.
+func ReadPods(ctx context.Context, r client.Reader) ([]*corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	pods := make([]*corev1.Pod, len(list.Items))
+	for i := range list.Items {
+		pods[i] = &list.Items[i]
+	}
+	return pods, nil
+}
+
 // takeSnapshot reads the cluster from the cache and builds the solver's input.
 // Pods nominated to in-flight NodeClaims count on those claims, not as pending.
 func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
@@ -95,8 +118,8 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	// adds to), and copying them on every plan was a tenth of the
 	// controller's CPU and most of what a scale-up allocated.
 	listed := p.clock.Now()
-	var pods corev1.PodList
-	if err := p.client.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+	pods, err := p.listPods(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
 	var nodes corev1.NodeList
@@ -145,8 +168,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	pendingKeys := map[types.NamespacedName]bool{}
 	var awaiting []awaited
 	defer p.forgetBound(pendingNow, pendingKeys, listed)
-	for i := range pods.Items {
-		pod := &pods.Items[i]
+	for _, pod := range pods {
 		switch {
 		case pod.Spec.NodeName != "" && leaving[pod.Spec.NodeName] && pod.DeletionTimestamp == nil && scheduling.MustLeave(pod):
 			// Its node is being drained or reclaimed: it needs a place
