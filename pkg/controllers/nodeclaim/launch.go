@@ -166,12 +166,16 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	if err := l.client.Patch(ctx, claim, patch); err != nil {
 		return reconcile.Result{}, err
 	}
-	statusPatch := client.MergeFrom(claim.DeepCopy())
+	// Status patches carry the resource version: a merge patch replaces
+	// the whole list of conditions, and one from a stale copy would drop a
+	// condition written since. A conflict reconciles again; the instance is
+	// remembered (launched), not made twice.
+	statusPatch := client.MergeFromWithOptions(claim.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	claim.Status.ProviderID, claim.Status.ImageID = inst.ProviderID, inst.ImageID
 	claim.Status.Capacity, claim.Status.Allocatable = inst.Capacity, inst.Allocatable
 	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionLaunched, Status: metav1.ConditionTrue, Reason: "Launched", ObservedGeneration: claim.Generation, LastTransitionTime: metav1.NewTime(l.clock.Now())})
 	if err := l.client.Status().Patch(ctx, claim, statusPatch); err != nil {
-		return reconcile.Result{}, err
+		return retryConflict(err)
 	}
 	l.launched.Store(claim.UID, &launched{inst: inst, recorded: true})
 	if inst.CapacityType == v1.CapacityTypeSpot {
@@ -241,10 +245,10 @@ func (l *Launch) notLaunched(ctx context.Context, claim *v1.NodeClaim, reason, m
 	} else if l.Timeout > 0 {
 		after = min(after, l.Timeout-age)
 	}
-	patch := client.MergeFrom(claim.DeepCopy())
+	patch := client.MergeFromWithOptions(claim.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionLaunched, Status: metav1.ConditionFalse, Reason: reason, Message: message, ObservedGeneration: claim.Generation})
 	if err := l.client.Status().Patch(ctx, claim, patch); client.IgnoreNotFound(err) != nil {
-		return reconcile.Result{}, err
+		return retryConflict(err)
 	}
 	return reconcile.Result{RequeueAfter: after}, nil
 }

@@ -98,6 +98,21 @@ var _ = Describe("the launch controller", func() {
 		Expect(meta.IsStatusConditionTrue(pool.Status.Conditions, v1.ConditionReady)).To(BeTrue(), "the other owner's condition survives")
 	})
 
+	It("does not drop a condition written since the copy it read when it records why it could not launch", func() {
+		w.cloud.NotReady["broken"] = "EC2NodeClass broken is not ready: no subnet matched"
+		claim := w.newClaim(pool, "broken")
+		stale := claim.DeepCopy()
+		meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionDrifted, Status: metav1.ConditionTrue, Reason: "NodePoolDrifted", LastTransitionTime: metav1.NewTime(w.clock.Now())})
+		Expect(env.Client.Status().Update(w.ctx, claim)).To(Succeed(), "another controller writes a condition")
+		cache := &lagging{Client: w.client, stale: stale}
+		l := nodeclaim.NewLaunch(cache, w.cloud, w.recorder, w.clock, failed, newLaunchMetrics())
+		result, err := l.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(result.Requeue).To(BeTrue(), "the stale write is refused and the reconcile asked again")
+		w.get(claim)
+		Expect(meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionDrifted)).To(BeTrue(), "Drifted is still there")
+	})
+
 	It("reports a NodeClass that is not ready and gives the NodeClaim up after the launch timeout", func() {
 		w.cloud.NotReady["broken"] = "EC2NodeClass broken is not ready: no subnet matched"
 		claim := w.newClaim(pool, "broken")
