@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -373,6 +374,42 @@ var _ = Describe("termination and garbage collection", func() {
 		Expect(err).To(HaveOccurred())
 		w.get(claim)
 		Expect(claim.Finalizers).To(ContainElement(v1.TerminationFinalizer))
+	})
+
+	It("keeps a node while an evicted pod has its grace period to stop, counted on the controller's clock, not the API server's", func() {
+		w := newWorld()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		// The controller's clock runs an hour ahead of the API server's:
+		// every deletionTimestamp the server writes is in its past.
+		w.clock.Step(time.Hour)
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "draining-", Finalizers: []string{v1.TerminationFinalizer}}}
+		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "stopping-"},
+			Spec: corev1.PodSpec{NodeName: node.Name, TerminationGracePeriodSeconds: ptr.To[int64](30),
+				Containers: []corev1.Container{{Name: "c", Image: "c"}}},
+		}
+		Expect(env.Client.Create(w.ctx, pod)).To(Succeed())
+		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pod, client.GracePeriodSeconds(0)) })
+		// No kubelet here: the pod stays terminating, as on a node whose
+		// kubelet takes its grace period.
+		Expect(env.Client.Delete(w.ctx, pod)).To(Succeed())
+		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
+		w.seen(pod)
+		w.seen(node)
+
+		_, err := term.ReconcileNode(w.ctx, request(node))
+		Expect(err).NotTo(HaveOccurred())
+		w.clock.Step(29 * time.Second)
+		_, err = term.ReconcileNode(w.ctx, request(node))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(node)
+		Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer), "the pod has a second of its 30 left")
+
+		w.clock.Step(time.Second)
+		_, err = term.ReconcileNode(w.ctx, request(node))
+		Expect(err).NotTo(HaveOccurred())
+		w.gone(node)
 	})
 
 	It("terminates instances whose NodeClaim is gone after the grace period, and deletes NodeClaims whose instance is gone", func() {

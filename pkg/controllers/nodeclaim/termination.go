@@ -3,12 +3,14 @@ package nodeclaim
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -49,11 +51,18 @@ type Termination struct {
 	clock    clock.Clock
 	// Metrics counts terminated nodes; nil counts nothing.
 	Metrics *metrics.Lifecycle
+
+	mu sync.Mutex
+	// leaving holds, per draining node, when the drain first saw each of
+	// its pods terminating, on the controller's clock. A pod's
+	// deletionTimestamp is on the API server's clock, which need not be
+	// this one (a few seconds of skew; a test's clock far ahead).
+	leaving map[string]map[types.UID]time.Time
 }
 
 // NewTermination returns the termination controller.
 func NewTermination(c client.Client, cloud cloudprovider.CloudProvider, recorder events.EventRecorder, clk clock.Clock) *Termination {
-	return &Termination{client: c, cloud: cloud, recorder: recorder, clock: clk}
+	return &Termination{client: c, cloud: cloud, recorder: recorder, clock: clk, leaving: map[string]map[types.UID]time.Time{}}
 }
 
 // Register adds the NodeClaim and Node halves of termination.
@@ -107,9 +116,11 @@ func (t *Termination) ReconcileClaim(ctx context.Context, req reconcile.Request)
 func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	node := &corev1.Node{}
 	if err := t.client.Get(ctx, req.NamespacedName, node); err != nil {
+		t.forget(req.Name)
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if node.DeletionTimestamp == nil || !controllerutil.ContainsFinalizer(node, v1.TerminationFinalizer) {
+		t.forget(node.Name)
 		return reconcile.Result{}, nil
 	}
 	logger := log.FromContext(ctx).WithValues("node", node.Name)
@@ -141,6 +152,7 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 	if err := t.client.Patch(ctx, node, patch); client.IgnoreNotFound(err) != nil {
 		return reconcile.Result{}, err
 	}
+	t.forget(node.Name)
 	t.Metrics.NodeTerminated(node.Labels[v1.NodePoolLabelKey], t.clock.Since(node.DeletionTimestamp.Time))
 	logger.Info("drained and deleted node")
 	return reconcile.Result{}, nil
@@ -162,6 +174,25 @@ func drainDeadline(node *corev1.Node, claim *v1.NodeClaim) *time.Time {
 		deadline = &at
 	}
 	return deadline
+}
+
+// forget drops what the drain remembered of a node's pods.
+func (t *Termination) forget(node string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.leaving, node)
+}
+
+// terminationGrace is how long a terminating pod was given to stop: the
+// grace period of its deletion, else of its spec, else Kubernetes' 30 s.
+func terminationGrace(pod *corev1.Pod) time.Duration {
+	switch {
+	case pod.DeletionGracePeriodSeconds != nil:
+		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
 }
 
 func (t *Termination) claimOf(ctx context.Context, node *corev1.Node) *v1.NodeClaim {
@@ -193,6 +224,19 @@ func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *ti
 	}
 	now := t.clock.Now()
 	remaining := 0
+	t.mu.Lock()
+	before := t.leaving[node.Name]
+	t.mu.Unlock()
+	seen := map[types.UID]time.Time{}
+	defer func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if len(seen) == 0 {
+			delete(t.leaving, node.Name)
+		} else {
+			t.leaving[node.Name] = seen
+		}
+	}()
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		if !scheduling.MustLeave(pod) {
@@ -200,8 +244,14 @@ func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *ti
 		}
 		pastDeadline := deadline != nil && !now.Before(*deadline)
 		if pod.DeletionTimestamp != nil && !pastDeadline {
-			// Evicted already; it counts until its grace period has passed.
-			if now.Before(pod.DeletionTimestamp.Time) {
+			// Evicted already; it counts until its grace period has passed
+			// since the drain first saw it go.
+			since, ok := before[pod.UID]
+			if !ok {
+				since = now
+			}
+			seen[pod.UID] = since
+			if now.Sub(since) < terminationGrace(pod) {
 				remaining++
 			}
 			continue
