@@ -29,12 +29,17 @@ const (
 	// InterruptedAnnotation says why a NodeClaim is being replaced ahead of
 	// its drain: the interruption message's kind. Backstop's own.
 	InterruptedAnnotation = "backstop.sh/interrupted"
+	// ReplacingAnnotation on a NodeClaim says it is being replaced,
+	// replacement first, and where its pods go: the pools of its
+	// replacements, or existing nodes. Backstop's own.
+	ReplacingAnnotation = "backstop.sh/replacing-to"
 )
 
 // UnregisteredNoExecuteTaint is put on every node at launch and removed at registration.
 var UnregisteredNoExecuteTaint = corev1.Taint{Key: UnregisteredTaintKey, Effect: corev1.TaintEffectNoExecute}
 
-// DisruptedNoScheduleTaint is put on a node before it is drained.
+// DisruptedNoScheduleTaint is put on a node chosen for disruption, when its
+// replacement begins, and on every node before it is drained.
 var DisruptedNoScheduleTaint = corev1.Taint{Key: DisruptedTaintKey, Effect: corev1.TaintEffectNoSchedule}
 
 // NormalizedLabels maps deprecated beta label keys to their stable names.

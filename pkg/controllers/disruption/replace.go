@@ -30,7 +30,7 @@ import (
 const (
 	// ReplacingAnnotation on a NodeClaim says where its pods go while it is
 	// being replaced: the pools of its replacements, or existing nodes.
-	ReplacingAnnotation = "backstop.sh/replacing-to"
+	ReplacingAnnotation = v1.ReplacingAnnotation
 	// ReasonAnnotation on a NodeClaim being replaced, and on its
 	// replacements, says why: return or underutilized.
 	ReasonAnnotation = "backstop.sh/replacing-reason"
@@ -340,6 +340,11 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim, 
 		}
 	}
 	age := r.clock.Since(started)
+	if err := r.taint(ctx, w, claim, true); err != nil {
+		// A crash between the start and the taint, or a conflict: written
+		// now, or in the next round.
+		log.FromContext(ctx).Error(err, "tainting a node being replaced", "nodeclaim", claim.Name, "node", claim.Status.NodeName)
+	}
 	switch {
 	case ready == want && !mayDrain:
 		return false, nil
@@ -384,6 +389,11 @@ func (r *Replacer) rollBack(ctx context.Context, w *world, claim *v1.NodeClaim, 
 			}
 		}
 	}
+	// The taint goes before the mark: a crash between the two leaves a
+	// mark, which the next round rolls back again, never a taint alone.
+	if err := r.taint(ctx, w, claim, false); err != nil {
+		return fmt.Errorf("untainting node %s: %w", claim.Status.NodeName, err)
+	}
 	reason, to := claim.Annotations[ReasonAnnotation], claim.Annotations[ReplacingAnnotation]
 	patch := client.MergeFromWithOptions(claim.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	delete(claim.Annotations, ReplacingAnnotation)
@@ -399,6 +409,41 @@ func (r *Replacer) rollBack(ctx context.Context, w *world, claim *v1.NodeClaim, 
 	log.FromContext(ctx).Info("replacement rolled back", "reason", reason, "nodeclaim", claim.Name, "nodepool", from, "why", why)
 	r.metrics.count(reason, from, to, "rolled_back")
 	return nil
+}
+
+// taint puts the disrupted taint on the node of a NodeClaim being replaced
+// (on), or takes it off when the replacement is rolled back (off) — unless
+// the node is leaving anyway: being deleted, or warned of a Spot reclaim.
+func (r *Replacer) taint(ctx context.Context, w *world, claim *v1.NodeClaim, on bool) error {
+	node := w.nodes[claim.Status.NodeName]
+	if node == nil || node.DeletionTimestamp != nil || hasTaint(node, v1.DisruptedNoScheduleTaint) == on {
+		return nil
+	}
+	if !on && claim.Annotations[v1.InterruptedAnnotation] != "" {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	if on {
+		node.Spec.Taints = append(node.Spec.Taints, v1.DisruptedNoScheduleTaint)
+	} else {
+		kept := node.Spec.Taints[:0:0]
+		for _, t := range node.Spec.Taints {
+			if !t.MatchTaint(&v1.DisruptedNoScheduleTaint) {
+				kept = append(kept, t)
+			}
+		}
+		node.Spec.Taints = kept
+	}
+	return client.IgnoreNotFound(r.client.Patch(ctx, node, patch))
+}
+
+func hasTaint(node *corev1.Node, taint corev1.Taint) bool {
+	for _, t := range node.Spec.Taints {
+		if t.MatchTaint(&taint) {
+			return true
+		}
+	}
+	return false
 }
 
 // coolingDown reports whether a replacement of the claim began or was
@@ -462,6 +507,14 @@ func (r *Replacer) begin(ctx context.Context, w *world, d *Decision, spoken map[
 		}
 		spoken[created.Name] = true
 		what = append(what, fmt.Sprintf("%s (nodeclaim %s)", provisioning.DescribeClaim(nc), created.Name))
+	}
+	// Tainted once its replacements exist, so no new pod lands on a node
+	// about to drain. Not before: provisioning would take a tainted node's
+	// pods as leaving now and plan capacity for them a second time.
+	for _, claim := range d.claims {
+		if err := r.taint(ctx, w, claim, true); err != nil {
+			log.FromContext(ctx).Error(err, "tainting a node being replaced; tried again next round", "nodeclaim", claim.Name, "node", claim.Status.NodeName)
+		}
 	}
 	words := wordings[d.reason]
 	for _, claim := range d.claims {

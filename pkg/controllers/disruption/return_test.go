@@ -225,6 +225,37 @@ var _ = Describe("returning to the preferred pool", func() {
 		Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": "on-demand", "reason": "underutilized", "capacity_type": "on-demand"})).To(Equal(1.0))
 	})
 
+	It("taints the node once its replacement exists, so no new pod lands there, again after a crash, and untaints it on rollback", func() {
+		runPod("web-1", node.Name)
+		tainted := func() bool {
+			n := &corev1.Node{}
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), n)).To(Succeed())
+			for _, t := range n.Spec.Taints {
+				if t.MatchTaint(&v1.DisruptedNoScheduleTaint) {
+					return true
+				}
+			}
+			return false
+		}
+		r := newReplacer()
+		Expect(r.Round(ctx)).To(Succeed())
+		Expect(replacements()).To(HaveLen(1))
+		Expect(tainted()).To(BeTrue(), "karpenter.sh/disrupted:NoSchedule while the replacement launches")
+
+		// A crash between the replacement's create and the taint.
+		n := &corev1.Node{}
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), n)).To(Succeed())
+		n.Spec.Taints = nil
+		Expect(env.Client.Update(ctx, n)).To(Succeed())
+		Expect(newReplacer().Round(ctx)).To(Succeed())
+		Expect(tainted()).To(BeTrue(), "the next round taints it")
+
+		clk.Step(opts.Timeout)
+		Expect(r.Round(ctx)).To(Succeed())
+		Expect(current().Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation), "rolled back")
+		Expect(tainted()).To(BeFalse(), "the node stays, open to pods again")
+	})
+
 	It("returns to a pool of other requirements only when the fallback pool opts in", func() {
 		runPod("web-1", node.Name)
 		p := &v1.NodePool{}

@@ -393,17 +393,23 @@ func (p *Provisioner) keepWhileRoom(s *snapshot, alloc scheduling.Resources, pod
 
 // leavingNodes are the nodes whose pods must find another place: tainted
 // for disruption (drained, or warned of a Spot reclaim), or being deleted,
-// or whose NodeClaim is.
+// or whose NodeClaim is. A node tainted because it is being replaced,
+// replacement first, is not leaving yet: its replacements were planned for
+// its pods, which go when it drains, once they have initialized.
 func leavingNodes(nodes []corev1.Node, claims map[string]*v1.NodeClaim) map[string]bool {
 	leaving := map[string]bool{}
+	replacing := map[string]bool{}
 	for _, c := range claims {
 		if c.DeletionTimestamp != nil && c.Status.NodeName != "" {
 			leaving[c.Status.NodeName] = true
 		}
+		if c.Annotations[v1.ReplacingAnnotation] != "" && c.Annotations[v1.InterruptedAnnotation] == "" && c.Status.NodeName != "" {
+			replacing[c.Status.NodeName] = true
+		}
 	}
 	for i := range nodes {
 		n := &nodes[i]
-		if n.DeletionTimestamp != nil || hasDisruptedTaint(n.Spec.Taints) {
+		if n.DeletionTimestamp != nil || (hasDisruptedTaint(n.Spec.Taints) && !replacing[n.Name]) {
 			leaving[n.Name] = true
 		}
 	}
