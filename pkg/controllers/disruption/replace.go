@@ -340,13 +340,9 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim, 
 		}
 	}
 	age := r.clock.Since(started)
-	if err := r.taint(ctx, w, claim, true); err != nil {
-		// A crash between the start and the taint, or a conflict: written
-		// now, or in the next round.
-		log.FromContext(ctx).Error(err, "tainting a node being replaced", "nodeclaim", claim.Name, "node", claim.Status.NodeName)
-	}
 	switch {
 	case ready == want && !mayDrain:
+		r.keepTainted(ctx, w, claim)
 		return false, nil
 	case ready == want:
 		msg := fmt.Sprintf("Consolidated: replacement %s initialized, draining this node", strings.Join(names, ", "))
@@ -373,7 +369,16 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim, 
 	case age >= r.opts.Timeout:
 		return false, r.rollBack(ctx, w, claim, replacements, fmt.Sprintf("replacements did not initialize within %s", r.opts.Timeout))
 	}
+	r.keepTainted(ctx, w, claim)
 	return false, nil
+}
+
+// keepTainted mends the taint of a node whose replacement goes on: a crash
+// between its start and the taint left it out, or a write conflicted.
+func (r *Replacer) keepTainted(ctx context.Context, w *world, claim *v1.NodeClaim) {
+	if err := r.taint(ctx, w, claim, true); err != nil {
+		log.FromContext(ctx).Error(err, "tainting a node being replaced; tried again next round", "nodeclaim", claim.Name, "node", claim.Status.NodeName)
+	}
 }
 
 // replacementGrace covers a crash between a replacement's start and the
@@ -512,9 +517,7 @@ func (r *Replacer) begin(ctx context.Context, w *world, d *Decision, spoken map[
 	// about to drain. Not before: provisioning would take a tainted node's
 	// pods as leaving now and plan capacity for them a second time.
 	for _, claim := range d.claims {
-		if err := r.taint(ctx, w, claim, true); err != nil {
-			log.FromContext(ctx).Error(err, "tainting a node being replaced; tried again next round", "nodeclaim", claim.Name, "node", claim.Status.NodeName)
-		}
+		r.keepTainted(ctx, w, claim)
 	}
 	words := wordings[d.reason]
 	for _, claim := range d.claims {

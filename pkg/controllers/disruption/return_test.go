@@ -225,7 +225,7 @@ var _ = Describe("returning to the preferred pool", func() {
 		Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": "on-demand", "reason": "underutilized", "capacity_type": "on-demand"})).To(Equal(1.0))
 	})
 
-	It("taints the node once its replacement exists, so no new pod lands there, again after a crash, and untaints it on rollback", func() {
+	It("taints the node once its replacement exists, again after a crash, and untaints it on rollback", func() {
 		runPod("web-1", node.Name)
 		tainted := func() bool {
 			n := &corev1.Node{}
