@@ -162,6 +162,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	}
 	termination := nodeclaim.NewTermination(mgr.GetClient(), cloud, recorder, clk)
 	termination.Metrics = lifecycle
+	termination.Reader = mgr.GetAPIReader()
 	if err := termination.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the termination controller: %w", err)
 	}

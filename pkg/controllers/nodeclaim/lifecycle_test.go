@@ -413,6 +413,32 @@ var _ = Describe("termination and garbage collection", func() {
 		w.gone(node)
 	})
 
+	It("looks at the API server, not only the cache, before a drained node goes", func() {
+		w := newWorld()
+		// A cache that has not seen the pod bound to the node yet.
+		stale := &hidingPods{Client: w.client, hidden: map[string]bool{}}
+		term := nodeclaim.NewTermination(stale, w.cloud, w.recorder, w.clock)
+		term.Reader = env.Client
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "draining-", Finalizers: []string{v1.TerminationFinalizer}}}
+		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "just-bound-"},
+			Spec:       corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "c", Image: "c"}}},
+		}
+		Expect(env.Client.Create(w.ctx, pod)).To(Succeed())
+		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pod, client.GracePeriodSeconds(0)) })
+		stale.hidden[pod.Name] = true
+		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
+		w.seen(pod)
+		w.seen(node)
+
+		Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+		w.get(node)
+		Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer), "the node stays while its pod is there")
+		w.get(pod)
+		Expect(pod.DeletionTimestamp).NotTo(BeNil(), "the pod the cache did not show was evicted")
+	})
+
 	It("terminates instances whose NodeClaim is gone after the grace period, and deletes NodeClaims whose instance is gone", func() {
 		w := newWorld()
 		pool := w.newPool()

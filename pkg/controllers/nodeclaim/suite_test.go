@@ -154,3 +154,26 @@ func (w *world) get(obj client.Object) {
 func newLaunchMetrics() *nodeclaim.LaunchMetrics {
 	return nodeclaim.NewLaunchMetrics(prometheus.NewRegistry())
 }
+
+// hidingPods is a cache that has not seen some pods yet: its lists leave
+// them out.
+type hidingPods struct {
+	client.Client
+	hidden map[string]bool
+}
+
+func (h *hidingPods) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := h.Client.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	if pods, ok := list.(*corev1.PodList); ok {
+		kept := pods.Items[:0]
+		for _, p := range pods.Items {
+			if !h.hidden[p.Name] {
+				kept = append(kept, p)
+			}
+		}
+		pods.Items = kept
+	}
+	return nil
+}

@@ -51,6 +51,9 @@ type Termination struct {
 	clock    clock.Clock
 	// Metrics counts terminated nodes; nil counts nothing.
 	Metrics *metrics.Lifecycle
+	// Reader, when set, reads the API server itself (not the cache) for
+	// the last look at a drained node's pods before it goes.
+	Reader client.Reader
 
 	mu sync.Mutex
 	// leaving holds, per draining node, when the drain first saw each of
@@ -129,9 +132,17 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	deadline := drainDeadline(node, claim)
-	draining, err := t.drain(ctx, node, deadline)
+	draining, err := t.drain(ctx, t.client, node, deadline)
 	if err != nil {
 		return reconcile.Result{}, err
+	}
+	if draining == 0 && t.Reader != nil {
+		// The cache may not show yet a pod bound just before the taint;
+		// once the node is gone, such a pod would be left on nothing. The
+		// API server has the last word.
+		if draining, err = t.drain(ctx, t.Reader, node, deadline); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	if draining > 0 {
 		logger.Info("draining node", "pods", draining)
@@ -215,11 +226,13 @@ func (t *Termination) taint(ctx context.Context, node *corev1.Node) error {
 	return client.IgnoreNotFound(t.client.Patch(ctx, node, patch))
 }
 
-// drain evicts what must leave the node and reports how many pods are still
-// on their way out. Past the deadline, pods are deleted outright.
-func (t *Termination) drain(ctx context.Context, node *corev1.Node, deadline *time.Time) (int, error) {
+// drain evicts what must leave the node, of its pods as reader lists them,
+// and reports how many are still on their way out. Past the deadline, pods
+// are deleted outright.
+func (t *Termination) drain(ctx context.Context, reader client.Reader, node *corev1.Node, deadline *time.Time) (int, error) {
 	var pods corev1.PodList
-	if err := t.client.List(ctx, &pods, client.MatchingFields{NodeNameIndex: node.Name}); err != nil {
+	// The cache's index and the API server's field selector share the name.
+	if err := reader.List(ctx, &pods, client.MatchingFields{NodeNameIndex: node.Name}); err != nil {
 		return 0, err
 	}
 	now := t.clock.Now()
