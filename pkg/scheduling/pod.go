@@ -204,6 +204,16 @@ func toleratesTaint(tol *corev1.Toleration, taint *corev1.Taint) bool {
 	}
 }
 
+// HasTaint reports whether taints hold one of the same key and effect.
+func HasTaint(taints []corev1.Taint, taint corev1.Taint) bool {
+	for i := range taints {
+		if taints[i].MatchTaint(&taint) {
+			return true
+		}
+	}
+	return false
+}
+
 func taintString(t *corev1.Taint) string {
 	if t.Value == "" {
 		return fmt.Sprintf("%s:%s", t.Key, t.Effect)

@@ -421,7 +421,7 @@ func (r *Replacer) rollBack(ctx context.Context, w *world, claim *v1.NodeClaim, 
 // the node is leaving anyway: being deleted, or warned of a Spot reclaim.
 func (r *Replacer) taint(ctx context.Context, w *world, claim *v1.NodeClaim, on bool) error {
 	node := w.nodes[claim.Status.NodeName]
-	if node == nil || node.DeletionTimestamp != nil || hasTaint(node, v1.DisruptedNoScheduleTaint) == on {
+	if node == nil || node.DeletionTimestamp != nil || scheduling.HasTaint(node.Spec.Taints, v1.DisruptedNoScheduleTaint) == on {
 		return nil
 	}
 	if !on && claim.Annotations[v1.InterruptedAnnotation] != "" {
@@ -440,15 +440,6 @@ func (r *Replacer) taint(ctx context.Context, w *world, claim *v1.NodeClaim, on 
 		node.Spec.Taints = kept
 	}
 	return client.IgnoreNotFound(r.client.Patch(ctx, node, patch))
-}
-
-func hasTaint(node *corev1.Node, taint corev1.Taint) bool {
-	for _, t := range node.Spec.Taints {
-		if t.MatchTaint(&taint) {
-			return true
-		}
-	}
-	return false
 }
 
 // coolingDown reports whether a replacement of the claim began or was

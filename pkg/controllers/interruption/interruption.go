@@ -191,10 +191,8 @@ func (c *Controller) taint(ctx context.Context, claim *v1.NodeClaim) error {
 		if err := c.client.Get(ctx, client.ObjectKey{Name: claim.Status.NodeName}, node); err != nil {
 			return client.IgnoreNotFound(err)
 		}
-		for _, t := range node.Spec.Taints {
-			if t.MatchTaint(&v1.DisruptedNoScheduleTaint) {
-				return nil
-			}
+		if scheduling.HasTaint(node.Spec.Taints, v1.DisruptedNoScheduleTaint) {
+			return nil
 		}
 		patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		node.Spec.Taints = append(node.Spec.Taints, v1.DisruptedNoScheduleTaint)

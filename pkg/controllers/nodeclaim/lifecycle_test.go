@@ -382,15 +382,7 @@ var _ = Describe("termination and garbage collection", func() {
 		// The controller's clock runs an hour ahead of the API server's:
 		// every deletionTimestamp the server writes is in its past.
 		w.clock.Step(time.Hour)
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "draining-", Finalizers: []string{v1.TerminationFinalizer}}}
-		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "stopping-"},
-			Spec: corev1.PodSpec{NodeName: node.Name, TerminationGracePeriodSeconds: ptr.To[int64](30),
-				Containers: []corev1.Container{{Name: "c", Image: "c"}}},
-		}
-		Expect(env.Client.Create(w.ctx, pod)).To(Succeed())
-		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pod, client.GracePeriodSeconds(0)) })
+		node, pod := w.nodeWithPod(func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30) })
 		// No kubelet here: the pod stays terminating, as on a node whose
 		// kubelet takes its grace period.
 		Expect(env.Client.Delete(w.ctx, pod)).To(Succeed())
@@ -419,14 +411,7 @@ var _ = Describe("termination and garbage collection", func() {
 		stale := &hidingPods{Client: w.client, hidden: map[string]bool{}}
 		term := nodeclaim.NewTermination(stale, w.cloud, w.recorder, w.clock)
 		term.Reader = env.Client
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "draining-", Finalizers: []string{v1.TerminationFinalizer}}}
-		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "just-bound-"},
-			Spec:       corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "c", Image: "c"}}},
-		}
-		Expect(env.Client.Create(w.ctx, pod)).To(Succeed())
-		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pod, client.GracePeriodSeconds(0)) })
+		node, pod := w.nodeWithPod()
 		stale.hidden[pod.Name] = true
 		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
 		w.seen(pod)

@@ -24,6 +24,7 @@ import (
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/controllers"
 	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
 // ProviderIDIndex indexes NodeClaims by status.providerID and Nodes by spec.providerID.
@@ -190,7 +191,7 @@ func (r *Registration) register(ctx context.Context, claim *v1.NodeClaim, node *
 		}
 	}
 	for _, want := range append(append([]corev1.Taint(nil), claim.Spec.Taints...), claim.Spec.StartupTaints...) {
-		if !hasTaint(taints, want) {
+		if !scheduling.HasTaint(taints, want) {
 			taints = append(taints, want)
 		}
 	}
@@ -248,15 +249,6 @@ func retryConflict(err error) (reconcile.Result, error) {
 	return reconcile.Result{}, err
 }
 
-func hasTaint(taints []corev1.Taint, t corev1.Taint) bool {
-	for _, x := range taints {
-		if x.Key == t.Key && x.Effect == t.Effect {
-			return true
-		}
-	}
-	return false
-}
-
 // notInitialized says why the node is not ready for pods yet — not Ready, a
 // startup taint or a not-ready taint still on, a requested extended resource
 // not advertised — or "" when it is.
@@ -272,7 +264,7 @@ func notInitialized(claim *v1.NodeClaim, node *corev1.Node) string {
 	}
 	reason := ""
 	for _, t := range claim.Spec.StartupTaints {
-		if hasTaint(node.Spec.Taints, t) {
+		if scheduling.HasTaint(node.Spec.Taints, t) {
 			reason = "startup taint " + t.Key + " is still on the node"
 		}
 	}

@@ -155,6 +155,23 @@ func newLaunchMetrics() *nodeclaim.LaunchMetrics {
 	return nodeclaim.NewLaunchMetrics(prometheus.NewRegistry())
 }
 
+// nodeWithPod creates a Node held by the termination finalizer and a pod
+// bound to it; nothing runs the pod, so once deleted it stays terminating.
+func (w *world) nodeWithPod(mutate ...func(*corev1.Pod)) (*corev1.Node, *corev1.Pod) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "draining-", Finalizers: []string{v1.TerminationFinalizer}}}
+	Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "on-" + node.Name + "-"},
+		Spec:       corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "c", Image: "c"}}},
+	}
+	for _, m := range mutate {
+		m(pod)
+	}
+	Expect(env.Client.Create(w.ctx, pod)).To(Succeed())
+	DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pod, client.GracePeriodSeconds(0)) })
+	return node, pod
+}
+
 // hidingPods is a cache that has not seen some pods yet: its lists leave
 // them out.
 type hidingPods struct {

@@ -218,7 +218,7 @@ func (t *Termination) claimOf(ctx context.Context, node *corev1.Node) *v1.NodeCl
 }
 
 func (t *Termination) taint(ctx context.Context, node *corev1.Node) error {
-	if hasTaint(node.Spec.Taints, v1.DisruptedNoScheduleTaint) {
+	if scheduling.HasTaint(node.Spec.Taints, v1.DisruptedNoScheduleTaint) {
 		return nil
 	}
 	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})

@@ -409,20 +409,11 @@ func leavingNodes(nodes []corev1.Node, claims map[string]*v1.NodeClaim) map[stri
 	}
 	for i := range nodes {
 		n := &nodes[i]
-		if n.DeletionTimestamp != nil || (hasDisruptedTaint(n.Spec.Taints) && !replacing[n.Name]) {
+		if n.DeletionTimestamp != nil || (scheduling.HasTaint(n.Spec.Taints, v1.DisruptedNoScheduleTaint) && !replacing[n.Name]) {
 			leaving[n.Name] = true
 		}
 	}
 	return leaving
-}
-
-func hasDisruptedTaint(taints []corev1.Taint) bool {
-	for _, t := range taints {
-		if t.MatchTaint(&v1.DisruptedNoScheduleTaint) {
-			return true
-		}
-	}
-	return false
 }
 
 // withDaemons adds to the pods of an in-flight NodeClaim the DaemonSet pods
