@@ -33,6 +33,15 @@ const (
 	// replacement first, and where its pods go: the pools of its
 	// replacements, or existing nodes. Backstop's own.
 	ReplacingAnnotation = "backstop.sh/replacing-to"
+	// TerminationTimestampAnnotation (RFC 3339) on a deleting NodeClaim is
+	// when its drain ends and the pods still on its node are deleted:
+	// deletion plus terminationGracePeriod. Karpenter's name, so that tools
+	// reading it keep working.
+	TerminationTimestampAnnotation = Group + "/nodeclaim-termination-timestamp"
+	// DoNotDisruptAnnotation ("true") on a pod, Node or NodeClaim keeps
+	// voluntary disruption away from its node; on a pod it also keeps the
+	// drain from evicting it until its node's termination deadline.
+	DoNotDisruptAnnotation = Group + "/do-not-disrupt"
 )
 
 // UnregisteredNoExecuteTaint is put on every node at launch and removed at registration.

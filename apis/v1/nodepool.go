@@ -92,8 +92,11 @@ type NodeClaimTemplateSpec struct {
 	// NodeClassRef names the cloud-specific class the nodes are launched from.
 	// +required
 	NodeClassRef *NodeClassReference `json:"nodeClassRef"`
-	// TerminationGracePeriod bounds how long a node may drain before its pods are
-	// deleted regardless of PodDisruptionBudgets.
+	// TerminationGracePeriod bounds the node's drain, from its deletion.
+	// Until then PodDisruptionBudgets and karpenter.sh/do-not-disrupt pods
+	// hold the drain; a pod is deleted early enough to have its whole
+	// terminationGracePeriodSeconds by then, and what remains at the end is
+	// deleted. Unset, the drain waits as long as its pods do.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(s|m|h))+$`
 	// +optional

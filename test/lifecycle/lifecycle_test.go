@@ -158,7 +158,7 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		Expect(instanceState(claim.Status.ProviderID)()).To(Equal("terminated"))
 	})
 
-	It("deletes the pods a PDB still protects once the NodeClaim's terminationGracePeriod is over", func() {
+	It("deletes a pod a PDB still protects in time for it to stop by the end of the NodeClaim's terminationGracePeriod", func() {
 		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "graceful"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
 			NodeClassRef:           &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "default"},
 			TerminationGracePeriod: &metav1.Duration{Duration: 3 * time.Second},
@@ -183,8 +183,16 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		Expect(env.Client.Create(ctx, pdb)).To(Succeed())
 		pdb.Status = policyv1.PodDisruptionBudgetStatus{CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1, DisruptionsAllowed: 0, ObservedGeneration: pdb.Generation}
 		Expect(env.Client.Status().Update(ctx, pdb)).To(Succeed())
+		// Nothing runs the pod: once deleted with a grace period it stays
+		// terminating.
+		DeferCleanup(func() { _ = env.Client.Delete(ctx, protected, client.GracePeriodSeconds(0)) })
 		Expect(env.Client.Delete(ctx, claim)).To(Succeed())
-		Eventually(gone(protected), 20*time.Second).Should(BeTrue(), "deleted at the deadline despite the PDB")
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(protected), protected)).To(Succeed())
+			g.Expect(protected.DeletionTimestamp).NotTo(BeNil())
+			// Its default 30 s would outlast the 3 s deadline.
+			g.Expect(protected.DeletionGracePeriodSeconds).To(HaveValue(BeNumerically("<=", 3)))
+		}, 20*time.Second).Should(Succeed(), "deleted despite the PDB, with no more grace than the deadline leaves")
 		Eventually(gone(node), 20*time.Second).Should(BeTrue())
 		Eventually(instanceState(claim.Status.ProviderID), 10*time.Second).Should(Equal("terminated"))
 	})

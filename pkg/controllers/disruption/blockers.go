@@ -15,7 +15,7 @@ import (
 
 // DoNotDisruptAnnotation on a pod, Node or NodeClaim keeps voluntary
 // disruption away from its node, as in Karpenter.
-const DoNotDisruptAnnotation = v1.Group + "/do-not-disrupt"
+const DoNotDisruptAnnotation = v1.DoNotDisruptAnnotation
 
 // Blocker is why a node may not be disrupted voluntarily now.
 type Blocker string

@@ -8,9 +8,11 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -402,6 +404,94 @@ var _ = Describe("termination and garbage collection", func() {
 
 		w.clock.Step(time.Second)
 		reconcile()
+		w.gone(node)
+	})
+
+	It("stamps when the drain ends and deletes each pod early enough to have its whole grace period by then, PodDisruptionBudget or do-not-disrupt", func() {
+		w := newWorld()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		claim := w.newClaim(w.newPool(), "default", func(c *v1.NodeClaim) {
+			c.Spec.TerminationGracePeriod = &metav1.Duration{Duration: 2 * time.Minute}
+		})
+		claim.Status.ProviderID = "fake:///zone-a/i-draining"
+		Expect(env.Client.Status().Update(w.ctx, claim)).To(Succeed())
+		node, slow := w.nodeWithPod(func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](300) })
+		node.Spec.ProviderID = claim.Status.ProviderID
+		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
+		guarded := w.podOn(node, func(p *corev1.Pod) {
+			p.Labels = map[string]string{"app": "guarded-" + node.Name}
+			p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30)
+		})
+		// The API server lets a pod that is Pending, or not Ready, be
+		// evicted whatever its budget.
+		guarded.Status.Phase = corev1.PodRunning
+		guarded.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		Expect(env.Client.Status().Update(w.ctx, guarded)).To(Succeed())
+		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "guarded-"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: guarded.Labels}}}
+		Expect(env.Client.Create(w.ctx, pdb)).To(Succeed())
+		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pdb) })
+		// As kube-controller-manager would count it: no disruption allowed.
+		pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
+		Expect(env.Client.Status().Update(w.ctx, pdb)).To(Succeed())
+		pinned := w.podOn(node, func(p *corev1.Pod) {
+			p.Annotations = map[string]string{v1.DoNotDisruptAnnotation: "true"}
+			p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](10)
+		})
+
+		Expect(env.Client.Delete(w.ctx, claim)).To(Succeed())
+		w.seen(claim)
+		w.seen(node)
+		Eventually(func() error { _, err := term.ReconcileClaim(w.ctx, request(claim)); return err }).Should(Succeed())
+		w.get(claim)
+		Expect(claim.Annotations).To(HaveKeyWithValue(v1.TerminationTimestampAnnotation,
+			claim.DeletionTimestamp.Add(2*time.Minute).UTC().Format(time.RFC3339)), "deletion plus terminationGracePeriod")
+		deadline, err := time.Parse(time.RFC3339, claim.Annotations[v1.TerminationTimestampAnnotation])
+		Expect(err).NotTo(HaveOccurred())
+		w.seen(claim)
+		w.seen(node)
+
+		// What each pod looks like after a reconcile at deadline-before.
+		drainAt := func(before time.Duration) {
+			w.clock.SetTime(deadline.Add(-before))
+			Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+			for _, p := range []*corev1.Pod{slow, guarded, pinned} {
+				w.get(p)
+				w.seen(p)
+			}
+		}
+		deletedWith := func(p *corev1.Pod) *int64 {
+			if p.DeletionTimestamp == nil {
+				return nil
+			}
+			return p.DeletionGracePeriodSeconds
+		}
+
+		drainAt(100 * time.Second)
+		Expect(deletedWith(slow)).To(HaveValue(BeEquivalentTo(100)), "300 s of grace would not fit: deleted with the 100 s left")
+		Expect(deletedWith(guarded)).To(BeNil(), "its budget blocks the eviction, and its 30 s fit")
+		Expect(deletedWith(pinned)).To(BeNil(), "do-not-disrupt: not evicted")
+
+		drainAt(31 * time.Second)
+		Expect(deletedWith(guarded)).To(BeNil(), "31 s left, it needs 30")
+		Expect(deletedWith(pinned)).To(BeNil())
+
+		drainAt(30 * time.Second)
+		Expect(deletedWith(guarded)).To(HaveValue(BeEquivalentTo(30)), "deleted in time for its whole grace period, budget or not")
+		Expect(deletedWith(pinned)).To(BeNil())
+
+		drainAt(10 * time.Second)
+		Expect(deletedWith(pinned)).To(HaveValue(BeEquivalentTo(10)))
+		w.get(node)
+		Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer), "the pods are still stopping")
+
+		// At the deadline what is still there goes at once.
+		w.clock.SetTime(deadline)
+		Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+		for _, p := range []*corev1.Pod{slow, guarded, pinned} {
+			w.gone(p)
+		}
+		Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
 		w.gone(node)
 	})
 

@@ -132,7 +132,7 @@ func (w *world) newPool() *v1.NodePool {
 }
 
 // newClaim creates a NodeClaim of the pool, with the termination finalizer.
-func (w *world) newClaim(pool *v1.NodePool, class string) *v1.NodeClaim {
+func (w *world) newClaim(pool *v1.NodePool, class string, mutate ...func(*v1.NodeClaim)) *v1.NodeClaim {
 	claim := &v1.NodeClaim{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: pool.Name + "-", Labels: map[string]string{v1.NodePoolLabelKey: pool.Name},
 			Finalizers: []string{v1.TerminationFinalizer}},
@@ -141,6 +141,9 @@ func (w *world) newClaim(pool *v1.NodePool, class string) *v1.NodeClaim {
 			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{v1.CapacityTypeSpot}}},
 			Taints:       []corev1.Taint{{Key: "dedicated", Value: "batch", Effect: corev1.TaintEffectNoSchedule}},
 		},
+	}
+	for _, m := range mutate {
+		m(claim)
 	}
 	Expect(env.Client.Create(w.ctx, claim)).To(Succeed())
 	w.seen(claim)
@@ -160,6 +163,11 @@ func newLaunchMetrics() *nodeclaim.LaunchMetrics {
 func (w *world) nodeWithPod(mutate ...func(*corev1.Pod)) (*corev1.Node, *corev1.Pod) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "draining-", Finalizers: []string{v1.TerminationFinalizer}}}
 	Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+	return node, w.podOn(node, mutate...)
+}
+
+// podOn creates a pod bound to the node.
+func (w *world) podOn(node *corev1.Node, mutate ...func(*corev1.Pod)) *corev1.Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "on-" + node.Name + "-"},
 		Spec:       corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "c", Image: "c"}}},
@@ -169,7 +177,7 @@ func (w *world) nodeWithPod(mutate ...func(*corev1.Pod)) (*corev1.Node, *corev1.
 	}
 	Expect(env.Client.Create(w.ctx, pod)).To(Succeed())
 	DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pod, client.GracePeriodSeconds(0)) })
-	return node, pod
+	return pod
 }
 
 // hidingPods is a cache that has not seen some pods yet: its lists leave

@@ -87,6 +87,9 @@ func (t *Termination) ReconcileClaim(ctx context.Context, req reconcile.Request)
 	if claim.DeletionTimestamp == nil || !controllerutil.ContainsFinalizer(claim, v1.TerminationFinalizer) {
 		return reconcile.Result{}, nil
 	}
+	if err := t.stampDeadline(ctx, claim); err != nil {
+		return reconcile.Result{}, err
+	}
 	// The Node goes first; its own finalizer drains it.
 	if claim.Status.ProviderID != "" {
 		var nodes corev1.NodeList
@@ -131,7 +134,7 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 	if err := t.taint(ctx, node); err != nil {
 		return reconcile.Result{}, err
 	}
-	deadline := drainDeadline(node, claim)
+	deadline := drainDeadline(ctx, node, claim)
 	draining, err := t.drain(ctx, t.client, node, deadline)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -169,22 +172,70 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 	return reconcile.Result{}, nil
 }
 
+// stampDeadline writes on a deleting NodeClaim, once, when its drain ends:
+// its deletion plus its terminationGracePeriod. The drain reads it back, so
+// a restarted controller keeps the same deadline, and so does anyone
+// watching the NodeClaim.
+func (t *Termination) stampDeadline(ctx context.Context, claim *v1.NodeClaim) error {
+	if claim.Spec.TerminationGracePeriod == nil {
+		return nil
+	}
+	if _, ok := claim.Annotations[v1.TerminationTimestampAnnotation]; ok {
+		return nil
+	}
+	at := claim.DeletionTimestamp.Add(claim.Spec.TerminationGracePeriod.Duration).UTC().Format(time.RFC3339)
+	// The lock keeps a deadline someone else wrote meanwhile.
+	patch := client.MergeFromWithOptions(claim.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	if claim.Annotations == nil {
+		claim.Annotations = map[string]string{}
+	}
+	claim.Annotations[v1.TerminationTimestampAnnotation] = at
+	if err := t.client.Patch(ctx, claim, patch); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	t.recorder.Eventf(claim, nil, corev1.EventTypeNormal, "TerminationGracePeriodExpiring", "Drain",
+		"Pods still on the node at %s (terminationGracePeriod %s after deletion) are deleted", at, claim.Spec.TerminationGracePeriod.Duration)
+	return nil
+}
+
 // drainDeadline is when pods still on the node are deleted outright: the
-// NodeClaim's terminationGracePeriod after the node's deletion, or the
+// NodeClaim's termination timestamp, else its terminationGracePeriod after
+// its deletion (or the node's, if the node was deleted first), or the
 // reclaim time of an interrupted instance if that comes first.
-func drainDeadline(node *corev1.Node, claim *v1.NodeClaim) *time.Time {
+func drainDeadline(ctx context.Context, node *corev1.Node, claim *v1.NodeClaim) *time.Time {
 	var deadline *time.Time
 	if claim == nil {
 		return nil
 	}
-	if claim.Spec.TerminationGracePeriod != nil {
-		d := node.DeletionTimestamp.Add(claim.Spec.TerminationGracePeriod.Duration)
+	if s, ok := claim.Annotations[v1.TerminationTimestampAnnotation]; ok {
+		if at, err := time.Parse(time.RFC3339, s); err == nil {
+			deadline = &at
+		} else {
+			log.FromContext(ctx).Error(err, "ignoring the NodeClaim's termination timestamp: not an RFC 3339 time such as 2026-01-02T15:04:05Z; fix or remove the annotation",
+				"nodeclaim", claim.Name, "annotation", v1.TerminationTimestampAnnotation, "value", s)
+		}
+	}
+	if deadline == nil && claim.Spec.TerminationGracePeriod != nil {
+		from := node.DeletionTimestamp
+		if claim.DeletionTimestamp != nil {
+			from = claim.DeletionTimestamp
+		}
+		d := from.Add(claim.Spec.TerminationGracePeriod.Duration)
 		deadline = &d
 	}
 	if at, err := time.Parse(time.RFC3339, claim.Annotations[v1.ReclaimAtAnnotation]); err == nil && (deadline == nil || at.Before(*deadline)) {
 		deadline = &at
 	}
 	return deadline
+}
+
+// timeLeft is how long until the deadline, if there is one.
+func timeLeft(deadline *time.Time, now time.Time) *time.Duration {
+	if deadline == nil {
+		return nil
+	}
+	left := deadline.Sub(now)
+	return &left
 }
 
 // forget drops what the drain remembered of a node's pods.
@@ -275,6 +326,23 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 				return remaining, err
 			}
+			continue
+		}
+		if left := timeLeft(deadline, now); left != nil && *left <= terminationGrace(pod) {
+			// Evicted later, it would be killed at the deadline before its
+			// grace period ran out: it is deleted now, PodDisruptionBudget
+			// or not, with the time that is left.
+			grace := max(int64(*left/time.Second), 1)
+			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "Disrupted", "Drain",
+				"Deleting pod with %ds to stop: node %s drains until %s, sooner than its terminationGracePeriodSeconds would allow after an eviction", grace, node.Name, deadline.UTC().Format(time.RFC3339))
+			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(grace)); client.IgnoreNotFound(err) != nil {
+				return remaining, err
+			}
+			continue
+		}
+		if pod.Annotations[v1.DoNotDisruptAnnotation] == "true" {
+			// It holds the node until it stops or the deadline nears.
+			t.recorder.Eventf(pod, node, corev1.EventTypeNormal, "EvictionBlocked", "Drain", "Not evicting pod: it carries %s=true; node %s waits for it or for its terminationGracePeriod", v1.DoNotDisruptAnnotation, node.Name)
 			continue
 		}
 		eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
