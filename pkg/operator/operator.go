@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -79,6 +80,7 @@ func New(cfg *rest.Config, o *Options, log logr.Logger, clients *AWS, clk clock.
 	// that creates hundreds of objects a minute.
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(o.KubeClientQPS), o.KubeClientBurst
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return evictionsNotRetried{next: rt} })
 	watches, err := watchClient(cfg)
 	if err != nil {
 		return nil, err
@@ -152,6 +154,23 @@ func profiling(enabled bool) map[string]http.Handler {
 
 // EventSource is the component Backstop's events are reported by.
 const EventSource = "backstop"
+
+// evictionsNotRetried keeps client-go from retrying a refused eviction on
+// its own. While kube-controller-manager has not yet counted a
+// PodDisruptionBudget (just created or changed), the API server refuses the
+// evictions it covers with 429 and Retry-After: 10, and client-go would
+// sleep and ask again up to ten times, holding a drain worker for more than
+// a minute and a half. The drain asks again on its own, a few seconds
+// later, and says why in an EvictionBlocked event.
+type evictionsNotRetried struct{ next http.RoundTripper }
+
+func (e evictionsNotRetried) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := e.next.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests && req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/eviction") {
+		resp.Header.Del("Retry-After")
+	}
+	return resp, err
+}
 
 // watchClient is the HTTP client of the informer cache: HTTP/1.1, so each
 // watch (pods, nodes, NodeClaims, ...) has a TCP connection of its own. Over
