@@ -495,6 +495,36 @@ var _ = Describe("termination and garbage collection", func() {
 		w.gone(node)
 	})
 
+	It("evicts system-critical pods last, once the others are gone", func() {
+		w := newWorld()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		node, app := w.nodeWithPod(func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30) })
+		dns := w.podOn(node, func(p *corev1.Pod) {
+			p.Namespace = "kube-system"
+			p.Spec.PriorityClassName = "system-cluster-critical"
+		})
+		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
+		w.seen(node)
+		drain := func() {
+			Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+			w.get(app)
+			w.seen(app)
+			w.get(dns)
+			w.seen(dns)
+		}
+
+		drain()
+		Expect(app.DeletionTimestamp).NotTo(BeNil())
+		Expect(dns.DeletionTimestamp).To(BeNil(), "it waits while another pod is on its way out")
+		w.clock.Step(29 * time.Second)
+		drain()
+		Expect(dns.DeletionTimestamp).To(BeNil())
+		// Nothing runs the pod: its grace period over, it counts as gone.
+		w.clock.Step(time.Second)
+		drain()
+		Expect(dns.DeletionTimestamp).NotTo(BeNil())
+	})
+
 	It("looks at the API server, not only the cache, before a drained node goes", func() {
 		w := newWorld()
 		// A cache that has not seen the pod bound to the node yet.

@@ -1,8 +1,10 @@
 package nodeclaim
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -229,6 +231,15 @@ func drainDeadline(ctx context.Context, node *corev1.Node, claim *v1.NodeClaim) 
 	return deadline
 }
 
+// critical is 1 for a pod of a system-critical priority class, else 0.
+func critical(pod *corev1.Pod) int {
+	switch pod.Spec.PriorityClassName {
+	case "system-cluster-critical", "system-node-critical":
+		return 1
+	}
+	return 0
+}
+
 // timeLeft is how long until the deadline, if there is one.
 func timeLeft(deadline *time.Time, now time.Time) *time.Duration {
 	if deadline == nil {
@@ -301,12 +312,17 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 			t.leaving[node.Name] = seen
 		}
 	}()
+	// System-critical pods (DNS, say) leave last, once the others are gone,
+	// as kubelet's graceful node shutdown orders them.
+	slices.SortStableFunc(pods.Items, func(a, b corev1.Pod) int { return cmp.Compare(critical(&a), critical(&b)) })
+	others := 0
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		if !scheduling.MustLeave(pod) {
 			continue
 		}
 		pastDeadline := deadline != nil && !now.Before(*deadline)
+		other := critical(pod) == 0
 		if pod.DeletionTimestamp != nil && !pastDeadline {
 			// Evicted already; it counts until its grace period has passed
 			// since the drain first saw it go.
@@ -317,10 +333,16 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 			seen[pod.UID] = since
 			if now.Sub(since) < terminationGrace(pod) {
 				remaining++
+				if other {
+					others++
+				}
 			}
 			continue
 		}
 		remaining++
+		if other {
+			others++
+		}
 		if pastDeadline {
 			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "Disrupted", "Drain", "Deleting pod: node %s passed its drain deadline (terminationGracePeriod or reclaim time)", node.Name)
 			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
@@ -338,6 +360,11 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(grace)); client.IgnoreNotFound(err) != nil {
 				return remaining, err
 			}
+			// Its grace period starts now, not when the drain next sees it.
+			seen[pod.UID] = now
+			continue
+		}
+		if !other && others > 0 {
 			continue
 		}
 		if pod.Annotations[v1.DoNotDisruptAnnotation] == "true" {
@@ -349,11 +376,15 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 		err := t.client.SubResource("eviction").Create(ctx, pod, eviction)
 		switch {
 		case err == nil:
+			seen[pod.UID] = now
 			t.recorder.Eventf(pod, node, corev1.EventTypeNormal, "Evicted", "Drain", "Evicted pod: node %s is being terminated", node.Name)
 		case apierrors.IsTooManyRequests(err):
 			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "EvictionBlocked", "Drain", "Cannot evict pod yet: %v", err)
 		case apierrors.IsNotFound(err):
 			remaining--
+			if other {
+				others--
+			}
 		default:
 			return remaining, fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
 		}
