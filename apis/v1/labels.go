@@ -40,7 +40,8 @@ const (
 	TerminationTimestampAnnotation = Group + "/nodeclaim-termination-timestamp"
 	// DoNotDisruptAnnotation ("true") on a pod, Node or NodeClaim keeps
 	// voluntary disruption away from its node; on a pod it also keeps the
-	// drain from evicting it until its node's termination deadline.
+	// drain from evicting it until its node's termination deadline. On a
+	// pod it may be a duration ("4h") after the pod started.
 	DoNotDisruptAnnotation = Group + "/do-not-disrupt"
 )
 

@@ -3,6 +3,7 @@ package scheduling
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -113,6 +114,30 @@ func MustLeave(pod *corev1.Pod) bool {
 		}
 	}
 	return true
+}
+
+// DoNotDisrupt reports whether a pod's karpenter.sh/do-not-disrupt
+// annotation protects it at now: "true" always; a duration in Go's syntax
+// ("4h", "1h30m") until the pod has run that long since it started (a pod
+// not started yet is protected). "false" protects nothing; any other value
+// protects nothing either and is returned as an error naming the fix.
+func DoNotDisrupt(pod *corev1.Pod, now time.Time) (bool, error) {
+	value, ok := pod.Annotations[v1.DoNotDisruptAnnotation]
+	switch {
+	case !ok || value == "false":
+		return false, nil
+	case value == "true":
+		return true, nil
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil || d <= 0 {
+		return false, fmt.Errorf("pod %s/%s: annotation %s=%q protects nothing: use \"true\", or how long after the pod starts it is protected, such as \"4h\"",
+			pod.Namespace, pod.Name, v1.DoNotDisruptAnnotation, value)
+	}
+	if pod.Status.StartTime == nil {
+		return true, nil
+	}
+	return now.Sub(pod.Status.StartTime.Time) < d, nil
 }
 
 // RunsOn reports whether a DaemonSet pod would run on a node with these

@@ -2,6 +2,7 @@ package disruption
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -71,9 +72,9 @@ type Candidate struct {
 	Pods  []*corev1.Pod
 }
 
-// WhyNot says why a candidate may not be disrupted voluntarily now, or nil
-// when it may. pdbs are the cluster's PodDisruptionBudgets.
-func WhyNot(c Candidate, pdbs []policyv1.PodDisruptionBudget) *Blocked {
+// WhyNot says why a candidate may not be disrupted voluntarily at now, or
+// nil when it may. pdbs are the cluster's PodDisruptionBudgets.
+func WhyNot(c Candidate, pdbs []policyv1.PodDisruptionBudget, now time.Time) *Blocked {
 	claim := c.Claim
 	switch {
 	case claim.DeletionTimestamp != nil:
@@ -96,7 +97,8 @@ func WhyNot(c Candidate, pdbs []policyv1.PodDisruptionBudget) *Blocked {
 			continue
 		}
 		name := pod.Namespace + "/" + pod.Name
-		if pod.Annotations[DoNotDisruptAnnotation] == "true" {
+		// A value that does not parse is reported by the drain.
+		if protected, _ := scheduling.DoNotDisrupt(pod, now); protected {
 			return &Blocked{Blocker: BlockedPodDoNotDisrupt, Object: name}
 		}
 		if metav1.GetControllerOf(pod) == nil {

@@ -719,6 +719,15 @@ var _ = Describe("returning to the preferred pool", func() {
 	)
 })
 
+// whyNotAt is the time the table above asks at.
+var whyNotAt = time.Date(2026, 11, 22, 15, 0, 0, 0, time.UTC)
+
+// protectedFor annotates the pod do-not-disrupt for d, started ago before whyNotAt.
+func protectedFor(pod *corev1.Pod, d string, ago time.Duration) {
+	pod.Annotations[disruption.DoNotDisruptAnnotation] = d
+	pod.Status.StartTime = &metav1.Time{Time: whyNotAt.Add(-ago)}
+}
+
 func annotatePool(name, key, value string) {
 	p := &v1.NodePool{}
 	Expect(env.Client.Get(context.Background(), client.ObjectKey{Name: name}, p)).To(Succeed())
@@ -728,7 +737,7 @@ func annotatePool(name, key, value string) {
 
 var _ = DescribeTable("why a node may not be disrupted",
 	func(c disruption.Candidate, pdbs []policyv1.PodDisruptionBudget, want disruption.Blocker) {
-		got := disruption.WhyNot(c, pdbs)
+		got := disruption.WhyNot(c, pdbs, whyNotAt)
 		if want == "" {
 			Expect(got).To(BeNil())
 			return
@@ -745,6 +754,14 @@ var _ = DescribeTable("why a node may not be disrupted",
 	Entry("a NodeClaim with do-not-disrupt", candidate(func(c *disruption.Candidate) { c.Claim.Annotations[disruption.DoNotDisruptAnnotation] = "true" }), nil, disruption.BlockedDoNotDisrupt),
 	Entry("a Node with do-not-disrupt", candidate(func(c *disruption.Candidate) { c.Node.Annotations[disruption.DoNotDisruptAnnotation] = "true" }), nil, disruption.BlockedDoNotDisrupt),
 	Entry("a pod with do-not-disrupt", candidate(func(c *disruption.Candidate) { c.Pods[0].Annotations[disruption.DoNotDisruptAnnotation] = "true" }), nil, disruption.BlockedPodDoNotDisrupt),
+	Entry("a pod protected for 1h, started 59m ago", candidate(func(c *disruption.Candidate) { protectedFor(c.Pods[0], "1h", 59*time.Minute) }), nil, disruption.BlockedPodDoNotDisrupt),
+	Entry("a pod protected for 1h, started 1h ago", candidate(func(c *disruption.Candidate) { protectedFor(c.Pods[0], "1h", time.Hour) }), nil, disruption.Blocker("")),
+	Entry("a pod protected for 1h, not started yet", candidate(func(c *disruption.Candidate) {
+		c.Pods[0].Annotations[disruption.DoNotDisruptAnnotation] = "1h"
+		c.Pods[0].Status.StartTime = nil
+	}), nil, disruption.BlockedPodDoNotDisrupt),
+	Entry("a pod with do-not-disrupt false", candidate(func(c *disruption.Candidate) { c.Pods[0].Annotations[disruption.DoNotDisruptAnnotation] = "false" }), nil, disruption.Blocker("")),
+	Entry("a pod with do-not-disrupt that does not parse", candidate(func(c *disruption.Candidate) { c.Pods[0].Annotations[disruption.DoNotDisruptAnnotation] = "soon" }), nil, disruption.Blocker("")),
 	Entry("a pod without a controller", candidate(func(c *disruption.Candidate) { c.Pods[0].OwnerReferences = nil }), nil, disruption.BlockedPodNoController),
 	Entry("a PodDisruptionBudget that allows none", candidate(), []policyv1.PodDisruptionBudget{pdb("default", 0)}, disruption.BlockedPDB),
 	Entry("a PodDisruptionBudget that allows one", candidate(), []policyv1.PodDisruptionBudget{pdb("default", 1)}, disruption.Blocker("")),

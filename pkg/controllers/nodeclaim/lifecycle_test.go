@@ -495,6 +495,33 @@ var _ = Describe("termination and garbage collection", func() {
 		w.gone(node)
 	})
 
+	It("holds a pod protected do-not-disrupt for a while until it has run that long, and warns of a value that does not parse", func() {
+		w := newWorld()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		node, job := w.nodeWithPod(func(p *corev1.Pod) { p.Annotations = map[string]string{v1.DoNotDisruptAnnotation: "1h"} })
+		job.Status.StartTime = &metav1.Time{Time: w.clock.Now().Add(-30 * time.Minute)}
+		Expect(env.Client.Status().Update(w.ctx, job)).To(Succeed())
+		typo := w.podOn(node, func(p *corev1.Pod) { p.Annotations = map[string]string{v1.DoNotDisruptAnnotation: "soon"} })
+		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
+		w.seen(job)
+		w.seen(typo)
+		w.seen(node)
+		drain := func() {
+			Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+			w.get(job)
+			w.get(typo)
+		}
+
+		drain()
+		Expect(job.DeletionTimestamp).To(BeNil(), "30 of its 60 minutes left")
+		Expect(typo.DeletionTimestamp).NotTo(BeNil(), "a value that does not parse protects nothing")
+		Expect(w.events()).To(ContainElement(And(ContainSubstring("InvalidDoNotDisrupt"), ContainSubstring(`"soon"`), ContainSubstring(`such as "4h"`))))
+		w.seen(job)
+		w.clock.Step(30 * time.Minute)
+		drain()
+		Expect(job.DeletionTimestamp).NotTo(BeNil(), "its hour is over")
+	})
+
 	It("evicts system-critical pods last, once the others are gone", func() {
 		w := newWorld()
 		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)

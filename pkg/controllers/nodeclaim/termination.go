@@ -367,13 +367,19 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 		if !other && others > 0 {
 			continue
 		}
-		if pod.Annotations[v1.DoNotDisruptAnnotation] == "true" {
-			// It holds the node until it stops or the deadline nears.
-			t.recorder.Eventf(pod, node, corev1.EventTypeNormal, "EvictionBlocked", "Drain", "Not evicting pod: it carries %s=true; node %s waits for it or for its terminationGracePeriod", v1.DoNotDisruptAnnotation, node.Name)
+		protected, err := scheduling.DoNotDisrupt(pod, now)
+		if err != nil {
+			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "InvalidDoNotDisrupt", "Drain", "%v", err)
+		}
+		if protected {
+			// It holds the node until it stops, its protection ends or the
+			// deadline nears.
+			t.recorder.Eventf(pod, node, corev1.EventTypeNormal, "EvictionBlocked", "Drain", "Not evicting pod: it carries %s=%s; node %s waits for it or for its terminationGracePeriod",
+				v1.DoNotDisruptAnnotation, pod.Annotations[v1.DoNotDisruptAnnotation], node.Name)
 			continue
 		}
 		eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
-		err := t.client.SubResource("eviction").Create(ctx, pod, eviction)
+		err = t.client.SubResource("eviction").Create(ctx, pod, eviction)
 		switch {
 		case err == nil:
 			seen[pod.UID] = now
