@@ -325,7 +325,7 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 		other := critical(pod) == 0
 		if pod.DeletionTimestamp != nil && !pastDeadline {
 			// Evicted already; it counts until its grace period has passed
-			// since the drain first saw it go.
+			// since the drain evicted it, or first saw it go.
 			since, ok := before[pod.UID]
 			if !ok {
 				since = now
