@@ -26,7 +26,8 @@ func Metric(g prometheus.Gatherer, name string, want map[string]string) (float64
 					continue series
 				}
 			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			// A histogram counts its observations.
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
 			n++
 		}
 	}

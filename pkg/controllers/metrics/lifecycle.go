@@ -3,6 +3,7 @@ package metrics
 import (
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,9 @@ var quantiles = map[float64]float64{0: 0, 0.5: 0.05, 0.9: 0.01, 0.99: 0.001, 1: 
 type Lifecycle struct {
 	created, terminated *prometheus.CounterVec
 	terminationTime     *prometheus.SummaryVec
+	drained             *prometheus.CounterVec
+	lifetime            *prometheus.HistogramVec
+	evictions           *prometheus.CounterVec
 	disrupted           *prometheus.CounterVec
 	eligible            *prometheus.GaugeVec
 	decisions           *prometheus.CounterVec
@@ -32,12 +36,18 @@ func NewLifecycle(reg prometheus.Registerer) *Lifecycle {
 			Help: "Time from a node's deletion to its finalizer's release, drain included.", Objectives: quantiles}, []string{"nodepool"}),
 		disrupted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_nodeclaims_disrupted_total",
 			Help: "NodeClaims deleted to disrupt them, by NodePool, reason and capacity type."}, []string{"nodepool", "reason", "capacity_type"}),
+		drained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_nodes_drained_total",
+			Help: "Nodes whose drain finished, by NodePool (counted once, when the node is removed)."}, []string{"nodepool"}),
+		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "karpenter_nodes_lifetime_duration_seconds",
+			Help: "How long nodes lived, from creation to removal, by NodePool.", Buckets: lifetimeBuckets}, []string{"nodepool"}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_pods_eviction_requests_total",
+			Help: "Eviction requests the drain made, by the API server's response code (200 evicted, 429 refused by a PodDisruptionBudget)."}, []string{"code"}),
 	}
 	l.eligible = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_voluntary_disruption_eligible_nodes",
 		Help: "Nodes a disruption round found eligible, by reason (empty, expired, underutilized: fallback nodes a preferred pool could take)."}, []string{"reason"})
 	l.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_voluntary_disruption_decisions_total",
 		Help: "Disruption decisions, by decision (delete, replace), reason and consolidation_type (empty, return)."}, []string{"decision", "reason", "consolidation_type"})
-	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.disrupted, l.eligible, l.decisions)
+	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.drained, l.lifetime, l.evictions, l.disrupted, l.eligible, l.decisions)
 	return l
 }
 
@@ -63,11 +73,29 @@ func (l *Lifecycle) NodeCreated(pool string) {
 	}
 }
 
-// NodeTerminated counts a node removed after took since its deletion.
-func (l *Lifecycle) NodeTerminated(pool string, took time.Duration) {
+// lifetimeBuckets span a node's life from a quarter of an hour to a month.
+var lifetimeBuckets = []float64{
+	(15 * time.Minute).Seconds(), (30 * time.Minute).Seconds(), time.Hour.Seconds(), (2 * time.Hour).Seconds(), (4 * time.Hour).Seconds(),
+	(8 * time.Hour).Seconds(), (12 * time.Hour).Seconds(), (24 * time.Hour).Seconds(), (48 * time.Hour).Seconds(), (96 * time.Hour).Seconds(),
+	(7 * 24 * time.Hour).Seconds(), (14 * 24 * time.Hour).Seconds(), (30 * 24 * time.Hour).Seconds(),
+}
+
+// NodeTerminated counts a node drained and removed, took after its
+// deletion and lived after its creation.
+func (l *Lifecycle) NodeTerminated(pool string, took, lived time.Duration) {
 	if l != nil {
 		l.terminated.WithLabelValues(pool).Inc()
+		l.drained.WithLabelValues(pool).Inc()
 		l.terminationTime.WithLabelValues(pool).Observe(took.Seconds())
+		l.lifetime.WithLabelValues(pool).Observe(lived.Seconds())
+	}
+}
+
+// EvictionRequested counts an eviction request by the HTTP status code of
+// its answer.
+func (l *Lifecycle) EvictionRequested(code int32) {
+	if l != nil {
+		l.evictions.WithLabelValues(strconv.Itoa(int(code))).Inc()
 	}
 }
 

@@ -522,6 +522,53 @@ var _ = Describe("termination and garbage collection", func() {
 		Expect(job.DeletionTimestamp).NotTo(BeNil(), "its hour is over")
 	})
 
+	It("counts eviction requests by answer, and each drained node once with how long it lived, by Karpenter's names", func() {
+		w := newWorld()
+		reg := prometheus.NewRegistry()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		term.Metrics = metrics.NewLifecycle(reg)
+		node, free := w.nodeWithPod()
+		node.Labels = map[string]string{v1.NodePoolLabelKey: "counted"}
+		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
+		guarded := w.podOn(node, func(p *corev1.Pod) { p.Labels = map[string]string{"app": "counted-" + node.Name} })
+		guarded.Status.Phase = corev1.PodRunning
+		guarded.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		Expect(env.Client.Status().Update(w.ctx, guarded)).To(Succeed())
+		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "counted-"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: guarded.Labels}}}
+		Expect(env.Client.Create(w.ctx, pdb)).To(Succeed())
+		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pdb) })
+		pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
+		Expect(env.Client.Status().Update(w.ctx, pdb)).To(Succeed())
+		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
+		w.seen(free)
+		w.seen(guarded)
+		w.seen(node)
+		counted := func(name string, labels map[string]string) float64 { v, _ := test.Metric(reg, name, labels); return v }
+		drain := func() {
+			Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+		}
+
+		drain()
+		Expect(counted("karpenter_pods_eviction_requests_total", map[string]string{"code": "200"})).To(BeEquivalentTo(1))
+		Expect(counted("karpenter_pods_eviction_requests_total", map[string]string{"code": "429"})).To(BeEquivalentTo(1), "the budget refused")
+		Expect(env.Client.Delete(w.ctx, pdb)).To(Succeed())
+		w.gone(pdb)
+		w.clock.Step(30 * time.Second)
+		drain()
+		Expect(counted("karpenter_pods_eviction_requests_total", map[string]string{"code": "200"})).To(BeEquivalentTo(2))
+		w.clock.Step(30 * time.Second)
+		for _, p := range []*corev1.Pod{free, guarded} {
+			w.get(p)
+			w.seen(p)
+		}
+		drain()
+		w.gone(node)
+		Expect(counted("karpenter_nodes_drained_total", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1))
+		Expect(counted("karpenter_nodes_terminated_total", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1))
+		Expect(counted("karpenter_nodes_lifetime_duration_seconds", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1), "one node's lifetime observed")
+	})
+
 	It("evicts system-critical pods last, once the others are gone", func() {
 		w := newWorld()
 		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)

@@ -3,7 +3,9 @@ package nodeclaim
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -169,7 +171,7 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	t.forget(node.Name)
-	t.Metrics.NodeTerminated(node.Labels[v1.NodePoolLabelKey], t.clock.Since(node.DeletionTimestamp.Time))
+	t.Metrics.NodeTerminated(node.Labels[v1.NodePoolLabelKey], t.clock.Since(node.DeletionTimestamp.Time), t.clock.Since(node.CreationTimestamp.Time))
 	logger.Info("drained and deleted node")
 	return reconcile.Result{}, nil
 }
@@ -229,6 +231,19 @@ func drainDeadline(ctx context.Context, node *corev1.Node, claim *v1.NodeClaim) 
 		deadline = &at
 	}
 	return deadline
+}
+
+// responseCode is the HTTP status code of an API call's answer: 200 on
+// success, 0 when there was no answer.
+func responseCode(err error) int32 {
+	if err == nil {
+		return http.StatusOK
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return status.Status().Code
+	}
+	return 0
 }
 
 // critical is 1 for a pod of a system-critical priority class, else 0.
@@ -380,6 +395,9 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 		}
 		eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
 		err = t.client.SubResource("eviction").Create(ctx, pod, eviction)
+		if code := responseCode(err); code != 0 {
+			t.Metrics.EvictionRequested(code)
+		}
 		switch {
 		case err == nil:
 			seen[pod.UID] = now
