@@ -495,6 +495,32 @@ var _ = Describe("termination and garbage collection", func() {
 		w.gone(node)
 	})
 
+	It("deletes the NodeClaim of a Node deleted first at once, so that its termination timestamp is stamped", func() {
+		w := newWorld()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		claim := w.newClaim(w.newPool(), "default", func(c *v1.NodeClaim) {
+			c.Spec.TerminationGracePeriod = &metav1.Duration{Duration: time.Hour}
+		})
+		claim.Status.ProviderID = "fake:///zone-a/i-deleted-node"
+		Expect(env.Client.Status().Update(w.ctx, claim)).To(Succeed())
+		node, _ := w.nodeWithPod()
+		node.Spec.ProviderID = claim.Status.ProviderID
+		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
+		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
+		w.seen(claim)
+		w.seen(node)
+
+		Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+		w.get(claim)
+		Expect(claim.DeletionTimestamp).NotTo(BeNil(), "deleted while its node drains, not after")
+		w.seen(claim)
+		Eventually(func() error { _, err := term.ReconcileClaim(w.ctx, request(claim)); return err }).Should(Succeed())
+		w.get(claim)
+		Expect(claim.Annotations).To(HaveKeyWithValue(v1.TerminationTimestampAnnotation, claim.DeletionTimestamp.Add(time.Hour).UTC().Format(time.RFC3339)))
+		w.get(node)
+		Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer), "the node still drains")
+	})
+
 	It("holds a pod protected do-not-disrupt for a while until it has run that long, and warns of a value that does not parse", func() {
 		w := newWorld()
 		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)

@@ -138,6 +138,14 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 	if err := t.taint(ctx, node); err != nil {
 		return reconcile.Result{}, err
 	}
+	if claim != nil && claim.DeletionTimestamp == nil {
+		// A Node deleted first (kubectl delete node) takes its NodeClaim
+		// along at once: its pods are planned elsewhere, and its
+		// terminationGracePeriod runs from now and is stamped on it.
+		if err := t.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	deadline := drainDeadline(ctx, node, claim)
 	draining, err := t.drain(ctx, t.client, node, deadline)
 	if err != nil {
