@@ -116,6 +116,18 @@ func MustLeave(pod *corev1.Pod) bool {
 	return true
 }
 
+// TerminationGrace is how long a pod is given to stop: the grace period of
+// its deletion, else of its spec, else Kubernetes' 30 s.
+func TerminationGrace(pod *corev1.Pod) time.Duration {
+	switch {
+	case pod.DeletionGracePeriodSeconds != nil:
+		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
+}
+
 // DoNotDisrupt reports whether a pod's karpenter.sh/do-not-disrupt
 // annotation protects it at now: "true" always; a duration in Go's syntax
 // ("4h", "1h30m") until the pod has run that long since it started (a pod

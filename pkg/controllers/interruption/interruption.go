@@ -256,11 +256,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			if pod.DeletionTimestamp != nil || !scheduling.MustLeave(pod) {
 				continue
 			}
-			grace := 30 * time.Second
-			if pod.Spec.TerminationGracePeriodSeconds != nil {
-				grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
-			}
-			longest = max(longest, grace)
+			longest = max(longest, scheduling.TerminationGrace(pod))
 			if !c.replacements.ReplacementReady(ctx, pod) {
 				ready = false
 			}

@@ -8,11 +8,9 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -418,22 +416,7 @@ var _ = Describe("termination and garbage collection", func() {
 		node, slow := w.nodeWithPod(func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](300) })
 		node.Spec.ProviderID = claim.Status.ProviderID
 		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
-		guarded := w.podOn(node, func(p *corev1.Pod) {
-			p.Labels = map[string]string{"app": "guarded-" + node.Name}
-			p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30)
-		})
-		// The API server lets a pod that is Pending, or not Ready, be
-		// evicted whatever its budget.
-		guarded.Status.Phase = corev1.PodRunning
-		guarded.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		Expect(env.Client.Status().Update(w.ctx, guarded)).To(Succeed())
-		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "guarded-"},
-			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: guarded.Labels}}}
-		Expect(env.Client.Create(w.ctx, pdb)).To(Succeed())
-		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pdb) })
-		// As kube-controller-manager would count it: no disruption allowed.
-		pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
-		Expect(env.Client.Status().Update(w.ctx, pdb)).To(Succeed())
+		guarded, _ := w.guardedPodOn(node, func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30) })
 		pinned := w.podOn(node, func(p *corev1.Pod) {
 			p.Annotations = map[string]string{v1.DoNotDisruptAnnotation: "true"}
 			p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](10)
@@ -556,16 +539,7 @@ var _ = Describe("termination and garbage collection", func() {
 		node, free := w.nodeWithPod()
 		node.Labels = map[string]string{v1.NodePoolLabelKey: "counted"}
 		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
-		guarded := w.podOn(node, func(p *corev1.Pod) { p.Labels = map[string]string{"app": "counted-" + node.Name} })
-		guarded.Status.Phase = corev1.PodRunning
-		guarded.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		Expect(env.Client.Status().Update(w.ctx, guarded)).To(Succeed())
-		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "counted-"},
-			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: guarded.Labels}}}
-		Expect(env.Client.Create(w.ctx, pdb)).To(Succeed())
-		DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pdb) })
-		pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
-		Expect(env.Client.Status().Update(w.ctx, pdb)).To(Succeed())
+		guarded, pdb := w.guardedPodOn(node)
 		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
 		w.seen(free)
 		w.seen(guarded)

@@ -9,8 +9,10 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -178,6 +180,25 @@ func (w *world) podOn(node *corev1.Node, mutate ...func(*corev1.Pod)) *corev1.Po
 	Expect(env.Client.Create(w.ctx, pod)).To(Succeed())
 	DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pod, client.GracePeriodSeconds(0)) })
 	return pod
+}
+
+// guardedPodOn creates a Running, Ready pod on the node and a
+// PodDisruptionBudget, counted as kube-controller-manager would, that
+// allows it no disruption: the API server refuses to evict it.
+func (w *world) guardedPodOn(node *corev1.Node, mutate ...func(*corev1.Pod)) (*corev1.Pod, *policyv1.PodDisruptionBudget) {
+	pod := w.podOn(node, append([]func(*corev1.Pod){func(p *corev1.Pod) { p.Labels = map[string]string{"app": "guarded-" + node.Name} }}, mutate...)...)
+	// The API server lets a pod that is Pending, or not Ready, be evicted
+	// whatever its budget.
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	Expect(env.Client.Status().Update(w.ctx, pod)).To(Succeed())
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, GenerateName: "guarded-"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: pod.Labels}}}
+	Expect(env.Client.Create(w.ctx, pdb)).To(Succeed())
+	DeferCleanup(func() { _ = env.Client.Delete(w.ctx, pdb) })
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
+	Expect(env.Client.Status().Update(w.ctx, pdb)).To(Succeed())
+	return pod, pdb
 }
 
 // hidingPods is a cache that has not seen some pods yet: its lists leave

@@ -279,18 +279,6 @@ func (t *Termination) forget(node string) {
 	delete(t.leaving, node)
 }
 
-// terminationGrace is how long a terminating pod was given to stop: the
-// grace period of its deletion, else of its spec, else Kubernetes' 30 s.
-func terminationGrace(pod *corev1.Pod) time.Duration {
-	switch {
-	case pod.DeletionGracePeriodSeconds != nil:
-		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
-	case pod.Spec.TerminationGracePeriodSeconds != nil:
-		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
-	}
-	return 30 * time.Second
-}
-
 func (t *Termination) claimOf(ctx context.Context, node *corev1.Node) *v1.NodeClaim {
 	if node.Spec.ProviderID == "" {
 		return nil
@@ -354,7 +342,7 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 				since = now
 			}
 			seen[pod.UID] = since
-			if now.Sub(since) < terminationGrace(pod) {
+			if now.Sub(since) < scheduling.TerminationGrace(pod) {
 				remaining++
 				if other {
 					others++
@@ -373,7 +361,7 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 			}
 			continue
 		}
-		if left := timeLeft(deadline, now); left != nil && *left <= terminationGrace(pod) {
+		if left := timeLeft(deadline, now); left != nil && *left <= scheduling.TerminationGrace(pod) {
 			// Evicted later, it would be killed at the deadline before its
 			// grace period ran out: it is deleted now, PodDisruptionBudget
 			// or not, with the time that is left.
