@@ -540,6 +540,10 @@ var _ = Describe("termination and garbage collection", func() {
 		node.Labels = map[string]string{v1.NodePoolLabelKey: "counted"}
 		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
 		guarded, pdb := w.guardedPodOn(node)
+		// Two seconds of the API server's between creation and deletion
+		// (its timestamps are whole seconds), so that the node's lifetime
+		// and its termination time differ.
+		Eventually(time.Now, 5*time.Second).Should(BeTemporally(">=", node.CreationTimestamp.Add(2*time.Second)))
 		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
 		w.seen(free)
 		w.seen(guarded)
@@ -567,6 +571,15 @@ var _ = Describe("termination and garbage collection", func() {
 		Expect(counted("karpenter_nodes_drained_total", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1))
 		Expect(counted("karpenter_nodes_terminated_total", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1))
 		Expect(counted("karpenter_nodes_lifetime_duration_seconds", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1), "one node's lifetime observed")
+		families, err := reg.Gather()
+		Expect(err).NotTo(HaveOccurred())
+		var lived float64
+		for _, f := range families {
+			if f.GetName() == "karpenter_nodes_lifetime_duration_seconds" {
+				lived = f.Metric[0].GetHistogram().GetSampleSum()
+			}
+		}
+		Expect(lived).To(Equal(w.clock.Since(node.CreationTimestamp.Time).Seconds()), "from its creation, on the controller's clock")
 	})
 
 	It("evicts system-critical pods last, once the others are gone", func() {

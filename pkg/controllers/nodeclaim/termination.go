@@ -263,15 +263,6 @@ func critical(pod *corev1.Pod) int {
 	return 0
 }
 
-// timeLeft is how long until the deadline, if there is one.
-func timeLeft(deadline *time.Time, now time.Time) *time.Duration {
-	if deadline == nil {
-		return nil
-	}
-	left := deadline.Sub(now)
-	return &left
-}
-
 // forget drops what the drain remembered of a node's pods.
 func (t *Termination) forget(node string) {
 	t.mu.Lock()
@@ -361,11 +352,11 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 			}
 			continue
 		}
-		if left := timeLeft(deadline, now); left != nil && *left <= scheduling.TerminationGrace(pod) {
+		if deadline != nil && deadline.Sub(now) <= scheduling.TerminationGrace(pod) {
 			// Evicted later, it would be killed at the deadline before its
 			// grace period ran out: it is deleted now, PodDisruptionBudget
 			// or not, with the time that is left.
-			grace := max(int64(*left/time.Second), 1)
+			grace := max(int64(deadline.Sub(now)/time.Second), 1)
 			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "Disrupted", "Drain",
 				"Deleting pod with %ds to stop: node %s drains until %s, sooner than its terminationGracePeriodSeconds would allow after an eviction", grace, node.Name, deadline.UTC().Format(time.RFC3339))
 			if err := t.client.Delete(ctx, pod, client.GracePeriodSeconds(grace)); client.IgnoreNotFound(err) != nil {
