@@ -184,7 +184,7 @@ var _ = Describe("a node's user data", func() {
 		neverJoins(c)
 	})
 
-	It("boots GPU and Neuron types from EKS's accelerated images, whose device plugins offer the devices pods ask for", func() {
+	It("boots GPU and Neuron types from EKS's accelerated images, whose device plugins offer the devices and NeuronCores pods ask for", func() {
 		cluster, c := boot(ec2sim.Config{}, "al2023@latest", nil, nil)
 		Expect(c.Create(ctx, &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "accelerated"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
 			Spec: v1.NodeClaimTemplateSpec{
@@ -195,14 +195,17 @@ var _ = Describe("a node's user data", func() {
 				},
 			},
 		}}})).To(Succeed())
-		for name, device := range map[string]corev1.ResourceName{"gpu": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"} {
+		for name, device := range map[string]corev1.ResourceName{"gpu": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron", "neuroncore": "aws.amazon.com/neuroncore"} {
 			d := local.Inflate(1)
 			d.Name = name
 			d.Spec.Selector.MatchLabels = map[string]string{"app": name}
 			d.Spec.Template.Labels = map[string]string{"app": name}
-			one := resource.MustParse("1")
-			d.Spec.Template.Spec.Containers[0].Resources.Requests[device] = one
-			d.Spec.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{device: one}
+			n := resource.MustParse("1")
+			if name == "neuroncore" {
+				n = resource.MustParse("2") // both of an inf2.xlarge's Inferentia2
+			}
+			d.Spec.Template.Spec.Containers[0].Resources.Requests[device] = n
+			d.Spec.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{device: n}
 			Expect(c.Create(ctx, d)).To(Succeed())
 		}
 		running := func() map[string]string {
@@ -219,7 +222,7 @@ var _ = Describe("a node's user data", func() {
 			}
 			return out
 		}
-		Eventually(running, 2*time.Minute, time.Second).Should(Equal(map[string]string{"gpu": "g5.xlarge", "neuron": "inf2.xlarge"}))
+		Eventually(running, 2*time.Minute, time.Second).Should(Equal(map[string]string{"gpu": "g5.xlarge", "neuron": "inf2.xlarge", "neuroncore": "inf2.xlarge"}))
 		images := map[string]string{}
 		for _, cl := range claims(c) {
 			img, ok := cluster.Sim.Image(cl.Status.ImageID)

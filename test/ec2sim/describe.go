@@ -47,7 +47,8 @@ func (s *Server) describeInstanceTypes(p *params) (any, *apiError) {
 		if a := t.Accelerator; a != nil && a.Manufacturer == "aws" {
 			// EC2 names them as AWS brands them: Inferentia2, Trainium.
 			name := strings.ToUpper(a.Name[:1]) + a.Name[1:]
-			it.NeuronDevices = []neuronXML{{Name: name, Count: a.Count, MemorySize: a.MemoryMiB / max(a.Count, 1)}}
+			it.NeuronDevices = []neuronXML{{Name: name, Count: a.Count, MemorySize: a.MemoryMiB / max(a.Count, 1),
+				Cores: a.CoresPerDevice, CoreVersion: a.CoreVersion}}
 			it.NeuronMemoryMiB = a.MemoryMiB
 		}
 		items = append(items, it)

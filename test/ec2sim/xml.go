@@ -166,6 +166,9 @@ type neuronXML struct {
 	Name       string `xml:"name"`
 	Count      int64  `xml:"count"`
 	MemorySize int64  `xml:"memoryInfo>sizeInMiB"`
+	// Cores and CoreVersion are each device's NeuronCores (coreInfo).
+	Cores       int64 `xml:"coreInfo>count"`
+	CoreVersion int64 `xml:"coreInfo>version"`
 }
 
 type instanceTypeXML struct {

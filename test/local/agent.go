@@ -271,8 +271,9 @@ func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType, kubelet *
 func withDevicePlugins(node *corev1.Node, imageName string) {
 	name := strings.ToLower(imageName)
 	serves := map[corev1.ResourceName]bool{
-		"nvidia.com/gpu":   strings.Contains(name, "nvidia") || strings.Contains(name, "-gpu-"),
-		aws.ResourceNeuron: strings.Contains(name, "neuron") || strings.Contains(name, "-gpu-"),
+		"nvidia.com/gpu":       strings.Contains(name, "nvidia") || strings.Contains(name, "-gpu-"),
+		aws.ResourceNeuron:     strings.Contains(name, "neuron") || strings.Contains(name, "-gpu-"),
+		aws.ResourceNeuronCore: strings.Contains(name, "neuron") || strings.Contains(name, "-gpu-"),
 	}
 	for _, list := range []corev1.ResourceList{node.Status.Capacity, node.Status.Allocatable} {
 		for r := range list {

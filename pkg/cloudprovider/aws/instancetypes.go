@@ -42,9 +42,13 @@ const (
 	LabelInstanceAcceleratorCount        = awsv1.Group + "/instance-accelerator-count"
 )
 
-// ResourceNeuron is the extended resource the Neuron device plugin
-// registers: one per Inferentia or Trainium device.
-const ResourceNeuron corev1.ResourceName = "aws.amazon.com/neuron"
+// ResourceNeuron and ResourceNeuronCore are the extended resources the
+// Neuron device plugin registers: one per Inferentia or Trainium device, and
+// one per NeuronCore on them.
+const (
+	ResourceNeuron     corev1.ResourceName = "aws.amazon.com/neuron"
+	ResourceNeuronCore corev1.ResourceName = "aws.amazon.com/neuroncore"
+)
 
 // DefaultVMMemoryOverheadPercent is the share of an instance's memory the
 // hypervisor and firmware keep; the kubelet never sees it.
@@ -151,6 +155,9 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 			it.Capacity.Extended = map[corev1.ResourceName]int64{}
 		}
 		it.Capacity.Extended[ResourceNeuron] = a.Count
+		if a.CoresPerDevice > 0 {
+			it.Capacity.Extended[ResourceNeuronCore] = a.Count * a.CoresPerDevice
+		}
 	}
 	overhead, err := reserved(f, pods, it.Capacity, opts.Kubelet)
 	if err != nil {

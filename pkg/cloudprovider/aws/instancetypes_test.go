@@ -56,13 +56,18 @@ var _ = Describe("instance types", func() {
 		Expect(xlarge.Requirements[aws.LabelInstanceSize].Values()).To(Equal([]string{"xlarge"}))
 	})
 
-	It("labels Neuron types with their accelerators and offers their devices as aws.amazon.com/neuron", func() {
+	It("labels Neuron types with their accelerators and offers their devices as aws.amazon.com/neuron, their NeuronCores as aws.amazon.com/neuroncore", func() {
 		it, err := aws.NewInstanceType(facts["inf2.48xlarge"], nil, aws.AllocatableOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(it.Requirements.Labels()).To(And(HaveKeyWithValue(aws.LabelInstanceAcceleratorName, "inferentia2"),
 			HaveKeyWithValue(aws.LabelInstanceAcceleratorManufacturer, "aws"), HaveKeyWithValue(aws.LabelInstanceAcceleratorCount, "12")))
 		Expect(it.Requirements).NotTo(HaveKey(aws.LabelInstanceGPUCount), "a Neuron device is not a GPU")
-		Expect(it.Capacity.Extended).To(Equal(map[corev1.ResourceName]int64{aws.ResourceNeuron: 12}))
+		Expect(it.Capacity.Extended).To(Equal(map[corev1.ResourceName]int64{aws.ResourceNeuron: 12, aws.ResourceNeuronCore: 24}),
+			"twelve Inferentia2 devices of two NeuronCores each")
+		trn2, err := aws.NewInstanceType(facts["trn2.48xlarge"], nil, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(trn2.Capacity.Extended).To(Equal(map[corev1.ResourceName]int64{aws.ResourceNeuron: 16, aws.ResourceNeuronCore: 128}),
+			"sixteen Trainium2 devices of eight")
 	})
 
 	It("honours the EC2NodeClass kubelet settings", func() {

@@ -437,6 +437,9 @@ func factsOf(info *ec2types.InstanceTypeInfo) catalog.InstanceType {
 		d := n.NeuronDevices[0]
 		f.Accelerator = &catalog.Accelerator{Name: strings.ToLower(aws.ToString(d.Name)), Manufacturer: "aws", Count: int64(aws.ToInt32(d.Count)),
 			MemoryMiB: int64(aws.ToInt32(n.TotalNeuronDeviceMemoryInMiB))}
+		if c := d.CoreInfo; c != nil {
+			f.Accelerator.CoresPerDevice, f.Accelerator.CoreVersion = int64(aws.ToInt32(c.Count)), int64(aws.ToInt32(c.Version))
+		}
 		if f.Accelerator.MemoryMiB == 0 && d.MemoryInfo != nil {
 			f.Accelerator.MemoryMiB = int64(aws.ToInt32(d.MemoryInfo.SizeInMiB)) * f.Accelerator.Count
 		}

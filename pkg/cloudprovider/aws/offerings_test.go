@@ -88,6 +88,8 @@ var _ = Describe("offerings from EC2", func() {
 			}
 		}
 		Expect(compared).To(Equal(3))
+		Expect(byName(types)["inf2.xlarge"].Capacity.Extended).To(HaveKeyWithValue(aws.ResourceNeuronCore, int64(2)),
+			"EC2's coreInfo gives the NeuronCores")
 	})
 
 	It("publishes every offering's price with Karpenter's series name and labels", func() {

@@ -27,6 +27,22 @@ type Accelerator struct {
 	Manufacturer string `json:"manufacturer"`
 	Count        int64  `json:"count"`
 	MemoryMiB    int64  `json:"memoryMiB"`
+	// CoresPerDevice and CoreVersion are each Neuron device's NeuronCores
+	// and their generation, as EC2 reports them in neuronInfo's coreInfo.
+	CoresPerDevice int64 `json:"coresPerDevice,omitempty"`
+	CoreVersion    int64 `json:"coreVersion,omitempty"`
+}
+
+// neuronCores are the NeuronCores on one device of each Neuron chip, and
+// their generation, from AWS's Neuron architecture documentation: an
+// Inferentia chip has four NeuronCore-v1, Inferentia2 and Trainium two
+// NeuronCore-v2, Trainium2 eight NeuronCore-v3. The catalog's source gives
+// the device counts only.
+var neuronCores = map[string][2]int64{
+	"inferentia":  {4, 1},
+	"inferentia2": {2, 2},
+	"trainium":    {2, 2},
+	"trainium2":   {8, 3},
 }
 
 // InstanceType is what the catalog knows of one instance type.
@@ -66,6 +82,15 @@ func Load() ([]InstanceType, error) {
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("embedded instance-type catalog: %w", err)
+	}
+	for _, t := range doc.InstanceTypes {
+		if a := t.Accelerator; a != nil && a.Manufacturer == "aws" && a.CoresPerDevice == 0 {
+			c, ok := neuronCores[a.Name]
+			if !ok {
+				return nil, fmt.Errorf("embedded instance-type catalog: %s: no NeuronCore count known for accelerator %q; add it to neuronCores", t.Name, a.Name)
+			}
+			a.CoresPerDevice, a.CoreVersion = c[0], c[1]
+		}
 	}
 	return doc.InstanceTypes, nil
 }
