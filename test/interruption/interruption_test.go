@@ -68,16 +68,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		ns = nsObj.Name
 	})
 
-	// readyNode launches a NodeClaim and plays its node up to initialized.
-	readyNode := func() (*v1.NodeClaim, *corev1.Node) {
-		claim := test.LaunchedClaim(ctx, env.Client, ns)
-		node := test.JoinNode(ctx, env.Client, claim)
-		test.MarkReady(ctx, env.Client, node)
-		test.AwaitInitialized(ctx, env.Client, node)
-		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
-		return claim, node
-	}
-
+	// runningPod plays a pod running on the node.
 	runningPod := func(node *corev1.Node, name string) *corev1.Pod {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "web"}},
@@ -89,6 +80,22 @@ var _ = Describe("the interruption queue", Ordered, func() {
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
 		return pod
+	}
+
+	// readyNode launches a NodeClaim and plays its node up to initialized,
+	// with running pods of the given names on it from before it is Ready:
+	// the pool consolidates empty nodes at once, so a pod placed after
+	// initialization may come too late to keep the node.
+	readyNode := func(pods ...string) (*v1.NodeClaim, *corev1.Node) {
+		claim := test.LaunchedClaim(ctx, env.Client, ns)
+		node := test.JoinNode(ctx, env.Client, claim)
+		for _, name := range pods {
+			runningPod(node, name)
+		}
+		test.MarkReady(ctx, env.Client, node)
+		test.AwaitInitialized(ctx, env.Client, node)
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+		return claim, node
 	}
 
 	claims := func() []v1.NodeClaim {
@@ -196,8 +203,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 	})
 
 	It("handles the same warning delivered twice only once", func() {
-		claim, node := readyNode()
-		runningPod(node, "web")
+		claim, _ := readyNode("web")
 		body := fmt.Sprintf(`{"version":"0","id":"dup-1","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","account":"123456789012",`+
 			`"time":%q,"region":"us-east-1","resources":[],"detail":{"instance-id":%q,"instance-action":"terminate"}}`, time.Now().UTC().Format(time.RFC3339), instanceID(claim))
 		Expect(sim.Publish(queue, body)).To(BeTrue())
@@ -224,8 +230,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 	})
 
 	It("lives next to another agent that cordoned the node and evicted a pod: keeps the cordon, evicts nothing twice", func() {
-		claim, node := readyNode()
-		runningPod(node, "web")
+		claim, node := readyNode("web")
 		// Node Termination Handler's part: cordon, and evict a pod, which is
 		// still stopping (its finalizer holds it).
 		gone := runningPod(node, "leaving")
@@ -267,8 +272,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 	})
 
 	It("records a rebalance recommendation and leaves the node alone by default", func() {
-		claim, node := readyNode()
-		runningPod(node, "web") // not empty, so that emptiness does not take it either
+		claim, node := readyNode("web") // not empty, so that emptiness does not take it either
 		Expect(sim.Rebalance(instanceID(claim))).To(BeTrue())
 		Eventually(func() []string { return events("RebalanceRecommendation") }, 10*time.Second).Should(ContainElement(ContainSubstring("Node/" + node.Name)))
 		Eventually(drained, 5*time.Second).Should(BeTrue())
@@ -280,8 +284,7 @@ var _ = Describe("the interruption queue", Ordered, func() {
 	})
 
 	It("deletes and counts malformed, unknown and foreign messages without touching anything", func() {
-		claim, node := readyNode()
-		runningPod(node, "web") // not empty, so that emptiness does not take it
+		claim, node := readyNode("web") // not empty, so that emptiness does not take it
 		malformed := counter("backstop_interruption_ignored_messages_total", "reason", "malformed")
 		unknown := counter("backstop_interruption_ignored_messages_total", "reason", "unknown_type")
 		foreign := counter("backstop_interruption_ignored_messages_total", "reason", "not_ours")

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -129,7 +131,8 @@ type fleetOverride struct {
 	price  float64
 	arch   string
 	// ami is the class's image this type boots (its launch template's).
-	ami string
+	ami          string
+	capacityType string
 }
 
 // alreadyLaunched returns the instance an earlier launch of the claim made,
@@ -321,7 +324,17 @@ func (l *Launcher) failure(operation, capacityType string, errs []FleetError, ca
 }
 
 // choose picks the capacity type and the overrides, cheapest first: Spot when
-// the claim allows it and some Spot offering is available.
+// the claim allows it and some Spot offering is available. Of what the claim
+// allows, the fleet is not offered what a user would not want to pay for:
+//   - accelerated types (GPUs, Neuron devices) and bare metal, while a plain
+//     type can launch: a fleet free to choose by capacity could otherwise
+//     put ordinary pods on a GPU instance. Pods that need the devices fit
+//     accelerated types only, so for them nothing is dropped.
+//   - Spot offerings dearer than the cheapest On-Demand one the claim
+//     allows: price-capacity-optimized may pick a pricier pool with more
+//     capacity, and a Spot node that costs more than On-Demand is no saving.
+//
+// Neither applies when the claim has minValues, whose spread they could cut.
 func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.InstanceType, class *awsv1.EC2NodeClass) (string, []fleetOverride) {
 	subnets := map[string]string{}
 	for _, s := range class.Status.Subnets {
@@ -330,35 +343,56 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 		}
 	}
 	images := Images(class)
-	for _, ct := range []string{v1.CapacityTypeSpot, v1.CapacityTypeOnDemand} {
-		if r, ok := reqs[v1.CapacityTypeLabelKey]; ok && !r.Has(ct) {
+	allowed := func(ct string) bool {
+		r, ok := reqs[v1.CapacityTypeLabelKey]
+		return !ok || r.Has(ct)
+	}
+	var all []fleetOverride
+	for _, it := range types {
+		if r, ok := reqs[corev1.LabelInstanceTypeStable]; ok && !r.Has(it.Name) {
 			continue
 		}
+		ami := images.For(it)
+		if !compatible(reqs, it) || ami == "" {
+			continue
+		}
+		arch := ""
+		if r, ok := it.Requirements[corev1.LabelArchStable]; ok {
+			arch = r.Any()
+		}
+		for _, o := range it.Offerings {
+			if !o.Available || !allowed(o.CapacityType) {
+				continue
+			}
+			if r, ok := reqs[corev1.LabelTopologyZone]; ok && !r.Has(o.Zone) {
+				continue
+			}
+			subnet, ok := subnets[o.Zone]
+			if !ok {
+				continue
+			}
+			all = append(all, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch, ami: ami, capacityType: o.CapacityType})
+		}
+	}
+	if !hasMinValues(reqs) {
+		if slices.ContainsFunc(all, func(o fleetOverride) bool { return !exotic(o.it) }) {
+			all = slices.DeleteFunc(all, func(o fleetOverride) bool { return exotic(o.it) })
+		}
+		cheapestOnDemand := math.Inf(1)
+		for _, o := range all {
+			if o.capacityType == v1.CapacityTypeOnDemand {
+				cheapestOnDemand = min(cheapestOnDemand, o.price)
+			}
+		}
+		all = slices.DeleteFunc(all, func(o fleetOverride) bool {
+			return o.capacityType == v1.CapacityTypeSpot && o.price > cheapestOnDemand
+		})
+	}
+	for _, ct := range []string{v1.CapacityTypeSpot, v1.CapacityTypeOnDemand} {
 		var out []fleetOverride
-		for _, it := range types {
-			if r, ok := reqs[corev1.LabelInstanceTypeStable]; ok && !r.Has(it.Name) {
-				continue
-			}
-			ami := images.For(it)
-			if !compatible(reqs, it) || ami == "" {
-				continue
-			}
-			arch := ""
-			if r, ok := it.Requirements[corev1.LabelArchStable]; ok {
-				arch = r.Any()
-			}
-			for _, o := range it.Offerings {
-				if !o.Available || o.CapacityType != ct {
-					continue
-				}
-				if r, ok := reqs[corev1.LabelTopologyZone]; ok && !r.Has(o.Zone) {
-					continue
-				}
-				subnet, ok := subnets[o.Zone]
-				if !ok {
-					continue
-				}
-				out = append(out, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch, ami: ami})
+		for _, o := range all {
+			if o.capacityType == ct {
+				out = append(out, o)
 			}
 		}
 		if len(out) == 0 {
@@ -376,6 +410,28 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 		return ct, out
 	}
 	return "", nil
+}
+
+// exotic is a type a plain pod should not land on when another would do:
+// one with GPUs or Neuron devices, or bare metal.
+func exotic(it *scheduling.InstanceType) bool {
+	if _, ok := it.Requirements[LabelInstanceGPUCount]; ok {
+		return true
+	}
+	if _, ok := it.Requirements[LabelInstanceAcceleratorCount]; ok {
+		return true
+	}
+	r, ok := it.Requirements[LabelInstanceSize]
+	return ok && strings.Contains(r.Any(), "metal")
+}
+
+func hasMinValues(reqs scheduling.Requirements) bool {
+	for _, r := range reqs {
+		if r.MinValues != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // compatible checks the claim's requirements on the labels an instance type defines.

@@ -117,6 +117,8 @@ var _ = Describe("the fleet launcher", func() {
 	It("gives GPU and Neuron types EKS's accelerated images and the rest the standard one, and leaves out types no image boots", func() {
 		c := claim("accel", "on-demand")
 		c.Spec.Requirements[0].Values = []string{"m5.large", "g5.xlarge", "inf2.xlarge", "g4ad.xlarge"}
+		// minValues keeps the accelerated types in a fleet that has a plain one (see below).
+		c.Spec.Requirements[0].MinValues = ptr.To(3)
 		_, err := launcher.Launch(ctx, c, class)
 		Expect(err).NotTo(HaveOccurred())
 		imageOfTemplate := map[string]string{}
@@ -139,6 +141,46 @@ var _ = Describe("the fleet launcher", func() {
 			"g5.xlarge":   "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20261101",
 			"inf2.xlarge": "amazon-eks-node-al2023-x86_64-neuron-1.36-v20261101",
 		}), "g4ad's AMD GPUs have no EKS image, so it is not offered")
+	})
+
+	It("offers no accelerated or bare-metal type while a plain one can launch, and no Spot dearer than the cheapest On-Demand", func() {
+		overrides := func() map[string]bool {
+			calls := fleetCalls()
+			Expect(calls).NotTo(BeEmpty())
+			out := map[string]bool{}
+			for k, v := range calls[len(calls)-1].Params {
+				if strings.HasPrefix(k, "LaunchTemplateConfigs.") && strings.HasSuffix(k, ".InstanceType") {
+					out[v] = true
+				}
+			}
+			return out
+		}
+		c := claim("plain", "on-demand")
+		c.Spec.Requirements[0].Values = []string{"m5.large", "g5.xlarge", "inf2.xlarge", "m5.metal"}
+		_, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(overrides()).To(Equal(map[string]bool{"m5.large": true}))
+
+		c = claim("accelerated", "on-demand")
+		c.Spec.Requirements[0].Values = []string{"g5.xlarge", "inf2.xlarge", "m5.metal"}
+		_, err = launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(overrides()).To(Equal(map[string]bool{"g5.xlarge": true, "inf2.xlarge": true, "m5.metal": true}), "with nothing plain, all are offered")
+
+		// c5.large costs $0.085/h On-Demand; m5.4xlarge's Spot price, at least a
+		// quarter of its $0.768, is more in every zone.
+		c = claim("spot", "spot", "on-demand")
+		c.Spec.Requirements[0].Values = []string{"c5.large", "m5.4xlarge"}
+		inst, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.CapacityType).To(Equal("spot"))
+		Expect(overrides()).To(Equal(map[string]bool{"c5.large": true}))
+
+		c = claim("spot-only", "spot")
+		c.Spec.Requirements[0].Values = []string{"c5.large", "m5.4xlarge"}
+		_, err = launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(overrides()).To(Equal(map[string]bool{"c5.large": true, "m5.4xlarge": true}), "without On-Demand there is no ceiling")
 	})
 
 	It("launches AL2023 nodes with user data that joins the cluster EKS describes, with the NodeClaim's labels and taints", func() {
