@@ -83,8 +83,15 @@ const (
 	ConditionReady          = "Ready"
 	ConditionDrifted        = "Drifted"
 	ConditionConsolidatable = "Consolidatable"
-	ConditionDisrupting     = "Disrupting"
+	// ConditionDisruptionReason is set True, with the reason (Empty,
+	// Expired, Underutilized, Drifted), on a NodeClaim disruption is about
+	// to delete; the drain labels the pods it evicts with it.
+	ConditionDisruptionReason = "DisruptionReason"
 )
+
+// ForcefulTermination is the drain's reason for a NodeClaim deleted without
+// a DisruptionReason: a Spot interruption, kubectl delete, a failed launch.
+const ForcefulTermination = "Forceful Termination"
 
 // NodeClaimStatus is what Backstop has observed of the claim's instance and node.
 type NodeClaimStatus struct {

@@ -15,7 +15,9 @@ import (
 
 	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -119,6 +121,7 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 				disrupting++
 				continue
 			}
+			claim = c.unmarkStale(ctx, claim, now)
 			if !meta.IsStatusConditionTrue(claim.Status.Conditions, v1.ConditionInitialized) {
 				continue
 			}
@@ -197,6 +200,12 @@ func (c *Controller) forget(seen map[string]bool) {
 }
 
 func (c *Controller) remove(ctx context.Context, claim *v1.NodeClaim, reason, message string) {
+	if err := markDisrupted(ctx, c.client, claim, reason, message, c.clock.Now()); err != nil {
+		if !apierrors.IsNotFound(err) {
+			log.FromContext(ctx).Error(err, "marking nodeclaim disrupted; tried again next round", "nodeclaim", claim.Name, "reason", reason)
+		}
+		return
+	}
 	c.recorder.Eventf(claim, nil, corev1.EventTypeNormal, "Disrupting", "Disrupt", "%s: %s", reason, message)
 	log.FromContext(ctx).Info("disrupting node", "nodeclaim", claim.Name, "node", claim.Status.NodeName, "reason", reason)
 	if err := c.client.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
@@ -210,6 +219,39 @@ func (c *Controller) remove(ctx context.Context, claim *v1.NodeClaim, reason, me
 		consolidation = "empty"
 	}
 	c.Metrics.Decided("delete", strings.ToLower(reason), consolidation)
+}
+
+// markDisrupted records why a NodeClaim goes, in its DisruptionReason
+// condition, before it is deleted: the drain counts the pods it evicts by
+// it, and kubectl shows it on the NodeClaim while it drains.
+func markDisrupted(ctx context.Context, c client.Client, claim *v1.NodeClaim, reason, message string, now time.Time) error {
+	marked := claim.DeepCopy()
+	meta.SetStatusCondition(&marked.Status.Conditions, metav1.Condition{Type: v1.ConditionDisruptionReason, Status: metav1.ConditionTrue,
+		Reason: reason, Message: message, ObservedGeneration: claim.Generation, LastTransitionTime: metav1.NewTime(now)})
+	return c.Status().Patch(ctx, marked, client.MergeFromWithOptions(claim, client.MergeFromWithOptimisticLock{}))
+}
+
+// staleMark is how old a DisruptionReason on a NodeClaim that is not being
+// deleted must be to count as left over: disruption marks a NodeClaim
+// and deletes it at once.
+const staleMark = time.Minute
+
+// unmarkStale removes a DisruptionReason left on a NodeClaim that is not
+// being deleted, by a disruption cut short between the mark and the delete
+// (a crash, a failed delete), so that a later deletion for another cause is
+// not counted under it. It returns the NodeClaim as it now is.
+func (c *Controller) unmarkStale(ctx context.Context, claim *v1.NodeClaim, now time.Time) *v1.NodeClaim {
+	cond := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionDisruptionReason)
+	if cond == nil || now.Sub(cond.LastTransitionTime.Time) < staleMark {
+		return claim
+	}
+	unmarked := claim.DeepCopy()
+	meta.RemoveStatusCondition(&unmarked.Status.Conditions, v1.ConditionDisruptionReason)
+	if err := c.client.Status().Patch(ctx, unmarked, client.MergeFromWithOptions(claim, client.MergeFromWithOptimisticLock{})); err != nil {
+		log.FromContext(ctx).Error(err, "removing a left-over DisruptionReason; tried again next round", "nodeclaim", claim.Name)
+		return claim
+	}
+	return unmarked
 }
 
 // reschedulable pods keep a node from being empty: not DaemonSet, mirror or finished pods.

@@ -129,8 +129,32 @@ var _ = Describe("the disruption controller", func() {
 		Expect(exists(claims[0])).To(BeTrue())
 	})
 
-	It("deletes NodeClaims older than expireAfter, busy or not", func() {
+	// hold keeps a deleted NodeClaim readable until the spec ends.
+	hold := func(c *v1.NodeClaim) {
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+		c.Finalizers = append(c.Finalizers, "test.backstop.sh/hold")
+		Expect(env.Client.Update(ctx, c)).To(Succeed())
+		DeferCleanup(func() {
+			if env.Client.Get(ctx, client.ObjectKeyFromObject(c), c) == nil {
+				c.Finalizers = nil
+				Expect(client.IgnoreNotFound(env.Client.Update(ctx, c))).To(Succeed())
+			}
+		})
+	}
+	deletedFor := func(c *v1.NodeClaim) string {
+		got := &v1.NodeClaim{}
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(c), got)).To(Succeed())
+		Expect(got.DeletionTimestamp).NotTo(BeNil())
+		cond := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionDisruptionReason)
+		if cond == nil || cond.Status != metav1.ConditionTrue {
+			return ""
+		}
+		return cond.Reason + ": " + cond.Message
+	}
+
+	It("deletes NodeClaims older than expireAfter, busy or not, and says so in their DisruptionReason", func() {
 		claims := makePool("expiring", 1, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("Never")}, "1h")
+		hold(claims[0])
 		podOn(claims[0].Status.NodeName)
 		Expect(ctrl.Disrupt(ctx)).To(Succeed())
 		Expect(exists(claims[0])).To(BeTrue())
@@ -138,7 +162,32 @@ var _ = Describe("the disruption controller", func() {
 		// which may be seconds after this fake clock started on a busy machine.
 		clk.SetTime(claims[0].CreationTimestamp.Add(time.Hour))
 		Expect(ctrl.Disrupt(ctx)).To(Succeed())
-		Expect(exists(claims[0])).To(BeFalse())
+		Expect(deletedFor(claims[0])).To(Equal("Expired: NodeClaim is older than expireAfter 1h"))
+	})
+
+	It("removes a DisruptionReason left on a NodeClaim it did not delete, once a minute old", func() {
+		claims := makePool("interrupted", 2, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("Never")}, "720h")
+		for i, age := range []time.Duration{time.Minute, 59 * time.Second} {
+			meta.SetStatusCondition(&claims[i].Status.Conditions, metav1.Condition{Type: v1.ConditionDisruptionReason, Status: metav1.ConditionTrue,
+				Reason: "Empty", Message: "a crash came between the mark and the delete", LastTransitionTime: metav1.NewTime(clk.Now().Add(-age))})
+			Expect(env.Client.Status().Update(ctx, claims[i])).To(Succeed())
+		}
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		marked := func(c *v1.NodeClaim) bool {
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			return meta.FindStatusCondition(c.Status.Conditions, v1.ConditionDisruptionReason) != nil
+		}
+		Expect(marked(claims[0])).To(BeFalse(), "a minute old: left over")
+		Expect(marked(claims[1])).To(BeTrue(), "younger: a disruption may be deleting it now")
+		Expect(exists(claims[0]) && exists(claims[1])).To(BeTrue())
+	})
+
+	It("says Empty in the DisruptionReason of an empty node it deletes", func() {
+		claims := makePool("emptied", 1, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("0s"),
+			ConsolidationPolicy: v1.ConsolidationPolicyWhenEmpty, Budgets: []v1.Budget{{Nodes: "100%"}}}, "720h")
+		hold(claims[0])
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		Expect(deletedFor(claims[0])).To(Equal("Empty: Node has been empty for consolidateAfter 0s"))
 	})
 	It("does not remove an empty node that pending pods are planned onto", func() {
 		claims := makePool("awaited", 2, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("0s"),

@@ -65,6 +65,16 @@ func metricReason(reason string) string {
 	return ReasonUnderutilized
 }
 
+// budgetReason is the reason of Karpenter's API a replacement of one reason
+// goes under (its budgets, the NodeClaim's DisruptionReason): a return is a
+// consolidation.
+func budgetReason(reason string) v1.DisruptionReason {
+	if reason == ReasonDrifted {
+		return v1.DisruptionReasonDrifted
+	}
+	return v1.DisruptionReasonUnderutilized
+}
+
 // wording is what events say of a replacement of one reason.
 type wording struct{ starting, done, rolledBack, label string }
 
@@ -355,6 +365,9 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim, 
 			msg = fmt.Sprintf("Returned to nodepool %s: replacement %s initialized, draining this node", to, strings.Join(names, ", "))
 		case want == 0:
 			msg = "Consolidated: its pods fit on other nodes, draining this node"
+		}
+		if err := markDisrupted(ctx, r.client, claim, string(budgetReason(reason)), msg, r.clock.Now()); err != nil {
+			return false, client.IgnoreNotFound(err)
 		}
 		r.event(w, claim, corev1.EventTypeNormal, words.done, msg)
 		log.FromContext(ctx).Info("replacements initialized, draining", "reason", reason, "nodeclaim", claim.Name, "node", claim.Status.NodeName, "nodepool", from, "to", to, "replacements", names)

@@ -152,6 +152,20 @@ var _ = Describe("returning to the preferred pool", func() {
 		}
 		return c
 	}
+	// hold keeps the fallback readable once deleted (the suite's cleanup
+	// lets it go); reasonOf reads its DisruptionReason.
+	hold := func() {
+		c := current()
+		c.Finalizers = append(c.Finalizers, "test.backstop.sh/hold")
+		Expect(env.Client.Update(ctx, c)).To(Succeed())
+	}
+	reasonOf := func(c *v1.NodeClaim) string {
+		cond := meta.FindStatusCondition(c.Status.Conditions, v1.ConditionDisruptionReason)
+		if cond == nil || cond.Status != metav1.ConditionTrue {
+			return ""
+		}
+		return cond.Reason
+	}
 	initialize := func(c *v1.NodeClaim) {
 		meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionTrue, Reason: "Initialized"})
 		Expect(env.Client.Status().Update(ctx, c)).To(Succeed())
@@ -218,8 +232,11 @@ var _ = Describe("returning to the preferred pool", func() {
 		Expect(current()).NotTo(BeNil())
 
 		initialize(&rs[0])
+		hold()
+		Expect(reasonOf(current())).To(BeEmpty())
 		Expect(r.Round(ctx)).To(Succeed())
-		Expect(current()).To(BeNil(), "drained and deleted once the replacement initialized")
+		Expect(current().DeletionTimestamp).NotTo(BeNil(), "drained and deleted once the replacement initialized")
+		Expect(reasonOf(current())).To(Equal("Underutilized"), "a return is a consolidation, as Karpenter's reasons go")
 		Expect(drainEvents()).To(ContainSubstring("ReturnedToPreferredPool"))
 		Expect(sample("backstop_returns_total", map[string]string{"from": "on-demand", "to": "spot", "result": "completed"})).To(Equal(1.0))
 		Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": "on-demand", "reason": "underutilized", "capacity_type": "on-demand"})).To(Equal(1.0))
@@ -571,8 +588,10 @@ var _ = Describe("returning to the preferred pool", func() {
 				Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "drifted"})).To(Equal(1.0))
 				rs := replacements()
 				initialize(&rs[0])
+				hold()
 				Expect(r.Round(ctx)).To(Succeed())
-				Expect(current()).To(BeNil(), "drained once the replacement initialized")
+				Expect(current().DeletionTimestamp).NotTo(BeNil(), "drained once the replacement initialized")
+				Expect(reasonOf(current())).To(Equal("Drifted"))
 				Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"reason": "drifted"})).To(Equal(1.0))
 			},
 			Entry("the NodePool's template changed", disruption.NodePoolDrift, func() {

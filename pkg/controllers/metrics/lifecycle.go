@@ -20,6 +20,7 @@ type Lifecycle struct {
 	drained             *prometheus.CounterVec
 	lifetime            *prometheus.HistogramVec
 	evictions           *prometheus.CounterVec
+	podsDrained         *prometheus.CounterVec
 	disrupted           *prometheus.CounterVec
 	eligible            *prometheus.GaugeVec
 	decisions           *prometheus.CounterVec
@@ -42,12 +43,14 @@ func NewLifecycle(reg prometheus.Registerer) *Lifecycle {
 			Help: "How long nodes lived, from creation to removal, by NodePool.", Buckets: lifetimeBuckets}, []string{"nodepool"}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_pods_eviction_requests_total",
 			Help: "Eviction requests the drain made, by the API server's response code (200 evicted, 429 refused by a PodDisruptionBudget)."}, []string{"code"}),
+		podsDrained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_pods_drained_total",
+			Help: "Pods the drain evicted, by the NodeClaim's DisruptionReason (Empty, Expired, Underutilized, Drifted; Forceful Termination without one)."}, []string{"reason"}),
 	}
 	l.eligible = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_voluntary_disruption_eligible_nodes",
 		Help: "Nodes a disruption round found eligible, by reason (empty, expired, underutilized: fallback nodes a preferred pool could take)."}, []string{"reason"})
 	l.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_voluntary_disruption_decisions_total",
 		Help: "Disruption decisions, by decision (delete, replace), reason and consolidation_type (empty, return)."}, []string{"decision", "reason", "consolidation_type"})
-	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.drained, l.lifetime, l.evictions, l.disrupted, l.eligible, l.decisions)
+	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.drained, l.lifetime, l.evictions, l.podsDrained, l.disrupted, l.eligible, l.decisions)
 	return l
 }
 
@@ -96,6 +99,13 @@ func (l *Lifecycle) NodeTerminated(pool string, took, lived time.Duration) {
 func (l *Lifecycle) EvictionRequested(code int32) {
 	if l != nil {
 		l.evictions.WithLabelValues(strconv.Itoa(int(code))).Inc()
+	}
+}
+
+// PodDrained counts a pod the drain evicted, by why its node goes.
+func (l *Lifecycle) PodDrained(reason string) {
+	if l != nil {
+		l.podsDrained.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -568,6 +568,8 @@ var _ = Describe("termination and garbage collection", func() {
 		}
 		drain()
 		w.gone(node)
+		Expect(counted("karpenter_pods_drained_total", map[string]string{"reason": "Forceful Termination"})).To(BeEquivalentTo(2),
+			"both evicted pods, under Karpenter's reason for a node deleted without a DisruptionReason")
 		Expect(counted("karpenter_nodes_drained_total", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1))
 		Expect(counted("karpenter_nodes_terminated_total", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1))
 		Expect(counted("karpenter_nodes_lifetime_duration_seconds", map[string]string{"nodepool": "counted"})).To(BeEquivalentTo(1), "one node's lifetime observed")
@@ -580,6 +582,32 @@ var _ = Describe("termination and garbage collection", func() {
 			}
 		}
 		Expect(lived).To(Equal(w.clock.Since(node.CreationTimestamp.Time).Seconds()), "from its creation, on the controller's clock")
+	})
+
+	It("counts the pods it evicts by the NodeClaim's DisruptionReason", func() {
+		w := newWorld()
+		reg := prometheus.NewRegistry()
+		term := nodeclaim.NewTermination(w.client, w.cloud, w.recorder, w.clock)
+		term.Metrics = metrics.NewLifecycle(reg)
+		claim := w.newClaim(w.newPool(), "default")
+		claim.Status.ProviderID = "fake:///zone-a/i-drifted"
+		meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: v1.ConditionDisruptionReason, Status: metav1.ConditionTrue,
+			Reason: "Drifted", Message: "Drifted node replaced"})
+		Expect(env.Client.Status().Update(w.ctx, claim)).To(Succeed())
+		node, _ := w.nodeWithPod()
+		node.Spec.ProviderID = claim.Status.ProviderID
+		Expect(env.Client.Update(w.ctx, node)).To(Succeed())
+		Expect(env.Client.Delete(w.ctx, claim)).To(Succeed())
+		Expect(env.Client.Delete(w.ctx, node)).To(Succeed())
+		w.seen(claim)
+		w.seen(node)
+		Eventually(func() error { _, err := term.ReconcileNode(w.ctx, request(node)); return err }).Should(Succeed())
+		counted := func(reason string) float64 {
+			v, _ := test.Metric(reg, "karpenter_pods_drained_total", map[string]string{"reason": reason})
+			return v
+		}
+		Expect(counted("Drifted")).To(BeEquivalentTo(1))
+		Expect(counted("Forceful Termination")).To(BeZero())
 	})
 
 	It("evicts system-critical pods last, once the others are gone", func() {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -146,8 +147,8 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 			return reconcile.Result{}, err
 		}
 	}
-	deadline := drainDeadline(ctx, node, claim)
-	draining, err := t.drain(ctx, t.client, node, deadline)
+	deadline, reason := drainDeadline(ctx, node, claim), drainReason(claim)
+	draining, err := t.drain(ctx, t.client, node, deadline, reason)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -155,7 +156,7 @@ func (t *Termination) ReconcileNode(ctx context.Context, req reconcile.Request) 
 		// The cache may not show yet a pod bound just before the taint;
 		// once the node is gone, such a pod would be left on nothing. The
 		// API server has the last word.
-		if draining, err = t.drain(ctx, t.Reader, node, deadline); err != nil {
+		if draining, err = t.drain(ctx, t.Reader, node, deadline, reason); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
@@ -290,10 +291,21 @@ func (t *Termination) taint(ctx context.Context, node *corev1.Node) error {
 	return client.IgnoreNotFound(t.client.Patch(ctx, node, patch))
 }
 
+// drainReason is why the node goes, as the pods it evicts are counted: the
+// NodeClaim's DisruptionReason, Forceful Termination without one.
+func drainReason(claim *v1.NodeClaim) string {
+	if claim != nil {
+		if c := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionDisruptionReason); c != nil && c.Status == metav1.ConditionTrue {
+			return c.Reason
+		}
+	}
+	return v1.ForcefulTermination
+}
+
 // drain evicts what must leave the node, of its pods as reader lists them,
 // and reports how many are still on their way out. Past the deadline, pods
 // are deleted outright.
-func (t *Termination) drain(ctx context.Context, reader client.Reader, node *corev1.Node, deadline *time.Time) (int, error) {
+func (t *Termination) drain(ctx context.Context, reader client.Reader, node *corev1.Node, deadline *time.Time, reason string) (int, error) {
 	var pods corev1.PodList
 	// The cache's index and the API server's field selector share the name.
 	if err := reader.List(ctx, &pods, client.MatchingFields{NodeNameIndex: node.Name}); err != nil {
@@ -388,6 +400,7 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 		switch {
 		case err == nil:
 			seen[pod.UID] = now
+			t.Metrics.PodDrained(reason)
 			t.recorder.Eventf(pod, node, corev1.EventTypeNormal, "Evicted", "Drain", "Evicted pod: node %s is being terminated", node.Name)
 		case apierrors.IsTooManyRequests(err):
 			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "EvictionBlocked", "Drain", "Cannot evict pod yet: %v", err)
