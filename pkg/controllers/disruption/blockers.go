@@ -41,6 +41,17 @@ type Blocked struct {
 	Object string
 }
 
+// worthTelling is a blocker the user put there (an annotation, a bare
+// pod, a budget), which a DisruptionBlocked event names; the others pass
+// by themselves.
+func (b *Blocked) worthTelling() bool {
+	switch b.Blocker {
+	case BlockedDoNotDisrupt, BlockedPodDoNotDisrupt, BlockedPodNoController, BlockedPDB:
+		return true
+	}
+	return false
+}
+
 func (b *Blocked) String() string {
 	switch b.Blocker {
 	case BlockedNotInitialized:
@@ -97,7 +108,8 @@ func WhyNot(c Candidate, pdbs []policyv1.PodDisruptionBudget, now time.Time) *Bl
 			continue
 		}
 		name := pod.Namespace + "/" + pod.Name
-		// A value that does not parse is reported by the drain.
+		// A value that does not parse protects nothing; the Replacer and
+		// the drain report it.
 		if protected, _ := scheduling.DoNotDisrupt(pod, now); protected {
 			return &Blocked{Blocker: BlockedPodDoNotDisrupt, Object: name}
 		}
@@ -109,6 +121,79 @@ func WhyNot(c Candidate, pdbs []policyv1.PodDisruptionBudget, now time.Time) *Bl
 		}
 	}
 	return nil
+}
+
+// notices remember what was last said of each object, so that rounds
+// repeat nothing: a blocked node is told once per blocker, a bad
+// annotation once per value.
+type notices struct{ said map[string]string }
+
+// tell runs say unless msg is what was last said of key.
+func (n *notices) tell(key, msg string, say func()) {
+	if n.said == nil {
+		n.said = map[string]string{}
+	}
+	if n.said[key] == msg {
+		return
+	}
+	n.said[key] = msg
+	say()
+}
+
+// forget lets key be told again, its blocker gone.
+func (n *notices) forget(key string) { delete(n.said, key) }
+
+// keep forgets every key not live.
+func (n *notices) keep(live map[string]bool) {
+	for k := range n.said {
+		if !live[k] {
+			delete(n.said, k)
+		}
+	}
+}
+
+// whyNot is WhyNot, told: a node a disruption method wants but may not
+// touch gets a DisruptionBlocked event on its NodeClaim and Node naming
+// what blocks it, once per blocker; a pod whose do-not-disrupt value does
+// not parse gets InvalidDoNotDisruptAnnotation, once per value.
+func (r *Replacer) whyNot(w *world, c Candidate, now time.Time) *Blocked {
+	for _, pod := range c.Pods {
+		if _, err := scheduling.DoNotDisrupt(pod, now); err != nil {
+			r.told.tell("pod/"+string(pod.UID), err.Error(), func() {
+				r.recorder.Eventf(pod, nil, corev1.EventTypeWarning, "InvalidDoNotDisruptAnnotation", "Disrupt", "%v", err)
+			})
+		}
+	}
+	why := WhyNot(c, w.pdbs, now)
+	key := "nodeclaim/" + c.Claim.Name
+	if why == nil {
+		r.told.forget(key)
+		return nil
+	}
+	if why.worthTelling() {
+		msg := "Cannot disrupt node: " + why.String()
+		r.told.tell(key, msg, func() {
+			r.recorder.Eventf(c.Claim, nil, corev1.EventTypeNormal, "DisruptionBlocked", "Disrupt", "%s", msg)
+			if c.Node != nil {
+				r.recorder.Eventf(c.Node, c.Claim, corev1.EventTypeNormal, "DisruptionBlocked", "Disrupt", "%s", msg)
+			}
+		})
+	}
+	return why
+}
+
+// keepNotices forgets what was said of objects no longer in the world.
+func (r *Replacer) keepNotices(w *world) {
+	live := map[string]bool{}
+	for _, c := range w.claims {
+		live["nodeclaim/"+c.Name] = true
+	}
+	for _, pods := range w.pods {
+		for _, p := range pods {
+			live["pod/"+string(p.UID)] = true
+		}
+	}
+	r.told.keep(live)
 }
 
 // blockingPDB is a budget selecting the pod that allows no disruption now.

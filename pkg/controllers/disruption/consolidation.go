@@ -150,7 +150,7 @@ func (r *Replacer) consolidationCandidates(ctx context.Context, w *world) ([]Can
 		members := w.members(pool)
 		for _, c := range members.idle {
 			cand := Candidate{Claim: c, Node: w.nodes[c.Status.NodeName], Pods: w.pods[c.Status.NodeName]}
-			if why := WhyNot(cand, w.pdbs, now); why != nil {
+			if why := r.whyNot(w, cand, now); why != nil {
 				log.FromContext(ctx).V(1).Info("not consolidating node", "nodeclaim", c.Name, "why", why.String())
 				continue
 			}

@@ -158,7 +158,7 @@ func (r *Replacer) replaceDrifted(ctx context.Context, w *world, drifted map[str
 				break
 			}
 			cand := Candidate{Claim: claim, Node: w.nodes[claim.Status.NodeName], Pods: w.pods[claim.Status.NodeName]}
-			if why := WhyNot(cand, w.pdbs, now); why != nil || r.coolingDown(claim, now) {
+			if why := r.whyNot(w, cand, now); why != nil || r.coolingDown(claim, now) {
 				continue
 			}
 			if base == nil {

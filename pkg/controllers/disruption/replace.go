@@ -144,6 +144,8 @@ type Replacer struct {
 	// noConsolidation and noReturn remember the last cluster a search
 	// found nothing on.
 	noConsolidation, noReturn fruitless
+	// told is what events said of blocked nodes and bad annotations.
+	told notices
 }
 
 // NewReplacer returns the controller.
@@ -284,6 +286,7 @@ func (r *Replacer) Round(ctx context.Context) error {
 		return nil
 	}
 	r.stable.observe(w, r.clock.Now())
+	r.keepNotices(w)
 	r.consolidationEligible = 0
 	drifted := r.drifted(ctx, w)
 	defer func() {

@@ -51,7 +51,7 @@ func (r *Replacer) startReturns(ctx context.Context, w *world) (bool, error) {
 		// The oldest first: they have waited longest on the fallback.
 		for _, claim := range members.idle {
 			cand := Candidate{Claim: claim, Node: w.nodes[claim.Status.NodeName], Pods: w.pods[claim.Status.NodeName]}
-			if why := WhyNot(cand, w.pdbs, now); why != nil {
+			if why := r.whyNot(w, cand, now); why != nil {
 				log.FromContext(ctx).V(1).Info("not returning node", "nodeclaim", claim.Name, "why", why.String())
 				continue
 			}

@@ -736,6 +736,28 @@ var _ = Describe("returning to the preferred pool", func() {
 			Expect(env.Client.Create(ctx, pdb)).To(Succeed())
 		}),
 	)
+
+	It("tells once what blocks a node it would return, and a do-not-disrupt value that does not parse", func() {
+		precious := runPod("precious", node.Name, func(p *corev1.Pod) {
+			p.Annotations = map[string]string{disruption.DoNotDisruptAnnotation: "true"}
+			p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
+		})
+		r := newReplacer()
+		Expect(r.Round(ctx)).To(Succeed())
+		Expect(replacements()).To(BeEmpty())
+		blocked := "DisruptionBlocked Cannot disrupt node: pod " + ns + "/precious carries karpenter.sh/do-not-disrupt"
+		Expect(strings.Count(drainEvents(), blocked)).To(Equal(2), "on the NodeClaim and its Node")
+		Expect(r.Round(ctx)).To(Succeed())
+		Expect(drainEvents()).NotTo(ContainSubstring("DisruptionBlocked"), "said once, not every round")
+
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(precious), precious)).To(Succeed())
+		precious.Annotations[disruption.DoNotDisruptAnnotation] = "soon"
+		Expect(env.Client.Update(ctx, precious)).To(Succeed())
+		Expect(r.Round(ctx)).To(Succeed())
+		said := drainEvents()
+		Expect(said).To(And(ContainSubstring("InvalidDoNotDisruptAnnotation"), ContainSubstring(`"soon"`)))
+		Expect(replacements()).To(HaveLen(1), "a value that does not parse protects nothing")
+	})
 })
 
 // whyNotAt is the time the table above asks at.

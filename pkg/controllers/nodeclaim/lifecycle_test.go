@@ -524,7 +524,7 @@ var _ = Describe("termination and garbage collection", func() {
 		drain()
 		Expect(job.DeletionTimestamp).To(BeNil(), "30 of its 60 minutes left")
 		Expect(typo.DeletionTimestamp).NotTo(BeNil(), "a value that does not parse protects nothing")
-		Expect(w.events()).To(ContainElement(And(ContainSubstring("InvalidDoNotDisrupt"), ContainSubstring(`"soon"`), ContainSubstring(`such as "4h"`))))
+		Expect(w.events()).To(ContainElement(And(ContainSubstring("InvalidDoNotDisruptAnnotation"), ContainSubstring(`"soon"`), ContainSubstring(`such as "4h"`))))
 		w.seen(job)
 		w.clock.Step(30 * time.Minute)
 		drain()

@@ -383,7 +383,7 @@ func (t *Termination) drain(ctx context.Context, reader client.Reader, node *cor
 		}
 		protected, err := scheduling.DoNotDisrupt(pod, now)
 		if err != nil {
-			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "InvalidDoNotDisrupt", "Drain", "%v", err)
+			t.recorder.Eventf(pod, node, corev1.EventTypeWarning, "InvalidDoNotDisruptAnnotation", "Drain", "%v", err)
 		}
 		if protected {
 			// It holds the node until it stops, its protection ends or the
