@@ -72,6 +72,11 @@ func StartEC2Simulator(cfg ec2sim.Config, clk clock.Clock) (*ec2sim.Server, *ec2
 	if cfg.Policy == nil && cfg.PolicyFile == "" {
 		cfg.PolicyFile = ShippedPolicy
 	}
+	if cfg.IAMPropagation.Duration == 0 {
+		// Unit tests call EC2 right after IAM, with no controller to try
+		// again; the whole-controller suites keep the simulator's delay.
+		cfg.IAMPropagation.Duration = -1
+	}
 	sim, err := ec2sim.New(cfg, clk)
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	srv := httptest.NewServer(sim)

@@ -142,6 +142,10 @@ type RetryableError struct {
 	Cause
 	// Operation is what failed, such as CreateFleet.
 	Operation string
+	// RetryAfter, when set, is when to try again: the cloud knows the fault
+	// lasts about that long (an identity not yet visible), so the caller
+	// says so and waits rather than backing off from milliseconds.
+	RetryAfter time.Duration
 }
 
 func (e *RetryableError) Error() string {

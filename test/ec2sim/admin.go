@@ -21,6 +21,19 @@ func (s *Server) ResetRequests() {
 	s.requests = nil
 }
 
+// InstanceProfilesVisible reports whether EC2 sees every instance profile as
+// it now is: IAM's propagation delay has passed for each.
+func (s *Server) InstanceProfilesVisible() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.profiles {
+		if s.clock.Now().Before(p.visible) {
+			return false
+		}
+	}
+	return true
+}
+
 // SetFaults replaces the scripted capacity limits and failures.
 func (s *Server) SetFaults(f Faults) {
 	s.mu.Lock()

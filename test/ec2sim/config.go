@@ -38,6 +38,12 @@ type Config struct {
 	// SpotNotice is how long after its interruption warning a Spot instance
 	// is reclaimed; two minutes, as on AWS, unless set.
 	SpotNotice Duration `json:"spotNotice,omitempty"`
+	// IAMPropagation is how long a new instance profile, or a role just
+	// added to one, takes to reach EC2: IAM is eventually consistent, and
+	// until then a launch naming the profile fails with "Invalid IAM
+	// Instance Profile name", as on AWS. Five seconds unless set; negative
+	// for at once (unit tests that call EC2 right after IAM).
+	IAMPropagation Duration `json:"iamPropagation,omitempty"`
 
 	// SSMParameters are parameters of the account besides the public ones
 	// AWS publishes for its EKS images (derived from Images), by name.
@@ -214,6 +220,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.SpotNotice.Duration == 0 {
 		c.SpotNotice.Duration = 2 * time.Minute
+	}
+	if c.IAMPropagation.Duration == 0 {
+		c.IAMPropagation.Duration = 5 * time.Second
 	}
 	discovery := map[string]string{"karpenter.sh/discovery": c.ClusterTag}
 	if len(c.Subnets) == 0 {

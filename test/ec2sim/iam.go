@@ -30,6 +30,9 @@ type instanceProfile struct {
 	roles    []string
 	tags     map[string]string
 	created  time.Time
+	// visible is when EC2 sees the profile as it now is (IAMPropagation
+	// after its creation or its last role change).
+	visible time.Time
 }
 
 var iamName = regexp.MustCompile(`^[\w+=,.@-]{1,128}$`)
@@ -122,6 +125,7 @@ func (s *Server) iamDispatch(action string, p *params) (any, *apiError) {
 			return nil, &apiError{status: http.StatusConflict, code: "EntityAlreadyExists", message: fmt.Sprintf("Instance Profile %s already exists.", name)}
 		}
 		profile = &instanceProfile{name: name, id: "AIPA" + strings.ToUpper(s.nextID("ip")[3:]), tags: iamTags(p), created: s.clock.Now()}
+		profile.visible = profile.created.Add(s.cfg.IAMPropagation.Duration)
 		s.profiles[name] = profile
 		return response(profile), nil
 	case "GetInstanceProfile":
@@ -149,6 +153,7 @@ func (s *Server) iamDispatch(action string, p *params) (any, *apiError) {
 			return nil, &apiError{status: http.StatusConflict, code: "LimitExceeded", message: "Cannot exceed quota for InstanceSessionsPerInstanceProfile: 1"}
 		}
 		profile.roles = []string{role}
+		profile.visible = s.clock.Now().Add(s.cfg.IAMPropagation.Duration)
 		return response(nil), nil
 	case "RemoveRoleFromInstanceProfile":
 		role := p.get("RoleName")

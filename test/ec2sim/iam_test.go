@@ -2,6 +2,7 @@ package ec2sim_test
 
 import (
 	"context"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -11,6 +12,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
@@ -79,6 +81,44 @@ var _ = Describe("the simulated IAM", func() {
 		Expect(out.Errors).NotTo(BeEmpty())
 		Expect(aws.ToString(out.Errors[0].ErrorCode)).To(Equal("InvalidParameterValue"))
 		Expect(aws.ToString(out.Errors[0].ErrorMessage)).To(ContainSubstring("Invalid IAM Instance Profile name"))
+	})
+
+	It("lets EC2 see a new instance profile, and a role newly added to it, only after IAM's propagation delay", func() {
+		clk := clocktesting.NewFakeClock(time.Now())
+		_, ec2c, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "c", Policy: ec2sim.AllowAll, IAMPropagation: ec2sim.Duration{Duration: 5 * time.Second}}, clk)
+		client := test.IAMClient(url)
+		_, err := client.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String("fresh")})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = ec2c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("lt"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"),
+				IamInstanceProfile: &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String("fresh")}}})
+		Expect(err).NotTo(HaveOccurred())
+		launch := func() (int, string) {
+			out, err := ec2c.CreateFleet(ctx, &ec2.CreateFleetInput{Type: ec2types.FleetTypeInstant,
+				LaunchTemplateConfigs: []ec2types.FleetLaunchTemplateConfigRequest{{
+					LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{LaunchTemplateName: aws.String("lt"), Version: aws.String("$Latest")},
+					Overrides:                   []ec2types.FleetLaunchTemplateOverridesRequest{{InstanceType: ec2types.InstanceTypeM5Large, AvailabilityZone: aws.String("us-east-1a")}},
+				}},
+				TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: ec2types.DefaultTargetCapacityTypeOnDemand}})
+			Expect(err).NotTo(HaveOccurred())
+			if len(out.Errors) > 0 {
+				return len(out.Instances), aws.ToString(out.Errors[0].ErrorMessage)
+			}
+			return len(out.Instances), ""
+		}
+		clk.Step(4 * time.Second)
+		n, msg := launch()
+		Expect(n).To(BeZero())
+		Expect(msg).To(ContainSubstring("Invalid IAM Instance Profile name"), "4 s after its creation")
+		clk.Step(time.Second)
+		Expect(launch()).To(Equal(1), "5 s after")
+
+		_, err = client.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String("fresh"), RoleName: aws.String("KarpenterNodeRole-c")})
+		Expect(err).NotTo(HaveOccurred())
+		n, _ = launch()
+		Expect(n).To(BeZero(), "its new role has not reached EC2 either")
+		clk.Step(5 * time.Second)
+		Expect(launch()).To(Equal(1))
 	})
 
 	It("refuses a tag specification for a resource type the operation does not create", func() {

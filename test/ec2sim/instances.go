@@ -457,7 +457,8 @@ func (s *Server) templateError(lt *launchTemplate, subnets []string, capacityTyp
 	if lt == nil {
 		return "", ""
 	}
-	if lt.instanceProfile != "" && s.profiles[lt.instanceProfile] == nil {
+	// A profile EC2 does not see yet fails as one that does not exist.
+	if p := s.profiles[lt.instanceProfile]; lt.instanceProfile != "" && (p == nil || s.clock.Now().Before(p.visible)) {
 		return "InvalidParameterValue", fmt.Sprintf("Value (%s) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name", lt.instanceProfile)
 	}
 	if msg := s.launchDenied(lt, subnets, capacityType, instanceTags, volumeTags); msg != "" {

@@ -134,6 +134,9 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 			}
 			g.Expect("Ready condition").To(Equal("set"))
 		}, 10*time.Second).Should(Succeed(), "the README's EC2NodeClass resolves against the simulator")
+		// The scenarios count fleet calls; none should be refused while IAM
+		// propagates the class's new instance profile.
+		Eventually(sim.InstanceProfilesVisible, 10*time.Second).Should(BeTrue())
 	})
 
 	BeforeEach(func() {

@@ -119,6 +119,10 @@ var configCodes = map[string]string{
 	"InvalidParameter":                            "EC2 rejected a launch parameter; check the EC2NodeClass",
 }
 
+// InstanceProfileNotPropagated is the reason of a launch EC2 refused because
+// IAM has not yet made the instance profile visible to it.
+const InstanceProfileNotPropagated = "InstanceProfileNotPropagated"
+
 // Classify decides what a failed launch of one capacity type means. Errors are
 // classified one by one; a fleet that mixes codes yields every mark they imply,
 // and the widest outcome wins: capacity marks make the next solve move on,
@@ -126,6 +130,7 @@ var configCodes = map[string]string{
 func Classify(capacityType string, errs []FleetError) Classification {
 	var out Classification
 	var config, retry, unknown []string
+	propagating := false
 	seen := map[Unavailable]bool{}
 	mark := func(u Unavailable) {
 		if !seen[u] {
@@ -151,6 +156,10 @@ func Classify(capacityType string, errs []FleetError) Classification {
 		case e.Code == "VcpuLimitExceeded":
 			mark(Unavailable{Scope: ScopeFamilyClass, CapacityType: capacityType, FamilyClass: FamilyClass(e.InstanceType), Code: e.Code})
 			reasons[e.Code] = true
+		case e.Code == "InvalidParameterValue" && strings.Contains(e.Message, "iamInstanceProfile"):
+			// IAM is eventually consistent: a profile made or given its
+			// role seconds ago is not yet seen by EC2.
+			propagating = true
 		case retryCodes[e.Code] || strings.HasPrefix(e.Code, "Server."):
 			retry = append(retry, e.Code)
 		case configCodes[e.Code] != "":
@@ -168,6 +177,9 @@ func Classify(capacityType string, errs []FleetError) Classification {
 		codes := sortedKeys(reasons)
 		out.Reason = codes[0]
 		out.Message = unavailableMessage(capacityType, codes, out.Unavailable)
+	case propagating:
+		out.Outcome, out.Reason = OutcomeRetry, InstanceProfileNotPropagated
+		out.Message = InstanceProfileNotPropagated + ": EC2 does not see the EC2NodeClass's instance profile yet; IAM takes seconds to make a new instance profile or role visible; retrying. If it lasts, check that status.instanceProfile exists and holds spec.role"
 	case len(retry) > 0:
 		out.Outcome, out.Reason = OutcomeRetry, retry[0]
 		out.Message = retry[0] + ": EC2 is throttling or failing transiently; retrying with backoff"

@@ -110,6 +110,9 @@ func (l *Launcher) find(ctx context.Context, filter ec2types.Filter) ([]*cloudpr
 // or, before it has one, any instance launched for it (a launch whose answer
 // was lost). It is idempotent: an instance already gone is success.
 func (l *Launcher) Delete(ctx context.Context, claim *v1.NodeClaim) error {
+	l.mu.Lock()
+	delete(l.refused, claim.UID)
+	l.mu.Unlock()
 	var ids []string
 	if claim.Status.ProviderID != "" {
 		id, err := InstanceID(claim.Status.ProviderID)

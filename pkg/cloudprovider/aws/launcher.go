@@ -11,8 +11,10 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
@@ -63,6 +65,13 @@ type Launcher struct {
 	// uncertain are NodeClaims whose last CreateFleet got no clear answer (a
 	// 5xx, a dropped connection): it may have launched.
 	uncertain map[k8stypes.UID]bool
+	// refused counts, per NodeClaim, the CreateFleets EC2 answered with no
+	// instance: a retry after a definite "no" needs a client token of its
+	// own, as EC2 answers a token it has seen with its first answer. Lost
+	// after a restart, it costs at most a retry per earlier refusal (EC2
+	// answers those tokens with their refusals); an instance launched under
+	// one is found by alreadyLaunched first.
+	refused map[k8stypes.UID]int
 	// inherited are the instances earlier processes launched, by NodeClaim,
 	// as listed once when the first of their NodeClaims was launched here.
 	inheritMu sync.Mutex
@@ -120,7 +129,7 @@ func (l *Launcher) countFailures(claim *v1.NodeClaim, class *awsv1.EC2NodeClass,
 // (cloudprovider.CreatedByAnnotation).
 func NewLauncher(client *ec2.Client, cluster string, offerings *Offerings, unavailable *UnavailableOfferings, process string) *Launcher {
 	return &Launcher{ec2: client, cluster: cluster, offerings: offerings, unavailable: unavailable, process: process,
-		templates: map[string]bool{}, uncertain: map[k8stypes.UID]bool{}}
+		templates: map[string]bool{}, uncertain: map[k8stypes.UID]bool{}, refused: map[k8stypes.UID]int{}}
 }
 
 // fleetOverride is one instance type in one subnet.
@@ -249,8 +258,20 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	l.countFailures(claim, class, capacityType, fleetErrs)
 	requestID, _ := awsmiddleware.GetRequestIDMetadata(out.ResultMetadata)
 	if len(out.Instances) == 0 || len(out.Instances[0].InstanceIds) == 0 {
-		return nil, l.failure("CreateFleet", capacityType, fleetErrs, cloudprovider.Cause{RequestID: requestID})
+		err := l.failure("CreateFleet", capacityType, fleetErrs, cloudprovider.Cause{RequestID: requestID})
+		l.mu.Lock()
+		if cloudprovider.IsInsufficientCapacity(err) {
+			// The NodeClaim is given up; nothing launches under it again.
+			delete(l.refused, claim.UID)
+		} else {
+			l.refused[claim.UID]++
+		}
+		l.mu.Unlock()
+		return nil, err
 	}
+	l.mu.Lock()
+	delete(l.refused, claim.UID)
+	l.mu.Unlock()
 	if len(fleetErrs) > 0 {
 		// Partial success: what failed is still worth remembering.
 		if c := Classify(capacityType, fleetErrs); c.Outcome == OutcomeUnavailable {
@@ -317,7 +338,11 @@ func (l *Launcher) failure(operation, capacityType string, errs []FleetError, ca
 		}
 		return out
 	case OutcomeRetry:
-		return &cloudprovider.RetryableError{Cause: cause, Operation: operation}
+		out := &cloudprovider.RetryableError{Cause: cause, Operation: operation}
+		if c.Reason == InstanceProfileNotPropagated {
+			out.RetryAfter = 3 * time.Second
+		}
+		return out
 	default:
 		return &cloudprovider.ConfigurationError{Cause: cause, Message: c.Message}
 	}
@@ -825,9 +850,10 @@ func (l *Launcher) createFleet(ctx context.Context, claim *v1.NodeClaim, class *
 			{ResourceType: ec2types.ResourceTypeVolume, Tags: toTags(tags)},
 			{ResourceType: ec2types.ResourceTypeFleet, Tags: toTags(tags)},
 		},
-		// One token per NodeClaim and capacity type: a retried launch (after a
-		// restart, say) gets the instance it already made, not a second one.
-		ClientToken: aws.String(clientToken(claim, capacityType)),
+		// One token per NodeClaim, capacity type and refusal: a retried launch
+		// (after a restart, say) gets the instance it already made, not a
+		// second one, and one after a definite "no" is asked afresh.
+		ClientToken: aws.String(l.clientToken(claim, capacityType)),
 	}
 	if capacityType == v1.CapacityTypeSpot {
 		in.SpotOptions = &ec2types.SpotOptionsRequest{AllocationStrategy: ec2types.SpotAllocationStrategyPriceCapacityOptimized}
@@ -840,7 +866,14 @@ func (l *Launcher) createFleet(ctx context.Context, claim *v1.NodeClaim, class *
 	return l.ec2.CreateFleet(ctx, in)
 }
 
-func clientToken(claim *v1.NodeClaim, capacityType string) string {
-	sum := sha256.Sum256([]byte(string(claim.UID) + "/" + claim.Name + "/" + capacityType))
+func (l *Launcher) clientToken(claim *v1.NodeClaim, capacityType string) string {
+	l.mu.Lock()
+	refused := l.refused[claim.UID]
+	l.mu.Unlock()
+	key := string(claim.UID) + "/" + claim.Name + "/" + capacityType
+	if refused > 0 {
+		key += "/" + strconv.Itoa(refused)
+	}
+	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:16])
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	. "github.com/onsi/ginkgo/v2"
@@ -363,6 +364,27 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(second.ID).To(Equal(first.ID))
 		Expect(sim.Instances()).To(HaveLen(1))
+	})
+
+	It("waits out IAM's propagation of a new instance profile, and asks afresh rather than under the token EC2 refused", func() {
+		_, _, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster", IAMPropagation: ec2sim.Duration{Duration: 2 * time.Second}}, clock.RealClock{})
+		fresh := test.NewLaunch(url, "my-cluster", "this-process").Launcher
+		c := class.DeepCopy()
+		var err error
+		c.Status, err = test.NewResolver(url, "my-cluster").Resolve(ctx, c)
+		Expect(err).NotTo(HaveOccurred())
+		created := time.Now()
+		nc := claim("propagating", "on-demand")
+		_, err = fresh.Launch(ctx, nc, c)
+		var retry *cloudprovider.RetryableError
+		Expect(errors.As(err, &retry)).To(BeTrue(), "%v", err)
+		Expect(retry.Code).To(Equal(aws.InstanceProfileNotPropagated))
+		Expect(retry.RetryAfter).To(Equal(3 * time.Second))
+		Expect(retry.Err.Error()).To(ContainSubstring("IAM takes seconds"))
+		time.Sleep(time.Until(created.Add(2 * time.Second)))
+		inst, err := fresh.Launch(ctx, nc, c)
+		Expect(err).NotTo(HaveOccurred(), "EC2 answers a token it has seen with its first answer; the retry needs its own")
+		Expect(inst.ProviderID).NotTo(BeEmpty())
 	})
 
 	It("keeps the EC2 error code and request id of a failed launch", func() {

@@ -111,7 +111,15 @@ func (l *Launch) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		var ice *cloudprovider.InsufficientCapacityError
 		var cfg *cloudprovider.ConfigurationError
 		var notReady *cloudprovider.NodeClassNotReadyError
+		var retry *cloudprovider.RetryableError
 		switch {
+		case errors.As(err, &retry) && retry.RetryAfter > 0:
+			// A fault of known length: said on the NodeClaim and asked
+			// again then, not at controller-runtime's backoff from 5 ms.
+			logger.Info("launch refused for now; retrying", "error-code", retry.Code, "request-id", retry.RequestID, "after", retry.RetryAfter)
+			// The message leaves the request id out (logged above): the
+			// same condition again is no update, so no reconcile comes early.
+			return l.notLaunched(ctx, claim, retry.Code, retry.Err.Error(), retry.RetryAfter)
 		case errors.As(err, &notReady):
 			after := 30 * time.Second
 			if notReady.Reason == "NodeClassNotFound" {

@@ -2,6 +2,7 @@ package nodeclaim_test
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -74,6 +75,35 @@ var _ = Describe("the launch controller", func() {
 		w.get(claim)
 		Expect(claim.Status.ProviderID).To(Equal(w.cloud.Instances()[0].ProviderID))
 		Expect(w.cloud.Instances()).To(HaveLen(1))
+	})
+
+	It("says why a launch waits and asks again when the cloud says, for a fault of known length", func() {
+		claim := w.newClaim(pool, "default")
+		propagating := func() error {
+			return &cloudprovider.RetryableError{Cause: cloudprovider.Cause{Code: "InstanceProfileNotPropagated", RequestID: "req-7",
+				Err: errors.New("EC2 does not see the instance profile yet")}, Operation: "CreateFleet", RetryAfter: 3 * time.Second}
+		}
+		w.cloud.CreateErrors = []error{propagating()}
+		res, err := launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred(), "not controller-runtime's backoff from milliseconds")
+		Expect(res.RequeueAfter).To(Equal(3 * time.Second))
+		w.get(claim)
+		cond := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionLaunched)
+		Expect(cond).NotTo(BeNil())
+		Expect(cond.Status).To(Equal(metav1.ConditionFalse))
+		Expect(cond.Reason).To(Equal("InstanceProfileNotPropagated"))
+		Expect(cond.Message).To(Equal("EC2 does not see the instance profile yet"), "no request id: the same refusal again writes nothing")
+		w.seen(claim)
+		version := claim.ResourceVersion
+		w.cloud.CreateErrors = []error{propagating()}
+		_, err = launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		Expect(claim.ResourceVersion).To(Equal(version), "no update, so no early reconcile")
+		_, err = launch.Reconcile(w.ctx, request(claim))
+		Expect(err).NotTo(HaveOccurred())
+		w.get(claim)
+		Expect(claim.Status.ProviderID).NotTo(BeEmpty())
 	})
 
 	It("gives a NodeClaim up at once on a capacity error, hands its pods back, and closes Spot on the pool when the account ran out", func() {
