@@ -123,6 +123,8 @@ var configCodes = map[string]string{
 // IAM has not yet made the instance profile visible to it.
 const InstanceProfileNotPropagated = "InstanceProfileNotPropagated"
 
+const notPropagatedMessage = InstanceProfileNotPropagated + ": EC2 does not see the EC2NodeClass's instance profile yet; IAM takes seconds to make a new instance profile or role visible; retrying. If it lasts, check that status.instanceProfile exists and holds spec.role"
+
 // Classify decides what a failed launch of one capacity type means. Errors are
 // classified one by one; a fleet that mixes codes yields every mark they imply,
 // and the widest outcome wins: capacity marks make the next solve move on,
@@ -179,7 +181,7 @@ func Classify(capacityType string, errs []FleetError) Classification {
 		out.Message = unavailableMessage(capacityType, codes, out.Unavailable)
 	case propagating:
 		out.Outcome, out.Reason = OutcomeRetry, InstanceProfileNotPropagated
-		out.Message = InstanceProfileNotPropagated + ": EC2 does not see the EC2NodeClass's instance profile yet; IAM takes seconds to make a new instance profile or role visible; retrying. If it lasts, check that status.instanceProfile exists and holds spec.role"
+		out.Message = notPropagatedMessage
 	case len(retry) > 0:
 		out.Outcome, out.Reason = OutcomeRetry, retry[0]
 		out.Message = retry[0] + ": EC2 is throttling or failing transiently; retrying with backoff"

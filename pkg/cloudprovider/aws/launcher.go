@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -72,6 +73,10 @@ type Launcher struct {
 	// answers those tokens with their refusals); an instance launched under
 	// one is found by alreadyLaunched first.
 	refused map[k8stypes.UID]int
+	// propagating are instance profiles EC2 refused as not yet visible,
+	// with when to ask again: the class's other NodeClaims wait too,
+	// rather than each spending a CreateFleet on the same refusal.
+	propagating map[string]time.Time
 	// inherited are the instances earlier processes launched, by NodeClaim,
 	// as listed once when the first of their NodeClaims was launched here.
 	inheritMu sync.Mutex
@@ -129,7 +134,31 @@ func (l *Launcher) countFailures(claim *v1.NodeClaim, class *awsv1.EC2NodeClass,
 // (cloudprovider.CreatedByAnnotation).
 func NewLauncher(client *ec2.Client, cluster string, offerings *Offerings, unavailable *UnavailableOfferings, process string) *Launcher {
 	return &Launcher{ec2: client, cluster: cluster, offerings: offerings, unavailable: unavailable, process: process,
-		templates: map[string]bool{}, uncertain: map[k8stypes.UID]bool{}, refused: map[k8stypes.UID]int{}}
+		templates: map[string]bool{}, uncertain: map[k8stypes.UID]bool{}, refused: map[k8stypes.UID]int{},
+		propagating: map[string]time.Time{}}
+}
+
+// clock is the launcher's clock, its unavailability marks'.
+func (l *Launcher) clock() clock.Clock {
+	if l.unavailable != nil {
+		return l.unavailable.clock
+	}
+	return clock.RealClock{}
+}
+
+// stillPropagating refuses a launch from a class whose instance profile
+// EC2 refused as not yet visible, until the time to ask again, as EC2
+// would: without a CreateFleet.
+func (l *Launcher) stillPropagating(class *awsv1.EC2NodeClass) error {
+	l.mu.Lock()
+	until, ok := l.propagating[class.Status.InstanceProfile]
+	l.mu.Unlock()
+	now := l.clock().Now()
+	if !ok || !now.Before(until) {
+		return nil
+	}
+	return &cloudprovider.RetryableError{Cause: cloudprovider.Cause{Code: InstanceProfileNotPropagated, Err: errors.New(notPropagatedMessage)},
+		Operation: "CreateFleet", RetryAfter: until.Sub(now)}
 }
 
 // fleetOverride is one instance type in one subnet.
@@ -211,6 +240,9 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 		l.setUncertain(claim, false)
 		return l.describe(ctx, class, found), nil
 	}
+	if err := l.stillPropagating(class); err != nil {
+		return nil, err
+	}
 	types, err := l.offerings.InstanceTypes(ctx, class)
 	if err != nil {
 		return nil, err
@@ -260,6 +292,10 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	if len(out.Instances) == 0 || len(out.Instances[0].InstanceIds) == 0 {
 		err := l.failure("CreateFleet", capacityType, fleetErrs, cloudprovider.Cause{RequestID: requestID})
 		l.mu.Lock()
+		var retry *cloudprovider.RetryableError
+		if errors.As(err, &retry) && retry.Code == InstanceProfileNotPropagated {
+			l.propagating[class.Status.InstanceProfile] = l.clock().Now().Add(retry.RetryAfter)
+		}
 		if cloudprovider.IsInsufficientCapacity(err) {
 			// The NodeClaim is given up; nothing launches under it again.
 			delete(l.refused, claim.UID)
@@ -271,6 +307,7 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	}
 	l.mu.Lock()
 	delete(l.refused, claim.UID)
+	delete(l.propagating, class.Status.InstanceProfile)
 	l.mu.Unlock()
 	if len(fleetErrs) > 0 {
 		// Partial success: what failed is still worth remembering.

@@ -367,24 +367,42 @@ var _ = Describe("the fleet launcher", func() {
 	})
 
 	It("waits out IAM's propagation of a new instance profile, and asks afresh rather than under the token EC2 refused", func() {
-		_, _, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster", IAMPropagation: ec2sim.Duration{Duration: 2 * time.Second}}, clock.RealClock{})
+		slow, _, url := test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster", IAMPropagation: ec2sim.Duration{Duration: 2 * time.Second}}, clock.RealClock{})
 		fresh := test.NewLaunch(url, "my-cluster", "this-process").Launcher
 		c := class.DeepCopy()
 		var err error
 		c.Status, err = test.NewResolver(url, "my-cluster").Resolve(ctx, c)
 		Expect(err).NotTo(HaveOccurred())
-		created := time.Now()
 		nc := claim("propagating", "on-demand")
 		_, err = fresh.Launch(ctx, nc, c)
 		var retry *cloudprovider.RetryableError
 		Expect(errors.As(err, &retry)).To(BeTrue(), "%v", err)
 		Expect(retry.Code).To(Equal(aws.InstanceProfileNotPropagated))
+		refusedAt := time.Now()
 		Expect(retry.RetryAfter).To(Equal(3 * time.Second))
 		Expect(retry.Err.Error()).To(ContainSubstring("IAM takes seconds"))
-		time.Sleep(time.Until(created.Add(2 * time.Second)))
+		fleets := func() int {
+			n := 0
+			for _, r := range slow.Requests() {
+				if r.Action == "CreateFleet" {
+					n++
+				}
+			}
+			return n
+		}
+		Expect(fleets()).To(Equal(1))
+		other := claim("propagating-too", "on-demand")
+		_, err = fresh.Launch(ctx, other, c)
+		Expect(errors.As(err, &retry)).To(BeTrue(), "%v", err)
+		Expect(retry.Code).To(Equal(aws.InstanceProfileNotPropagated))
+		Expect(retry.RetryAfter).To(And(BeNumerically(">", 0), BeNumerically("<=", 3*time.Second)))
+		Expect(fleets()).To(Equal(1), "the class's other NodeClaims wait too, without a CreateFleet each")
+		time.Sleep(time.Until(refusedAt.Add(3 * time.Second)))
 		inst, err := fresh.Launch(ctx, nc, c)
 		Expect(err).NotTo(HaveOccurred(), "EC2 answers a token it has seen with its first answer; the retry needs its own")
 		Expect(inst.ProviderID).NotTo(BeEmpty())
+		_, err = fresh.Launch(ctx, other, c)
+		Expect(err).NotTo(HaveOccurred())
 	})
 
 	It("keeps the EC2 error code and request id of a failed launch", func() {
