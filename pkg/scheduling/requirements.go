@@ -83,6 +83,16 @@ func (rs Requirements) Clone() Requirements {
 	return out
 }
 
+// HasMinValues reports whether any requirement asks for a minimum number of values.
+func (rs Requirements) HasMinValues() bool {
+	for _, r := range rs {
+		if r.MinValues != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Intersect returns the requirements both sets impose.
 func (rs Requirements) Intersect(o Requirements) Requirements {
 	out := rs.Clone()

@@ -753,7 +753,7 @@ func (s *solver) limitReason(ps *poolState, need Resources) string {
 
 // minValuesUnmet checks that the options span at least minValues values of each key that asks for it.
 func minValuesUnmet(ps *poolState, reqs Requirements, cand bitset) string {
-	if !hasMinValues(reqs) {
+	if !reqs.HasMinValues() {
 		return ""
 	}
 	var chosen []int
@@ -763,15 +763,6 @@ func minValuesUnmet(ps *poolState, reqs Requirements, cand bitset) string {
 		}
 	}
 	return spanUnmet(ps, reqs, chosen)
-}
-
-func hasMinValues(reqs Requirements) bool {
-	for _, r := range reqs {
-		if r.MinValues != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // spanUnmet checks the minValues of reqs over the chosen types.
@@ -828,7 +819,7 @@ func chooseTypes(ps *poolState, reqs Requirements, cand bitset, order []int32, m
 	for _, i := range order {
 		if cand.has(int(i)) {
 			all = append(all, int(i))
-			if len(all) == max && !hasMinValues(reqs) {
+			if len(all) == max && !reqs.HasMinValues() {
 				break
 			}
 		}

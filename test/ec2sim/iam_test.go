@@ -66,17 +66,8 @@ var _ = Describe("the simulated IAM", func() {
 	})
 
 	It("launches nothing from a template whose instance profile does not exist", func() {
-		_, err := ec2c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("lt"),
-			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"),
-				IamInstanceProfile: &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String("missing")}}})
-		Expect(err).NotTo(HaveOccurred(), "EC2 does not check the profile until it launches")
-		out, err := ec2c.CreateFleet(ctx, &ec2.CreateFleetInput{Type: ec2types.FleetTypeInstant,
-			LaunchTemplateConfigs: []ec2types.FleetLaunchTemplateConfigRequest{{
-				LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{LaunchTemplateName: aws.String("lt"), Version: aws.String("$Latest")},
-				Overrides:                   []ec2types.FleetLaunchTemplateOverridesRequest{{InstanceType: ec2types.InstanceTypeM5Large, AvailabilityZone: aws.String("us-east-1a")}},
-			}},
-			TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: ec2types.DefaultTargetCapacityTypeOnDemand}})
-		Expect(err).NotTo(HaveOccurred())
+		profileTemplate(ctx, ec2c, "missing")
+		out := launchFromTemplate(ctx, ec2c)
 		Expect(out.Instances).To(BeEmpty())
 		Expect(out.Errors).NotTo(BeEmpty())
 		Expect(aws.ToString(out.Errors[0].ErrorCode)).To(Equal("InvalidParameterValue"))
@@ -89,18 +80,9 @@ var _ = Describe("the simulated IAM", func() {
 		client := test.IAMClient(url)
 		_, err := client.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String("fresh")})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = ec2c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("lt"),
-			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"),
-				IamInstanceProfile: &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String("fresh")}}})
-		Expect(err).NotTo(HaveOccurred())
+		profileTemplate(ctx, ec2c, "fresh")
 		launch := func() (int, string) {
-			out, err := ec2c.CreateFleet(ctx, &ec2.CreateFleetInput{Type: ec2types.FleetTypeInstant,
-				LaunchTemplateConfigs: []ec2types.FleetLaunchTemplateConfigRequest{{
-					LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{LaunchTemplateName: aws.String("lt"), Version: aws.String("$Latest")},
-					Overrides:                   []ec2types.FleetLaunchTemplateOverridesRequest{{InstanceType: ec2types.InstanceTypeM5Large, AvailabilityZone: aws.String("us-east-1a")}},
-				}},
-				TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: ec2types.DefaultTargetCapacityTypeOnDemand}})
-			Expect(err).NotTo(HaveOccurred())
+			out := launchFromTemplate(ctx, ec2c)
 			if len(out.Errors) > 0 {
 				return len(out.Instances), aws.ToString(out.Errors[0].ErrorMessage)
 			}
@@ -181,3 +163,23 @@ var _ = Describe("the simulated IAM policy evaluation", func() {
 		Expect(err).To(MatchError(ContainSubstring("${Nope} has no value")))
 	})
 })
+
+// profileTemplate makes launch template lt naming the instance profile.
+func profileTemplate(ctx context.Context, ec2c *ec2.Client, profile string) {
+	_, err := ec2c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("lt"),
+		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"),
+			IamInstanceProfile: &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String(profile)}}})
+	Expect(err).NotTo(HaveOccurred(), "EC2 does not check the profile until it launches")
+}
+
+// launchFromTemplate asks an instant fleet of one On-Demand m5.large from lt.
+func launchFromTemplate(ctx context.Context, ec2c *ec2.Client) *ec2.CreateFleetOutput {
+	out, err := ec2c.CreateFleet(ctx, &ec2.CreateFleetInput{Type: ec2types.FleetTypeInstant,
+		LaunchTemplateConfigs: []ec2types.FleetLaunchTemplateConfigRequest{{
+			LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{LaunchTemplateName: aws.String("lt"), Version: aws.String("$Latest")},
+			Overrides:                   []ec2types.FleetLaunchTemplateOverridesRequest{{InstanceType: ec2types.InstanceTypeM5Large, AvailabilityZone: aws.String("us-east-1a")}},
+		}},
+		TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: ec2types.DefaultTargetCapacityTypeOnDemand}})
+	Expect(err).NotTo(HaveOccurred())
+	return out
+}

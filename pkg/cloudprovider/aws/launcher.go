@@ -436,7 +436,7 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			all = append(all, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch, ami: ami, capacityType: o.CapacityType})
 		}
 	}
-	if !hasMinValues(reqs) {
+	if !reqs.HasMinValues() {
 		if slices.ContainsFunc(all, func(o fleetOverride) bool { return !exotic(o.it) }) {
 			all = slices.DeleteFunc(all, func(o fleetOverride) bool { return exotic(o.it) })
 		}
@@ -485,15 +485,6 @@ func exotic(it *scheduling.InstanceType) bool {
 	}
 	r, ok := it.Requirements[LabelInstanceSize]
 	return ok && strings.Contains(r.Any(), "metal")
-}
-
-func hasMinValues(reqs scheduling.Requirements) bool {
-	for _, r := range reqs {
-		if r.MinValues != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // compatible checks the claim's requirements on the labels an instance type defines.

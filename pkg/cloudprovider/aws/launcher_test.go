@@ -71,15 +71,16 @@ var _ = Describe("the fleet launcher", func() {
 			}},
 		}
 	}
-	fleetCalls := func() []ec2sim.Request {
+	fleetCallsOf := func(s *ec2sim.Server) []ec2sim.Request {
 		var out []ec2sim.Request
-		for _, r := range sim.Requests() {
+		for _, r := range s.Requests() {
 			if r.Action == "CreateFleet" {
 				out = append(out, r)
 			}
 		}
 		return out
 	}
+	fleetCalls := func() []ec2sim.Request { return fleetCallsOf(sim) }
 
 	It("launches Spot with price-capacity-optimized, the cheapest overrides first, tagged for the cluster", func() {
 		inst, err := launcher.Launch(ctx, claim("a", "spot", "on-demand"), class)
@@ -381,15 +382,7 @@ var _ = Describe("the fleet launcher", func() {
 		refusedAt := time.Now()
 		Expect(retry.RetryAfter).To(Equal(3 * time.Second))
 		Expect(retry.Err.Error()).To(ContainSubstring("IAM takes seconds"))
-		fleets := func() int {
-			n := 0
-			for _, r := range slow.Requests() {
-				if r.Action == "CreateFleet" {
-					n++
-				}
-			}
-			return n
-		}
+		fleets := func() int { return len(fleetCallsOf(slow)) }
 		Expect(fleets()).To(Equal(1))
 		other := claim("propagating-too", "on-demand")
 		_, err = fresh.Launch(ctx, other, c)
