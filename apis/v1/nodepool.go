@@ -27,7 +27,15 @@ type NodePool struct {
 	Status NodePoolStatus `json:"status,omitempty"`
 }
 
+// StaticCapacityUnsupported is what a NodePool with spec.replicas says in its
+// Ready condition, and why nothing is launched for it.
+const StaticCapacityUnsupported = "spec.replicas: Backstop does not keep static NodePools yet, so nothing is launched for this one; " +
+	"remove replicas (in a new NodePool: it cannot be unset) to provision for pending pods"
+
 // NodePoolSpec is the desired shape of a NodePool.
+// +kubebuilder:validation:XValidation:rule="has(self.replicas) == has(oldSelf.replicas)",message="replicas cannot be set or unset on an existing NodePool (static and pod-driven pools do not convert); create a new NodePool"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || !has(self.limits) || size(self.limits) == 0 || (size(self.limits) == 1 && 'nodes' in self.limits)",message="a NodePool with replicas takes limits.nodes only; remove the other limits"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || !has(self.weight)",message="a NodePool with replicas takes no weight; remove weight"
 type NodePoolSpec struct {
 	// Template is stamped onto every NodeClaim the NodePool creates.
 	// +required
@@ -45,6 +53,13 @@ type NodePoolSpec struct {
 	// +kubebuilder:validation:Maximum=100
 	// +optional
 	Weight *int32 `json:"weight,omitempty"`
+	// Replicas asks for a fixed number of nodes whatever the pods (Karpenter's
+	// static capacity, alpha there). Accepted so Karpenter manifests apply;
+	// Backstop does not keep static pools yet: a NodePool that sets it is not
+	// Ready and nothing is launched for it.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Replicas *int64 `json:"replicas,omitempty"`
 }
 
 // NodeClaimTemplate is the part of a NodePool copied into its NodeClaims.

@@ -103,6 +103,25 @@ var _ = Describe("invalid manifests", func() {
 	}
 })
 
+var _ = Describe("static NodePools", func() {
+	It("keeps replicas, and refuses to turn a static pool into a pod-driven one or back", func() {
+		np := &v1.NodePool{
+			ObjectMeta: metav1.ObjectMeta{Name: "static-turns"},
+			Spec: v1.NodePoolSpec{Replicas: ptr.To[int64](2),
+				Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{NodeClassRef: nodeClassRef()}}},
+		}
+		Expect(c.Create(ctx, np)).To(Succeed())
+		DeferCleanup(func() { Expect(c.Delete(ctx, np)).To(Succeed()) })
+		Expect(*np.Spec.Replicas).To(Equal(int64(2)))
+		np.Spec.Replicas = ptr.To[int64](4)
+		Expect(c.Update(ctx, np)).To(Succeed(), "the count may change")
+		np.Spec.Replicas = nil
+		err := c.Update(ctx, np)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("replicas cannot be set or unset on an existing NodePool"))
+	})
+})
+
 var _ = Describe("defaults", func() {
 	It("fills in expireAfter, the consolidation policy, consolidateAfter and a 10% budget", func() {
 		np := &v1.NodePool{

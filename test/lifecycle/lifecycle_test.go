@@ -10,11 +10,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/test"
@@ -98,6 +100,89 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
 			g.Expect(claim.Status.Conditions).To(ContainElement(And(HaveField("Type", v1.ConditionReady), HaveField("Status", metav1.ConditionTrue))))
 		}, 10*time.Second).Should(Succeed())
+	})
+
+	It("keeps a class asking for what Backstop does not do, and a static NodePool, not Ready, and launches nothing for them until that is removed", func() {
+		base := &awsv1.EC2NodeClass{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, base)).To(Succeed())
+		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}, Spec: *base.Spec.DeepCopy()}
+		class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("training")}
+		class.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{ID: "cr-0123456789abcdef0"}}
+		class.Spec.NetworkInterfaces = []awsv1.NetworkInterface{{InterfaceType: "interface"}, {NetworkCardIndex: 1, InterfaceType: "efa-only"}}
+		Expect(env.Client.Create(ctx, class)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, class))).To(Succeed()) })
+		pool := func(name string, replicas *int64) *v1.NodePool {
+			p := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodePoolSpec{Replicas: replicas,
+				Template: v1.NodeClaimTemplate{ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"example.com/pool": name}},
+					Spec: v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "pinned"}}}}}
+			if replicas != nil {
+				p.Spec.Template.Spec.NodeClassRef.Name = "default"
+			}
+			Expect(env.Client.Create(ctx, p)).To(Succeed())
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, p))).To(Succeed()) })
+			return p
+		}
+		pool("pinned", nil)
+		pool("static", ptr.To[int64](2))
+		for _, name := range []string{"pinned", "static"} {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{"example.com/pool": name},
+				Containers:   []corev1.Container{{Name: "app", Image: "app"}}}}
+			Expect(env.Client.Create(ctx, pod)).To(Succeed())
+			pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
+			Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		}
+		condition := func(obj client.Object, kind string) func(g Gomega) *metav1.Condition {
+			return func(g Gomega) *metav1.Condition {
+				g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+				var conds []metav1.Condition
+				switch o := obj.(type) {
+				case *awsv1.EC2NodeClass:
+					conds = o.Status.Conditions
+				case *v1.NodePool:
+					conds = o.Status.Conditions
+				}
+				c := meta.FindStatusCondition(conds, kind)
+				g.Expect(c).NotTo(BeNil())
+				return c
+			}
+		}
+		Eventually(func(g Gomega) {
+			c := condition(class, awsv1.ConditionValidationSucceeded)(g)
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(c.Reason).To(Equal("UnsupportedField"))
+			for _, field := range []string{"spec.capacityReservationSelectorTerms", "spec.placementGroupSelector", "spec.networkInterfaces"} {
+				g.Expect(c.Message).To(ContainSubstring(field))
+			}
+			g.Expect(condition(class, awsv1.ConditionReady)(g).Status).To(Equal(metav1.ConditionFalse))
+			ready := condition(&v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}}, v1.ConditionReady)(g)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(ready.Message).To(ContainSubstring("spec.placementGroupSelector"))
+			ready = condition(&v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "static"}}, v1.ConditionReady)(g)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(ready.Reason).To(Equal("StaticCapacityUnsupported"))
+			g.Expect(ready.Message).To(ContainSubstring("spec.replicas"))
+		}, 15*time.Second).Should(Succeed())
+		claimsOf := func(pool string) func() int {
+			return func() int {
+				var list v1.NodeClaimList
+				Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool})).To(Succeed())
+				return len(list.Items)
+			}
+		}
+		// Two batch windows (idle 1 s) and more: nothing is asked for.
+		Consistently(claimsOf("pinned"), 4*time.Second).Should(BeZero())
+		Expect(claimsOf("static")()).To(BeZero())
+
+		// Without those fields the class launches for its pod.
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(class), class)).To(Succeed())
+		class.Spec.PlacementGroupSelector, class.Spec.CapacityReservationSelectorTerms, class.Spec.NetworkInterfaces = nil, nil, nil
+		Expect(env.Client.Update(ctx, class)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(condition(class, awsv1.ConditionValidationSucceeded)(g).Status).To(Equal(metav1.ConditionTrue))
+		}, 15*time.Second).Should(Succeed())
+		Eventually(claimsOf("pinned"), 20*time.Second).Should(Equal(1))
+		Expect(claimsOf("static")()).To(BeZero())
 	})
 
 	It("deletes a NodeClaim whose node never registers, and terminates its instance", func() {

@@ -106,6 +106,124 @@ type EC2NodeClassSpec struct {
 	// Context is the reserved capacity or license context passed to EC2 fleet.
 	// +optional
 	Context *string `json:"context,omitempty"`
+	// IPPrefixCount is the number of /28 IPv4 prefixes given to the primary
+	// network interface at launch (prefix delegation); types whose interface
+	// cannot hold that many are not offered.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	IPPrefixCount *int32 `json:"ipPrefixCount,omitempty"`
+	// ConnectionTracking sets idle timeouts of connection tracking on the
+	// primary network interface (Nitro instances only).
+	// +optional
+	ConnectionTracking *ConnectionTracking `json:"connectionTracking,omitempty"`
+	// CPUOptions are the instance's CPU options.
+	// +optional
+	CPUOptions *CPUOptions `json:"cpuOptions,omitempty"`
+	// CapacityReservationSelectorTerms select On-Demand Capacity Reservations to
+	// launch into; terms are ORed. Accepted so Karpenter manifests apply; Backstop
+	// does not launch into reservations yet, and a class that selects any is
+	// not Ready (ValidationSucceeded says so).
+	// +kubebuilder:validation:MaxItems=30
+	// +kubebuilder:validation:XValidation:rule="self.all(t, has(t.tags) || has(t.id) || has(t.instanceMatchCriteria))",message="capacityReservationSelectorTerms: each term needs one of 'tags', 'id' or 'instanceMatchCriteria'"
+	// +kubebuilder:validation:XValidation:rule="!self.exists(t, has(t.id) && (has(t.tags) || has(t.ownerID) || has(t.instanceMatchCriteria)))",message="capacityReservationSelectorTerms: 'id' cannot be combined with other fields in the same term; use a separate term"
+	// +optional
+	CapacityReservationSelectorTerms []CapacityReservationSelectorTerm `json:"capacityReservationSelectorTerms,omitempty"`
+	// PlacementGroupSelector names the placement group instances launch into.
+	// Accepted so Karpenter manifests apply; Backstop does not place instances
+	// in placement groups yet, and a class that sets it is not Ready.
+	// +kubebuilder:validation:XValidation:rule="has(self.name) != has(self.id)",message="placementGroupSelector: set exactly one of 'name' or 'id'"
+	// +optional
+	PlacementGroupSelector *PlacementGroupSelector `json:"placementGroupSelector,omitempty"`
+	// NetworkInterfaces lay out the instance's network interfaces (EFA).
+	// Accepted so Karpenter manifests apply; Backstop launches with one
+	// primary interface only, and a class that sets these is not Ready.
+	// +kubebuilder:validation:MaxItems=150
+	// +kubebuilder:validation:XValidation:rule="size(self) == 0 || self.exists(n, n.networkCardIndex == 0 && n.deviceIndex == 0 && n.interfaceType == 'interface')",message="networkInterfaces: one interface must be the primary: networkCardIndex 0, deviceIndex 0, interfaceType 'interface'"
+	// +kubebuilder:validation:XValidation:rule="self.all(n, self.filter(m, m.networkCardIndex == n.networkCardIndex && m.deviceIndex == n.deviceIndex).size() == 1)",message="networkInterfaces: each (networkCardIndex, deviceIndex) pair may appear once"
+	// +kubebuilder:validation:XValidation:rule="self.all(n, n.interfaceType != 'efa-only' || self.filter(m, m.networkCardIndex == n.networkCardIndex && m.interfaceType == 'efa-only').size() == 1)",message="networkInterfaces: a network card has at most one 'efa-only' interface"
+	// +optional
+	NetworkInterfaces []NetworkInterface `json:"networkInterfaces,omitempty"`
+}
+
+// ConnectionTracking are idle timeouts, in seconds, of the security group's
+// connection tracking, as EC2 takes them.
+// +kubebuilder:validation:XValidation:rule="has(self.tcpEstablishedTimeout) || has(self.udpStreamTimeout) || has(self.udpTimeout)",message="connectionTracking: set at least one of tcpEstablishedTimeout, udpStreamTimeout or udpTimeout"
+type ConnectionTracking struct {
+	// TCPEstablishedTimeout for idle established TCP connections: 60 to 432000 (5 days).
+	// +kubebuilder:validation:Minimum=60
+	// +kubebuilder:validation:Maximum=432000
+	// +optional
+	TCPEstablishedTimeout *int32 `json:"tcpEstablishedTimeout,omitempty"`
+	// UDPStreamTimeout for idle UDP flows seen in both directions more than once: 60 to 180.
+	// +kubebuilder:validation:Minimum=60
+	// +kubebuilder:validation:Maximum=180
+	// +optional
+	UDPStreamTimeout *int32 `json:"udpStreamTimeout,omitempty"`
+	// UDPTimeout for other idle UDP flows: 30 to 60.
+	// +kubebuilder:validation:Minimum=30
+	// +kubebuilder:validation:Maximum=60
+	// +optional
+	UDPTimeout *int32 `json:"udpTimeout,omitempty"`
+}
+
+// CPUOptions are an instance's CPU options.
+type CPUOptions struct {
+	// NestedVirtualization "enabled" lets the instance run its own hypervisor;
+	// only types whose processor reports nested-virtualization are offered.
+	// +kubebuilder:validation:Enum=enabled;disabled
+	// +optional
+	NestedVirtualization *string `json:"nestedVirtualization,omitempty"`
+}
+
+// CapacityReservationSelectorTerm selects capacity reservations by tags
+// (and owner), by id, or by how instances match them.
+type CapacityReservationSelectorTerm struct {
+	// Tags that must all match; a value of "*" matches any value.
+	// +kubebuilder:validation:MaxProperties=20
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k != '' && self[k] != '')",message="tags: empty tag keys or values are not supported"
+	// +optional
+	Tags map[string]string `json:"tags,omitempty"`
+	// ID is a capacity reservation id.
+	// +kubebuilder:validation:Pattern=`^cr-[0-9a-z]+$`
+	// +optional
+	ID string `json:"id,omitempty"`
+	// OwnerID is the account that owns the reservation.
+	// +kubebuilder:validation:Pattern=`^[0-9]{12}$`
+	// +optional
+	OwnerID string `json:"ownerID,omitempty"`
+	// InstanceMatchCriteria is "open" or "targeted".
+	// +kubebuilder:validation:Enum=open;targeted
+	// +optional
+	InstanceMatchCriteria string `json:"instanceMatchCriteria,omitempty"`
+}
+
+// PlacementGroupSelector names a placement group by name or id.
+type PlacementGroupSelector struct {
+	// Name of the placement group.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +optional
+	Name *string `json:"name,omitempty"`
+	// ID of the placement group.
+	// +kubebuilder:validation:Pattern=`^pg-[0-9a-z]+$`
+	// +optional
+	ID *string `json:"id,omitempty"`
+}
+
+// NetworkInterface is one network interface of the instance.
+type NetworkInterface struct {
+	// NetworkCardIndex is the network card the interface is on.
+	// +kubebuilder:validation:Minimum=0
+	// +required
+	NetworkCardIndex int32 `json:"networkCardIndex"`
+	// DeviceIndex is the interface's index on its card.
+	// +kubebuilder:validation:Minimum=0
+	// +required
+	DeviceIndex int32 `json:"deviceIndex"`
+	// InterfaceType is "interface" (an ENA interface) or "efa-only".
+	// +kubebuilder:validation:Enum=interface;efa-only
+	// +required
+	InterfaceType string `json:"interfaceType"`
 }
 
 // SubnetSelectorTerm selects subnets by tags or by id.
@@ -242,6 +360,7 @@ type BlockDeviceMapping struct {
 
 // BlockDevice is an EBS volume.
 // +kubebuilder:validation:XValidation:rule="has(self.snapshotID) || has(self.volumeSize)",message="ebs: set volumeSize, or snapshotID to size the volume from a snapshot"
+// +kubebuilder:validation:XValidation:rule="!has(self.volumeInitializationRate) || (has(self.snapshotID) && size(self.snapshotID) > 0)",message="ebs: volumeInitializationRate needs snapshotID: it is the rate at which the snapshot's blocks fill the volume"
 type BlockDevice struct {
 	// DeleteOnTermination deletes the volume with the instance.
 	// +optional
@@ -269,6 +388,13 @@ type BlockDevice struct {
 	// +kubebuilder:validation:Enum=standard;io1;io2;gp2;sc1;st1;gp3
 	// +optional
 	VolumeType *string `json:"volumeType,omitempty"`
+	// VolumeInitializationRate is the rate, in MiB/s (100 to 300), at which a
+	// volume made from snapshotID is filled (EBS Provisioned Rate for Volume
+	// Initialization).
+	// +kubebuilder:validation:Minimum=100
+	// +kubebuilder:validation:Maximum=300
+	// +optional
+	VolumeInitializationRate *int32 `json:"volumeInitializationRate,omitempty"`
 }
 
 // MetadataOptions configure the instance metadata service.
@@ -302,7 +428,10 @@ const (
 	ConditionSecurityGroupsReady  = "SecurityGroupsReady"
 	ConditionAMIsReady            = "AMIsReady"
 	ConditionInstanceProfileReady = "InstanceProfileReady"
-	ConditionReady                = "Ready"
+	// ConditionValidationSucceeded is false while the spec asks for what
+	// Backstop does not do (Karpenter's name for the class's own checks).
+	ConditionValidationSucceeded = "ValidationSucceeded"
+	ConditionReady               = "Ready"
 	// ConditionAMIsDeprecated is True while an image in status.amis is
 	// deprecated: it still launches, but AWS no longer updates it. It is a
 	// warning and does not make the class not Ready.

@@ -87,6 +87,8 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+notes(amiNotes)),
 		condition(awsv1.ConditionInstanceProfileReady, profileProblem == "", "InstanceProfileNotReady", profileProblem),
 	}
+	unsupported := Unsupported(nc)
+	conds = append(conds, condition(awsv1.ConditionValidationSucceeded, len(unsupported) == 0, "UnsupportedField", strings.Join(unsupported, "; ")))
 	var notReady []string
 	for _, c := range conds {
 		if c.Status != metav1.ConditionTrue {
@@ -100,6 +102,25 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 		status.Conditions = append(status.Conditions, c)
 	}
 	return status, nil
+}
+
+// Unsupported says which of a class's fields Backstop accepts (so Karpenter
+// manifests apply unchanged) but does not act on. Launching without them
+// would give the user something other than what the class asks for, so such
+// a class is not Ready until they are removed.
+func Unsupported(nc *awsv1.EC2NodeClass) []string {
+	var out []string
+	if len(nc.Spec.CapacityReservationSelectorTerms) > 0 {
+		out = append(out, "spec.capacityReservationSelectorTerms: Backstop does not launch into capacity reservations yet; "+
+			"remove the terms to launch On-Demand and Spot (EC2 still runs On-Demand instances in matching open reservations)")
+	}
+	if nc.Spec.PlacementGroupSelector != nil {
+		out = append(out, "spec.placementGroupSelector: Backstop does not launch into placement groups yet; remove it to launch without one")
+	}
+	if len(nc.Spec.NetworkInterfaces) > 0 {
+		out = append(out, "spec.networkInterfaces: Backstop launches with one primary network interface and no EFA yet; remove the list to launch with the primary interface only")
+	}
+	return out
 }
 
 func notes(ns []string) string {

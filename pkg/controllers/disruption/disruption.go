@@ -117,6 +117,10 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 		disrupting := 0
 		for _, claim := range byPool[pool.Name] {
 			seen[claim.Name] = true
+			if pool.Spec.Replicas != nil {
+				// Static pools' nodes stay: Backstop could not replace them.
+				continue
+			}
 			if claim.DeletionTimestamp != nil {
 				disrupting++
 				continue

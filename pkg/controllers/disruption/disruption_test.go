@@ -64,8 +64,8 @@ var _ = Describe("the disruption controller", func() {
 	}
 
 	// pool makes a NodePool and n initialized NodeClaims with nodes.
-	makePool := func(name string, n int, disr v1.Disruption, expireAfter string) []*v1.NodeClaim {
-		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodePoolSpec{Disruption: disr, Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
+	makePoolWith := func(name string, n int, disr v1.Disruption, expireAfter string, replicas *int64) []*v1.NodeClaim {
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodePoolSpec{Replicas: replicas, Disruption: disr, Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
 			NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
 		}}}}
 		Expect(env.Client.Create(ctx, pool)).To(Succeed())
@@ -84,6 +84,9 @@ var _ = Describe("the disruption controller", func() {
 			out = append(out, claim)
 		}
 		return out
+	}
+	makePool := func(name string, n int, disr v1.Disruption, expireAfter string) []*v1.NodeClaim {
+		return makePoolWith(name, n, disr, expireAfter, nil)
 	}
 	exists := func(c *v1.NodeClaim) bool {
 		return env.Client.Get(ctx, client.ObjectKeyFromObject(c), &v1.NodeClaim{}) == nil
@@ -119,6 +122,15 @@ var _ = Describe("the disruption controller", func() {
 		Expect(sample("karpenter_voluntary_disruption_eligible_nodes", map[string]string{"reason": "empty"})).To(Equal(3.0))
 		Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "delete", "reason": "empty", "consolidation_type": "empty"})).To(Equal(2.0))
 		Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": "empty", "reason": "empty"})).To(Equal(2.0))
+	})
+
+	It("leaves a static NodePool's nodes alone, empty or expired: Backstop could not replace them", func() {
+		claims := makePoolWith("static", 2, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("0s"),
+			ConsolidationPolicy: v1.ConsolidationPolicyWhenEmpty, Budgets: []v1.Budget{{Nodes: "100%"}}}, "1h", ptr.To[int64](2))
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		clk.SetTime(claims[0].CreationTimestamp.Add(2 * time.Hour))
+		Expect(ctrl.Disrupt(ctx)).To(Succeed())
+		Expect(exists(claims[0]) && exists(claims[1])).To(BeTrue())
 	})
 
 	It("never consolidates with consolidateAfter: Never", func() {

@@ -242,6 +242,12 @@ func (r *Replacer) read(ctx context.Context) (*world, error) {
 	}
 	w := &world{pools: map[string]*v1.NodePool{}, byName: map[string]*v1.NodeClaim{}, nodes: map[string]*corev1.Node{}, pods: map[string][]*corev1.Pod{}, pdbs: pdbs.Items}
 	for i := range pools.Items {
+		if pools.Items[i].Spec.Replicas != nil {
+			// A static pool's nodes are kept whatever their pods (Backstop
+			// does not launch for static pools, so it takes none away), and
+			// nothing moves to it.
+			continue
+		}
 		w.pools[pools.Items[i].Name] = &pools.Items[i]
 	}
 	for i := range claims.Items {

@@ -303,6 +303,10 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			notReady[name] = "the NodePool is being deleted"
 			continue
 		}
+		if pool.Spec.Replicas != nil {
+			notReady[name] = v1.StaticCapacityUnsupported
+			continue
+		}
 		types, err := p.cloud.InstanceTypes(ctx, pool)
 		if cloudprovider.IsNodeClassNotReady(err) {
 			notReady[name] = err.Error()
