@@ -34,7 +34,7 @@ func (s *Server) describeInstanceTypes(p *params) (any, *apiError) {
 			Architectures: stringItems{Items: []string{arch}}, Manufacturer: manufacturerName(t.CPUManufacturer),
 			DefaultVCPUs: t.VCPU, MemoryMiB: t.MemoryMiB, MaxENIs: t.MaxENIs, IPv4PerENI: t.IPv4PerENI,
 			NetworkPerformance: fmt.Sprintf("%d Megabit", t.NetworkBandwidthMbps), LocalStorageGB: t.LocalNVMeGiB, Burstable: t.Burstable,
-			EBSBandwidthMbps: t.EBSBandwidthMbps,
+			EBSBandwidthMbps: t.EBSBandwidthMbps, Features: t.SupportedFeatures,
 		}
 		var classes []string
 		if s.onDemandPrice(t) > 0 {
@@ -334,12 +334,16 @@ func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
 	if err := taggable(data, "instance", "volume", "network-interface", "spot-instances-request", "elastic-gpu"); err != nil {
 		return nil, err
 	}
+	options, apiErr := launchOptions(data)
+	if apiErr != nil {
+		return nil, apiErr
+	}
 	specs := map[string]map[string]string{}
 	for _, rt := range []string{"instance", "volume", "network-interface", "spot-instances-request"} {
 		specs[rt] = data.tags(rt)
 	}
 	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, securityGroups: groups, created: s.clock.Now().UTC(),
-		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name")}
+		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name"), options: options}
 	if arn := data.get("IamInstanceProfile.Arn"); arn != "" && lt.instanceProfile == "" {
 		lt.instanceProfile = arn[strings.LastIndex(arn, "/")+1:]
 	}

@@ -73,6 +73,11 @@ func (s *Server) launchError(c candidate, capacityType string) (string, string) 
 	if !ok {
 		return "InvalidParameterValue", fmt.Sprintf("Invalid value '%s' for InstanceType.", c.typeName)
 	}
+	if c.template != nil {
+		if code, msg := typeError(c.template.options, t); code != "" {
+			return code, msg
+		}
+	}
 	f := s.cfg.Faults
 	if capacityType == spot && f.NoSpotServiceLinkedRole {
 		return "AuthFailure.ServiceLinkedRoleCreationNotPermitted", "The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances."
@@ -117,6 +122,7 @@ func (s *Server) launch(c candidate, capacityType string, tags map[string]string
 	if c.template != nil {
 		inst.ImageID, inst.UserData = c.template.imageID, c.template.userData
 		inst.SecurityGroupIDs = append([]string(nil), c.template.securityGroups...)
+		inst.Options = c.template.options
 		// The request's tags win over the template's for the same key.
 		for k, v := range c.template.tagSpecs["instance"] {
 			inst.Tags[k] = v

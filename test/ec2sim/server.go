@@ -53,7 +53,9 @@ type Instance struct {
 	UserData string `json:"userData,omitempty"`
 	// SecurityGroupIDs are the groups its launch template attached.
 	SecurityGroupIDs []string `json:"securityGroupIDs,omitempty"`
-	privateIP        string
+	// Options are its launch template's other settings.
+	Options   LaunchOptions `json:"options,omitempty"`
+	privateIP string
 }
 
 type launchTemplate struct {
@@ -69,6 +71,7 @@ type launchTemplate struct {
 	// resource type; instanceProfile the profile its instances get.
 	tagSpecs        map[string]map[string]string
 	instanceProfile string
+	options         LaunchOptions
 }
 
 // Server is the simulator. It is safe for concurrent use.

@@ -179,6 +179,7 @@ type instanceTypeXML struct {
 	Hypervisor            string      `xml:"hypervisor,omitempty"`
 	Architectures         stringItems `xml:"processorInfo>supportedArchitectures"`
 	Manufacturer          string      `xml:"processorInfo>manufacturer"`
+	Features              []string    `xml:"processorInfo>supportedFeatures>item,omitempty"`
 	DefaultVCPUs          int64       `xml:"vCpuInfo>defaultVCpus"`
 	MemoryMiB             int64       `xml:"memoryInfo>sizeInMiB"`
 	MaxENIs               int64       `xml:"networkInfo>maximumNetworkInterfaces"`

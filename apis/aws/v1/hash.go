@@ -17,10 +17,12 @@ const (
 
 // SpecHash is a hash of the spec without its selector terms: subnets,
 // security groups and AMIs drift by what the terms resolve to, not by how
-// they are written.
+// they are written. ipPrefixCount is left out too, as Karpenter leaves it:
+// changing it applies to new nodes without replacing the old.
 func (c *EC2NodeClass) SpecHash() string {
 	spec := c.Spec
 	spec.SubnetSelectorTerms, spec.SecurityGroupSelectorTerms, spec.AMISelectorTerms = nil, nil, nil
+	spec.CapacityReservationSelectorTerms, spec.IPPrefixCount = nil, nil
 	data, err := json.Marshal(spec)
 	if err != nil {
 		// Plain API types always marshal.

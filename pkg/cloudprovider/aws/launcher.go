@@ -682,6 +682,11 @@ type templateData struct {
 	BlockDevices    []awsv1.BlockDeviceMapping
 	Monitoring      bool
 	PublicIP        *bool
+	// The primary interface's prefixes and connection tracking, and the CPU
+	// options; empty ones leave the name of existing templates as it was.
+	IPPrefixCount        *int32                    `json:",omitempty"`
+	ConnectionTracking   *awsv1.ConnectionTracking `json:",omitempty"`
+	NestedVirtualization *string                   `json:",omitempty"`
 	// Tags are those of the template, of the network interfaces and Spot
 	// requests its launches create: the class's own, and the ones the
 	// controller's IAM policy demands (cluster, NodePool, class).
@@ -715,7 +720,11 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 		devices = DefaultBlockDevices(Family(class))
 	}
 	data := templateData{Image: ami, InstanceProfile: class.Status.InstanceProfile, Metadata: class.Spec.MetadataOptions,
-		BlockDevices: devices, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: l.ownedTags(claim.Labels[v1.NodePoolLabelKey], class)}
+		BlockDevices: devices, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: l.ownedTags(claim.Labels[v1.NodePoolLabelKey], class),
+		IPPrefixCount: class.Spec.IPPrefixCount, ConnectionTracking: class.Spec.ConnectionTracking}
+	if o := class.Spec.CPUOptions; o != nil {
+		data.NestedVirtualization = o.NestedVirtualization
+	}
 	for _, sg := range class.Status.SecurityGroups {
 		data.SecurityGroups = append(data.SecurityGroups, sg.ID)
 	}
@@ -810,14 +819,29 @@ func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1
 			if e.VolumeSize != nil {
 				m.Ebs.VolumeSize = aws.Int32(volumeGiB(*e.VolumeSize))
 			}
+			m.Ebs.VolumeInitializationRate = e.VolumeInitializationRate
 		}
 		lt.BlockDeviceMappings = append(lt.BlockDeviceMappings, m)
 	}
-	if d.PublicIP != nil {
-		lt.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{{
+	if d.PublicIP != nil || aws.ToInt32(d.IPPrefixCount) > 0 || d.ConnectionTracking != nil {
+		// Settings of the primary interface: EC2 then takes the groups
+		// there, not beside it.
+		primary := ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
 			DeviceIndex: aws.Int32(0), AssociatePublicIpAddress: d.PublicIP, Groups: d.SecurityGroups,
-		}}
+		}
+		if aws.ToInt32(d.IPPrefixCount) > 0 {
+			primary.Ipv4PrefixCount = d.IPPrefixCount
+		}
+		if ct := d.ConnectionTracking; ct != nil {
+			primary.ConnectionTrackingSpecification = &ec2types.ConnectionTrackingSpecificationRequest{
+				TcpEstablishedTimeout: ct.TCPEstablishedTimeout, UdpStreamTimeout: ct.UDPStreamTimeout, UdpTimeout: ct.UDPTimeout,
+			}
+		}
+		lt.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{primary}
 		lt.SecurityGroupIds = nil
+	}
+	if d.NestedVirtualization != nil {
+		lt.CpuOptions = &ec2types.LaunchTemplateCpuOptionsRequest{NestedVirtualization: ec2types.NestedVirtualizationSpecification(*d.NestedVirtualization)}
 	}
 	_, err := l.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String(name), LaunchTemplateData: lt,

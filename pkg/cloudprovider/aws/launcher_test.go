@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
@@ -183,6 +184,69 @@ var _ = Describe("the fleet launcher", func() {
 		_, err = launcher.Launch(ctx, c, class)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(overrides()).To(Equal(map[string]bool{"c5.large": true, "m5.4xlarge": true}), "without On-Demand there is no ceiling")
+	})
+
+	It("launches with the class's IPv4 prefixes, connection tracking, nested virtualization and volume initialization rate, on types that take them", func() {
+		class.Spec.IPPrefixCount = ptr.To[int32](2)
+		class.Spec.ConnectionTracking = &awsv1.ConnectionTracking{TCPEstablishedTimeout: ptr.To[int32](3600), UDPStreamTimeout: ptr.To[int32](120), UDPTimeout: ptr.To[int32](30)}
+		class.Spec.CPUOptions = &awsv1.CPUOptions{NestedVirtualization: ptr.To("enabled")}
+		class.Spec.BlockDeviceMappings = []awsv1.BlockDeviceMapping{
+			{DeviceName: ptr.To("/dev/xvda"), RootVolume: true, EBS: &awsv1.BlockDevice{VolumeSize: ptr.To("20Gi"), VolumeType: ptr.To("gp3")}},
+			{DeviceName: ptr.To("/dev/xvdb"), EBS: &awsv1.BlockDevice{SnapshotID: ptr.To("snap-0123456789abcdef0"), VolumeInitializationRate: ptr.To[int32](150)}},
+		}
+		c := claim("nested", "on-demand")
+		// c5.large is cheaper, but its processor does not nest virtualization.
+		c.Spec.Requirements[0].Values = []string{"c5.large", "m8i.large", "t3.micro"}
+		inst, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.InstanceType).To(Equal("m8i.large"))
+		types := map[string]bool{}
+		for k, v := range fleetCalls()[0].Params {
+			if strings.HasSuffix(k, ".InstanceType") {
+				types[v] = true
+			}
+		}
+		Expect(types).To(Equal(map[string]bool{"m8i.large": true}), "types EC2 would refuse are not asked for (one override per zone)")
+		launched := sim.Instances()[0]
+		Expect(launched.Options).To(Equal(ec2sim.LaunchOptions{NestedVirtualization: "enabled", IPv4Prefixes: 2,
+			ConnectionTracking:        map[string]int{"TcpEstablishedTimeout": 3600, "UdpStreamTimeout": 120, "UdpTimeout": 30},
+			VolumeInitializationRates: map[string]int{"/dev/xvdb": 150}}))
+		Expect(launched.SecurityGroupIDs).NotTo(BeEmpty(), "the groups moved onto the primary interface")
+
+		// Without nested virtualization, the claim's cheapest type again (all
+		// three have ten address slots; a t3.micro's interface has two).
+		class.Spec.CPUOptions = nil
+		inst, err = launcher.Launch(ctx, claim("prefixes", "on-demand"), class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.InstanceType).To(Equal("m6g.large"))
+		c = claim("tiny", "on-demand")
+		c.Spec.Requirements[0].Values = []string{"t3.micro"}
+		_, err = launcher.Launch(ctx, c, class)
+		Expect(err).To(HaveOccurred(), "no type of the NodeClaim can take two prefixes")
+	})
+
+	It("is refused by EC2 when a template asks what a type cannot do, as the simulator must be", func() {
+		sim.SetPolicy(ec2sim.AllowAll) // EC2's own checks, not IAM's
+		_, err := client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: ptr.To("bad-rate"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{BlockDeviceMappings: []ec2types.LaunchTemplateBlockDeviceMappingRequest{
+				{DeviceName: ptr.To("/dev/xvdb"), Ebs: &ec2types.LaunchTemplateEbsBlockDeviceRequest{VolumeSize: ptr.To[int32](20), VolumeInitializationRate: ptr.To[int32](200)}}}}})
+		Expect(err).To(MatchError(ContainSubstring("InvalidParameterCombination")), "a rate without a snapshot")
+		_, err = client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: ptr.To("bad-conntrack"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{NetworkInterfaces: []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
+				{DeviceIndex: ptr.To[int32](0), ConnectionTrackingSpecification: &ec2types.ConnectionTrackingSpecificationRequest{UdpTimeout: ptr.To[int32](10)}}}}})
+		Expect(err).To(MatchError(ContainSubstring("connectionTrackingSpecification.UdpTimeout")))
+		_, err = client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: ptr.To("nested"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{CpuOptions: &ec2types.LaunchTemplateCpuOptionsRequest{NestedVirtualization: "enabled"}}})
+		Expect(err).NotTo(HaveOccurred())
+		out, err := client.CreateFleet(ctx, &ec2.CreateFleetInput{Type: ec2types.FleetTypeInstant,
+			TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{TotalTargetCapacity: ptr.To[int32](1), DefaultTargetCapacityType: "on-demand"},
+			LaunchTemplateConfigs: []ec2types.FleetLaunchTemplateConfigRequest{{
+				LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{LaunchTemplateName: ptr.To("nested"), Version: ptr.To("$Latest")},
+				Overrides:                   []ec2types.FleetLaunchTemplateOverridesRequest{{InstanceType: "c5.large", SubnetId: ptr.To(class.Status.Subnets[0].ID)}}}}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out.Instances).To(BeEmpty())
+		Expect(out.Errors).To(HaveLen(1))
+		Expect(*out.Errors[0].ErrorCode).To(Equal("Unsupported"))
 	})
 
 	It("launches AL2023 nodes with user data that joins the cluster EKS describes, with the NodeClaim's labels and taints", func() {

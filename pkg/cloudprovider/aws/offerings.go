@@ -329,7 +329,8 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 		zones = append(zones, z)
 	}
 	sort.Strings(zones)
-	listKey := string(key) + "|" + strings.Join(zones, ",")
+	launchable := launchableBy(nodeClass)
+	listKey := string(key) + "|" + strings.Join(zones, ",") + "|" + launchable.key
 	marks := MarksVersion{}
 	if o.unavailable != nil {
 		marks = o.unavailable.Version()
@@ -345,6 +346,9 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	}
 	out := make([]*scheduling.InstanceType, 0, len(o.facts))
 	for _, f := range o.facts {
+		if !launchable.can(f) {
+			continue
+		}
 		// Sized for both capacity types in every zone: grown by append it
 		// held a third more, for every type of every list.
 		offerings := make([]scheduling.Offering, 0, 2*len(o.zones[f.Name]))
@@ -382,6 +386,36 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	return append([]*scheduling.InstanceType(nil), out...), nil
 }
 
+// launchable is what a class's launch settings ask of an instance type:
+// a processor that nests virtualization, an interface with room for the
+// prefixes. EC2 refuses a type without them, so none is offered.
+type launchable struct {
+	nested   bool
+	prefixes int64
+	key      string
+}
+
+func launchableBy(class *awsv1.EC2NodeClass) launchable {
+	var l launchable
+	if class != nil {
+		if o := class.Spec.CPUOptions; o != nil && aws.ToString(o.NestedVirtualization) == "enabled" {
+			l.nested = true
+		}
+		l.prefixes = int64(aws.ToInt32(class.Spec.IPPrefixCount))
+	}
+	l.key = fmt.Sprintf("%t/%d", l.nested, l.prefixes)
+	return l
+}
+
+func (l launchable) can(f catalog.InstanceType) bool {
+	if l.nested && !f.Supports(catalog.FeatureNestedVirtualization) {
+		return false
+	}
+	// Each prefix takes an address slot of the interface; the primary
+	// address takes one more.
+	return l.prefixes == 0 || l.prefixes+1 <= f.IPv4PerENI
+}
+
 func (o *Offerings) offering(instanceType, zone, capacityType string, price float64) scheduling.Offering {
 	if o.unavailable == nil {
 		return scheduling.Offering{Zone: zone, CapacityType: capacityType, Price: price, Available: true}
@@ -417,6 +451,9 @@ func factsOf(info *ec2types.InstanceTypeInfo) catalog.InstanceType {
 			}
 		}
 		f.CPUManufacturer = strings.ToLower(aws.ToString(info.ProcessorInfo.Manufacturer))
+		for _, feature := range info.ProcessorInfo.SupportedFeatures {
+			f.SupportedFeatures = append(f.SupportedFeatures, string(feature))
+		}
 	}
 	if n := info.NetworkInfo; n != nil {
 		f.MaxENIs = int64(aws.ToInt32(n.MaximumNetworkInterfaces))

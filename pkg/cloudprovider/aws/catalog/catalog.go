@@ -45,6 +45,21 @@ var neuronCores = map[string][2]int64{
 	"trainium2":   {8, 3},
 }
 
+// processorFeatures are what EC2 reports in an instance type's
+// processorInfo.supportedFeatures, by family, from AWS's CPU-options
+// documentation (the catalog's source lacks them): nested virtualization on
+// the 8th-generation Intel types only, AMD SEV-SNP on C6a, M6a and R6a.
+var processorFeatures = map[string][]string{
+	"c8i": {FeatureNestedVirtualization}, "c8i-flex": {FeatureNestedVirtualization},
+	"m8i": {FeatureNestedVirtualization}, "m8i-flex": {FeatureNestedVirtualization},
+	"r8i": {FeatureNestedVirtualization}, "r8i-flex": {FeatureNestedVirtualization},
+	"c6a": {"amd-sev-snp"}, "m6a": {"amd-sev-snp"}, "r6a": {"amd-sev-snp"},
+}
+
+// FeatureNestedVirtualization is the processor feature a type needs for
+// cpuOptions.nestedVirtualization: enabled.
+const FeatureNestedVirtualization = "nested-virtualization"
+
 // InstanceType is what the catalog knows of one instance type.
 type InstanceType struct {
 	Name                 string `json:"name"`
@@ -73,6 +88,19 @@ type InstanceType struct {
 	BranchENIs       int64              `json:"branchENIs"`
 	BareMetal        bool               `json:"bareMetal"`
 	MaxPodsENI       int64              `json:"maxPodsENI"`
+	// SupportedFeatures are the processor's optional features (EC2's
+	// processorInfo.supportedFeatures).
+	SupportedFeatures []string `json:"supportedFeatures,omitempty"`
+}
+
+// Supports says whether the type's processor has a feature.
+func (t InstanceType) Supports(feature string) bool {
+	for _, f := range t.SupportedFeatures {
+		if f == feature {
+			return true
+		}
+	}
+	return false
 }
 
 // Load parses the embedded catalog. Callers keep the result; it is not cached here.
@@ -83,7 +111,10 @@ func Load() ([]InstanceType, error) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("embedded instance-type catalog: %w", err)
 	}
-	for _, t := range doc.InstanceTypes {
+	for i, t := range doc.InstanceTypes {
+		if t.SupportedFeatures == nil {
+			doc.InstanceTypes[i].SupportedFeatures = processorFeatures[t.Family]
+		}
 		if a := t.Accelerator; a != nil && a.Manufacturer == "aws" && a.CoresPerDevice == 0 {
 			c, ok := neuronCores[a.Name]
 			if !ok {
