@@ -71,11 +71,12 @@ $(BIN)/kwok: tools/go.mod tools/go.sum
 	$(call build_tool,kwok,sigs.k8s.io/kwok/cmd/kwok,-s -w,$(call tool_version,sigs.k8s.io/kwok))
 
 # Karpenter, the peer of `make bench-e2e`, is pinned in a module of its own
-# (tools/karpenter); its CRDs are copied from the same module version.
+# (tools/karpenter); its CRDs are copied from the same module version. Built
+# as ko builds Karpenter's image (static, no cgo), as Backstop is for the bench.
 $(BIN)/karpenter-kwok: tools/karpenter/go.mod tools/karpenter/go.sum
 	@echo "tools: building karpenter-kwok $$(cd tools/karpenter && $(GO) list -m -f '{{.Version}}' sigs.k8s.io/karpenter) (Karpenter's kwok provider, from source; a few minutes on 2 cores)"
 	@mkdir -p $(BIN)
-	@cd tools/karpenter && $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/karpenter-kwok.tmp sigs.k8s.io/karpenter/kwok && mv $(BIN)/karpenter-kwok.tmp $(BIN)/karpenter-kwok
+	@cd tools/karpenter && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/karpenter-kwok.tmp sigs.k8s.io/karpenter/kwok && mv $(BIN)/karpenter-kwok.tmp $(BIN)/karpenter-kwok
 $(BIN)/karpenter-crds: tools/karpenter/go.mod tools/karpenter/go.sum
 	@dir=$$(cd tools/karpenter && $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/karpenter) && \
 	rm -rf $@.tmp && mkdir -p $@.tmp && cp $$dir/pkg/apis/crds/*.yaml $$dir/kwok/apis/crds/*.yaml $@.tmp/ && \
