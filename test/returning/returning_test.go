@@ -235,6 +235,29 @@ var _ = Describe("back to Spot after an On-Demand fallback", Ordered, func() {
 			}
 		}, within).Should(Succeed())
 	}
+	// steady waits until the Deployment has n Ready pods and no other, for
+	// two seconds on end, before a spec arms its watcher:
+	// kube-controller-manager's taint eviction, its cache still showing a
+	// joined node's unregistered taint, can delete Ready pods just after
+	// they ran; armed then, the watcher counted their Pending replacements
+	// against the returns (seen once, 20:14 on 2026-11-22: two pods Pending
+	// a second after arming, before any return began).
+	steady := func(n int) {
+		count := func() int {
+			var pods corev1.PodList
+			Expect(c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{"app": "inflate"})).To(Succeed())
+			for _, p := range pods.Items {
+				if !isReady(&p) || p.DeletionTimestamp != nil {
+					return -1
+				}
+			}
+			return len(pods.Items)
+		}
+		Eventually(func(g Gomega) {
+			g.Expect(count()).To(Equal(n))
+			g.Consistently(count, 2*time.Second, 100*time.Millisecond).Should(Equal(n))
+		}, time.Minute).Should(Succeed())
+	}
 	scale := func(n int32) {
 		d := &appsv1.Deployment{}
 		Expect(c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "inflate"}, d)).To(Succeed())
@@ -277,6 +300,7 @@ var _ = Describe("back to Spot after an On-Demand fallback", Ordered, func() {
 
 	It("falls back to On-Demand while Spot is out, and is back on Spot within 10 minutes of Spot's return, replacement first", func() {
 		allRunningOn(v1.CapacityTypeOnDemand, 2, time.Minute)
+		steady(2)
 		w.arm(2)
 		outFor := 8 * time.Minute
 		returnsAt := clk.Now().Add(outFor)
@@ -306,18 +330,7 @@ var _ = Describe("back to Spot after an On-Demand fallback", Ordered, func() {
 		cluster.Sim.SetFaults(spotOut)
 		scale(5)
 		Eventually(nodesBy, time.Minute).Should(Equal(map[string]int{v1.CapacityTypeSpot: 2, v1.CapacityTypeOnDemand: 3}))
-		allRunning := func() int {
-			var pods corev1.PodList
-			Expect(c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{"app": "inflate"})).To(Succeed())
-			n := 0
-			for _, p := range pods.Items {
-				if isReady(&p) {
-					n++
-				}
-			}
-			return n
-		}
-		Eventually(allRunning, time.Minute).Should(Equal(5))
+		steady(5)
 		w.arm(5)
 		from := clk.Now()
 		onDemandBefore := createdOnDemand(cluster.Sim)

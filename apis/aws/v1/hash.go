@@ -18,11 +18,14 @@ const (
 // SpecHash is a hash of the spec without its selector terms: subnets,
 // security groups and AMIs drift by what the terms resolve to, not by how
 // they are written. ipPrefixCount is left out too, as Karpenter leaves it:
-// changing it applies to new nodes without replacing the old.
+// changing it applies to new nodes without replacing the old. So are the
+// fields Backstop keeps but does not act on (see ValidationSucceeded): a
+// node is not drifted from what Backstop would not launch either.
 func (c *EC2NodeClass) SpecHash() string {
 	spec := c.Spec
 	spec.SubnetSelectorTerms, spec.SecurityGroupSelectorTerms, spec.AMISelectorTerms = nil, nil, nil
-	spec.CapacityReservationSelectorTerms, spec.IPPrefixCount = nil, nil
+	spec.IPPrefixCount = nil
+	spec.CapacityReservationSelectorTerms, spec.PlacementGroupSelector, spec.NetworkInterfaces = nil, nil, nil
 	data, err := json.Marshal(spec)
 	if err != nil {
 		// Plain API types always marshal.

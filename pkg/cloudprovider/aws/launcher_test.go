@@ -705,6 +705,17 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 			class.Spec.SubnetSelectorTerms = append(class.Spec.SubnetSelectorTerms, awsv1.SubnetSelectorTerm{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}})
 		}),
 		Entry("the spec changed (tags)", cloudprovider.NodeClassDrift, func() { class.Spec.Tags = map[string]string{"team": "payments"} }),
+		Entry("the spec changed (connection tracking)", cloudprovider.NodeClassDrift, func() {
+			class.Spec.ConnectionTracking = &awsv1.ConnectionTracking{UDPTimeout: ptr.To[int32](30)}
+		}),
+		Entry("only ipPrefixCount changed, which applies to new nodes (as in Karpenter)", cloudprovider.DriftReason(""), func() {
+			class.Spec.IPPrefixCount = ptr.To[int32](1)
+		}),
+		Entry("only fields Backstop does not act on were added", cloudprovider.DriftReason(""), func() {
+			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("training")}
+			class.Spec.NetworkInterfaces = []awsv1.NetworkInterface{{InterfaceType: "interface"}}
+			class.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{ID: "cr-0123456789abcdef0"}}
+		}),
 		Entry("the resolved AMIs no longer include the instance's", cloudprovider.AMIDrift, func() {
 			class.Status.AMIs = []awsv1.AMI{{ID: "ami-0123456789abcdef0", Name: "newer"}}
 		}),

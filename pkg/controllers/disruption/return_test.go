@@ -435,6 +435,21 @@ var _ = Describe("returning to the preferred pool", func() {
 			Expect(drainEvents()).To(ContainSubstring("Underutilized Underutilized: replaced by m5.large on-demand"))
 		})
 
+		It("leaves a static NodePool's nodes alone: no consolidation, no return to Spot", func() {
+			pool("static", 0, v1.CapacityTypeOnDemand, func(p *v1.NodePool) {
+				p.Spec.Weight, p.Spec.Replicas = nil, ptr.To[int64](2)
+				p.Spec.Disruption.ConsolidationPolicy = v1.ConsolidationPolicyWhenEmptyOrUnderutilized
+				p.Spec.Disruption.ConsolidateAfter = v1.MustParseNillableDuration("1m")
+			})
+			a, aNode := makeNode("static-a", "static", v1.CapacityTypeOnDemand)
+			runPod("web-1", aNode.Name, half)
+			b, bNode := makeNode("static-b", "static", v1.CapacityTypeOnDemand)
+			runPod("web-2", bNode.Name, half)
+			settle(newReplacer())
+			Expect(replacing(a)).To(BeEmpty())
+			Expect(replacing(b)).To(BeEmpty())
+		})
+
 		It("deletes a node whose pods fit on another (single, delete)", func() {
 			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
 			node.Annotations = map[string]string{disruption.DoNotDisruptAnnotation: "true"}
