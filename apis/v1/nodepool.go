@@ -32,6 +32,11 @@ type NodePool struct {
 const StaticCapacityUnsupported = "spec.replicas: Backstop does not keep static NodePools yet, so nothing is launched for this one; " +
 	"remove replicas (in a new NodePool: it cannot be unset) to provision for pending pods"
 
+// Static says whether the pool asks for a fixed number of nodes (replicas),
+// which Backstop does not keep yet: it launches nothing for such a pool and
+// disrupts none of its nodes.
+func (p *NodePool) Static() bool { return p.Spec.Replicas != nil }
+
 // NodePoolSpec is the desired shape of a NodePool.
 // +kubebuilder:validation:XValidation:rule="has(self.replicas) == has(oldSelf.replicas)",message="replicas cannot be set or unset on an existing NodePool (static and pod-driven pools do not convert); create a new NodePool"
 // +kubebuilder:validation:XValidation:rule="!has(self.replicas) || !has(self.limits) || size(self.limits) == 0 || (size(self.limits) == 1 && 'nodes' in self.limits)",message="a NodePool with replicas takes limits.nodes only; remove the other limits"

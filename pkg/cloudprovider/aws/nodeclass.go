@@ -87,8 +87,8 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+notes(amiNotes)),
 		condition(awsv1.ConditionInstanceProfileReady, profileProblem == "", "InstanceProfileNotReady", profileProblem),
 	}
-	unsupported := Unsupported(nc)
-	conds = append(conds, condition(awsv1.ConditionValidationSucceeded, len(unsupported) == 0, "UnsupportedField", strings.Join(unsupported, "; ")))
+	ignored := unsupported(nc)
+	conds = append(conds, condition(awsv1.ConditionValidationSucceeded, len(ignored) == 0, "UnsupportedField", strings.Join(ignored, "; ")))
 	var notReady []string
 	for _, c := range conds {
 		if c.Status != metav1.ConditionTrue {
@@ -104,11 +104,11 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 	return status, nil
 }
 
-// Unsupported says which of a class's fields Backstop accepts (so Karpenter
+// unsupported says which of a class's fields Backstop accepts (so Karpenter
 // manifests apply unchanged) but does not act on. Launching without them
 // would give the user something other than what the class asks for, so such
 // a class is not Ready until they are removed.
-func Unsupported(nc *awsv1.EC2NodeClass) []string {
+func unsupported(nc *awsv1.EC2NodeClass) []string {
 	var out []string
 	if len(nc.Spec.CapacityReservationSelectorTerms) > 0 {
 		out = append(out, "spec.capacityReservationSelectorTerms: Backstop does not launch into capacity reservations yet; "+

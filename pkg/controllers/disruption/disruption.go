@@ -117,7 +117,7 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 		disrupting := 0
 		for _, claim := range byPool[pool.Name] {
 			seen[claim.Name] = true
-			if pool.Spec.Replicas != nil {
+			if pool.Static() {
 				// Static pools' nodes stay: Backstop could not replace them.
 				continue
 			}

@@ -242,7 +242,7 @@ func (r *Replacer) read(ctx context.Context) (*world, error) {
 	}
 	w := &world{pools: map[string]*v1.NodePool{}, byName: map[string]*v1.NodeClaim{}, nodes: map[string]*corev1.Node{}, pods: map[string][]*corev1.Pod{}, pdbs: pdbs.Items}
 	for i := range pools.Items {
-		if pools.Items[i].Spec.Replicas != nil {
+		if pools.Items[i].Static() {
 			// A static pool's nodes are kept whatever their pods (Backstop
 			// does not launch for static pools, so it takes none away), and
 			// nothing moves to it.

@@ -101,7 +101,7 @@ func (s *Status) update(ctx context.Context, name string) error {
 	status := *pool.Status.DeepCopy()
 	status.Resources, status.Nodes = resources, &nodes
 	ready := metav1.Condition{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", ObservedGeneration: pool.Generation}
-	if pool.Spec.Replicas != nil {
+	if pool.Static() {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "StaticCapacityUnsupported", v1.StaticCapacityUnsupported
 	} else if err := s.cloud.NodeClassReady(ctx, pool); err != nil {
 		var notReady *cloudprovider.NodeClassNotReadyError

@@ -303,7 +303,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			notReady[name] = "the NodePool is being deleted"
 			continue
 		}
-		if pool.Spec.Replicas != nil {
+		if pool.Static() {
 			notReady[name] = v1.StaticCapacityUnsupported
 			continue
 		}
