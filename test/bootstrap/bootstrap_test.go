@@ -25,6 +25,7 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 	"github.com/backstop-sh/backstop/test/local"
@@ -167,6 +168,10 @@ var _ = Describe("a node's user data", func() {
 		node := joined(c)
 		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
 		Expect(node.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "spot"))
+		// Karpenter's well-known instance labels, the two of v1.14 too.
+		Expect(node.Labels).To(HaveKey(aws.LabelInstanceFamily))
+		Expect(node.Labels).To(HaveKeyWithValue(aws.LabelInstanceTenancy, "default"))
+		Expect(node.Labels).To(HaveKeyWithValue(aws.LabelInstanceCapabilityFlex, Or(Equal("true"), Equal("false"))))
 		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(17)), "spec.kubelet.maxPods reached the kubelet")
 		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
 	})

@@ -37,6 +37,13 @@ const (
 	LabelInstanceGPUCount         = awsv1.Group + "/instance-gpu-count"
 	LabelInstanceGPUMemory        = awsv1.Group + "/instance-gpu-memory"
 
+	// LabelInstanceCapabilityFlex is "true" on the flex types (c7i-flex,
+	// m7i-flex, ...), "false" on the rest.
+	LabelInstanceCapabilityFlex = awsv1.Group + "/instance-capability-flex"
+	// LabelInstanceTenancy is the tenancy instances launch with: always
+	// "default" (Backstop does not launch Dedicated Instances).
+	LabelInstanceTenancy = awsv1.Group + "/instance-tenancy"
+
 	LabelInstanceAcceleratorName         = awsv1.Group + "/instance-accelerator-name"
 	LabelInstanceAcceleratorManufacturer = awsv1.Group + "/instance-accelerator-manufacturer"
 	LabelInstanceAcceleratorCount        = awsv1.Group + "/instance-accelerator-count"
@@ -107,6 +114,8 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 		LabelInstanceCPUManufacturer:   f.CPUManufacturer,
 		LabelInstanceMemory:            strconv.FormatInt(f.MemoryMiB, 10),
 		LabelInstanceHypervisor:        f.Hypervisor,
+		LabelInstanceCapabilityFlex:    strconv.FormatBool(strings.HasSuffix(f.Family, "-flex")),
+		LabelInstanceTenancy:           "default",
 	}
 	// Bandwidths EC2 does not state are left out rather than labelled 0.
 	if f.NetworkBandwidthMbps > 0 {

@@ -43,6 +43,11 @@ var _ = Describe("instance types", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(plain.Requirements).NotTo(HaveKey(aws.LabelInstanceGPUCount), "no GPU label without GPUs")
 		Expect(plain.Requirements).NotTo(HaveKey(aws.LabelInstanceAcceleratorCount))
+		Expect(plain.Requirements.Labels()).To(HaveKeyWithValue(aws.LabelInstanceCapabilityFlex, "false"))
+		Expect(plain.Requirements.Labels()).To(HaveKeyWithValue(aws.LabelInstanceTenancy, "default"))
+		flex, err := aws.NewInstanceType(facts["m7i-flex.large"], nil, aws.AllocatableOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(flex.Requirements.Labels()).To(HaveKeyWithValue(aws.LabelInstanceCapabilityFlex, "true"))
 	})
 
 	It("shares one requirement among the types that carry the same label", func() {
