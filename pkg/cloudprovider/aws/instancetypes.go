@@ -69,7 +69,22 @@ type AllocatableOptions struct {
 	VMMemoryOverheadPercent float64
 	// Kubelet settings from the EC2NodeClass; nil for defaults.
 	Kubelet *awsv1.KubeletConfiguration
+	// WindowsBuild is the Windows Server build the class's nodes run
+	// (WindowsBuilds), "" for Linux families.
+	WindowsBuild string `json:",omitempty"`
 }
+
+// WindowsBuilds are the Windows Server builds of the Windows families, as
+// the node reports them in node.kubernetes.io/windows-build.
+var WindowsBuilds = map[string]string{
+	"windows2019": "10.0.17763",
+	"windows2022": "10.0.20348",
+	"windows2025": "10.0.26100",
+}
+
+// ResourcePrivateIPv4Address is what the VPC resource controller's webhook
+// makes each Windows pod request: one of its node's secondary addresses.
+const ResourcePrivateIPv4Address corev1.ResourceName = "vpc.amazonaws.com/PrivateIPv4Address"
 
 // gpuResources maps GPU manufacturers to the extended resource their device plugin registers.
 var gpuResources = map[string]corev1.ResourceName{
@@ -102,6 +117,10 @@ func labelRequirement(key, value string) *scheduling.Requirement {
 // labels for requirements, capacity, and the overhead that makes allocatable.
 func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, opts AllocatableOptions) (*scheduling.InstanceType, error) {
 	it := &scheduling.InstanceType{Name: f.Name, Offerings: offerings, Requirements: scheduling.Requirements{}}
+	if opts.WindowsBuild != "" {
+		// A Windows node reports windows as its OS, and its build.
+		f.OS = string(corev1.Windows)
+	}
 	labels := map[string]string{
 		corev1.LabelInstanceTypeStable: f.Name,
 		corev1.LabelArchStable:         f.Arch,
@@ -126,6 +145,9 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 	}
 	if f.LocalNVMeGiB > 0 {
 		labels[LabelInstanceLocalNVMe] = strconv.FormatInt(f.LocalNVMeGiB, 10)
+	}
+	if opts.WindowsBuild != "" {
+		labels[corev1.LabelWindowsBuild] = opts.WindowsBuild
 	}
 	if f.GPU != nil {
 		labels[LabelInstanceGPUName] = f.GPU.Name
@@ -158,6 +180,14 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 		if name, ok := gpuResources[f.GPU.Manufacturer]; ok {
 			it.Capacity.Extended = map[corev1.ResourceName]int64{name: f.GPU.Count}
 		}
+	}
+	if opts.WindowsBuild != "" && f.IPv4PerENI > 1 {
+		// Windows pods take their addresses from the primary interface's
+		// secondary ones, which the VPC resource controller advertises.
+		if it.Capacity.Extended == nil {
+			it.Capacity.Extended = map[corev1.ResourceName]int64{}
+		}
+		it.Capacity.Extended[ResourcePrivateIPv4Address] = f.IPv4PerENI - 1
 	}
 	if a := f.Accelerator; a != nil && a.Manufacturer == "aws" {
 		if it.Capacity.Extended == nil {

@@ -26,6 +26,7 @@ import (
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/pkg/scheduling"
 	"github.com/backstop-sh/backstop/test"
 	"github.com/backstop-sh/backstop/test/ec2sim"
 	"github.com/backstop-sh/backstop/test/nodeboot"
@@ -691,6 +692,45 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 		class.Status.AMIs = standard
 		Expect(names()).To(And(HaveKey("m5.large"), HaveKey("m6g.large"), Not(HaveKey("g5.xlarge")), Not(HaveKey("inf2.xlarge"))),
 			"with standard images only, GPU and Neuron types are not offered")
+	})
+
+	It("offers a Windows class's types as Windows nodes: the OS, the build, the pods' addresses, and no arm64", func() {
+		pool := &v1.NodePool{Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"}}}}}
+		byName := func() map[string]*scheduling.InstanceType {
+			types, err := provider().InstanceTypes(ctx, pool)
+			Expect(err).NotTo(HaveOccurred())
+			out := map[string]*scheduling.InstanceType{}
+			for _, it := range types {
+				out[it.Name] = it
+			}
+			return out
+		}
+		linux := class.DeepCopy()
+		// What a windows2022@latest alias resolves to: one x86_64 image,
+		// for types without GPUs or accelerators.
+		class.Spec.AMISelectorTerms = []awsv1.AMISelectorTerm{{Alias: "windows2022@latest"}}
+		var amd64 []awsv1.AMI
+		for _, a := range class.Status.AMIs {
+			if strings.Contains(a.Name, "x86_64-standard") {
+				amd64 = append(amd64, a)
+			}
+		}
+		Expect(amd64).To(HaveLen(1))
+		class.Status.AMIs = amd64
+		types := byName()
+		Expect(types).To(HaveKey("m5.large"))
+		Expect(types).NotTo(HaveKey("m6g.large"), "no arm64 Windows image")
+		m5 := types["m5.large"]
+		Expect(m5.Requirements.Labels()).To(HaveKeyWithValue(corev1.LabelOSStable, "windows"))
+		Expect(m5.Requirements.Labels()).To(HaveKeyWithValue(corev1.LabelWindowsBuild, "10.0.20348"))
+		Expect(m5.Capacity.Extended).To(HaveKeyWithValue(aws.ResourcePrivateIPv4Address, int64(9)), "ten addresses per interface, one the node's own")
+
+		class = linux
+		m5 = byName()["m5.large"]
+		Expect(m5.Requirements.Labels()).To(HaveKeyWithValue(corev1.LabelOSStable, "linux"), "a Linux class's list is its own")
+		Expect(m5.Requirements.Labels()).NotTo(HaveKey(corev1.LabelWindowsBuild))
+		Expect(m5.Capacity.Extended).NotTo(HaveKey(aws.ResourcePrivateIPv4Address))
 	})
 
 	DescribeTable("says why, or nothing when nothing changed",

@@ -319,6 +319,7 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	opts := o.opts
 	if nodeClass != nil {
 		opts.Kubelet = nodeClass.Spec.Kubelet
+		opts.WindowsBuild = WindowsBuilds[Family(nodeClass)]
 	}
 	key, err := json.Marshal(opts)
 	if err != nil {
