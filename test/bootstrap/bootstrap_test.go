@@ -238,6 +238,35 @@ var _ = Describe("a node's user data", func() {
 			"g5.xlarge": "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20261101", "inf2.xlarge": "amazon-eks-node-al2023-x86_64-neuron-1.36-v20261101"}))
 	})
 
+	It("joins a Windows node through Start-EKSBootstrap.ps1, as a Windows node of its build, and runs a pod that selects Windows", func() {
+		cluster, c := boot(ec2sim.Config{Images: []ec2sim.ImageConfig{
+			{ID: "ami-win", Name: "Windows_Server-2022-English-Core-EKS_Optimized-1.36-2026.11.12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-12T00:00:00.000Z"}}},
+			"windows2022@latest", &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](19)}, nil)
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "windows"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
+			Spec: v1.NodeClaimTemplateSpec{
+				NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+				Taints:       []corev1.Taint{{Key: "os", Value: "windows", Effect: corev1.TaintEffectNoSchedule}},
+				Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
+			},
+		}}}
+		Expect(c.Create(ctx, pool)).To(Succeed())
+		d := local.Inflate(1)
+		d.Spec.Template.Spec.NodeSelector = map[string]string{corev1.LabelOSStable: "windows"}
+		d.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "os", Operator: corev1.TolerationOpExists}}
+		// What the VPC resource controller's webhook adds to a Windows pod.
+		d.Spec.Template.Spec.Containers[0].Resources.Requests[aws.ResourcePrivateIPv4Address] = resource.MustParse("1")
+		d.Spec.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{aws.ResourcePrivateIPv4Address: resource.MustParse("1")}
+		Expect(c.Create(ctx, d)).To(Succeed())
+		node := joined(c)
+		Expect(node.Labels).To(HaveKeyWithValue(corev1.LabelOSStable, "windows"))
+		Expect(node.Labels).To(HaveKeyWithValue(corev1.LabelWindowsBuild, "10.0.20348"))
+		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
+		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "os")))
+		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(19)), "spec.kubelet.maxPods reached the kubelet through -KubeletExtraArgs")
+		Expect(cluster.Sim.Instances()[0].UserData).To(HavePrefix("<powershell>"))
+	})
+
 	It("joins a Bottlerocket node through its TOML settings, with the pool's labels and taints and the EC2NodeClass's max pods", func() {
 		cluster, c := boot(ec2sim.Config{Images: []ec2sim.ImageConfig{
 			{ID: "ami-br", Name: "bottlerocket-aws-k8s-1.36-x86_64-v1.50.0-abcdef12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-02T00:00:00.000Z"}}},

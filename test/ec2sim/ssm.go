@@ -16,6 +16,8 @@ var (
 	al2023Image = regexp.MustCompile(`^amazon-eks-node-al2023-(x86_64|arm64)-(standard|nvidia|neuron)-(\d+\.\d+)-(v\d+)$`)
 	al2Image    = regexp.MustCompile(`^amazon-eks-(arm64-|gpu-)?node-(\d+\.\d+)-(v\d+)$`)
 	brImage     = regexp.MustCompile(`^bottlerocket-aws-k8s-(\d+\.\d+)(-nvidia)?-(x86_64|aarch64)-v(\d+\.\d+\.\d+)`)
+	// Windows images are published under their latest parameter only.
+	windowsImage = regexp.MustCompile(`^(Windows_Server-\d{4}-English-(Core|Full)-EKS_Optimized-\d+\.\d+)-\d{4}\.\d{2}\.\d{2}$`)
 )
 
 // ssmParameters are the parameters of the account: the public EKS ones
@@ -38,6 +40,12 @@ func (s *Server) ssmParameters() map[string]string {
 			dir := "amazon-linux-2" + map[string]string{"": "", "arm64-": "-arm64", "gpu-": "-gpu"}[m[1]]
 			base := fmt.Sprintf("/aws/service/eks/optimized-ami/%s/%s/", m[2], dir)
 			publish(base+"recommended/image_id", base+img.Name+"/image_id", img)
+		}
+		if m := windowsImage.FindStringSubmatch(img.Name); m != nil {
+			latest := "/aws/service/ami-windows-latest/" + m[1] + "/image_id"
+			if cur, ok := newest[latest]; !ok || img.CreationDate > cur.CreationDate {
+				newest[latest] = img
+			}
 		}
 		if m := brImage.FindStringSubmatch(img.Name); m != nil {
 			arch := map[string]string{"x86_64": "x86_64", "aarch64": "arm64"}[m[3]]

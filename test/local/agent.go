@@ -190,12 +190,18 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 	// What reads the user data is the image's: Bottlerocket's settings API
 	// reads TOML, AL2023's nodeadm a MIME archive of NodeConfigs.
 	read := nodeboot.Read
+	windowsBuild := ""
 	switch name := image.Name; {
 	case strings.HasPrefix(name, "bottlerocket-"):
 		read = nodeboot.ReadBottlerocket
-	case strings.HasPrefix(name, "amazon-eks-node-1"), strings.HasPrefix(name, "amazon-eks-gpu-node-"), strings.HasPrefix(name, "amazon-eks-arm64-node-"),
-		strings.HasPrefix(name, "Windows_Server-"):
-		return nil, fmt.Errorf("image %s is AL2 or Windows, which this node agent cannot boot (it boots AL2023 and Bottlerocket)", name)
+	case strings.HasPrefix(name, "Windows_Server-"):
+		read = nodeboot.ReadWindows
+		year, _, _ := strings.Cut(strings.TrimPrefix(name, "Windows_Server-"), "-")
+		if windowsBuild = aws.WindowsBuilds["windows"+year]; windowsBuild == "" {
+			return nil, fmt.Errorf("image %s is a Windows Server this node agent does not know the build of", name)
+		}
+	case strings.HasPrefix(name, "amazon-eks-node-1"), strings.HasPrefix(name, "amazon-eks-gpu-node-"), strings.HasPrefix(name, "amazon-eks-arm64-node-"):
+		return nil, fmt.Errorf("image %s is AL2, which this node agent cannot boot (it boots AL2023, Bottlerocket and Windows)", name)
 	}
 	config, err := read(inst.UserData)
 	if err != nil {
@@ -232,7 +238,7 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 	if err := json.Unmarshal(raw, &kubelet); err != nil {
 		return nil, fmt.Errorf("kubelet config: %w", err)
 	}
-	node := a.node(inst, f, &kubelet)
+	node := a.node(inst, f, &kubelet, windowsBuild)
 	withDevicePlugins(node, image.Name)
 	for k, v := range labels {
 		node.Labels[k] = v
@@ -241,19 +247,29 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 	return node, nil
 }
 
-func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType, kubelet *awsv1.KubeletConfiguration) *corev1.Node {
-	it, _ := aws.NewInstanceType(f, nil, aws.AllocatableOptions{Kubelet: kubelet})
+// node is the Node a kubelet registers; a Windows one (windowsBuild set)
+// says so in its OS and build labels, and the VPC resource controller
+// advertises its pod addresses.
+func (a *NodeAgent) node(inst ec2sim.Instance, f catalog.InstanceType, kubelet *awsv1.KubeletConfiguration, windowsBuild string) *corev1.Node {
+	it, _ := aws.NewInstanceType(f, nil, aws.AllocatableOptions{Kubelet: kubelet, WindowsBuild: windowsBuild})
 	arch := f.Arch
+	os := "linux"
+	if windowsBuild != "" {
+		os = string(corev1.Windows)
+	}
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: inst.ID,
 			Labels: map[string]string{
 				corev1.LabelHostname: inst.ID, corev1.LabelInstanceTypeStable: inst.Type, corev1.LabelTopologyZone: inst.Zone,
-				corev1.LabelArchStable: arch, corev1.LabelOSStable: "linux", "type": "kwok",
+				corev1.LabelArchStable: arch, corev1.LabelOSStable: os, "type": "kwok",
 			},
 			Annotations: map[string]string{kwokAnnotation: "fake"},
 		},
 		Spec: corev1.NodeSpec{ProviderID: fmt.Sprintf("aws:///%s/%s", inst.Zone, inst.ID)},
+	}
+	if windowsBuild != "" {
+		node.Labels[corev1.LabelWindowsBuild] = windowsBuild
 	}
 	if it != nil {
 		node.Status.Capacity = it.Capacity.List()

@@ -1,5 +1,6 @@
 // Package nodeboot reads user data as a node boots from it. Read is an
-// AL2023 node (ReadBottlerocket, in bottlerocket.go, a Bottlerocket one): it takes the MIME
+// AL2023 node (ReadBottlerocket, in bottlerocket.go, a Bottlerocket one;
+// ReadWindows, in windows.go, a Windows one): it takes the MIME
 // archive apart, decodes every NodeConfig part with nodeadm's API types
 // (strictly: an unknown field fails, as nodeadm's own decoder does) and
 // merges them in order, later parts winning, and says what the kubelet would
