@@ -241,7 +241,9 @@ var _ = Describe("a node's user data", func() {
 	It("joins a Windows node through Start-EKSBootstrap.ps1, as a Windows node of its build, and runs a pod that selects Windows", func() {
 		cluster, c := boot(ec2sim.Config{Images: []ec2sim.ImageConfig{
 			{ID: "ami-win", Name: "Windows_Server-2022-English-Core-EKS_Optimized-1.36-2026.11.12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-12T00:00:00.000Z"}}},
-			"windows2022@latest", &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](19)}, nil)
+			// A soft threshold needs its grace period, or the kubelet refuses to start.
+			"windows2022@latest", &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](19), EvictionSoft: map[string]string{"memory.available": "10%"},
+				EvictionSoftGracePeriod: map[string]metav1.Duration{"memory.available": {Duration: time.Minute}}}, nil)
 		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "windows"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
 			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
 			Spec: v1.NodeClaimTemplateSpec{

@@ -238,6 +238,11 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 	if err := json.Unmarshal(raw, &kubelet); err != nil {
 		return nil, fmt.Errorf("kubelet config: %w", err)
 	}
+	for signal := range kubelet.EvictionSoft {
+		if _, ok := kubelet.EvictionSoftGracePeriod[signal]; !ok {
+			return nil, fmt.Errorf("soft eviction threshold %s has no grace period: the kubelet refuses to start", signal)
+		}
+	}
 	node := a.node(inst, f, &kubelet, windowsBuild)
 	withDevicePlugins(node, image.Name)
 	for k, v := range labels {

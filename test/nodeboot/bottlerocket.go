@@ -85,7 +85,11 @@ func ReadBottlerocket(userData string) (*Config, error) {
 	if k.MaxPods != nil {
 		config["maxPods"] = *k.MaxPods
 	}
-	for key, m := range map[string]map[string]string{"systemReserved": k.SystemReserved, "kubeReserved": k.KubeReserved, "evictionHard": k.EvictionHard} {
+	if k.EvictionMaxPodGracePeriod != nil {
+		config["evictionMaxPodGracePeriod"] = *k.EvictionMaxPodGracePeriod
+	}
+	for key, m := range map[string]map[string]string{"systemReserved": k.SystemReserved, "kubeReserved": k.KubeReserved, "evictionHard": k.EvictionHard,
+		"evictionSoft": k.EvictionSoft, "evictionSoftGracePeriod": k.EvictionSoftGracePeriod} {
 		if len(m) > 0 {
 			config[key] = m
 		}

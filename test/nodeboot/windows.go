@@ -174,9 +174,15 @@ func kubeletFlags(cfg *Config, args string) error {
 				return fmt.Errorf("%s: %w", flag, err)
 			}
 			config["cpuCFSQuota"] = b
-		case "--system-reserved", "--kube-reserved", "--eviction-hard", "--eviction-soft":
+		case "--eviction-max-pod-grace-period":
+			var n int
+			if n, err = strconv.Atoi(value); err != nil {
+				return fmt.Errorf("%s: %w", flag, err)
+			}
+			config["evictionMaxPodGracePeriod"] = n
+		case "--system-reserved", "--kube-reserved", "--eviction-hard", "--eviction-soft", "--eviction-soft-grace-period":
 			sep := "="
-			if strings.HasPrefix(flag, "--eviction") {
+			if flag == "--eviction-hard" || flag == "--eviction-soft" {
 				sep = "<"
 			}
 			var m map[string]string
@@ -184,7 +190,7 @@ func kubeletFlags(cfg *Config, args string) error {
 				return fmt.Errorf("%s: %w", flag, err)
 			}
 			config[map[string]string{"--system-reserved": "systemReserved", "--kube-reserved": "kubeReserved",
-				"--eviction-hard": "evictionHard", "--eviction-soft": "evictionSoft"}[flag]] = m
+				"--eviction-hard": "evictionHard", "--eviction-soft": "evictionSoft", "--eviction-soft-grace-period": "evictionSoftGracePeriod"}[flag]] = m
 		default:
 			return fmt.Errorf("the kubelet has no flag %s: it does not start", flag)
 		}

@@ -42,6 +42,17 @@ func kubeletArgs(n Node) []string {
 				args = append(args, fmt.Sprintf("%s=%q", flag, joinPairs(m, sep)))
 			}
 		}
+		if len(k.EvictionSoftGracePeriod) > 0 {
+			// The kubelet refuses a soft threshold without its grace period.
+			periods := make(map[string]string, len(k.EvictionSoftGracePeriod))
+			for signal, d := range k.EvictionSoftGracePeriod {
+				periods[signal] = d.Duration.String()
+			}
+			args = append(args, fmt.Sprintf("--eviction-soft-grace-period=%q", joinPairs(periods, "=")))
+		}
+		if k.EvictionMaxPodGracePeriod != nil {
+			args = append(args, fmt.Sprintf("--eviction-max-pod-grace-period=%d", *k.EvictionMaxPodGracePeriod))
+		}
 		if k.ImageGCHighThresholdPercent != nil {
 			args = append(args, fmt.Sprintf("--image-gc-high-threshold=%d", *k.ImageGCHighThresholdPercent))
 		}
@@ -167,13 +178,21 @@ func Bottlerocket(n Node) (string, error) {
 		if k.MaxPods != nil {
 			k8s["max-pods"] = int64(*k.MaxPods)
 		}
-		for key, m := range map[string]map[string]string{"system-reserved": k.SystemReserved, "kube-reserved": k.KubeReserved, "eviction-hard": k.EvictionHard} {
+		periods := map[string]string{}
+		for signal, d := range k.EvictionSoftGracePeriod {
+			periods[signal] = d.Duration.String()
+		}
+		for key, m := range map[string]map[string]string{"system-reserved": k.SystemReserved, "kube-reserved": k.KubeReserved, "eviction-hard": k.EvictionHard,
+			"eviction-soft": k.EvictionSoft, "eviction-soft-grace-period": periods} {
 			if len(m) > 0 {
 				t := table(k8s, key)
 				for rk, rv := range m {
 					t[rk] = rv
 				}
 			}
+		}
+		if k.EvictionMaxPodGracePeriod != nil {
+			k8s["eviction-max-pod-grace-period"] = int64(*k.EvictionMaxPodGracePeriod)
 		}
 		if k.ImageGCHighThresholdPercent != nil {
 			k8s["image-gc-high-threshold-percent"] = int64(*k.ImageGCHighThresholdPercent)
