@@ -74,8 +74,8 @@ func boot(sim ec2sim.Config, alias string, kubelet *awsv1.KubeletConfiguration, 
 }
 
 // taintedPool applies a Spot pool of m5.large with a label and a taint, and
-// one pod that tolerates the taint.
-func taintedPool(c client.Client) {
+// one pod that tolerates the taint, changed by pod if given.
+func taintedPool(c client.Client, pod ...func(*corev1.PodSpec)) {
 	pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "spot"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
 		ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
 		Spec: v1.NodeClaimTemplateSpec{
@@ -87,6 +87,9 @@ func taintedPool(c client.Client) {
 	Expect(c.Create(ctx, pool)).To(Succeed())
 	d := local.Inflate(1)
 	d.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
+	for _, change := range pod {
+		change(&d.Spec.Template.Spec)
+	}
 	Expect(c.Create(ctx, d)).To(Succeed())
 }
 
@@ -244,27 +247,17 @@ var _ = Describe("a node's user data", func() {
 			// A soft threshold needs its grace period, or the kubelet refuses to start.
 			"windows2022@latest", &awsv1.KubeletConfiguration{MaxPods: ptr.To[int32](19), EvictionSoft: map[string]string{"memory.available": "10%"},
 				EvictionSoftGracePeriod: map[string]metav1.Duration{"memory.available": {Duration: time.Minute}}}, nil)
-		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "windows"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
-			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "data"}},
-			Spec: v1.NodeClaimTemplateSpec{
-				NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
-				Taints:       []corev1.Taint{{Key: "os", Value: "windows", Effect: corev1.TaintEffectNoSchedule}},
-				Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}},
-			},
-		}}}
-		Expect(c.Create(ctx, pool)).To(Succeed())
-		d := local.Inflate(1)
-		d.Spec.Template.Spec.NodeSelector = map[string]string{corev1.LabelOSStable: "windows"}
-		d.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "os", Operator: corev1.TolerationOpExists}}
-		// What the VPC resource controller's webhook adds to a Windows pod.
-		d.Spec.Template.Spec.Containers[0].Resources.Requests[aws.ResourcePrivateIPv4Address] = resource.MustParse("1")
-		d.Spec.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{aws.ResourcePrivateIPv4Address: resource.MustParse("1")}
-		Expect(c.Create(ctx, d)).To(Succeed())
+		taintedPool(c, func(pod *corev1.PodSpec) {
+			pod.NodeSelector = map[string]string{corev1.LabelOSStable: "windows"}
+			// What the VPC resource controller's webhook adds to a Windows pod.
+			pod.Containers[0].Resources.Requests[aws.ResourcePrivateIPv4Address] = resource.MustParse("1")
+			pod.Containers[0].Resources.Limits = corev1.ResourceList{aws.ResourcePrivateIPv4Address: resource.MustParse("1")}
+		})
 		node := joined(c)
 		Expect(node.Labels).To(HaveKeyWithValue(corev1.LabelOSStable, "windows"))
 		Expect(node.Labels).To(HaveKeyWithValue(corev1.LabelWindowsBuild, "10.0.20348"))
 		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
-		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "os")))
+		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
 		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(19)), "spec.kubelet.maxPods reached the kubelet through -KubeletExtraArgs")
 		Expect(cluster.Sim.Instances()[0].UserData).To(HavePrefix("<powershell>"))
 	})
