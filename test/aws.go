@@ -98,6 +98,9 @@ type Launch struct {
 	Offerings   *awscloud.Offerings
 	Unavailable *awscloud.UnavailableOfferings
 	Facts       *awscloud.ClusterFacts
+	// Reservations count room in capacity reservations; a resolver given
+	// them (Resolver.Reservations) fills them.
+	Reservations *awscloud.Reservations
 }
 
 // NewLaunch builds the launch path; process names the controller process
@@ -109,6 +112,8 @@ func NewLaunch(endpoint, cluster, process string) Launch {
 	unavailable := awscloud.NewUnavailableOfferings(clock.RealClock{}, 3*time.Minute, nil)
 	offerings, err := awscloud.NewOfferings(client, "us-east-1", clock.RealClock{}, 5*time.Minute, unavailable, awscloud.AllocatableOptions{})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	reservations := awscloud.NewReservations(clock.RealClock{})
+	offerings.WithReservations(reservations)
 	return Launch{Launcher: awscloud.NewLauncher(client, cluster, offerings, unavailable, process).JoinsWith(facts),
-		Offerings: offerings, Unavailable: unavailable, Facts: facts}
+		Offerings: offerings, Unavailable: unavailable, Facts: facts, Reservations: reservations}
 }

@@ -13,6 +13,9 @@ const (
 
 	CapacityTypeSpot     = "spot"
 	CapacityTypeOnDemand = "on-demand"
+	// CapacityTypeReserved is capacity an account reserved ahead (On-Demand
+	// Capacity Reservations): launched into first, before Spot.
+	CapacityTypeReserved = "reserved"
 
 	// TerminationFinalizer holds NodeClaims and Nodes until their instance is gone.
 	TerminationFinalizer = Group + "/termination"

@@ -91,7 +91,8 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 	if err != nil {
 		return err
 	}
-	offerings.ExportPrices(crmetrics.Registry)
+	reservations := awscloud.NewReservations(clk)
+	offerings.ExportPrices(crmetrics.Registry).WithReservations(reservations)
 	if err := mgr.Add(offerings); err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func (op *Operator) registerAWS(cfg *rest.Config, clients *AWS) error {
 	launcher := awscloud.NewLauncher(client, o.ClusterName, offerings, unavailable, op.Process).CountFailures(crmetrics.Registry).JoinsWith(facts)
 	cloud := awscloud.New(mgr.GetClient(), launcher, offerings)
 	resolver := awscloud.NewResolver(client, clients.SSM, awscloud.NewInstanceProfiles(clients.IAM, o.ClusterName, o.AWSRegion), o.ClusterName, version)
-	resolver.Clock = clk
+	resolver.Clock, resolver.Reservations = clk, reservations
 	if err := nodeclass.New(mgr.GetClient(), resolver, clk).Register(mgr); err != nil {
 		return fmt.Errorf("registering the EC2NodeClass controller: %w", err)
 	}

@@ -30,6 +30,11 @@ type poolState struct {
 	remaining      map[corev1.ResourceName]int64
 	remainingNodes int64
 	nodesLimited   bool
+	// reservedOnly pools launch only into capacity reservations: they open
+	// at most reservedRoom claims, the room their reservations have, so
+	// pods beyond it go on to the next pool.
+	reservedOnly bool
+	reservedRoom int64
 	// unusable says why no claim can come from this pool at all.
 	unusable                     string
 	zoneIndex, capacityTypeIndex *offeringIndex
@@ -126,6 +131,7 @@ func newPoolState(p *NodePool, daemons []*podInfo, zoneIndex, capacityTypeIndex 
 		ps.usable[i] = it.Allocatable().Sub(ps.daemons[i])
 	}
 	ps.initLimits()
+	ps.initReserved()
 	return ps
 }
 
@@ -136,6 +142,25 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func (ps *poolState) initReserved() {
+	r, ok := ps.Requirements[capacityTypeKey]
+	if !ok || !r.Has(v1.CapacityTypeReserved) || r.Has(v1.CapacityTypeSpot) || r.Has(v1.CapacityTypeOnDemand) {
+		return
+	}
+	ps.reservedOnly = true
+	room := map[string]int{}
+	for _, it := range ps.types {
+		for _, o := range it.Offerings {
+			if o.CapacityType == v1.CapacityTypeReserved && o.Available && o.ReservationID != "" && offeringAllowed(ps.Requirements, o) {
+				room[o.ReservationID] = max(room[o.ReservationID], o.ReservationCapacity)
+			}
+		}
+	}
+	for _, n := range room {
+		ps.reservedRoom += int64(n)
+	}
 }
 
 func (ps *poolState) initLimits() {

@@ -96,6 +96,8 @@ type solver struct {
 	// counts only grow, so a claim that is full for a group stays full.
 	cursors  map[cursorKey]int
 	maxTypes int
+	// reserved counts the NodeClaims this plan put in each capacity reservation.
+	reserved map[string]int
 	plan     *Plan
 	// preferNoSchedule is set when some node or pool has a PreferNoSchedule taint.
 	preferNoSchedule bool
@@ -456,6 +458,10 @@ func (s *solver) find(pi *podInfo, prefs []*preference) (*decision, map[string]s
 		}
 		if ps.nodesLimited && ps.remainingNodes <= 0 {
 			reasons[ps.Name] = fmt.Sprintf("limit nodes=%d reached", ps.Limits.Name("nodes", "").Value())
+			continue
+		}
+		if ps.reservedOnly && ps.reservedRoom <= 0 {
+			reasons[ps.Name] = reservationsFull
 			continue
 		}
 		if ok, taint := tolerates(pi.tolerations, ps.Taints); !ok {
@@ -891,6 +897,9 @@ func (s *solver) commit(pi *podInfo, d *decision) {
 			if c.pool.nodesLimited {
 				c.pool.remainingNodes--
 			}
+			if c.pool.reservedOnly {
+				c.pool.reservedRoom--
+			}
 		}
 		u := d.update
 		if c.pool.limited {
@@ -944,6 +953,24 @@ func (s *solver) finish() {
 			}
 		}
 		reqs := c.reqs.Clone()
+		if capacityTypes[v1.CapacityTypeReserved] {
+			if it, o, ok := s.reserve(nc.InstanceTypes, c.reqs); ok {
+				// Into the reservation: its type, its zone, its id, so
+				// the launch takes the room this plan counted.
+				nc.InstanceTypes, names = []*InstanceType{it}, []string{it.Name}
+				zones, capacityTypes = map[string]bool{o.Zone: true}, map[string]bool{v1.CapacityTypeReserved: true}
+				reqs.Add(MustRequirement(ReservationIDLabelKey, v1.OpIn, o.ReservationID))
+			} else {
+				delete(capacityTypes, v1.CapacityTypeReserved)
+				if len(capacityTypes) == 0 {
+					for _, pi := range c.pods {
+						s.plan.Unschedulable = append(s.plan.Unschedulable, Unschedulable{Pod: pi.pod, Reasons: map[string]string{ps.Name: reservationsFull}})
+					}
+					dropped[c.index] = true
+					continue
+				}
+			}
+		}
 		reqs.Add(MustRequirement(corev1.LabelInstanceTypeStable, v1.OpIn, names...))
 		reqs.Add(MustRequirement(zoneKey, v1.OpIn, keys(zones)...))
 		reqs.Add(MustRequirement(capacityTypeKey, v1.OpIn, keys(capacityTypes)...))
@@ -955,6 +982,44 @@ func (s *solver) finish() {
 		}
 		s.plan.NewNodeClaims = append(s.plan.NewNodeClaims, nc)
 	}
+}
+
+// reservationsFull is why a pool that launches only into capacity
+// reservations takes no more pods.
+const reservationsFull = "every capacity reservation the pool allows is full"
+
+// reserve takes room for one NodeClaim in the cheapest capacity
+// reservation its instance types can launch into, counting down what the
+// reservations' offerings say they hold, so one plan never puts more
+// NodeClaims in a reservation than it takes. Claims with minValues are not
+// put in reservations: one type could not span them.
+func (s *solver) reserve(types []*InstanceType, reqs Requirements) (*InstanceType, Offering, bool) {
+	if reqs.HasMinValues() {
+		return nil, Offering{}, false
+	}
+	if s.reserved == nil {
+		s.reserved = map[string]int{}
+	}
+	var best *InstanceType
+	var bestOffer Offering
+	for _, it := range types {
+		for _, o := range it.Offerings {
+			if o.CapacityType != v1.CapacityTypeReserved || o.ReservationID == "" || !o.Available || !offeringAllowed(reqs, o) {
+				continue
+			}
+			if o.ReservationCapacity-s.reserved[o.ReservationID] <= 0 {
+				continue
+			}
+			if best == nil || o.Price < bestOffer.Price || (o.Price == bestOffer.Price && o.ReservationID < bestOffer.ReservationID) {
+				best, bestOffer = it, o
+			}
+		}
+	}
+	if best == nil {
+		return nil, Offering{}, false
+	}
+	s.reserved[bestOffer.ReservationID]++
+	return best, bestOffer, true
 }
 
 // renumber removes the steps of dropped claims and points the others at

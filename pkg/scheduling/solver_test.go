@@ -2,6 +2,7 @@ package scheduling_test
 
 import (
 	"fmt"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -70,6 +71,56 @@ func unschedulableReasons(plan *scheduling.Plan) []string {
 
 var _ = Describe("the solver", func() {
 	zonesABC := []string{"z-a", "z-b", "z-c"}
+
+	It("puts at most as many NodeClaims in a capacity reservation as it has room for, each pinned to it, the rest off reserved capacity", func() {
+		reservedType := func() *scheduling.InstanceType {
+			it := typeOf("m.large", "m", 2, 0.1, zonesABC...)
+			it.Offerings = append(it.Offerings, scheduling.Offering{Zone: "z-b", CapacityType: v1.CapacityTypeReserved, Price: 0.2 / 1e7,
+				Available: true, ReservationID: "cr-1", ReservationCapacity: 2})
+			return it
+		}
+		pods := func(n int) []*corev1.Pod {
+			var out []*corev1.Pod
+			for i := range n {
+				out = append(out, simplePod(fmt.Sprintf("p%d", i), "1500m"))
+			}
+			return out
+		}
+		catalog := []*scheduling.InstanceType{reservedType(), typeOf("c.large", "c", 2, 0.09, zonesABC...)}
+		plan := solveAndCheck(&scheduling.Input{Pods: pods(4), NodePools: []*scheduling.NodePool{{Name: "pool", Weight: 1, InstanceTypes: catalog}}})
+		Expect(plan.NewNodeClaims).To(HaveLen(4))
+		reserved := 0
+		for _, nc := range plan.NewNodeClaims {
+			if nc.Requirements[v1.CapacityTypeLabelKey].Has(v1.CapacityTypeReserved) {
+				reserved++
+				Expect(nc.Requirements[v1.CapacityTypeLabelKey].Values()).To(Equal([]string{v1.CapacityTypeReserved}))
+				Expect(nc.Requirements[scheduling.ReservationIDLabelKey].Values()).To(Equal([]string{"cr-1"}))
+				Expect(nc.Requirements[corev1.LabelTopologyZone].Values()).To(Equal([]string{"z-b"}))
+				Expect(nc.InstanceTypes).To(HaveLen(1))
+				Expect(nc.Labels).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, v1.CapacityTypeReserved))
+			} else {
+				Expect(nc.Requirements).NotTo(HaveKey(scheduling.ReservationIDLabelKey))
+			}
+		}
+		Expect(reserved).To(Equal(2), "the reservation holds two")
+
+		// A pool of reservations only, tried first: what it has no room for
+		// goes on to the next pool in the same plan.
+		only := scheduling.NewRequirements(scheduling.MustRequirement(v1.CapacityTypeLabelKey, v1.OpIn, v1.CapacityTypeReserved))
+		spot := scheduling.NewRequirements(scheduling.MustRequirement(v1.CapacityTypeLabelKey, v1.OpIn, v1.CapacityTypeSpot))
+		plan = solveAndCheck(&scheduling.Input{Pods: pods(3), NodePools: []*scheduling.NodePool{
+			{Name: "reserved", Weight: 100, InstanceTypes: catalog, Requirements: only},
+			{Name: "spot", Weight: 10, InstanceTypes: catalog, Requirements: spot}}})
+		Expect(plan.Unschedulable).To(BeEmpty())
+		var pools []string
+		for _, nc := range plan.NewNodeClaims {
+			pools = append(pools, nc.NodePool+"/"+strings.Join(nc.Requirements[v1.CapacityTypeLabelKey].Values(), ","))
+		}
+		Expect(pools).To(ConsistOf("reserved/reserved", "reserved/reserved", "spot/spot"))
+		plan = solveAndCheck(&scheduling.Input{Pods: pods(3), NodePools: []*scheduling.NodePool{{Name: "reserved", Weight: 100, InstanceTypes: catalog, Requirements: only}}})
+		Expect(plan.NewNodeClaims).To(HaveLen(2))
+		Expect(unschedulableReasons(plan)).To(ConsistOf(ContainSubstring("every capacity reservation the pool allows is full")))
+	})
 
 	It("tries NodePools by weight, not by name", func() {
 		catalog := []*scheduling.InstanceType{typeOf("m.large", "m", 2, 0.1, zonesABC...)}

@@ -21,7 +21,17 @@ type Offering struct {
 	// Planning ignores it; moving work back to a preferred pool waits a
 	// cool-down after it, so a flapping offering is not chased.
 	LastUnavailable time.Time
+	// ReservationID names the capacity reservation a reserved offering
+	// launches into ("" for others), and ReservationCapacity how many more
+	// instances it takes. A plan puts at most that many new NodeClaims in it.
+	ReservationID       string
+	ReservationCapacity int
 }
+
+// ReservationIDLabelKey is the label naming a node's capacity reservation.
+// A plan pins each NodeClaim it puts in a reservation to that reservation
+// with it: Karpenter's AWS key, Backstop's one cloud's.
+var ReservationIDLabelKey = "karpenter.k8s.aws/capacity-reservation-id"
 
 // InstanceType is a kind of machine as the scheduler sees it.
 type InstanceType struct {
@@ -215,6 +225,11 @@ func offeringAllowed(reqs Requirements, o Offering) bool {
 	}
 	if r, ok := reqs[capacityTypeKey]; ok && !r.Has(o.CapacityType) {
 		return false
+	}
+	if o.ReservationID != "" {
+		if r, ok := reqs[ReservationIDLabelKey]; ok && !r.Has(o.ReservationID) {
+			return false
+		}
 	}
 	return true
 }

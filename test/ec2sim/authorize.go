@@ -161,6 +161,9 @@ func (s *Server) launchDenied(lt *launchTemplate, subnets []string, capacityType
 		for _, sg := range lt.securityGroups {
 			used = append(used, "security-group/"+sg)
 		}
+		if lt.reservation != "" {
+			used = append(used, "capacity-reservation/"+lt.reservation)
+		}
 		for _, resource := range used {
 			have := map[string]string(nil)
 			if strings.HasPrefix(resource, "launch-template/") {

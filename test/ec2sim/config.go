@@ -59,6 +59,10 @@ type Config struct {
 	IAMRoles         []string                `json:"iamRoles,omitempty"`
 	InstanceProfiles []InstanceProfileConfig `json:"instanceProfiles,omitempty"`
 
+	// CapacityReservations are On-Demand Capacity Reservations the account
+	// holds from the start (Linux/UNIX, active).
+	CapacityReservations []CapacityReservationConfig `json:"capacityReservations,omitempty"`
+
 	// Policy is the controller role's IAM policy every request is held to;
 	// nil allows everything. PolicyFile, with ${ClusterName}, ${AWS::Region},
 	// ${AWS::Partition}, ${AWS::AccountId}, ${NodeRoleName} and
@@ -259,3 +263,15 @@ func (c *Config) withDefaults() {
 // simulatedCA is the CA of the default EKS cluster; no node of a local
 // cluster trusts it, so a local cluster configures the real one.
 const simulatedCA = "-----BEGIN CERTIFICATE-----\nMIIBsimulatedEKSclusterCA\n-----END CERTIFICATE-----\n"
+
+// CapacityReservationConfig is a capacity reservation of the account.
+type CapacityReservationConfig struct {
+	InstanceType string `json:"instanceType"`
+	Zone         string `json:"zone"`
+	Count        int    `json:"count"`
+	// MatchCriteria is "open" (the default) or "targeted".
+	MatchCriteria string            `json:"matchCriteria,omitempty"`
+	Tags          map[string]string `json:"tags,omitempty"`
+	// EndDate, when set, is when the reservation expires.
+	EndDate *time.Time `json:"endDate,omitempty"`
+}

@@ -338,12 +338,27 @@ func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
 	if apiErr != nil {
 		return nil, apiErr
 	}
+	reservation := ""
+	crs := data.sub("CapacityReservationSpecification")
+	switch pref := crs.get("CapacityReservationPreference"); pref {
+	case "", "open", "none", "capacity-reservations-only":
+	default:
+		return nil, invalidParameter("Value (%s) for parameter capacityReservationPreference is invalid. Valid values: capacity-reservations-only, open, none", pref)
+	}
+	if id := crs.get("CapacityReservationTarget.CapacityReservationId"); id != "" {
+		// EC2 takes a target only with the capacity-reservations-only preference.
+		if pref := crs.get("CapacityReservationPreference"); pref != "" && pref != "capacity-reservations-only" {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidParameterCombination",
+				message: "CapacityReservationTarget can be specified only with the capacity-reservations-only CapacityReservationPreference"}
+		}
+		reservation = id
+	}
 	specs := map[string]map[string]string{}
 	for _, rt := range []string{"instance", "volume", "network-interface", "spot-instances-request"} {
 		specs[rt] = data.tags(rt)
 	}
 	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, securityGroups: groups, created: s.clock.Now().UTC(),
-		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name"), options: options}
+		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name"), options: options, reservation: reservation}
 	if arn := data.get("IamInstanceProfile.Arn"); arn != "" && lt.instanceProfile == "" {
 		lt.instanceProfile = arn[strings.LastIndex(arn, "/")+1:]
 	}

@@ -78,6 +78,16 @@ func (s *Server) launchError(c candidate, capacityType string) (string, string) 
 			return code, msg
 		}
 	}
+	if c.template != nil && c.template.reservation != "" {
+		// Room in the reservation is the only capacity that counts.
+		if code, msg := s.reservationError(c, capacityType); code != "" {
+			return code, msg
+		}
+		if c.subnet.AvailableIPs <= 0 {
+			return "InsufficientFreeAddressesInSubnet", fmt.Sprintf("There are not enough free addresses in subnet '%s' to satisfy the requested number of instances.", c.subnet.ID)
+		}
+		return "", ""
+	}
 	f := s.cfg.Faults
 	if capacityType == spot && f.NoSpotServiceLinkedRole {
 		return "AuthFailure.ServiceLinkedRoleCreationNotPermitted", "The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances."
@@ -123,6 +133,7 @@ func (s *Server) launch(c candidate, capacityType string, tags map[string]string
 		inst.ImageID, inst.UserData = c.template.imageID, c.template.userData
 		inst.SecurityGroupIDs = append([]string(nil), c.template.securityGroups...)
 		inst.Options = c.template.options
+		inst.CapacityReservationID = c.template.reservation
 		// The request's tags win over the template's for the same key.
 		for k, v := range c.template.tagSpecs["instance"] {
 			inst.Tags[k] = v
@@ -324,6 +335,7 @@ func (s *Server) instanceXML(inst *Instance) instanceXML {
 	for _, id := range inst.SecurityGroupIDs {
 		out.Groups = append(out.Groups, groupXML{GroupID: id})
 	}
+	out.CapacityReservationID = inst.CapacityReservationID
 	if inst.CapacityType == spot {
 		out.InstanceLifecycle = spot
 		out.SpotRequestID = "sir-" + inst.ID[2:]

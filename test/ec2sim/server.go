@@ -54,8 +54,10 @@ type Instance struct {
 	// SecurityGroupIDs are the groups its launch template attached.
 	SecurityGroupIDs []string `json:"securityGroupIDs,omitempty"`
 	// Options are its launch template's other settings.
-	Options   LaunchOptions `json:"options,omitempty"`
-	privateIP string
+	Options LaunchOptions `json:"options,omitempty"`
+	// CapacityReservationID is the reservation it runs in, if any.
+	CapacityReservationID string `json:"capacityReservationID,omitempty"`
+	privateIP             string
 }
 
 type launchTemplate struct {
@@ -72,30 +74,36 @@ type launchTemplate struct {
 	tagSpecs        map[string]map[string]string
 	instanceProfile string
 	options         LaunchOptions
+	// reservation is the capacity reservation its instances must run in
+	// (CapacityReservationTarget with capacity-reservations-only).
+	reservation string
 }
 
 // Server is the simulator. It is safe for concurrent use.
 type Server struct {
 	clock clock.Clock
 
-	mu              sync.Mutex
-	cfg             Config
-	types           map[string]catalog.InstanceType
-	typeNames       []string
-	instances       map[string]*Instance
-	order           []string
-	templates       map[string]*launchTemplate
-	fleetsByToken   map[string]*createFleetResponse
-	requests        []Request
-	seq             int
-	requestCount    int
-	spotPriceFactor map[string]float64
-	queues          map[string]*queue
-	messageSeq      int
-	sqsRequests     int
-	ssmRequests     int
-	iamRequests     int
-	profiles        map[string]*instanceProfile
+	mu        sync.Mutex
+	cfg       Config
+	types     map[string]catalog.InstanceType
+	typeNames []string
+	instances map[string]*Instance
+	order     []string
+	templates map[string]*launchTemplate
+	// reservations are the capacity reservations, by id, in creation order.
+	reservations     map[string]*capacityReservation
+	reservationOrder []string
+	fleetsByToken    map[string]*createFleetResponse
+	requests         []Request
+	seq              int
+	requestCount     int
+	spotPriceFactor  map[string]float64
+	queues           map[string]*queue
+	messageSeq       int
+	sqsRequests      int
+	ssmRequests      int
+	iamRequests      int
+	profiles         map[string]*instanceProfile
 	// beforeAnswer, when set, runs after EC2 has acted on a request and
 	// before the answer is written: a test kills the client there.
 	beforeAnswer func(action string)
@@ -125,7 +133,7 @@ func New(cfg Config, clk clock.Clock) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{clock: clk, cfg: cfg, types: map[string]catalog.InstanceType{}, instances: map[string]*Instance{},
-		templates: map[string]*launchTemplate{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{},
+		templates: map[string]*launchTemplate{}, reservations: map[string]*capacityReservation{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{},
 		queues: map[string]*queue{}, profiles: map[string]*instanceProfile{}}
 	for _, p := range cfg.InstanceProfiles {
 		ip := &instanceProfile{name: p.Name, id: "AIPA" + strings.ToUpper(s.nextID("ip")[3:]), tags: map[string]string{}, created: clk.Now()}
@@ -157,6 +165,11 @@ func New(cfg Config, clk clock.Clock) (*Server, error) {
 		}
 	}
 	sort.Strings(s.typeNames)
+	for i, c := range cfg.CapacityReservations {
+		if _, err := s.reserve(c); err != nil {
+			return nil, fmt.Errorf("config capacityReservations[%d]: %w", i, err)
+		}
+	}
 	return s, nil
 }
 
@@ -330,6 +343,12 @@ func (s *Server) dispatch(action string, p *params) (any, *apiError) {
 		return s.createLaunchTemplate(p)
 	case "DescribeLaunchTemplates":
 		return s.describeLaunchTemplates(p)
+	case "CreateCapacityReservation":
+		return s.createCapacityReservation(p)
+	case "DescribeCapacityReservations":
+		return s.describeCapacityReservations(p)
+	case "CancelCapacityReservation":
+		return s.cancelCapacityReservation(p)
 	case "DeleteLaunchTemplate":
 		return s.deleteLaunchTemplate(p)
 	case "":

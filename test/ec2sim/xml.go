@@ -100,10 +100,12 @@ type instanceXML struct {
 	PrivateIPAddress  string       `xml:"privateIpAddress"`
 	Architecture      string       `xml:"architecture"`
 	InstanceLifecycle string       `xml:"instanceLifecycle,omitempty"`
-	SpotRequestID     string       `xml:"spotInstanceRequestId,omitempty"`
-	ClientToken       string       `xml:"clientToken,omitempty"`
-	Tags              *tagSetXML   `xml:"tagSet"`
-	Groups            []groupXML   `xml:"groupSet>item"`
+	// CapacityReservationID is the reservation the instance runs in.
+	CapacityReservationID string     `xml:"capacityReservationId,omitempty"`
+	SpotRequestID         string     `xml:"spotInstanceRequestId,omitempty"`
+	ClientToken           string     `xml:"clientToken,omitempty"`
+	Tags                  *tagSetXML `xml:"tagSet"`
+	Groups                []groupXML `xml:"groupSet>item"`
 }
 
 type groupXML struct {

@@ -303,6 +303,73 @@ var _ = Describe("Spot first, On-Demand when Spot runs out", Ordered, func() {
 		Expect(throttled).To(BeNumerically(">", 0), "%v", sim.Requests())
 	})
 
+	It("launches into a capacity reservation first, through a pool of reservations only, and what it has no room for goes to Spot", func() {
+		reservation, err := sim.Reserve(ec2sim.CapacityReservationConfig{InstanceType: "c5.large", Zone: "ap-northeast-2a", Count: 2,
+			MatchCriteria: "targeted", Tags: map[string]string{"team": "batch"}})
+		Expect(err).NotTo(HaveOccurred())
+		class := mustGetClass()
+		patch := client.MergeFrom(class.DeepCopy())
+		class.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{Tags: map[string]string{"team": "batch"}}}
+		Expect(env.Client.Patch(ctx, class, patch)).To(Succeed())
+		// Tried before batch: the reservations' pool weighs more.
+		batch := &v1.NodePool{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "batch"}, batch)).To(Succeed())
+		batchPatch := client.MergeFrom(batch.DeepCopy())
+		batch.Spec.Weight = ptr.To[int32](50)
+		Expect(env.Client.Patch(ctx, batch, batchPatch)).To(Succeed())
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "reserved"}, Spec: v1.NodePoolSpec{Weight: ptr.To[int32](100), Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "default"},
+			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: v1.CapacityTypeLabelKey, Operator: v1.OpIn, Values: []string{"reserved"}}},
+		}}}}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+		DeferCleanup(func() {
+			Expect(env.Client.Delete(ctx, pool)).To(Succeed())
+			batch := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "batch"}, batch)).To(Succeed())
+			batchPatch := client.MergeFrom(batch.DeepCopy())
+			batch.Spec.Weight = ptr.To[int32](100)
+			Expect(env.Client.Patch(ctx, batch, batchPatch)).To(Succeed())
+			class := mustGetClass()
+			patch := client.MergeFrom(class.DeepCopy())
+			class.Spec.CapacityReservationSelectorTerms = nil
+			Expect(env.Client.Patch(ctx, class, patch)).To(Succeed())
+		})
+		Eventually(func() []awsv1.CapacityReservation { return mustGetClass().Status.CapacityReservations }, 10*time.Second).Should(ConsistOf(
+			HaveField("ID", reservation)))
+		Eventually(func() bool {
+			got := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pool), got)).To(Succeed())
+			for _, c := range got.Status.Conditions {
+				if c.Type == "Ready" {
+					return c.Status == metav1.ConditionTrue
+				}
+			}
+			return false
+		}, 10*time.Second).Should(BeTrue())
+
+		// One pod per node: each c5.large holds one.
+		pendingPods(ns, 3, "1500m")
+		Eventually(launchedClaims, 15*time.Second).Should(ConsistOf("reserved/reserved", "reserved/reserved", "batch/spot"))
+		for _, c := range nodeClaims() {
+			if c.Labels[v1.CapacityTypeLabelKey] == "reserved" {
+				Expect(c.Labels).To(HaveKeyWithValue("karpenter.k8s.aws/capacity-reservation-id", reservation))
+				Expect(c.Labels).To(HaveKeyWithValue(corev1.LabelTopologyZone, "ap-northeast-2a"))
+			}
+		}
+		inReservation := 0
+		for _, inst := range sim.Instances() {
+			if inst.CapacityReservationID == reservation && inst.State == "running" {
+				inReservation++
+			}
+		}
+		Expect(inReservation).To(Equal(2))
+		for _, r := range sim.Requests() {
+			if r.Action == "CreateFleet" {
+				Expect(r.Error).To(BeEmpty(), "no launch into the full reservation was tried")
+			}
+		}
+	})
+
 	It("does not let a NodeClaim that cannot launch hold up the others, and gives it up after the launch timeout", func() {
 		poisoned := &v1.NodeClaim{
 			ObjectMeta: metav1.ObjectMeta{Name: "poisoned", Labels: map[string]string{v1.NodePoolLabelKey: "batch"}},

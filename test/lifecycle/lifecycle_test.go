@@ -151,9 +151,11 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 			c := condition(class, awsv1.ConditionValidationSucceeded)(g)
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(c.Reason).To(Equal("UnsupportedField"))
-			for _, field := range []string{"spec.capacityReservationSelectorTerms", "spec.placementGroupSelector", "spec.networkInterfaces"} {
+			for _, field := range []string{"spec.placementGroupSelector", "spec.networkInterfaces"} {
 				g.Expect(c.Message).To(ContainSubstring(field))
 			}
+			g.Expect(c.Message).NotTo(ContainSubstring("capacityReservation"), "reservations are launched into")
+			g.Expect(condition(class, awsv1.ConditionCapacityReservationsReady)(g).Message).To(ContainSubstring("cr-0123456789abcdef0 does not exist"))
 			g.Expect(condition(class, awsv1.ConditionReady)(g).Status).To(Equal(metav1.ConditionFalse))
 			ready := condition(&v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}}, v1.ConditionReady)(g)
 			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))

@@ -120,9 +120,10 @@ type EC2NodeClassSpec struct {
 	// +optional
 	CPUOptions *CPUOptions `json:"cpuOptions,omitempty"`
 	// CapacityReservationSelectorTerms select On-Demand Capacity Reservations to
-	// launch into; terms are ORed. Accepted so Karpenter manifests apply; Backstop
-	// does not launch into reservations yet, and a class that selects any is
-	// not Ready (ValidationSucceeded says so).
+	// launch into; terms are ORed. The active ones found are listed in
+	// status.capacityReservations, and NodePools that allow the capacity type
+	// "reserved" launch into them before Spot and On-Demand. Capacity Blocks
+	// and interruptible reservations are listed but not launched into.
 	// +kubebuilder:validation:MaxItems=30
 	// +kubebuilder:validation:XValidation:rule="self.all(t, has(t.tags) || has(t.id) || has(t.instanceMatchCriteria))",message="capacityReservationSelectorTerms: each term needs one of 'tags', 'id' or 'instanceMatchCriteria'"
 	// +kubebuilder:validation:XValidation:rule="!self.exists(t, has(t.id) && (has(t.tags) || has(t.ownerID) || has(t.instanceMatchCriteria)))",message="capacityReservationSelectorTerms: 'id' cannot be combined with other fields in the same term; use a separate term"
@@ -428,6 +429,9 @@ const (
 	ConditionSecurityGroupsReady  = "SecurityGroupsReady"
 	ConditionAMIsReady            = "AMIsReady"
 	ConditionInstanceProfileReady = "InstanceProfileReady"
+	// ConditionCapacityReservationsReady is True once the class's
+	// capacity reservation terms were looked up (matching none is fine).
+	ConditionCapacityReservationsReady = "CapacityReservationsReady"
 	// ConditionValidationSucceeded is false while the spec asks for what
 	// Backstop does not do (Karpenter's name for the class's own checks).
 	ConditionValidationSucceeded = "ValidationSucceeded"
@@ -452,12 +456,58 @@ type EC2NodeClassStatus struct {
 	// InstanceProfile is the profile instances launch with.
 	// +optional
 	InstanceProfile string `json:"instanceProfile,omitempty"`
+	// CapacityReservations are the active capacity reservations
+	// capacityReservationSelectorTerms matched.
+	// +optional
+	CapacityReservations []CapacityReservation `json:"capacityReservations,omitempty"`
 	// Conditions say whether each part resolved; Ready when all did.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// CapacityReservation is a resolved capacity reservation, with Karpenter's fields.
+type CapacityReservation struct {
+	// AvailabilityZone the reservation holds capacity in.
+	AvailabilityZone string `json:"availabilityZone"`
+	// EndTime is when the reservation ends, if it has an end.
+	// +optional
+	EndTime *metav1.Time `json:"endTime,omitempty"`
+	// ID of the reservation.
+	// +kubebuilder:validation:Pattern=`^cr-[0-9a-z]+$`
+	ID string `json:"id"`
+	// InstanceMatchCriteria is "open" or "targeted".
+	// +kubebuilder:validation:Enum=open;targeted
+	InstanceMatchCriteria string `json:"instanceMatchCriteria"`
+	// InstanceType the reservation holds.
+	InstanceType string `json:"instanceType"`
+	// OwnerID is the account that owns the reservation.
+	// +kubebuilder:validation:Pattern=`^[0-9]{12}$`
+	OwnerID string `json:"ownerID"`
+	// ReservationType is "default" (an On-Demand Capacity Reservation) or
+	// "capacity-block".
+	// +kubebuilder:validation:Enum=default;capacity-block
+	// +kubebuilder:default=default
+	// +optional
+	ReservationType string `json:"reservationType"`
+	// Interruptible says the reservation's owner may take the capacity back.
+	// +optional
+	Interruptible bool `json:"interruptible"`
+	// State is "active", or "expiring" for a Capacity Block near its end.
+	// +kubebuilder:validation:Enum=active;expiring
+	// +kubebuilder:default=active
+	// +optional
+	State string `json:"state"`
+}
+
+// Capacity reservation types and states, as EC2NodeClass status writes them.
+const (
+	CapacityReservationTypeDefault       = "default"
+	CapacityReservationTypeCapacityBlock = "capacity-block"
+	CapacityReservationStateActive       = "active"
+	CapacityReservationStateExpiring     = "expiring"
+)
 
 // Subnet is a resolved subnet.
 type Subnet struct {

@@ -61,6 +61,8 @@ type FleetError struct {
 	InstanceType string
 	Zone         string
 	Subnet       string
+	// Template is the launch template of the override, by name.
+	Template string
 }
 
 // Outcome is what Backstop should do about a failed launch.
@@ -96,6 +98,8 @@ var capacityCodes = map[string]bool{
 	"UnfulfillableCapacity":        true,
 	"InsufficientCapacity":         true,
 	"Unsupported":                  true,
+	// A targeted capacity reservation has no room left.
+	"ReservationCapacityExceeded": true,
 }
 
 var retryCodes = map[string]bool{
@@ -132,6 +136,9 @@ const notPropagatedMessage = InstanceProfileNotPropagated + ": EC2 does not see 
 func Classify(capacityType string, errs []FleetError) Classification {
 	var out Classification
 	var config, retry, unknown []string
+	// said is what EC2 said of the first configuration error: which
+	// resource or parameter it refused.
+	said := ""
 	propagating := false
 	seen := map[Unavailable]bool{}
 	mark := func(u Unavailable) {
@@ -165,6 +172,9 @@ func Classify(capacityType string, errs []FleetError) Classification {
 		case retryCodes[e.Code] || strings.HasPrefix(e.Code, "Server."):
 			retry = append(retry, e.Code)
 		case configCodes[e.Code] != "":
+			if len(config) == 0 {
+				said = e.Message
+			}
 			config = append(config, e.Code)
 		default:
 			unknown = append(unknown, e.Code+": "+e.Message)
@@ -174,6 +184,9 @@ func Classify(capacityType string, errs []FleetError) Classification {
 	case len(config) > 0:
 		out.Outcome, out.Reason = OutcomeConfig, config[0]
 		out.Message = fmt.Sprintf("%s: %s", config[0], configCodes[config[0]])
+		if said != "" {
+			out.Message += " (EC2: " + said + ")"
+		}
 	case len(out.Unavailable) > 0:
 		out.Outcome = OutcomeUnavailable
 		codes := sortedKeys(reasons)

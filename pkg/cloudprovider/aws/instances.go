@@ -32,6 +32,11 @@ func toInstance(i ec2types.Instance) *cloudprovider.Instance {
 	for _, t := range i.Tags {
 		labels[aws.ToString(t.Key)] = aws.ToString(t.Value)
 	}
+	if id := aws.ToString(i.CapacityReservationId); id != "" && ct == v1.CapacityTypeOnDemand {
+		// An On-Demand instance running in a reservation.
+		ct = v1.CapacityTypeReserved
+		labels[LabelCapacityReservationID] = id
+	}
 	out := &cloudprovider.Instance{
 		ID: aws.ToString(i.InstanceId), ProviderID: fmt.Sprintf("aws:///%s/%s", zone, aws.ToString(i.InstanceId)),
 		InstanceType: string(i.InstanceType), Zone: zone, CapacityType: ct, ImageID: aws.ToString(i.ImageId), Labels: labels,
@@ -132,11 +137,21 @@ func (l *Launcher) Delete(ctx context.Context, claim *v1.NodeClaim) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if _, err := l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
+	out, err := l.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
+	if err != nil {
 		if fe, ok := FromAPIError(err); ok && fe.Code == "InvalidInstanceID.NotFound" {
 			return nil
 		}
 		return retryable("TerminateInstances", err)
+	}
+	// The room of a reserved instance comes back once: when this call,
+	// not an earlier one, began its termination.
+	if reservation := claim.Labels[LabelCapacityReservationID]; reservation != "" {
+		for _, t := range out.TerminatingInstances {
+			if prev := t.PreviousState; prev != nil && (prev.Name == ec2types.InstanceStateNamePending || prev.Name == ec2types.InstanceStateNameRunning) {
+				l.offerings.reservations.Terminated(reservation)
+			}
+		}
 	}
 	return nil
 }

@@ -171,6 +171,10 @@ type fleetOverride struct {
 	// ami is the class's image this type boots (its launch template's).
 	ami          string
 	capacityType string
+	// reservation is the capacity reservation of a reserved override.
+	reservation string
+	// template is the launch template it launches from, by name.
+	template string
 }
 
 // alreadyLaunched returns the instance an earlier launch of the claim made,
@@ -256,6 +260,7 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	if err != nil {
 		return nil, err
 	}
+	sent := l.clock().Now()
 	out, err := l.createFleet(ctx, claim, class, capacityType, configs)
 	if err != nil {
 		if fe, ok := FromAPIError(err); ok && strings.HasPrefix(fe.Code, "InvalidLaunchTemplate") {
@@ -274,6 +279,7 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 		if !ok {
 			return nil, retryable("CreateFleet", err)
 		}
+		l.exhaust(overrides, []FleetError{fe})
 		return nil, l.failure("CreateFleet", capacityType, []FleetError{fe}, causeOf(err))
 	}
 	l.setUncertain(claim, false)
@@ -284,10 +290,14 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 			fe.InstanceType = string(lto.Overrides.InstanceType)
 			fe.Zone = aws.ToString(lto.Overrides.AvailabilityZone)
 			fe.Subnet = aws.ToString(lto.Overrides.SubnetId)
+			if spec := lto.LaunchTemplateSpecification; spec != nil {
+				fe.Template = aws.ToString(spec.LaunchTemplateName)
+			}
 		}
 		fleetErrs = append(fleetErrs, fe)
 	}
 	l.countFailures(claim, class, capacityType, fleetErrs)
+	l.exhaust(overrides, fleetErrs)
 	requestID, _ := awsmiddleware.GetRequestIDMetadata(out.ResultMetadata)
 	if len(out.Instances) == 0 || len(out.Instances[0].InstanceIds) == 0 {
 		err := l.failure("CreateFleet", capacityType, fleetErrs, cloudprovider.Cause{RequestID: requestID})
@@ -317,16 +327,55 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	}
 	inst := out.Instances[0]
 	zone := aws.ToString(inst.LaunchTemplateAndOverrides.Overrides.AvailabilityZone)
+	template := ""
+	if spec := inst.LaunchTemplateAndOverrides.LaunchTemplateSpecification; spec != nil {
+		template = aws.ToString(spec.LaunchTemplateName)
+	}
 	launched := l.result(types, inst.InstanceIds[0], string(inst.InstanceType), zone, capacityType)
-	// CreateFleet does not say which image; it is the one of the launch
-	// template the type was given (status.imageID, AMI drift).
+	// CreateFleet does not say which image or reservation; they are those
+	// of the launch template the type was given (status.imageID, AMI drift).
 	for _, o := range overrides {
-		if o.it.Name == launched.InstanceType {
+		if o.it.Name == launched.InstanceType && (template == "" || o.template == template) && (o.reservation == "" || o.zone == zone) {
 			launched.ImageID = o.ami
+			if o.reservation != "" {
+				reservedLabels(launched, o.reservation)
+				l.offerings.reservations.Launched(o.reservation, sent)
+			}
 			break
 		}
 	}
 	return launched, nil
+}
+
+// reservedLabels marks an instance as launched into a capacity reservation.
+func reservedLabels(inst *cloudprovider.Instance, reservation string) {
+	if inst.Labels == nil {
+		inst.Labels = map[string]string{}
+	}
+	inst.CapacityType = v1.CapacityTypeReserved
+	inst.Labels[LabelCapacityReservationID] = reservation
+	inst.Labels[LabelCapacityReservationType] = awsv1.CapacityReservationTypeDefault
+	inst.Labels[LabelCapacityReservationInterruptible] = "false"
+}
+
+// exhaust records, for the reserved overrides EC2 refused for want of
+// capacity, that their reservations have no room: the next plan leaves them.
+func (l *Launcher) exhaust(overrides []fleetOverride, errs []FleetError) {
+	for _, e := range errs {
+		if !capacityCodes[e.Code] {
+			continue
+		}
+		for _, o := range overrides {
+			if o.reservation == "" {
+				continue
+			}
+			// A request-wide refusal names no override: it is about all.
+			whole := e.InstanceType == "" && e.Template == ""
+			if whole || (o.it.Name == e.InstanceType && (e.Template == "" || e.Template == o.template) && (e.Zone == "" || e.Zone == o.zone)) {
+				l.offerings.reservations.Exhausted(o.reservation)
+			}
+		}
+	}
 }
 
 // result describes a launched instance with the capacity and labels of its type.
@@ -348,6 +397,9 @@ func (l *Launcher) describe(ctx context.Context, class *awsv1.EC2NodeClass, foun
 	types, _ := l.offerings.InstanceTypes(ctx, class)
 	out := l.result(types, found.ID, found.InstanceType, found.Zone, found.CapacityType)
 	out.ImageID, out.LaunchTime, out.State = found.ImageID, found.LaunchTime, found.State
+	if found.CapacityType == v1.CapacityTypeReserved {
+		reservedLabels(out, found.Labels[LabelCapacityReservationID])
+	}
 	return out
 }
 
@@ -429,11 +481,14 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			if r, ok := reqs[corev1.LabelTopologyZone]; ok && !r.Has(o.Zone) {
 				continue
 			}
+			if r, ok := reqs[LabelCapacityReservationID]; ok && o.ReservationID != "" && !r.Has(o.ReservationID) {
+				continue
+			}
 			subnet, ok := subnets[o.Zone]
 			if !ok {
 				continue
 			}
-			all = append(all, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch, ami: ami, capacityType: o.CapacityType})
+			all = append(all, fleetOverride{it: it, zone: o.Zone, subnet: subnet, price: o.Price, arch: arch, ami: ami, capacityType: o.CapacityType, reservation: o.ReservationID})
 		}
 	}
 	if !reqs.HasMinValues() {
@@ -450,7 +505,8 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			return o.capacityType == v1.CapacityTypeSpot && o.price > cheapestOnDemand
 		})
 	}
-	for _, ct := range []string{v1.CapacityTypeSpot, v1.CapacityTypeOnDemand} {
+	// Reservations first (paid for whether used or not), then Spot, then On-Demand.
+	for _, ct := range []string{v1.CapacityTypeReserved, v1.CapacityTypeSpot, v1.CapacityTypeOnDemand} {
 		var out []fleetOverride
 		for _, o := range all {
 			if o.capacityType == ct {
@@ -464,7 +520,7 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 			if out[i].price != out[j].price {
 				return out[i].price < out[j].price
 			}
-			return out[i].it.Name+out[i].zone < out[j].it.Name+out[j].zone
+			return out[i].it.Name+out[i].zone+out[i].reservation < out[j].it.Name+out[j].zone+out[j].reservation
 		})
 		if len(out) > MaxOverrides {
 			out = out[:MaxOverrides]
@@ -502,25 +558,31 @@ func compatible(reqs scheduling.Requirements, it *scheduling.InstanceType) bool 
 func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, overrides []fleetOverride) ([]ec2types.FleetLaunchTemplateConfigRequest, error) {
 	// One launch template per image: each type launches the image it can
 	// boot (its architecture; the NVIDIA or Neuron variant for GPU and
-	// accelerator types).
-	byImage := map[string][]fleetOverride{}
-	var images []string
-	for _, o := range overrides {
-		if _, ok := byImage[o.ami]; !ok {
-			images = append(images, o.ami)
+	// accelerator types); and per capacity reservation, which a template
+	// targets.
+	// Each override learns its template's name.
+	type templateKey struct{ ami, reservation string }
+	byTemplate := map[templateKey][]int{}
+	var keys []templateKey
+	for i, o := range overrides {
+		k := templateKey{o.ami, o.reservation}
+		if _, ok := byTemplate[k]; !ok {
+			keys = append(keys, k)
 		}
-		byImage[o.ami] = append(byImage[o.ami], o)
+		byTemplate[k] = append(byTemplate[k], i)
 	}
 	var configs []ec2types.FleetLaunchTemplateConfigRequest
-	for _, ami := range images {
-		name, err := l.ensureTemplate(ctx, claim, class, ami)
+	for _, k := range keys {
+		name, err := l.ensureTemplate(ctx, claim, class, k.ami, k.reservation)
 		if err != nil {
 			return nil, err
 		}
 		cfg := ec2types.FleetLaunchTemplateConfigRequest{LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{
 			LaunchTemplateName: aws.String(name), Version: aws.String("$Latest"),
 		}}
-		for _, o := range byImage[ami] {
+		for _, i := range byTemplate[k] {
+			overrides[i].template = name
+			o := overrides[i]
 			cfg.Overrides = append(cfg.Overrides, ec2types.FleetLaunchTemplateOverridesRequest{
 				InstanceType: ec2types.InstanceType(o.it.Name), SubnetId: aws.String(o.subnet), AvailabilityZone: aws.String(o.zone),
 			})
@@ -687,6 +749,8 @@ type templateData struct {
 	IPPrefixCount        *int32                    `json:",omitempty"`
 	ConnectionTracking   *awsv1.ConnectionTracking `json:",omitempty"`
 	NestedVirtualization *string                   `json:",omitempty"`
+	// CapacityReservation is the reservation a reserved launch targets.
+	CapacityReservation string `json:",omitempty"`
 	// Tags are those of the template, of the network interfaces and Spot
 	// requests its launches create: the class's own, and the ones the
 	// controller's IAM policy demands (cluster, NodePool, class).
@@ -708,7 +772,7 @@ func (l *Launcher) ownedTags(nodePool string, class *awsv1.EC2NodeClass) map[str
 	return tags
 }
 
-func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, ami string) (string, error) {
+func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, class *awsv1.EC2NodeClass, ami, reservation string) (string, error) {
 	if class.Status.InstanceProfile == "" {
 		// An instance without a profile has no credentials: it would run,
 		// and be paid for, without ever joining.
@@ -721,7 +785,7 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 	}
 	data := templateData{Image: ami, InstanceProfile: class.Status.InstanceProfile, Metadata: class.Spec.MetadataOptions,
 		BlockDevices: devices, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: l.ownedTags(claim.Labels[v1.NodePoolLabelKey], class),
-		IPPrefixCount: class.Spec.IPPrefixCount, ConnectionTracking: class.Spec.ConnectionTracking}
+		IPPrefixCount: class.Spec.IPPrefixCount, ConnectionTracking: class.Spec.ConnectionTracking, CapacityReservation: reservation}
 	if o := class.Spec.CPUOptions; o != nil {
 		data.NestedVirtualization = o.NestedVirtualization
 	}
@@ -840,6 +904,14 @@ func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1
 		lt.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{primary}
 		lt.SecurityGroupIds = nil
 	}
+	if d.CapacityReservation != "" {
+		// Only into the reservation: without room, EC2 refuses rather than
+		// launching a plain On-Demand instance.
+		lt.CapacityReservationSpecification = &ec2types.LaunchTemplateCapacityReservationSpecificationRequest{
+			CapacityReservationPreference: ec2types.CapacityReservationPreferenceCapacityReservationsOnly,
+			CapacityReservationTarget:     &ec2types.CapacityReservationTarget{CapacityReservationId: aws.String(d.CapacityReservation)},
+		}
+	}
 	if d.NestedVirtualization != nil {
 		lt.CpuOptions = &ec2types.LaunchTemplateCpuOptionsRequest{NestedVirtualization: ec2types.NestedVirtualizationSpecification(*d.NestedVirtualization)}
 	}
@@ -891,11 +963,16 @@ func (l *Launcher) createFleet(ctx context.Context, claim *v1.NodeClaim, class *
 	tags := l.ownedTags(claim.Labels[v1.NodePoolLabelKey], class)
 	tags[TagNodeClaim] = claim.Name
 	tags["Name"] = claim.Name
+	// A reservation's instances are On-Demand instances its templates target.
+	target := ec2types.DefaultTargetCapacityType(capacityType)
+	if capacityType == v1.CapacityTypeReserved {
+		target = ec2types.DefaultTargetCapacityTypeOnDemand
+	}
 	in := &ec2.CreateFleetInput{
 		Type:                  ec2types.FleetTypeInstant,
 		LaunchTemplateConfigs: configs,
 		TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{
-			TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: ec2types.DefaultTargetCapacityType(capacityType),
+			TotalTargetCapacity: aws.Int32(1), DefaultTargetCapacityType: target,
 		},
 		TagSpecifications: []ec2types.TagSpecification{
 			{ResourceType: ec2types.ResourceTypeInstance, Tags: toTags(tags)},

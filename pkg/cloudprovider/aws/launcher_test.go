@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	. "github.com/onsi/gomega/gstruct"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,6 +118,170 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(launched.Tags).To(HaveKeyWithValue("karpenter.k8s.aws/ec2nodeclass", "default"))
 		Expect(launched.Tags).To(HaveKeyWithValue("eks:eks-cluster-name", "my-cluster"))
 		Expect(launched.Tags).To(HaveKeyWithValue("team", "data"))
+	})
+
+	Context("with a capacity reservation", func() {
+		var reservation string
+		var path test.Launch
+		BeforeEach(func() {
+			var err error
+			reservation, err = sim.Reserve(ec2sim.CapacityReservationConfig{InstanceType: "m5.large", Zone: "us-east-1b", Count: 2,
+				MatchCriteria: "targeted", Tags: map[string]string{"team": "data"}})
+			Expect(err).NotTo(HaveOccurred())
+			// A launch path whose resolver and offerings share one count, as the controller's do.
+			path = test.NewLaunch(simURL, "my-cluster", "this-process")
+			launcher, offerings = path.Launcher, path.Offerings
+			class.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{Tags: map[string]string{"team": "data"}}}
+			resolver := test.NewResolver(simURL, "my-cluster")
+			resolver.Reservations = path.Reservations
+			class.Status, err = resolver.Resolve(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			sim.ResetRequests()
+		})
+		claimFor := func(name string) *v1.NodeClaim {
+			c := claim(name, "reserved", "spot", "on-demand")
+			c.Spec.Requirements[0].Values = []string{"m5.large"}
+			c.Labels = map[string]string{v1.NodePoolLabelKey: "batch"}
+			return c
+		}
+
+		It("launches into it first, until it is full, then Spot; a terminated instance gives its room back", func() {
+			Expect(class.Status.CapacityReservations).To(ConsistOf(awsv1.CapacityReservation{ID: reservation, AvailabilityZone: "us-east-1b",
+				InstanceType: "m5.large", InstanceMatchCriteria: "targeted", OwnerID: "123456789012", ReservationType: "default", State: "active"}))
+			types, err := offerings.InstanceTypes(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			var reserved []scheduling.Offering
+			for _, it := range types {
+				for _, o := range it.Offerings {
+					if o.CapacityType == v1.CapacityTypeReserved {
+						Expect(it.Name).To(Equal("m5.large"))
+						reserved = append(reserved, o)
+					}
+				}
+			}
+			Expect(reserved).To(HaveLen(1))
+			Expect(reserved[0]).To(MatchFields(IgnoreExtras, Fields{"Zone": Equal("us-east-1b"), "Available": BeTrue(),
+				"ReservationID": Equal(reservation), "ReservationCapacity": Equal(2), "Price": BeNumerically("<", 0.0001)}))
+
+			var launched []*cloudprovider.Instance
+			for _, name := range []string{"r1", "r2", "r3"} {
+				inst, err := launcher.Launch(ctx, claimFor(name), class)
+				Expect(err).NotTo(HaveOccurred())
+				launched = append(launched, inst)
+			}
+			for _, inst := range launched[:2] {
+				Expect(inst.CapacityType).To(Equal(v1.CapacityTypeReserved))
+				Expect(inst.Zone).To(Equal("us-east-1b"))
+				Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelCapacityReservationID, reservation))
+				Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelCapacityReservationType, "default"))
+			}
+			Expect(launched[2].CapacityType).To(Equal(v1.CapacityTypeSpot), "the reservation is full: Spot next")
+			Expect(launched[2].Labels).NotTo(HaveKey(aws.LabelCapacityReservationID))
+			calls := fleetCalls()
+			Expect(calls).To(HaveLen(3), "the third launch did not ask EC2 for the full reservation")
+			p := calls[0].Params
+			Expect(p).To(HaveKeyWithValue("TargetCapacitySpecification.DefaultTargetCapacityType", "on-demand"))
+			Expect(p).To(HaveKeyWithValue("OnDemandOptions.AllocationStrategy", "lowest-price"))
+			for _, r := range sim.Requests() {
+				if r.Action == "CreateLaunchTemplate" && r.Params["LaunchTemplateData.CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId"] != "" {
+					Expect(r.Params).To(HaveKeyWithValue("LaunchTemplateData.CapacityReservationSpecification.CapacityReservationPreference", "capacity-reservations-only"))
+				}
+			}
+			inReservation := 0
+			for _, inst := range sim.Instances() {
+				if inst.CapacityReservationID == reservation {
+					inReservation++
+				}
+			}
+			Expect(inReservation).To(Equal(2))
+
+			// Found again in EC2 (a restart), the instance is still reserved.
+			got, err := launcher.Get(ctx, launched[0].ProviderID)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got.CapacityType).To(Equal(v1.CapacityTypeReserved))
+
+			done := claimFor("r1")
+			done.Labels[aws.LabelCapacityReservationID] = reservation
+			done.Status.ProviderID = launched[0].ProviderID
+			Expect(launcher.Delete(ctx, done)).To(Succeed())
+			Expect(launcher.Delete(ctx, done)).To(Succeed(), "deleting twice gives the room back once")
+			Expect(path.Reservations.Available(reservation)).To(Equal(1))
+			inst, err := launcher.Launch(ctx, claimFor("r4"), class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst.CapacityType).To(Equal(v1.CapacityTypeReserved))
+		})
+
+		It("takes EC2's word when the reservation is full behind its back, and moves on to Spot", func() {
+			// Another controller process fills the reservation.
+			other := test.NewLaunch(simURL, "my-cluster", "other-process")
+			for _, name := range []string{"o1", "o2"} {
+				c := claimFor(name)
+				c.Annotations[cloudprovider.CreatedByAnnotation] = "other-process"
+				c.UID = types.UID("other-" + name)
+				// Its count comes from the same description.
+				resolver := test.NewResolver(simURL, "my-cluster")
+				resolver.Reservations = other.Reservations
+				_, err := resolver.Resolve(ctx, class)
+				Expect(err).NotTo(HaveOccurred())
+				inst, err := other.Launcher.Launch(ctx, c, class)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(inst.CapacityType).To(Equal(v1.CapacityTypeReserved))
+			}
+			_, err := launcher.Launch(ctx, claimFor("late"), class)
+			var ice *cloudprovider.InsufficientCapacityError
+			Expect(errors.As(err, &ice)).To(BeTrue(), "%v", err)
+			Expect(ice.Code).To(Equal("ReservationCapacityExceeded"))
+			Expect(path.Reservations.Available(reservation)).To(BeZero())
+			inst, err := launcher.Launch(ctx, claimFor("late-2"), class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst.CapacityType).To(Equal(v1.CapacityTypeSpot))
+		})
+
+		It("lists a reservation EC2 refuses for its type or capacity type, as EC2 would refuse it", func() {
+			sim.SetPolicy(ec2sim.AllowAll) // EC2's own checks, not IAM's
+			_, err := client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: ptr.To("into-reservation"),
+				LaunchTemplateData: &ec2types.RequestLaunchTemplateData{CapacityReservationSpecification: &ec2types.LaunchTemplateCapacityReservationSpecificationRequest{
+					CapacityReservationPreference: ec2types.CapacityReservationPreferenceCapacityReservationsOnly,
+					CapacityReservationTarget:     &ec2types.CapacityReservationTarget{CapacityReservationId: ptr.To(reservation)}}}})
+			Expect(err).NotTo(HaveOccurred())
+			fleet := func(instanceType, zone string, capacityType ec2types.DefaultTargetCapacityType) string {
+				subnet := ""
+				for _, s := range class.Status.Subnets {
+					if s.Zone == zone {
+						subnet = s.ID
+					}
+				}
+				out, err := client.CreateFleet(ctx, &ec2.CreateFleetInput{Type: ec2types.FleetTypeInstant,
+					TargetCapacitySpecification: &ec2types.TargetCapacitySpecificationRequest{TotalTargetCapacity: ptr.To[int32](1), DefaultTargetCapacityType: capacityType},
+					LaunchTemplateConfigs: []ec2types.FleetLaunchTemplateConfigRequest{{
+						LaunchTemplateSpecification: &ec2types.FleetLaunchTemplateSpecificationRequest{LaunchTemplateName: ptr.To("into-reservation"), Version: ptr.To("$Latest")},
+						Overrides:                   []ec2types.FleetLaunchTemplateOverridesRequest{{InstanceType: ec2types.InstanceType(instanceType), SubnetId: ptr.To(subnet)}}}}})
+				Expect(err).NotTo(HaveOccurred())
+				if len(out.Instances) > 0 {
+					return ""
+				}
+				Expect(out.Errors).To(HaveLen(1))
+				return *out.Errors[0].ErrorCode
+			}
+			Expect(fleet("c5.large", "us-east-1b", "on-demand")).To(Equal("InvalidParameterCombination"), "another type")
+			Expect(fleet("m5.large", "us-east-1a", "on-demand")).To(Equal("InvalidParameterCombination"), "another zone")
+			Expect(fleet("m5.large", "us-east-1b", "spot")).To(Equal("InvalidParameterCombination"), "Spot")
+			Expect(fleet("m5.large", "us-east-1b", "on-demand")).To(Equal(""))
+			Expect(fleet("m5.large", "us-east-1b", "on-demand")).To(Equal(""))
+			Expect(fleet("m5.large", "us-east-1b", "on-demand")).To(Equal("ReservationCapacityExceeded"))
+		})
+
+		It("needs the policy's right to launch into capacity reservations", func() {
+			shipped, err := os.ReadFile(test.ShippedPolicy)
+			Expect(err).NotTo(HaveOccurred())
+			doc := strings.ReplaceAll(string(shipped), `"arn:${AWS::Partition}:ec2:${AWS::Region}:*:capacity-reservation/*"`, `"arn:${AWS::Partition}:ec2:${AWS::Region}:*:nothing/*"`)
+			Expect(doc).NotTo(Equal(string(shipped)))
+			narrower, err := ec2sim.ParsePolicy([]byte(doc), (&ec2sim.Config{ClusterTag: "my-cluster"}).PolicyVars())
+			Expect(err).NotTo(HaveOccurred())
+			sim.SetPolicy(narrower)
+			_, err = launcher.Launch(ctx, claimFor("denied"), class)
+			Expect(err).To(MatchError(ContainSubstring("capacity-reservation/" + reservation)))
+		})
 	})
 
 	It("gives GPU and Neuron types EKS's accelerated images and the rest the standard one, and leaves out types no image boots", func() {
@@ -751,7 +917,7 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 		Entry("only ipPrefixCount changed, which applies to new nodes (as in Karpenter)", cloudprovider.DriftReason(""), func() {
 			class.Spec.IPPrefixCount = ptr.To[int32](1)
 		}),
-		Entry("only fields Backstop does not act on were added", cloudprovider.DriftReason(""), func() {
+		Entry("only fields Backstop does not act on, and capacity reservation terms (as in Karpenter), were added", cloudprovider.DriftReason(""), func() {
 			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("training")}
 			class.Spec.NetworkInterfaces = []awsv1.NetworkInterface{{InterfaceType: "interface"}}
 			class.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{ID: "cr-0123456789abcdef0"}}

@@ -32,6 +32,9 @@ type Resolver struct {
 	kubernetesVersion string
 	// Clock dates deprecations and ages cached parameters; real by default.
 	Clock clock.Clock
+	// Reservations receives the room EC2 describes in each capacity
+	// reservation the classes select; nil keeps no count.
+	Reservations *Reservations
 	// ParameterTTL is how long an SSM parameter's value is kept: classes
 	// sharing an alias read it once per TTL, and a new release is seen
 	// within it.
@@ -73,6 +76,10 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 	if status.AMIs, amiNotes, err = r.amis(ctx, nc.Spec.AMISelectorTerms); err != nil {
 		return status, err
 	}
+	var reservationNotes []string
+	if status.CapacityReservations, reservationNotes, err = r.reservations(ctx, nc.Spec.CapacityReservationSelectorTerms); err != nil {
+		return status, err
+	}
 	var profileProblem string
 	if status.InstanceProfile, profileProblem, err = r.profiles.Ensure(ctx, nc); err != nil {
 		return status, err
@@ -87,6 +94,11 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+notes(amiNotes)),
 		condition(awsv1.ConditionInstanceProfileReady, profileProblem == "", "InstanceProfileNotReady", profileProblem),
 	}
+	// Reservations are optional capacity: matching none leaves the class
+	// Ready, to launch Spot and On-Demand; what was not found is said.
+	reservations := condition(awsv1.ConditionCapacityReservationsReady, true, "", "")
+	reservations.Message = strings.Join(reservationNotes, "; ")
+	conds = append(conds, reservations)
 	ignored := unsupported(nc)
 	conds = append(conds, condition(awsv1.ConditionValidationSucceeded, len(ignored) == 0, "UnsupportedField", strings.Join(ignored, "; ")))
 	var notReady []string
@@ -110,10 +122,6 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 // a class is not Ready until they are removed.
 func unsupported(nc *awsv1.EC2NodeClass) []string {
 	var out []string
-	if len(nc.Spec.CapacityReservationSelectorTerms) > 0 {
-		out = append(out, "spec.capacityReservationSelectorTerms: Backstop does not launch into capacity reservations yet; "+
-			"remove the terms to launch On-Demand and Spot (EC2 still runs On-Demand instances in matching open reservations)")
-	}
 	if nc.Spec.PlacementGroupSelector != nil {
 		out = append(out, "spec.placementGroupSelector: Backstop does not launch into placement groups yet; remove it to launch without one")
 	}

@@ -221,3 +221,48 @@ var _ = Describe("AMIs from SSM", func() {
 })
 
 func strPtr(s string) *string { return &s }
+
+var _ = Describe("capacity reservations", func() {
+	ctx := context.Background()
+	It("lists the active reservations each term matches, by id, tags, owner or match criteria, and says which id does not exist", func() {
+		past := time.Now().Add(-time.Hour)
+		cfg := ec2sim.Config{ClusterTag: "my-cluster", CapacityReservations: []ec2sim.CapacityReservationConfig{
+			{InstanceType: "m5.large", Zone: "us-east-1a", Count: 2, MatchCriteria: "targeted", Tags: map[string]string{"team": "data"}},
+			{InstanceType: "c5.xlarge", Zone: "us-east-1b", Count: 1, Tags: map[string]string{"team": "web"}},
+			{InstanceType: "r5.large", Zone: "us-east-1c", Count: 1, Tags: map[string]string{"team": "data"}, EndDate: &past},
+		}}
+		_, _, url := test.StartEC2Simulator(cfg, clock.RealClock{})
+		resolver := test.NewResolver(url, "my-cluster")
+		resolver.Reservations = aws.NewReservations(clock.RealClock{})
+		resolve := func(terms ...awsv1.CapacityReservationSelectorTerm) awsv1.EC2NodeClassStatus {
+			class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: awsv1.EC2NodeClassSpec{
+				Role: "KarpenterNodeRole-my-cluster", AMISelectorTerms: []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+				SubnetSelectorTerms:              []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+				SecurityGroupSelectorTerms:       []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "my-cluster"}}},
+				CapacityReservationSelectorTerms: terms,
+			}}
+			status, err := resolver.Resolve(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(meta.IsStatusConditionTrue(status.Conditions, awsv1.ConditionReady)).To(BeTrue(), "reservations are optional capacity")
+			Expect(meta.IsStatusConditionTrue(status.Conditions, awsv1.ConditionValidationSucceeded)).To(BeTrue())
+			return status
+		}
+		reservations := func(s awsv1.EC2NodeClassStatus) []string {
+			var out []string
+			for _, cr := range s.CapacityReservations {
+				out = append(out, cr.InstanceType+"/"+cr.AvailabilityZone+"/"+cr.InstanceMatchCriteria)
+			}
+			return out
+		}
+		Expect(reservations(resolve(awsv1.CapacityReservationSelectorTerm{Tags: map[string]string{"team": "data"}}))).To(Equal([]string{"m5.large/us-east-1a/targeted"}),
+			"the expired one is left out")
+		Expect(reservations(resolve(awsv1.CapacityReservationSelectorTerm{Tags: map[string]string{"team": "*"}}))).To(Equal([]string{"m5.large/us-east-1a/targeted", "c5.xlarge/us-east-1b/open"}))
+		Expect(reservations(resolve(awsv1.CapacityReservationSelectorTerm{InstanceMatchCriteria: "open"}))).To(Equal([]string{"c5.xlarge/us-east-1b/open"}))
+		Expect(reservations(resolve(awsv1.CapacityReservationSelectorTerm{Tags: map[string]string{"team": "web"}, OwnerID: "210987654321"}))).To(BeEmpty(), "another owner's")
+		byID := resolve(awsv1.CapacityReservationSelectorTerm{ID: "cr-00000000000000002"}, awsv1.CapacityReservationSelectorTerm{ID: "cr-0000000000000000f"})
+		Expect(reservations(byID)).To(Equal([]string{"c5.xlarge/us-east-1b/open"}))
+		Expect(byID.CapacityReservations[0].ID).To(Equal("cr-00000000000000002"))
+		Expect(meta.FindStatusCondition(byID.Conditions, awsv1.ConditionCapacityReservationsReady).Message).To(ContainSubstring("cr-0000000000000000f does not exist"))
+		Expect(resolver.Reservations.Available("cr-00000000000000002")).To(Equal(1), "the count EC2 described")
+	})
+})

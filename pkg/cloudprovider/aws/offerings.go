@@ -44,7 +44,9 @@ type Offerings struct {
 	clock       clock.Clock
 	ttl         time.Duration
 	unavailable *UnavailableOfferings
-	opts        AllocatableOptions
+	// reservations count the room in the classes' capacity reservations.
+	reservations *Reservations
+	opts         AllocatableOptions
 	// Backoff is the first wait before a failed part of a refresh is tried
 	// again; it doubles up to MaxBackoff, for Attempts tries in all.
 	Backoff    time.Duration
@@ -137,6 +139,14 @@ func NewOfferings(client *ec2.Client, region string, clk clock.Clock, ttl time.D
 	}
 	return &Offerings{ec2: client, region: region, clock: clk, ttl: ttl, unavailable: unavailable, opts: opts, onDemand: prices,
 		Backoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, Attempts: 5}, nil
+}
+
+// WithReservations has the offerings of classes with capacity reservations
+// include a reserved offering per reservation, available while the
+// tracker counts room in it.
+func (o *Offerings) WithReservations(r *Reservations) *Offerings {
+	o.reservations = r
+	return o
 }
 
 // NeedLeaderElection is false: a standby replica keeps its discovery warm too.
@@ -331,7 +341,20 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	}
 	sort.Strings(zones)
 	launchable := launchableBy(nodeClass)
-	listKey := string(key) + "|" + strings.Join(zones, ",") + "|" + launchable.key
+	reserved := map[string][]awsv1.CapacityReservation{}
+	var reservedKey strings.Builder
+	if nodeClass != nil {
+		for _, cr := range nodeClass.Status.CapacityReservations {
+			if reservationLaunchable(cr) {
+				reserved[cr.InstanceType] = append(reserved[cr.InstanceType], cr)
+				reservedKey.WriteString(cr.ID + ",")
+			}
+		}
+		if reservedKey.Len() > 0 {
+			fmt.Fprintf(&reservedKey, "v%d", o.reservations.Version())
+		}
+	}
+	listKey := string(key) + "|" + strings.Join(zones, ",") + "|" + launchable.key + "|" + reservedKey.String()
 	marks := MarksVersion{}
 	if o.unavailable != nil {
 		marks = o.unavailable.Version()
@@ -352,7 +375,7 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 		}
 		// Sized for both capacity types in every zone: grown by append it
 		// held a third more, for every type of every list.
-		offerings := make([]scheduling.Offering, 0, 2*len(o.zones[f.Name]))
+		offerings := make([]scheduling.Offering, 0, 2*len(o.zones[f.Name])+len(reserved[f.Name]))
 		for _, zone := range o.zones[f.Name] {
 			if len(allowedZones) > 0 && !allowedZones[zone] {
 				continue
@@ -363,6 +386,14 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 			if p, ok := o.spot[f.Name][zone]; ok {
 				offerings = append(offerings, o.offering(f.Name, zone, v1.CapacityTypeSpot, p))
 			}
+		}
+		for _, cr := range reserved[f.Name] {
+			if len(allowedZones) > 0 && !allowedZones[cr.AvailabilityZone] {
+				continue
+			}
+			room := o.reservations.Available(cr.ID)
+			offerings = append(offerings, scheduling.Offering{Zone: cr.AvailabilityZone, CapacityType: v1.CapacityTypeReserved,
+				Price: o.onDemand[f.Name] / reservedPriceDivisor, Available: room > 0, ReservationID: cr.ID, ReservationCapacity: room})
 		}
 		if len(offerings) == 0 {
 			continue
