@@ -358,7 +358,8 @@ func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
 		specs[rt] = data.tags(rt)
 	}
 	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, securityGroups: groups, created: s.clock.Now().UTC(),
-		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name"), options: options, reservation: reservation}
+		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name"), options: options, reservation: reservation,
+		reservationPreference: crs.get("CapacityReservationPreference")}
 	if arn := data.get("IamInstanceProfile.Arn"); arn != "" && lt.instanceProfile == "" {
 		lt.instanceProfile = arn[strings.LastIndex(arn, "/")+1:]
 	}

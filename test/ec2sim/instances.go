@@ -88,6 +88,13 @@ func (s *Server) launchError(c candidate, capacityType string) (string, string) 
 		}
 		return "", ""
 	}
+	if s.openReservation(c, capacityType) != nil {
+		// Capacity an open reservation holds is there: no capacity fault.
+		if c.subnet.AvailableIPs <= 0 {
+			return "InsufficientFreeAddressesInSubnet", fmt.Sprintf("There are not enough free addresses in subnet '%s' to satisfy the requested number of instances.", c.subnet.ID)
+		}
+		return "", ""
+	}
 	f := s.cfg.Faults
 	if capacityType == spot && f.NoSpotServiceLinkedRole {
 		return "AuthFailure.ServiceLinkedRoleCreationNotPermitted", "The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances."
@@ -141,6 +148,9 @@ func (s *Server) launch(c candidate, capacityType string, tags map[string]string
 	}
 	for k, v := range tags {
 		inst.Tags[k] = v
+	}
+	if cr := s.openReservation(c, capacityType); cr != nil {
+		inst.CapacityReservationID = cr.id
 	}
 	for i := range s.cfg.Subnets {
 		if s.cfg.Subnets[i].ID == c.subnet.ID {

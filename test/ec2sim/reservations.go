@@ -256,3 +256,21 @@ func (s *Server) reserve(c CapacityReservationConfig) (string, error) {
 	s.reservationOrder = append(s.reservationOrder, cr.id)
 	return cr.id, nil
 }
+
+// openReservation is the open reservation an On-Demand instance of the
+// candidate runs in, as on EC2: one of its type and zone with room, unless
+// the template targets a reservation or opts out with preference none; nil
+// when there is none. Locked.
+func (s *Server) openReservation(c candidate, capacityType string) *capacityReservation {
+	if capacityType != onDemand || (c.template != nil && (c.template.reservation != "" || c.template.reservationPreference == "none")) {
+		return nil
+	}
+	for _, id := range s.reservationOrder {
+		cr := s.reservations[id]
+		if cr.matchCriteria == "open" && cr.state == "active" && !s.expired(cr) && cr.instanceType == c.typeName && cr.zone == c.subnet.Zone &&
+			s.reservationAvailable(cr) > 0 {
+			return cr
+		}
+	}
+	return nil
+}

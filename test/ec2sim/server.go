@@ -75,8 +75,11 @@ type launchTemplate struct {
 	instanceProfile string
 	options         LaunchOptions
 	// reservation is the capacity reservation its instances must run in
-	// (CapacityReservationTarget with capacity-reservations-only).
-	reservation string
+	// (CapacityReservationTarget with capacity-reservations-only);
+	// reservationPreference its CapacityReservationPreference ("none" keeps
+	// On-Demand instances out of open reservations).
+	reservation           string
+	reservationPreference string
 }
 
 // Server is the simulator. It is safe for concurrent use.

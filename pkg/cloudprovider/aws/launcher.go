@@ -751,6 +751,11 @@ type templateData struct {
 	NestedVirtualization *string                   `json:",omitempty"`
 	// CapacityReservation is the reservation a reserved launch targets.
 	CapacityReservation string `json:",omitempty"`
+	// OutsideReservations keeps the On-Demand instances of a class that
+	// selects reservations out of open ones EC2 would put them in: the
+	// reservations' room is counted for reserved launches alone, and a
+	// node's capacity type is what it was launched as.
+	OutsideReservations bool `json:",omitempty"`
 	// Tags are those of the template, of the network interfaces and Spot
 	// requests its launches create: the class's own, and the ones the
 	// controller's IAM policy demands (cluster, NodePool, class).
@@ -785,7 +790,8 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 	}
 	data := templateData{Image: ami, InstanceProfile: class.Status.InstanceProfile, Metadata: class.Spec.MetadataOptions,
 		BlockDevices: devices, PublicIP: class.Spec.AssociatePublicIPAddress, Tags: l.ownedTags(claim.Labels[v1.NodePoolLabelKey], class),
-		IPPrefixCount: class.Spec.IPPrefixCount, ConnectionTracking: class.Spec.ConnectionTracking, CapacityReservation: reservation}
+		IPPrefixCount: class.Spec.IPPrefixCount, ConnectionTracking: class.Spec.ConnectionTracking, CapacityReservation: reservation,
+		OutsideReservations: reservation == "" && len(class.Spec.CapacityReservationSelectorTerms) > 0}
 	if o := class.Spec.CPUOptions; o != nil {
 		data.NestedVirtualization = o.NestedVirtualization
 	}
@@ -904,12 +910,17 @@ func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1
 		lt.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{primary}
 		lt.SecurityGroupIds = nil
 	}
-	if d.CapacityReservation != "" {
+	switch {
+	case d.CapacityReservation != "":
 		// Only into the reservation: without room, EC2 refuses rather than
 		// launching a plain On-Demand instance.
 		lt.CapacityReservationSpecification = &ec2types.LaunchTemplateCapacityReservationSpecificationRequest{
 			CapacityReservationPreference: ec2types.CapacityReservationPreferenceCapacityReservationsOnly,
 			CapacityReservationTarget:     &ec2types.CapacityReservationTarget{CapacityReservationId: aws.String(d.CapacityReservation)},
+		}
+	case d.OutsideReservations:
+		lt.CapacityReservationSpecification = &ec2types.LaunchTemplateCapacityReservationSpecificationRequest{
+			CapacityReservationPreference: ec2types.CapacityReservationPreferenceNone,
 		}
 	}
 	if d.NestedVirtualization != nil {

@@ -237,6 +237,28 @@ var _ = Describe("the fleet launcher", func() {
 			Expect(inst.CapacityType).To(Equal(v1.CapacityTypeSpot))
 		})
 
+		It("keeps its On-Demand launches out of open reservations, which EC2 otherwise fills first", func() {
+			open, err := sim.Reserve(ec2sim.CapacityReservationConfig{InstanceType: "c5.large", Zone: "us-east-1a", Count: 2})
+			Expect(err).NotTo(HaveOccurred())
+			// Another tool's On-Demand instance runs in the open reservation, as on EC2.
+			other := sim.Launch("c5.large", "us-east-1a", nil)
+			got, err := launcher.Get(ctx, "aws:///us-east-1a/"+other)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got.CapacityType).To(Equal(v1.CapacityTypeReserved), "described as running in %s", open)
+
+			c := claim("od", "on-demand")
+			c.Spec.Requirements[0].Values = []string{"c5.large"}
+			c.Spec.Requirements = append(c.Spec.Requirements, v1.NodeSelectorRequirementWithMinValues{Key: corev1.LabelTopologyZone, Operator: v1.OpIn, Values: []string{"us-east-1a"}})
+			inst, err := launcher.Launch(ctx, c, class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst.CapacityType).To(Equal(v1.CapacityTypeOnDemand))
+			for _, i := range sim.Instances() {
+				if i.ID == inst.ID {
+					Expect(i.CapacityReservationID).To(BeEmpty(), "launched with CapacityReservationPreference none")
+				}
+			}
+		})
+
 		It("lists a reservation EC2 refuses for its type or capacity type, as EC2 would refuse it", func() {
 			sim.SetPolicy(ec2sim.AllowAll) // EC2's own checks, not IAM's
 			_, err := client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: ptr.To("into-reservation"),
