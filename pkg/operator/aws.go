@@ -168,6 +168,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 		return nil, fmt.Errorf("registering the termination controller: %w", err)
 	}
 	gc := nodeclaim.NewGarbageCollection(mgr.GetClient(), cloud, clk)
+	gc.ReservationLabels = []string{awscloud.LabelCapacityReservationID, awscloud.LabelCapacityReservationType, awscloud.LabelCapacityReservationInterruptible}
 	gc.Every = o.GCInterval
 	gc.Grace = min(gc.Grace, o.GCInterval)
 	if err := mgr.Add(gc); err != nil {

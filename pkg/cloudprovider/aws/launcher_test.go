@@ -209,6 +209,15 @@ var _ = Describe("the fleet launcher", func() {
 			inst, err := launcher.Launch(ctx, claimFor("r4"), class)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(inst.CapacityType).To(Equal(v1.CapacityTypeReserved))
+
+			// The owner cancels the reservation: its instances run on as
+			// On-Demand, and are described so (GC relabels their nodes).
+			sim.SetPolicy(ec2sim.AllowAll)
+			_, err = client.CancelCapacityReservation(ctx, &ec2.CancelCapacityReservationInput{CapacityReservationId: ptr.To(reservation)})
+			Expect(err).NotTo(HaveOccurred())
+			got, err = launcher.Get(ctx, inst.ProviderID)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got.CapacityType).To(Equal(v1.CapacityTypeOnDemand))
 		})
 
 		It("takes EC2's word when the reservation is full behind its back, and moves on to Spot", func() {

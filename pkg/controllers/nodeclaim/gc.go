@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,6 +25,10 @@ type GarbageCollection struct {
 	clock  clock.Clock
 	Every  time.Duration
 	Grace  time.Duration
+	// ReservationLabels are the labels a node launched into a capacity
+	// reservation carries while it runs in one (the cloud's names), taken
+	// off when its instance leaves the reservation.
+	ReservationLabels []string
 }
 
 // NewGarbageCollection returns the collector; it runs on the leader every minute.
@@ -66,8 +71,10 @@ func (g *GarbageCollection) Collect(ctx context.Context) error {
 		return err
 	}
 	live := sets.New[string]()
+	byProviderID := make(map[string]*cloudprovider.Instance, len(instances))
 	for _, inst := range instances {
 		live.Insert(inst.ProviderID)
+		byProviderID[inst.ProviderID] = inst
 		owner := inst.Labels[v1.NodeClaimLabelKey]
 		if names.Has(owner) || g.clock.Since(inst.LaunchTime) < g.Grace {
 			continue
@@ -79,6 +86,11 @@ func (g *GarbageCollection) Collect(ctx context.Context) error {
 	}
 	for i := range claims.Items {
 		c := &claims.Items[i]
+		if inst := byProviderID[c.Status.ProviderID]; inst != nil && c.DeletionTimestamp == nil {
+			if err := g.leftReservation(ctx, c, inst); err != nil {
+				return err
+			}
+		}
 		if c.Status.ProviderID == "" || c.DeletionTimestamp != nil || live.Has(c.Status.ProviderID) {
 			continue
 		}
@@ -92,4 +104,39 @@ func (g *GarbageCollection) Collect(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// leftReservation relabels a reserved NodeClaim, and its Node, On-Demand
+// once its instance runs outside the reservation (the reservation was
+// cancelled or ended; the instance runs on, paid as On-Demand): from then
+// on it is priced, consolidated and returned to Spot as what it is.
+func (g *GarbageCollection) leftReservation(ctx context.Context, c *v1.NodeClaim, inst *cloudprovider.Instance) error {
+	if c.Labels[v1.CapacityTypeLabelKey] != v1.CapacityTypeReserved || inst.CapacityType != v1.CapacityTypeOnDemand {
+		return nil
+	}
+	relabel := func(obj client.Object) error {
+		patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+		labels := obj.GetLabels()
+		labels[v1.CapacityTypeLabelKey] = v1.CapacityTypeOnDemand
+		for _, k := range g.ReservationLabels {
+			delete(labels, k)
+		}
+		obj.SetLabels(labels)
+		return client.IgnoreNotFound(g.client.Patch(ctx, obj, patch))
+	}
+	log.FromContext(ctx).WithName("gc").Info("instance left its capacity reservation; now On-Demand", "nodeclaim", c.Name, "provider-id", c.Status.ProviderID)
+	if err := relabel(c); err != nil {
+		return err
+	}
+	if c.Status.NodeName == "" {
+		return nil
+	}
+	node := &corev1.Node{}
+	if err := g.client.Get(ctx, client.ObjectKey{Name: c.Status.NodeName}, node); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if node.Labels[v1.CapacityTypeLabelKey] != v1.CapacityTypeReserved {
+		return nil
+	}
+	return relabel(node)
 }

@@ -3,6 +3,7 @@ package nodeclaim_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -687,6 +688,56 @@ var _ = Describe("termination and garbage collection", func() {
 		Expect(node.Finalizers).To(ContainElement(v1.TerminationFinalizer), "the node stays while its pod is there")
 		w.get(pod)
 		Expect(pod.DeletionTimestamp).NotTo(BeNil(), "the pod the cache did not show was evicted")
+	})
+
+	It("relabels a reserved NodeClaim and its Node On-Demand once the instance runs outside its reservation", func() {
+		w := newWorld()
+		pool := w.newPool()
+		gc := nodeclaim.NewGarbageCollection(w.client, w.cloud, w.clock)
+		gc.ReservationLabels = []string{"example.com/reservation-id"}
+		reserved := map[string]string{v1.CapacityTypeLabelKey: v1.CapacityTypeReserved, "example.com/reservation-id": "r-1"}
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "reserved-", Labels: map[string]string{"example.com/team": "a"}}}
+		for k, v := range reserved {
+			node.Labels[k] = v
+		}
+		Expect(env.Client.Create(w.ctx, node)).To(Succeed())
+		claims := map[string]*v1.NodeClaim{}
+		for _, still := range []bool{true, false} {
+			claim := w.newClaim(pool, "default", func(c *v1.NodeClaim) {
+				for k, v := range reserved {
+					c.Labels[k] = v
+				}
+			})
+			id := fmt.Sprintf("i-still-%t", still)
+			claim.Status.ProviderID = "fake:///zone-a/" + id
+			if !still {
+				claim.Status.NodeName = node.Name
+			}
+			Expect(env.Client.Status().Update(w.ctx, claim)).To(Succeed())
+			w.seen(claim)
+			ct := v1.CapacityTypeOnDemand
+			if still {
+				ct = v1.CapacityTypeReserved
+			}
+			w.cloud.Add(&cloudprovider.Instance{ID: id, ProviderID: claim.Status.ProviderID, CapacityType: ct, LaunchTime: w.clock.Now(),
+				Labels: map[string]string{v1.NodeClaimLabelKey: claim.Name}})
+			claims[fmt.Sprint(still)] = claim
+		}
+
+		Expect(gc.Collect(w.ctx)).To(Succeed())
+		left := claims["false"]
+		w.get(left)
+		Expect(left.Labels).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, v1.CapacityTypeOnDemand))
+		Expect(left.Labels).NotTo(HaveKey("example.com/reservation-id"))
+		Expect(left.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, pool.Name))
+		w.get(node)
+		Expect(node.Labels).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, v1.CapacityTypeOnDemand))
+		Expect(node.Labels).NotTo(HaveKey("example.com/reservation-id"))
+		Expect(node.Labels).To(HaveKeyWithValue("example.com/team", "a"))
+		still := claims["true"]
+		w.get(still)
+		Expect(still.Labels).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, v1.CapacityTypeReserved), "still in its reservation")
+		Expect(still.Labels).To(HaveKeyWithValue("example.com/reservation-id", "r-1"))
 	})
 
 	It("terminates instances whose NodeClaim is gone after the grace period, and deletes NodeClaims whose instance is gone", func() {
