@@ -559,8 +559,7 @@ func (l *Launcher) launchTemplateConfigs(ctx context.Context, claim *v1.NodeClai
 	// One launch template per image: each type launches the image it can
 	// boot (its architecture; the NVIDIA or Neuron variant for GPU and
 	// accelerator types); and per capacity reservation, which a template
-	// targets.
-	// Each override learns its template's name.
+	// targets. Each override learns its template's name.
 	type templateKey struct{ ami, reservation string }
 	byTemplate := map[templateKey][]int{}
 	var keys []templateKey

@@ -146,6 +146,7 @@ var _ = Describe("the fleet launcher", func() {
 		}
 
 		It("launches into it first, until it is full, then Spot; a terminated instance gives its room back", func() {
+			Expect(aws.LabelCapacityReservationID).To(Equal(scheduling.ReservationIDLabelKey), "the planner pins claims by the label the launcher reads")
 			Expect(class.Status.CapacityReservations).To(ConsistOf(awsv1.CapacityReservation{ID: reservation, AvailabilityZone: "us-east-1b",
 				InstanceType: "m5.large", InstanceMatchCriteria: "targeted", OwnerID: "123456789012", ReservationType: "default", State: "active"}))
 			types, err := offerings.InstanceTypes(ctx, class)
