@@ -483,6 +483,29 @@ var _ = Describe("returning to the preferred pool", func() {
 			Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "underutilized", "consolidation_type": "single"})).To(Equal(1.0))
 		})
 
+		It("moves an On-Demand node into a capacity reservation that has room (single, replace)", func() {
+			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+			p := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+			p.Spec.Template.Spec.Requirements[0].Values = []string{v1.CapacityTypeOnDemand, v1.CapacityTypeReserved}
+			Expect(env.Client.Update(ctx, p)).To(Succeed())
+			it := cloud.Types[0]
+			it.Offerings = append(it.Offerings, scheduling.Offering{Zone: "zone-a", CapacityType: v1.CapacityTypeReserved, Price: 0.096 / 1e7,
+				Available: true, ReservationID: "cr-1", ReservationCapacity: 1})
+			runPod("web-1", node.Name)
+			settle(newReplacer())
+			Expect(replacing(fallback)).To(Equal("on-demand"))
+			repl := replacements()
+			Expect(repl).To(HaveLen(1))
+			reqs := map[string][]string{}
+			for _, r := range repl[0].Spec.Requirements {
+				reqs[r.Key] = r.Values
+			}
+			Expect(reqs).To(HaveKeyWithValue(v1.CapacityTypeLabelKey, []string{v1.CapacityTypeReserved}))
+			Expect(reqs).To(HaveKeyWithValue(scheduling.ReservationIDLabelKey, []string{"cr-1"}))
+			Expect(drainEvents()).To(ContainSubstring("replaced by m5.large reserved"))
+		})
+
 		DescribeTable("leaves underused nodes alone",
 			func(why string, setup func()) {
 				consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)

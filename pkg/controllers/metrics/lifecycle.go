@@ -49,7 +49,7 @@ func NewLifecycle(reg prometheus.Registerer) *Lifecycle {
 	l.eligible = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_voluntary_disruption_eligible_nodes",
 		Help: "Nodes a disruption round found eligible, by reason (empty, expired, underutilized: fallback nodes a preferred pool could take)."}, []string{"reason"})
 	l.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_voluntary_disruption_decisions_total",
-		Help: "Disruption decisions, by decision (delete, replace), reason and consolidation_type (empty, return)."}, []string{"decision", "reason", "consolidation_type"})
+		Help: "Disruption decisions, by decision (delete, replace), reason and consolidation_type (empty, single, multi, return)."}, []string{"decision", "reason", "consolidation_type"})
 	reg.MustRegister(l.created, l.terminated, l.terminationTime, l.drained, l.lifetime, l.evictions, l.podsDrained, l.disrupted, l.eligible, l.decisions)
 	return l
 }
