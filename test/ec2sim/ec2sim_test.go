@@ -83,6 +83,47 @@ var _ = Describe("the EC2 simulator", func() {
 		return client.CreateFleet(ctx, in)
 	}
 
+	It("reserves capacity, describes it by id and filter, and cancels it, through the SDK as EC2 does", func() {
+		out, err := client.CreateCapacityReservation(ctx, &ec2.CreateCapacityReservationInput{InstanceType: aws.String("m5.large"),
+			InstancePlatform: ec2types.CapacityReservationInstancePlatformLinuxUnix, AvailabilityZone: aws.String("us-east-1a"), InstanceCount: aws.Int32(3),
+			InstanceMatchCriteria: ec2types.InstanceMatchCriteriaTargeted,
+			TagSpecifications:     []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeCapacityReservation, Tags: []ec2types.Tag{{Key: aws.String("team"), Value: aws.String("ml")}}}}})
+		Expect(err).NotTo(HaveOccurred())
+		id := aws.ToString(out.CapacityReservation.CapacityReservationId)
+		Expect(id).To(MatchRegexp(`^cr-[0-9a-f]+$`))
+		Expect(aws.ToInt32(out.CapacityReservation.AvailableInstanceCount)).To(Equal(int32(3)))
+		_, err = client.CreateCapacityReservation(ctx, &ec2.CreateCapacityReservationInput{InstanceType: aws.String("m5.large"),
+			InstancePlatform: ec2types.CapacityReservationInstancePlatformLinuxUnix, AvailabilityZone: aws.String("eu-west-1a"), InstanceCount: aws.Int32(1)})
+		Expect(err).To(MatchError(ContainSubstring("InvalidParameterValue")), "a zone the account does not have")
+
+		describe := func(in *ec2.DescribeCapacityReservationsInput) ([]string, error) {
+			out, err := client.DescribeCapacityReservations(ctx, in)
+			if err != nil {
+				return nil, err
+			}
+			var ids []string
+			for _, cr := range out.CapacityReservations {
+				ids = append(ids, aws.ToString(cr.CapacityReservationId)+"/"+string(cr.State))
+			}
+			return ids, nil
+		}
+		filter := func(name, value string) ec2types.Filter {
+			return ec2types.Filter{Name: aws.String(name), Values: []string{value}}
+		}
+		Expect(describe(&ec2.DescribeCapacityReservationsInput{CapacityReservationIds: []string{id}})).To(Equal([]string{id + "/active"}))
+		Expect(describe(&ec2.DescribeCapacityReservationsInput{Filters: []ec2types.Filter{filter("tag:team", "ml"), filter("instance-match-criteria", "targeted")}})).To(Equal([]string{id + "/active"}))
+		Expect(describe(&ec2.DescribeCapacityReservationsInput{Filters: []ec2types.Filter{filter("instance-match-criteria", "open")}})).To(BeEmpty())
+		_, err = describe(&ec2.DescribeCapacityReservationsInput{Filters: []ec2types.Filter{filter("color", "blue")}})
+		Expect(err).To(MatchError(ContainSubstring("InvalidParameterValue")), "a filter EC2 does not know")
+		_, err = describe(&ec2.DescribeCapacityReservationsInput{CapacityReservationIds: []string{"cr-0000000000000ffff"}})
+		Expect(err).To(MatchError(ContainSubstring("InvalidCapacityReservationId.NotFound")))
+
+		_, err = client.CancelCapacityReservation(ctx, &ec2.CancelCapacityReservationInput{CapacityReservationId: aws.String(id)})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(describe(&ec2.DescribeCapacityReservationsInput{Filters: []ec2types.Filter{filter("state", "active")}})).To(BeEmpty())
+		Expect(describe(&ec2.DescribeCapacityReservationsInput{CapacityReservationIds: []string{id}})).To(Equal([]string{id + "/cancelled"}))
+	})
+
 	It("serves the real catalog through the SDK's paginators", func() {
 		pager := ec2.NewDescribeInstanceTypesPaginator(client, &ec2.DescribeInstanceTypesInput{})
 		count := 0

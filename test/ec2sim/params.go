@@ -129,8 +129,14 @@ func (fs filterSet) match(name, v string) bool {
 
 // tags reads TagSpecification.N for one resource type.
 func (p *params) tags(resourceType string) map[string]string {
+	return p.tagsIn("TagSpecification", resourceType)
+}
+
+// tagsIn reads the tag specifications of the list an action names (most
+// say TagSpecification.N; CreateCapacityReservation TagSpecifications.N).
+func (p *params) tagsIn(list, resourceType string) map[string]string {
 	out := map[string]string{}
-	for _, spec := range p.list("TagSpecification") {
+	for _, spec := range p.list(list) {
 		if spec.get("ResourceType") != resourceType {
 			continue
 		}
@@ -144,7 +150,12 @@ func (p *params) tags(resourceType string) map[string]string {
 // taggable refuses, as EC2 does, a TagSpecification whose resource type the
 // operation does not create.
 func taggable(p *params, allowed ...string) *apiError {
-	for _, spec := range p.list("TagSpecification") {
+	return taggableIn(p, "TagSpecification", allowed...)
+}
+
+// taggableIn is taggable for the tag specifications of the list an action names.
+func taggableIn(p *params, list string, allowed ...string) *apiError {
+	for _, spec := range p.list(list) {
 		if rt := spec.get("ResourceType"); !contains(allowed, rt) {
 			return invalidParameter("'%s' is not a valid taggable resource type for this operation.", rt)
 		}

@@ -80,38 +80,23 @@ func (s *Server) reservationXML(cr *capacityReservation) capacityReservationXML 
 	return out
 }
 
-// createCapacityReservation reserves room, as EC2 does, for a type offered
-// in the zone; the reservation is active at once.
+// createCapacityReservation reserves room, as EC2 does, for a type of the
+// catalog in a zone of the account; the reservation is active at once.
 func (s *Server) createCapacityReservation(p *params) (any, *apiError) {
-	t, ok := s.types[p.get("InstanceType")]
-	if !ok {
-		return nil, invalidParameter("Invalid value '%s' for InstanceType.", p.get("InstanceType"))
-	}
-	zone := p.get("AvailabilityZone")
-	if !contains(s.zones(), zone) {
-		return nil, invalidParameter("Invalid availability zone: [%s]", zone)
-	}
 	platform := p.get("InstancePlatform")
 	if platform == "" {
 		return nil, &apiError{status: http.StatusBadRequest, code: "MissingParameter", message: "The request must contain the parameter InstancePlatform"}
 	}
 	count, err := strconv.Atoi(p.get("InstanceCount"))
-	if err != nil || count < 1 {
+	if err != nil {
 		return nil, invalidParameter("InstanceCount must be a positive number")
 	}
-	criteria := p.get("InstanceMatchCriteria")
-	switch criteria {
-	case "":
-		criteria = "open"
-	case "open", "targeted":
-	default:
-		return nil, invalidParameter("Value (%s) for parameter instanceMatchCriteria is invalid. Valid values: open, targeted", criteria)
-	}
-	if err := taggable(p, "capacity-reservation"); err != nil {
+	// This action's list is TagSpecifications.N, not TagSpecification.N.
+	if err := taggableIn(p, "TagSpecifications", "capacity-reservation"); err != nil {
 		return nil, err
 	}
-	cr := &capacityReservation{id: s.nextID("cr"), instanceType: t.Name, zone: zone, platform: platform, total: count, matchCriteria: criteria,
-		state: "active", created: s.clock.Now().UTC(), tags: p.tags("capacity-reservation")}
+	c := CapacityReservationConfig{InstanceType: p.get("InstanceType"), Zone: p.get("AvailabilityZone"), Count: count,
+		MatchCriteria: p.get("InstanceMatchCriteria"), Tags: p.tagsIn("TagSpecifications", "capacity-reservation")}
 	switch p.get("EndDateType") {
 	case "", "unlimited":
 	case "limited":
@@ -119,12 +104,16 @@ func (s *Server) createCapacityReservation(p *params) (any, *apiError) {
 		if err != nil {
 			return nil, invalidParameter("EndDate %q is not a date", p.get("EndDate"))
 		}
-		cr.endDate = &end
+		c.EndDate = &end
 	default:
 		return nil, invalidParameter("Value (%s) for parameter endDateType is invalid. Valid values: unlimited, limited", p.get("EndDateType"))
 	}
-	s.reservations[cr.id] = cr
-	s.reservationOrder = append(s.reservationOrder, cr.id)
+	id, err := s.reserve(c)
+	if err != nil {
+		return nil, invalidParameter("%s", err.Error())
+	}
+	cr := s.reservations[id]
+	cr.platform = platform
 	return &capacityReservationResponse{Xmlns: xmlns, CapacityReservation: s.reservationXML(cr)}, nil
 }
 
