@@ -69,11 +69,17 @@ type Offerings struct {
 	// plans many times a second, and rebuilding thousands of offerings each
 	// time was a fifth of the controller's CPU.
 	lists map[string]list
+	// reservedPrices are the reserved offerings the lists since the last
+	// refresh held, by instance type and zone, for the price series.
+	reservedPrices map[typeZone]float64
 }
+
+type typeZone struct{ instanceType, zone string }
 
 // ExportPrices publishes every offering's hourly price as
 // karpenter_cloudprovider_instance_type_offering_price_estimate, the series
-// (and labels) Karpenter users build cost panels on. The series are made when
+// (and labels) Karpenter users build cost panels on; reserved offerings of
+// the classes listed since the last refresh too, at their all-but-free price. The series are made when
 // scraped, from the last refresh: kept as gauges, the ~8,000 offerings of a
 // region held a fifth of the controller's live heap between scrapes.
 func (o *Offerings) ExportPrices(reg prometheus.Registerer) *Offerings {
@@ -96,7 +102,14 @@ func (c *priceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *priceCollector) Collect(ch chan<- prometheus.Metric) {
 	c.o.mu.Lock()
 	zones, spot, onDemand := c.o.zones, c.o.spot, c.o.onDemand
+	reserved := make(map[typeZone]float64, len(c.o.reservedPrices))
+	for k, p := range c.o.reservedPrices {
+		reserved[k] = p
+	}
 	c.o.mu.Unlock()
+	for k, p := range reserved {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, p, k.instanceType, v1.CapacityTypeReserved, k.zone)
+	}
 	for name, in := range zones {
 		for _, zone := range in {
 			if p, ok := onDemand[name]; ok {
@@ -217,6 +230,7 @@ func (o *Offerings) refreshLocked(ctx context.Context) *flight {
 			o.facts, o.zones, o.spot, o.fetched = d.facts, d.zones, d.spot, o.clock.Now()
 			o.converted = map[string]map[string]*scheduling.InstanceType{}
 			o.lists = map[string]list{}
+			o.reservedPrices = nil
 		}
 		o.flight = nil
 		o.mu.Unlock()
@@ -392,8 +406,13 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 				continue
 			}
 			room := o.reservations.Available(cr.ID)
+			price := o.onDemand[f.Name] / reservedPriceDivisor
 			offerings = append(offerings, scheduling.Offering{Zone: cr.AvailabilityZone, CapacityType: v1.CapacityTypeReserved,
-				Price: o.onDemand[f.Name] / reservedPriceDivisor, Available: room > 0, ReservationID: cr.ID, ReservationCapacity: room})
+				Price: price, Available: room > 0, ReservationID: cr.ID, ReservationCapacity: room})
+			if o.reservedPrices == nil {
+				o.reservedPrices = map[typeZone]float64{}
+			}
+			o.reservedPrices[typeZone{f.Name, cr.AvailabilityZone}] = price
 		}
 		if len(offerings) == 0 {
 			continue

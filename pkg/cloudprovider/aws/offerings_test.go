@@ -106,6 +106,28 @@ var _ = Describe("offerings from EC2", func() {
 		}
 	})
 
+	It("publishes the price of a class's reserved offerings too, once per type and zone", func() {
+		reg := prometheus.NewRegistry()
+		offerings.ExportPrices(reg).WithReservations(aws.NewReservations(clk))
+		nc := &awsv1.EC2NodeClass{Status: awsv1.EC2NodeClassStatus{CapacityReservations: []awsv1.CapacityReservation{
+			{ID: "cr-1", InstanceType: "m5.large", AvailabilityZone: "us-east-1b", ReservationType: "default", State: "active"},
+			{ID: "cr-2", InstanceType: "m5.large", AvailabilityZone: "us-east-1b", ReservationType: "default", State: "active"}}}}
+		types, err := offerings.InstanceTypes(ctx, nc)
+		Expect(err).NotTo(HaveOccurred())
+		var reserved []scheduling.Offering
+		for _, o := range byName(types)["m5.large"].Offerings {
+			if o.CapacityType == v1.CapacityTypeReserved {
+				reserved = append(reserved, o)
+			}
+		}
+		Expect(reserved).To(HaveLen(2))
+		price, series := test.Metric(reg, "karpenter_cloudprovider_instance_type_offering_price_estimate",
+			map[string]string{"instance_type": "m5.large", "capacity_type": "reserved", "zone": "us-east-1b"})
+		Expect(series).To(Equal(1))
+		Expect(price).To(Equal(reserved[0].Price))
+		Expect(price).To(BeNumerically(">", 0))
+	})
+
 	It("keeps the zones of the EC2NodeClass's subnets, less subnets out of addresses", func() {
 		nc := &awsv1.EC2NodeClass{Status: awsv1.EC2NodeClassStatus{Subnets: []awsv1.Subnet{{ID: "subnet-a", Zone: "us-east-1a"}, {ID: "subnet-b", Zone: "us-east-1b"}}}}
 		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeSubnet, Subnet: "subnet-b"})
