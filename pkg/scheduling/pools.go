@@ -131,7 +131,6 @@ func newPoolState(p *NodePool, daemons []*podInfo, zoneIndex, capacityTypeIndex 
 		ps.usable[i] = it.Allocatable().Sub(ps.daemons[i])
 	}
 	ps.initLimits()
-	ps.initReserved()
 	return ps
 }
 
@@ -144,7 +143,9 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-func (ps *poolState) initReserved() {
+// initReserved caps a pool that launches only into capacity reservations
+// at the room they have, less the NodeClaims in flight to each.
+func (ps *poolState) initReserved(inFlight map[string]int) {
 	r, ok := ps.Requirements[capacityTypeKey]
 	if !ok || !r.Has(v1.CapacityTypeReserved) || r.Has(v1.CapacityTypeSpot) || r.Has(v1.CapacityTypeOnDemand) {
 		return
@@ -158,8 +159,8 @@ func (ps *poolState) initReserved() {
 			}
 		}
 	}
-	for _, n := range room {
-		ps.reservedRoom += int64(n)
+	for id, n := range room {
+		ps.reservedRoom += int64(max(n-inFlight[id], 0))
 	}
 }
 

@@ -285,7 +285,9 @@ func (s *solver) digestPools() {
 		return pools[i].Name < pools[j].Name
 	})
 	for _, p := range pools {
-		s.pools = append(s.pools, newPoolState(p, daemons, zoneIndex, capacityTypeIndex))
+		ps := newPoolState(p, daemons, zoneIndex, capacityTypeIndex)
+		ps.initReserved(s.in.ReservedInFlight)
+		s.pools = append(s.pools, ps)
 		s.plan.PoolOrder = append(s.plan.PoolOrder, p.Name)
 		s.preferNoSchedule = s.preferNoSchedule || hasPreferNoSchedule(p.Taints)
 	}
@@ -999,6 +1001,9 @@ func (s *solver) reserve(types []*InstanceType, reqs Requirements) (*InstanceTyp
 	}
 	if s.reserved == nil {
 		s.reserved = map[string]int{}
+		for id, n := range s.in.ReservedInFlight {
+			s.reserved[id] = n
+		}
 	}
 	var best *InstanceType
 	var bestOffer Offering

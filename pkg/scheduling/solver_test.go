@@ -104,6 +104,17 @@ var _ = Describe("the solver", func() {
 		}
 		Expect(reserved).To(Equal(2), "the reservation holds two")
 
+		// One NodeClaim already put in it and not launched yet: room for one more.
+		plan = solveAndCheck(&scheduling.Input{Pods: pods(4), NodePools: []*scheduling.NodePool{{Name: "pool", Weight: 1, InstanceTypes: catalog}},
+			ReservedInFlight: map[string]int{"cr-1": 1}})
+		reserved = 0
+		for _, nc := range plan.NewNodeClaims {
+			if nc.Requirements[v1.CapacityTypeLabelKey].Has(v1.CapacityTypeReserved) {
+				reserved++
+			}
+		}
+		Expect(reserved).To(Equal(1), "one in flight")
+
 		// A pool of reservations only, tried first: what it has no room for
 		// goes on to the next pool in the same plan.
 		only := scheduling.NewRequirements(scheduling.MustRequirement(v1.CapacityTypeLabelKey, v1.OpIn, v1.CapacityTypeReserved))
@@ -117,6 +128,15 @@ var _ = Describe("the solver", func() {
 			pools = append(pools, nc.NodePool+"/"+strings.Join(nc.Requirements[v1.CapacityTypeLabelKey].Values(), ","))
 		}
 		Expect(pools).To(ConsistOf("reserved/reserved", "reserved/reserved", "spot/spot"))
+		plan = solveAndCheck(&scheduling.Input{Pods: pods(3), ReservedInFlight: map[string]int{"cr-1": 1}, NodePools: []*scheduling.NodePool{
+			{Name: "reserved", Weight: 100, InstanceTypes: catalog, Requirements: only},
+			{Name: "spot", Weight: 10, InstanceTypes: catalog, Requirements: spot}}})
+		Expect(plan.Unschedulable).To(BeEmpty())
+		pools = nil
+		for _, nc := range plan.NewNodeClaims {
+			pools = append(pools, nc.NodePool)
+		}
+		Expect(pools).To(ConsistOf("reserved", "spot", "spot"), "the reservations' pool keeps room for the one in flight")
 		plan = solveAndCheck(&scheduling.Input{Pods: pods(3), NodePools: []*scheduling.NodePool{{Name: "reserved", Weight: 100, InstanceTypes: catalog, Requirements: only}}})
 		Expect(plan.NewNodeClaims).To(HaveLen(2))
 		Expect(unschedulableReasons(plan)).To(ConsistOf(ContainSubstring("every capacity reservation the pool allows is full")))

@@ -108,6 +108,10 @@ type Input struct {
 	// NamespaceLabels are the labels of each namespace, for namespaceSelector terms.
 	NamespaceLabels  map[string]map[string]string
 	PreferencePolicy PreferencePolicy
+	// ReservedInFlight counts, by capacity reservation, the NodeClaims
+	// already put in it and not launched yet: the room its offerings show
+	// does not know them, so a plan leaves it for them.
+	ReservedInFlight map[string]int
 	// MaxInstanceTypes caps the instance-type options of each NodeClaim (60 when 0).
 	MaxInstanceTypes int
 }

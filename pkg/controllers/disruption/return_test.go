@@ -483,6 +483,35 @@ var _ = Describe("returning to the preferred pool", func() {
 			Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "underutilized", "consolidation_type": "single"})).To(Equal(1.0))
 		})
 
+		DescribeTable("counts a NodeClaim put in the reservation and not launched yet against its room",
+			func(inFlightTo string, moves bool) {
+				consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+				p := &v1.NodePool{}
+				Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+				p.Spec.Template.Spec.Requirements[0].Values = []string{v1.CapacityTypeOnDemand, v1.CapacityTypeReserved}
+				Expect(env.Client.Update(ctx, p)).To(Succeed())
+				it := cloud.Types[0]
+				it.Offerings = append(it.Offerings, scheduling.Offering{Zone: "zone-a", CapacityType: v1.CapacityTypeReserved, Price: 0.096 / 1e7,
+					Available: true, ReservationID: "cr-1", ReservationCapacity: 1})
+				pending := &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "pending-reserved", Labels: map[string]string{v1.NodePoolLabelKey: "on-demand",
+					v1.CapacityTypeLabelKey: v1.CapacityTypeReserved, scheduling.ReservationIDLabelKey: inFlightTo}},
+					// Tainted: the pod cannot move onto it instead.
+					Spec: v1.NodeClaimSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+						Taints: []corev1.Taint{{Key: "example.com/other", Effect: corev1.TaintEffectNoSchedule}}}}
+				Expect(env.Client.Create(ctx, pending)).To(Succeed())
+				DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pending))).To(Succeed()) })
+				runPod("web-1", node.Name)
+				settle(newReplacer())
+				if moves {
+					Expect(replacing(fallback)).To(Equal("on-demand"))
+				} else {
+					Expect(replacing(fallback)).To(BeEmpty(), "the reservation's one place is taken by the NodeClaim in flight")
+				}
+			},
+			Entry("in flight to this reservation: no room left", "cr-1", false),
+			Entry("in flight to another: room for the move", "cr-other", true),
+		)
+
 		It("moves an On-Demand node into a capacity reservation that has room (single, replace)", func() {
 			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
 			p := &v1.NodePool{}

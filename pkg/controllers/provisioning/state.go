@@ -326,6 +326,14 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			continue
 		}
 		s.inFlight[c.Name] = true
+		if id := c.Labels[scheduling.ReservationIDLabelKey]; id != "" && c.Status.ProviderID == "" {
+			// Put in a reservation and not launched yet: its room is not
+			// counted down until the launch.
+			if s.input.ReservedInFlight == nil {
+				s.input.ReservedInFlight = map[string]int{}
+			}
+			s.input.ReservedInFlight[id]++
+		}
 		poolName := c.Labels[v1.NodePoolLabelKey]
 		view := p.claims.view(c, typesByPool[poolName])
 		alloc, capacity, labels := view.allocatable, view.capacity, view.labels
