@@ -483,16 +483,22 @@ var _ = Describe("returning to the preferred pool", func() {
 			Expect(sample("karpenter_voluntary_disruption_decisions_total", map[string]string{"decision": "replace", "reason": "underutilized", "consolidation_type": "single"})).To(Equal(1.0))
 		})
 
+		// reservable consolidates the On-Demand pool, lets it take reserved
+		// capacity too, and gives m5.large a reservation, cr-1, with room for one.
+		reservable := func() {
+			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
+			p := &v1.NodePool{}
+			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
+			p.Spec.Template.Spec.Requirements[0].Values = []string{v1.CapacityTypeOnDemand, v1.CapacityTypeReserved}
+			Expect(env.Client.Update(ctx, p)).To(Succeed())
+			it := cloud.Types[0]
+			it.Offerings = append(it.Offerings, scheduling.Offering{Zone: "zone-a", CapacityType: v1.CapacityTypeReserved, Price: 0.096 / 1e7,
+				Available: true, ReservationID: "cr-1", ReservationCapacity: 1})
+		}
+
 		DescribeTable("counts a NodeClaim put in the reservation and not launched yet against its room",
 			func(inFlightTo string, moves bool) {
-				consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
-				p := &v1.NodePool{}
-				Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
-				p.Spec.Template.Spec.Requirements[0].Values = []string{v1.CapacityTypeOnDemand, v1.CapacityTypeReserved}
-				Expect(env.Client.Update(ctx, p)).To(Succeed())
-				it := cloud.Types[0]
-				it.Offerings = append(it.Offerings, scheduling.Offering{Zone: "zone-a", CapacityType: v1.CapacityTypeReserved, Price: 0.096 / 1e7,
-					Available: true, ReservationID: "cr-1", ReservationCapacity: 1})
+				reservable()
 				pending := &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "pending-reserved", Labels: map[string]string{v1.NodePoolLabelKey: "on-demand",
 					v1.CapacityTypeLabelKey: v1.CapacityTypeReserved, scheduling.ReservationIDLabelKey: inFlightTo}},
 					// Tainted: the pod cannot move onto it instead.
@@ -513,14 +519,7 @@ var _ = Describe("returning to the preferred pool", func() {
 		)
 
 		It("moves an On-Demand node into a capacity reservation that has room (single, replace)", func() {
-			consolidating(v1.ConsolidationPolicyWhenEmptyOrUnderutilized)
-			p := &v1.NodePool{}
-			Expect(env.Client.Get(ctx, client.ObjectKey{Name: "on-demand"}, p)).To(Succeed())
-			p.Spec.Template.Spec.Requirements[0].Values = []string{v1.CapacityTypeOnDemand, v1.CapacityTypeReserved}
-			Expect(env.Client.Update(ctx, p)).To(Succeed())
-			it := cloud.Types[0]
-			it.Offerings = append(it.Offerings, scheduling.Offering{Zone: "zone-a", CapacityType: v1.CapacityTypeReserved, Price: 0.096 / 1e7,
-				Available: true, ReservationID: "cr-1", ReservationCapacity: 1})
+			reservable()
 			runPod("web-1", node.Name)
 			settle(newReplacer())
 			Expect(replacing(fallback)).To(Equal("on-demand"))
