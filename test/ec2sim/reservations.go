@@ -200,17 +200,6 @@ func (s *Server) reservationError(c candidate, capacityType string) (string, str
 	return "", ""
 }
 
-// zones are the region's zones, from the subnets.
-func (s *Server) zones() []string {
-	var out []string
-	for _, sn := range s.cfg.Subnets {
-		if !contains(out, sn.Zone) {
-			out = append(out, sn.Zone)
-		}
-	}
-	return out
-}
-
 // Reserve makes a capacity reservation as the account's owner would, outside
 // the controller's permissions, and returns its id.
 func (s *Server) Reserve(c CapacityReservationConfig) (string, error) {
@@ -223,8 +212,8 @@ func (s *Server) reserve(c CapacityReservationConfig) (string, error) {
 	if _, ok := s.types[c.InstanceType]; !ok {
 		return "", fmt.Errorf("capacity reservation: instance type %q is not in the catalog", c.InstanceType)
 	}
-	if !contains(s.zones(), c.Zone) {
-		return "", fmt.Errorf("capacity reservation: zone %q has no subnet", c.Zone)
+	if !contains(s.cfg.Zones, c.Zone) {
+		return "", fmt.Errorf("capacity reservation: %q is not a zone of the account (%v)", c.Zone, s.cfg.Zones)
 	}
 	if c.Count < 1 {
 		return "", fmt.Errorf("capacity reservation: count must be positive, got %d", c.Count)
