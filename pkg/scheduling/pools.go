@@ -55,7 +55,12 @@ type typeSet struct {
 type offeringIndex struct {
 	bits  map[string]int
 	names []string
+	// ids are the zones' ids, where offerings carry them (zones only).
+	ids map[string]string
 }
+
+// idOf returns the zone's id, "" when no offering named one.
+func (x *offeringIndex) idOf(zone string) string { return x.ids[zone] }
 
 func (x *offeringIndex) bit(name string) uint64 {
 	i, ok := x.bits[name]
@@ -102,6 +107,12 @@ func newPoolState(p *NodePool, daemons []*podInfo, zoneIndex, capacityTypeIndex 
 			continue
 		}
 		for _, o := range it.Offerings {
+			if o.ZoneID != "" && zoneIndex.ids[o.Zone] == "" {
+				if zoneIndex.ids == nil {
+					zoneIndex.ids = map[string]string{}
+				}
+				zoneIndex.ids[o.Zone] = o.ZoneID
+			}
 			if o.Available && offeringAllowed(ps.reqs, o) {
 				zones[o.Zone], capacityTypes[o.CapacityType] = true, true
 			}
@@ -200,7 +211,7 @@ func (ps *poolState) withinLimits(c, reserved Resources) bool {
 // no type defines are set by the claim itself.
 func (ps *poolState) typeCompatible(it *InstanceType, reqs Requirements) bool {
 	for k, r := range reqs {
-		if k == zoneKey || k == capacityTypeKey {
+		if k == zoneKey || k == capacityTypeKey || k == ZoneIDLabelKey {
 			continue
 		}
 		if tr, ok := it.Requirements[k]; ok {
@@ -277,6 +288,12 @@ func (ps *poolState) daemonRuns(ds *podInfo, it *InstanceType) bool {
 // instance type, treating labels neither defines as absent.
 func (ps *poolState) termAllows(term Requirements, it *InstanceType) bool {
 	for k, r := range term {
+		if k == ZoneIDLabelKey {
+			if len(ps.zoneIDs(r)) == 0 {
+				return false
+			}
+			continue
+		}
 		if pr, ok := ps.reqs[k]; ok && !pr.Intersects(r) {
 			return false
 		}
@@ -289,4 +306,32 @@ func (ps *poolState) termAllows(term Requirements, it *InstanceType) bool {
 		}
 	}
 	return true
+}
+
+// zoneIDs are the ids of the pool's zones that r allows (all with r nil).
+func (ps *poolState) zoneIDs(r *Requirement) []string {
+	var out []string
+	zones, ok := ps.reqs[zoneKey]
+	if !ok {
+		return nil
+	}
+	for _, z := range zones.Values() {
+		id := ps.zoneIndex.idOf(z)
+		if id != "" && (r == nil || r.Has(id)) {
+			if pr, ok := ps.reqs[ZoneIDLabelKey]; !ok || pr.Has(id) {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+// zoneOf returns the zone of an id, "" when none has it.
+func (x *offeringIndex) zoneOf(id string) string {
+	for z, zid := range x.ids {
+		if zid == id {
+			return z
+		}
+	}
+	return ""
 }

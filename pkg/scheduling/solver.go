@@ -664,7 +664,8 @@ func (s *solver) claimAccepts(c *claim, pi *podInfo, nt nodeTerm, cons []*constr
 				}
 				return nil, nil, fmt.Sprintf("requires %s %s, but the pool allows %s", k, describe(r), describe(cr))
 			}
-		} else if !ps.typeKeys[k] && !r.AllowsAbsent() {
+		} else if !ps.typeKeys[k] && !r.AllowsAbsent() && k != ZoneIDLabelKey {
+			// (A zone id follows the zone: the offerings decide it.)
 			if !explain {
 				return nil, nil, rejected
 			}
@@ -1079,6 +1080,13 @@ func (ps *poolState) addValues(key string, seen map[string]bool) {
 	if ps.unusable != "" {
 		return
 	}
+	if key == ZoneIDLabelKey {
+		// A node's zone id follows its zone.
+		for _, id := range ps.zoneIDs(nil) {
+			seen[id] = true
+		}
+		return
+	}
 	if r, ok := ps.reqs[key]; ok && r.Finite() {
 		for _, v := range r.Values() {
 			seen[v] = true
@@ -1106,6 +1114,14 @@ func (ps *poolState) addValuesFor(key string, term Requirements, seen map[string
 		if !ps.termAllows(term, it) {
 			continue
 		}
+		if key == ZoneIDLabelKey {
+			for _, id := range ps.zoneIDs(term[key]) {
+				if zr, ok := term[zoneKey]; !ok || zr.Has(ps.zoneIndex.zoneOf(id)) {
+					seen[id] = true
+				}
+			}
+			return
+		}
 		if poolFixed {
 			for _, v := range fixed.Values() {
 				seen[v] = true
@@ -1131,6 +1147,14 @@ func (s *solver) domainOf(t target, key string) (domain, bool, bool) {
 	if key == hostnameKey {
 		return domain{target: c.id}, true, true
 	}
+	if key == ZoneIDLabelKey {
+		// Decided once the claim's zone is.
+		if zones := s.possibleValues(c, zoneKey); len(zones) == 1 {
+			id := c.pool.zoneIndex.idOf(zones[0])
+			return domain{target: c.id, value: id}, true, id != ""
+		}
+		return domain{}, false, false
+	}
 	r, ok := c.reqs[key]
 	if !ok {
 		if c.pool.typeKeys[key] {
@@ -1149,6 +1173,16 @@ func (s *solver) domainOf(t target, key string) (domain, bool, bool) {
 
 // possibleValues lists the values key may still take on claim c.
 func (s *solver) possibleValues(c *claim, key string) []string {
+	if key == ZoneIDLabelKey {
+		var ids []string
+		for _, z := range s.possibleValues(c, zoneKey) {
+			id := c.pool.zoneIndex.idOf(z)
+			if r, ok := c.reqs[key]; id != "" && (!ok || r.Has(id)) {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
 	if key == zoneKey || key == capacityTypeKey {
 		masks, index := c.set.zones, c.pool.zoneIndex
 		if key == capacityTypeKey {

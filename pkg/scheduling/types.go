@@ -12,7 +12,11 @@ import (
 // price. Unavailable offerings (marked by the launcher after a capacity error)
 // are ignored, which is how a failed Spot launch steers the next solve.
 type Offering struct {
-	Zone         string
+	Zone string
+	// ZoneID is the zone's other name where the cloud has one (AWS's zone
+	// id, the same zone in every account); requirements and topology on
+	// ZoneIDLabelKey are planned through it.
+	ZoneID       string
 	CapacityType string
 	Price        float64
 	Available    bool
@@ -32,6 +36,10 @@ type Offering struct {
 // A plan pins each NodeClaim it puts in a reservation to that reservation
 // with it: Karpenter's AWS key, Backstop's one cloud's.
 var ReservationIDLabelKey = "karpenter.k8s.aws/capacity-reservation-id"
+
+// ZoneIDLabelKey is the label naming a node's zone by its id: Karpenter's
+// AWS key. It follows the zone: a node's zone decides it.
+var ZoneIDLabelKey = "topology.k8s.aws/zone-id"
 
 // InstanceType is a kind of machine as the scheduler sees it.
 type InstanceType struct {
@@ -228,6 +236,9 @@ func offeringAllowed(reqs Requirements, o Offering) bool {
 		return false
 	}
 	if r, ok := reqs[capacityTypeKey]; ok && !r.Has(o.CapacityType) {
+		return false
+	}
+	if r, ok := reqs[ZoneIDLabelKey]; ok && !r.Matches(o.ZoneID, o.ZoneID != "") {
 		return false
 	}
 	if o.ReservationID != "" {

@@ -175,6 +175,9 @@ var _ = Describe("a node's user data", func() {
 		Expect(node.Labels).To(HaveKey(aws.LabelInstanceFamily))
 		Expect(node.Labels).To(HaveKeyWithValue(aws.LabelInstanceTenancy, "default"))
 		Expect(node.Labels).To(HaveKeyWithValue(aws.LabelInstanceCapabilityFlex, Or(Equal("true"), Equal("false"))))
+		// m5.large, as EC2 describes it: 3.1 GHz sustained, no encryption in transit.
+		Expect(node.Labels).To(HaveKeyWithValue(aws.LabelInstanceCPUSustainedClockSpeedMHz, "3100"))
+		Expect(node.Labels).To(HaveKeyWithValue(aws.LabelInstanceEncryptionInTransitSupported, "false"))
 		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(17)), "spec.kubelet.maxPods reached the kubelet")
 		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
 	})

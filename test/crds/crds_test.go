@@ -21,6 +21,8 @@ import (
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws"
+	"github.com/backstop-sh/backstop/pkg/cloudprovider/aws/catalog"
 	"github.com/backstop-sh/backstop/test"
 )
 
@@ -54,6 +56,31 @@ var _ = Describe("example manifests", func() {
 			Expect(c.Get(ctx, client.ObjectKeyFromObject(obj), got)).To(Succeed())
 			expectContains(got.Object["spec"], sent.Object["spec"], "spec")
 		}
+	})
+})
+
+var _ = Describe("the karpenter.k8s.aws label domain", func() {
+	It("accepts a requirement on, and a template label of, every karpenter.k8s.aws label Backstop writes on nodes", func() {
+		facts, err := catalog.Load()
+		Expect(err).NotTo(HaveOccurred())
+		keys := map[string]bool{aws.LabelCapacityReservationID: true, aws.LabelCapacityReservationType: true, aws.LabelCapacityReservationInterruptible: true}
+		for _, f := range facts {
+			it, err := aws.NewInstanceType(f, nil, aws.AllocatableOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			for k := range it.Requirements {
+				if strings.HasPrefix(k, awsv1.Group+"/") {
+					keys[k] = true
+				}
+			}
+		}
+		Expect(keys).To(HaveKey(aws.LabelInstanceCPUSustainedClockSpeedMHz))
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "aws-labels"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{}}, Spec: v1.NodeClaimTemplateSpec{NodeClassRef: nodeClassRef()}}}}
+		for k := range keys {
+			pool.Spec.Template.Spec.Requirements = append(pool.Spec.Template.Spec.Requirements, v1.NodeSelectorRequirementWithMinValues{Key: k, Operator: v1.OpExists})
+			pool.Spec.Template.ObjectMeta.Labels[k] = "x"
+		}
+		Expect(c.Create(ctx, pool, client.DryRunAll)).To(Succeed(), "keys: %v", keys)
 	})
 })
 

@@ -315,6 +315,37 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 		}
 	})
 
+	It("spreads a Deployment over zone ids (topology.k8s.aws/zone-id), and kube-scheduler binds every pod", func() {
+		labels := map[string]string{"app": "spread"}
+		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "spread", Namespace: "default"}, Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: awsZoneIDKey,
+					WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+				Containers: []corev1.Container{{Name: "app", Image: "app",
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}}}},
+			}},
+		}}
+		Expect(c.Create(ctx, d)).To(Succeed())
+		DeferCleanup(func() { Expect(c.Delete(ctx, d)).To(Succeed()) })
+		perZoneID := func() map[string]int {
+			var pods corev1.PodList
+			Expect(c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels(labels))).To(Succeed())
+			out := map[string]int{}
+			for _, p := range pods.Items {
+				if p.Status.Phase != corev1.PodRunning {
+					continue
+				}
+				var n corev1.Node
+				Expect(c.Get(ctx, client.ObjectKey{Name: p.Spec.NodeName}, &n)).To(Succeed())
+				out[n.Labels[awsZoneIDKey]]++
+			}
+			return out
+		}
+		// This account's zones a, b and c are apne2-az4, -az6 and -az1.
+		Eventually(perZoneID, 2*time.Minute, time.Second).Should(Equal(map[string]int{"apne2-az4": 2, "apne2-az6": 2, "apne2-az1": 2}))
+	})
+
 	It("uninstalls cleanly: NodePools and EC2NodeClass first, then the controller and the CRDs, leaving no instance, instance profile, NodeClaim or finalizer", func() {
 		d := &appsv1.Deployment{}
 		Expect(c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "inflate"}, d)).To(Succeed())
@@ -370,6 +401,9 @@ var _ = Describe("200 pods on a local cluster", Ordered, func() {
 })
 
 // freeAddress is a loopback address with a port nothing listens on.
+// awsZoneIDKey is the zone-id label, spelled as a user writes it.
+const awsZoneIDKey = "topology.k8s.aws/zone-id"
+
 func freeAddress() string {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	Expect(err).NotTo(HaveOccurred())

@@ -34,7 +34,10 @@ func (s *Server) describeInstanceTypes(p *params) (any, *apiError) {
 			Architectures: stringItems{Items: []string{arch}}, Manufacturer: manufacturerName(t.CPUManufacturer),
 			DefaultVCPUs: t.VCPU, MemoryMiB: t.MemoryMiB, MaxENIs: t.MaxENIs, IPv4PerENI: t.IPv4PerENI,
 			NetworkPerformance: fmt.Sprintf("%d Megabit", t.NetworkBandwidthMbps), LocalStorageGB: t.LocalNVMeGiB, Burstable: t.Burstable,
-			EBSBandwidthMbps: t.EBSBandwidthMbps, Features: t.SupportedFeatures,
+			EBSBandwidthMbps: t.EBSBandwidthMbps, Features: t.SupportedFeatures, EncryptionInTransit: t.EncryptionInTransit,
+		}
+		if t.SustainedClockSpeedMHz > 0 {
+			it.SustainedClockGHz = strconv.FormatFloat(float64(t.SustainedClockSpeedMHz)/1000, 'f', -1, 64)
 		}
 		var classes []string
 		if s.onDemandPrice(t) > 0 {
@@ -146,8 +149,33 @@ func (s *Server) describeSpotPriceHistory(p *params) (any, *apiError) {
 	return &describeSpotPricesResponse{Xmlns: xmlns, Prices: pageItems, NextToken: next}, nil
 }
 
+// zoneIDs are this account's ids of its zones a, b, c...: as in EC2, where
+// each account's zone names map to the ids in an order of their own, not the
+// names' order, so code that mixes the two up fails here too.
+var zoneIDs = []int{4, 6, 1, 2, 3, 5}
+
 func zoneID(zone string) string {
-	return "use1-az" + strconv.Itoa(int(zone[len(zone)-1]-'a')+1)
+	i := int(zone[len(zone)-1] - 'a')
+	n := i + 1
+	if i >= 0 && i < len(zoneIDs) {
+		n = zoneIDs[i]
+	}
+	return regionCode(zone[:len(zone)-1]) + "-az" + strconv.Itoa(n)
+}
+
+// regionCode is the short form zone ids start with: us-east-1 is use1,
+// ap-northeast-2 apne2, eu-central-1 euc1.
+func regionCode(region string) string {
+	parts := strings.Split(region, "-")
+	if len(parts) != 3 {
+		return region
+	}
+	dir := map[string]string{"north": "n", "south": "s", "east": "e", "west": "w", "central": "c",
+		"northeast": "ne", "northwest": "nw", "southeast": "se", "southwest": "sw"}[parts[1]]
+	if dir == "" {
+		dir = parts[1][:1]
+	}
+	return parts[0] + dir + parts[2]
 }
 
 func (s *Server) describeSubnets(p *params) (any, *apiError) {

@@ -126,24 +126,30 @@ var _ = Describe("the EC2 simulator", func() {
 
 	It("serves the real catalog through the SDK's paginators", func() {
 		pager := ec2.NewDescribeInstanceTypesPaginator(client, &ec2.DescribeInstanceTypesInput{})
-		count := 0
+		count, encrypted := 0, 0
 		var m5 *ec2types.InstanceTypeInfo
 		for pager.HasMorePages() {
 			page, err := pager.NextPage(ctx)
 			Expect(err).NotTo(HaveOccurred())
 			for i := range page.InstanceTypes {
 				count++
+				if aws.ToBool(page.InstanceTypes[i].NetworkInfo.EncryptionInTransitSupported) {
+					encrypted++
+				}
 				if page.InstanceTypes[i].InstanceType == "m5.large" {
 					m5 = &page.InstanceTypes[i]
 				}
 			}
 		}
 		Expect(count).To(Equal(1363))
+		Expect(encrypted).To(Equal(1091), "the types whose network encrypts in transit")
 		Expect(m5).NotTo(BeNil())
 		Expect(aws.ToInt32(m5.VCpuInfo.DefaultVCpus)).To(Equal(int32(2)))
 		Expect(aws.ToInt64(m5.MemoryInfo.SizeInMiB)).To(Equal(int64(8192)))
 		Expect(m5.ProcessorInfo.SupportedArchitectures).To(ConsistOf(ec2types.ArchitectureTypeX8664))
 		Expect(aws.ToInt32(m5.NetworkInfo.MaximumNetworkInterfaces)).To(Equal(int32(3)))
+		Expect(aws.ToFloat64(m5.ProcessorInfo.SustainedClockSpeedInGhz)).To(Equal(3.1))
+		Expect(m5.NetworkInfo.EncryptionInTransitSupported).To(HaveValue(BeFalse()), "stated, and false for m5")
 
 		prices, err := client.DescribeSpotPriceHistory(ctx, &ec2.DescribeSpotPriceHistoryInput{InstanceTypes: []ec2types.InstanceType{"m5.large"}})
 		Expect(err).NotTo(HaveOccurred())

@@ -182,11 +182,13 @@ type instanceTypeXML struct {
 	Architectures         stringItems `xml:"processorInfo>supportedArchitectures"`
 	Manufacturer          string      `xml:"processorInfo>manufacturer"`
 	Features              []string    `xml:"processorInfo>supportedFeatures>item,omitempty"`
+	SustainedClockGHz     string      `xml:"processorInfo>sustainedClockSpeedInGhz,omitempty"`
 	DefaultVCPUs          int64       `xml:"vCpuInfo>defaultVCpus"`
 	MemoryMiB             int64       `xml:"memoryInfo>sizeInMiB"`
 	MaxENIs               int64       `xml:"networkInfo>maximumNetworkInterfaces"`
 	IPv4PerENI            int64       `xml:"networkInfo>ipv4AddressesPerInterface"`
 	NetworkPerformance    string      `xml:"networkInfo>networkPerformance"`
+	EncryptionInTransit   bool        `xml:"networkInfo>encryptionInTransitSupported"`
 	GPUs                  []gpuXML    `xml:"gpuInfo>gpus>item,omitempty"`
 	NeuronDevices         []neuronXML `xml:"neuronInfo>neuronDevices>item,omitempty"`
 	NeuronMemoryMiB       int64       `xml:"neuronInfo>totalNeuronDeviceMemoryInMiB,omitempty"`

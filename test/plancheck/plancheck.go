@@ -107,6 +107,9 @@ func (w *world) build() {
 					}
 					lbls[corev1.LabelInstanceTypeStable] = it.Name
 					lbls[corev1.LabelTopologyZone] = o.Zone
+					if o.ZoneID != "" {
+						lbls[scheduling.ZoneIDLabelKey] = o.ZoneID
+					}
 					lbls[v1.CapacityTypeLabelKey] = o.CapacityType
 					lbls[v1.NodePoolLabelKey] = c.NodePool
 					lbls[corev1.LabelHostname] = name

@@ -21,21 +21,30 @@ import (
 // Well-known instance labels, the same keys Karpenter uses so NodePool
 // requirements and node selectors written for it keep working.
 const (
-	LabelInstanceCategory         = awsv1.Group + "/instance-category"
-	LabelInstanceFamily           = awsv1.Group + "/instance-family"
-	LabelInstanceGeneration       = awsv1.Group + "/instance-generation"
-	LabelInstanceSize             = awsv1.Group + "/instance-size"
-	LabelInstanceCPU              = awsv1.Group + "/instance-cpu"
-	LabelInstanceCPUManufacturer  = awsv1.Group + "/instance-cpu-manufacturer"
-	LabelInstanceMemory           = awsv1.Group + "/instance-memory"
-	LabelInstanceHypervisor       = awsv1.Group + "/instance-hypervisor"
-	LabelInstanceNetworkBandwidth = awsv1.Group + "/instance-network-bandwidth"
-	LabelInstanceEBSBandwidth     = awsv1.Group + "/instance-ebs-bandwidth"
-	LabelInstanceLocalNVMe        = awsv1.Group + "/instance-local-nvme"
-	LabelInstanceGPUName          = awsv1.Group + "/instance-gpu-name"
-	LabelInstanceGPUManufacturer  = awsv1.Group + "/instance-gpu-manufacturer"
-	LabelInstanceGPUCount         = awsv1.Group + "/instance-gpu-count"
-	LabelInstanceGPUMemory        = awsv1.Group + "/instance-gpu-memory"
+	LabelInstanceCategory        = awsv1.Group + "/instance-category"
+	LabelInstanceFamily          = awsv1.Group + "/instance-family"
+	LabelInstanceGeneration      = awsv1.Group + "/instance-generation"
+	LabelInstanceSize            = awsv1.Group + "/instance-size"
+	LabelInstanceCPU             = awsv1.Group + "/instance-cpu"
+	LabelInstanceCPUManufacturer = awsv1.Group + "/instance-cpu-manufacturer"
+	// LabelTopologyZoneID names a node's zone by its id, the same zone in
+	// every account (use1-az1), as the zone name is not.
+	LabelTopologyZoneID = "topology.k8s.aws/zone-id"
+	// LabelInstanceCPUSustainedClockSpeedMHz is the all-core sustained
+	// speed in MHz, left out where EC2 states none.
+	LabelInstanceCPUSustainedClockSpeedMHz = awsv1.Group + "/instance-cpu-sustained-clock-speed-mhz"
+	// LabelInstanceEncryptionInTransitSupported is "true" on types whose
+	// traffic to each other is encrypted by the Nitro hardware.
+	LabelInstanceEncryptionInTransitSupported = awsv1.Group + "/instance-encryption-in-transit-supported"
+	LabelInstanceMemory                       = awsv1.Group + "/instance-memory"
+	LabelInstanceHypervisor                   = awsv1.Group + "/instance-hypervisor"
+	LabelInstanceNetworkBandwidth             = awsv1.Group + "/instance-network-bandwidth"
+	LabelInstanceEBSBandwidth                 = awsv1.Group + "/instance-ebs-bandwidth"
+	LabelInstanceLocalNVMe                    = awsv1.Group + "/instance-local-nvme"
+	LabelInstanceGPUName                      = awsv1.Group + "/instance-gpu-name"
+	LabelInstanceGPUManufacturer              = awsv1.Group + "/instance-gpu-manufacturer"
+	LabelInstanceGPUCount                     = awsv1.Group + "/instance-gpu-count"
+	LabelInstanceGPUMemory                    = awsv1.Group + "/instance-gpu-memory"
 
 	// LabelInstanceCapabilityFlex is "true" on the flex types (c7i-flex,
 	// m7i-flex, ...), "false" on the rest.
@@ -122,19 +131,23 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 		f.OS = string(corev1.Windows)
 	}
 	labels := map[string]string{
-		corev1.LabelInstanceTypeStable: f.Name,
-		corev1.LabelArchStable:         f.Arch,
-		corev1.LabelOSStable:           f.OS,
-		LabelInstanceCategory:          f.Category,
-		LabelInstanceFamily:            f.Family,
-		LabelInstanceGeneration:        strconv.Itoa(f.Generation),
-		LabelInstanceSize:              f.Size,
-		LabelInstanceCPU:               strconv.FormatInt(f.VCPU, 10),
-		LabelInstanceCPUManufacturer:   f.CPUManufacturer,
-		LabelInstanceMemory:            strconv.FormatInt(f.MemoryMiB, 10),
-		LabelInstanceHypervisor:        f.Hypervisor,
-		LabelInstanceCapabilityFlex:    strconv.FormatBool(strings.HasSuffix(f.Family, "-flex")),
-		LabelInstanceTenancy:           "default",
+		corev1.LabelInstanceTypeStable:            f.Name,
+		corev1.LabelArchStable:                    f.Arch,
+		corev1.LabelOSStable:                      f.OS,
+		LabelInstanceCategory:                     f.Category,
+		LabelInstanceFamily:                       f.Family,
+		LabelInstanceGeneration:                   strconv.Itoa(f.Generation),
+		LabelInstanceSize:                         f.Size,
+		LabelInstanceCPU:                          strconv.FormatInt(f.VCPU, 10),
+		LabelInstanceCPUManufacturer:              f.CPUManufacturer,
+		LabelInstanceMemory:                       strconv.FormatInt(f.MemoryMiB, 10),
+		LabelInstanceHypervisor:                   f.Hypervisor,
+		LabelInstanceCapabilityFlex:               strconv.FormatBool(strings.HasSuffix(f.Family, "-flex")),
+		LabelInstanceTenancy:                      "default",
+		LabelInstanceEncryptionInTransitSupported: strconv.FormatBool(f.EncryptionInTransit),
+	}
+	if f.SustainedClockSpeedMHz > 0 {
+		labels[LabelInstanceCPUSustainedClockSpeedMHz] = strconv.FormatInt(f.SustainedClockSpeedMHz, 10)
 	}
 	// Bandwidths EC2 does not state are left out rather than labelled 0.
 	if f.NetworkBandwidthMbps > 0 {

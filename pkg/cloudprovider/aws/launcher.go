@@ -385,6 +385,12 @@ func (l *Launcher) result(types []*scheduling.InstanceType, id, instanceType, zo
 		if it.Name == instanceType {
 			out.Capacity, out.Allocatable = it.Capacity.List(), it.Allocatable().List()
 			out.Labels = it.Requirements.Labels()
+			for _, o := range it.Offerings {
+				if o.Zone == zone && o.ZoneID != "" {
+					out.Labels[LabelTopologyZoneID] = o.ZoneID
+					break
+				}
+			}
 		}
 	}
 	return out
@@ -479,6 +485,9 @@ func (l *Launcher) choose(reqs scheduling.Requirements, types []*scheduling.Inst
 				continue
 			}
 			if r, ok := reqs[corev1.LabelTopologyZone]; ok && !r.Has(o.Zone) {
+				continue
+			}
+			if r, ok := reqs[LabelTopologyZoneID]; ok && !r.Matches(o.ZoneID, o.ZoneID != "") {
 				continue
 			}
 			if r, ok := reqs[LabelCapacityReservationID]; ok && o.ReservationID != "" && !r.Has(o.ReservationID) {

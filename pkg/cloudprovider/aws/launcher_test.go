@@ -120,6 +120,22 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(launched.Tags).To(HaveKeyWithValue("team", "data"))
 	})
 
+	It("launches a NodeClaim that requires a zone id in the zone of that id, and labels its instance with it", func() {
+		Expect(aws.LabelTopologyZoneID).To(Equal(scheduling.ZoneIDLabelKey), "the planner plans zone ids by the label the launcher writes")
+		c := claim("a", "spot", "on-demand")
+		// This account's us-east-1b is use1-az6 (the simulator maps names to ids out of order, as EC2 does per account).
+		c.Spec.Requirements = append(c.Spec.Requirements, v1.NodeSelectorRequirementWithMinValues{Key: aws.LabelTopologyZoneID, Operator: v1.OpIn, Values: []string{"use1-az6"}})
+		inst, err := launcher.Launch(ctx, c, class)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(inst.Zone).To(Equal("us-east-1b"))
+		Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelTopologyZoneID, "use1-az6"))
+		for k, v := range fleetCalls()[0].Params {
+			if strings.HasSuffix(k, ".AvailabilityZone") {
+				Expect(v).To(Equal("us-east-1b"), k)
+			}
+		}
+	})
+
 	Context("with a capacity reservation", func() {
 		var reservation string
 		var path test.Launch
@@ -737,7 +753,7 @@ var _ = Describe("the fleet launcher", func() {
 		_, err := launcher.Launch(ctx, claim("f", "spot", "on-demand"), class)
 		Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeTrue(), "%v", err)
 		refused, series := test.Metric(reg, "backstop_offering_launch_failures_total", map[string]string{"nodepool": "batch",
-			"instance_type": "m5.large", "capacity_type": "spot", "zone": "us-east-1a", "zone_id": "use1-az1", "reason": "InsufficientInstanceCapacity"})
+			"instance_type": "m5.large", "capacity_type": "spot", "zone": "us-east-1a", "zone_id": "use1-az4", "reason": "InsufficientInstanceCapacity"})
 		Expect(series).To(Equal(1), "one series per offering refused, with its zone id")
 		Expect(refused).To(Equal(1.0))
 		Expect(err.Error()).To(ContainSubstring("InsufficientInstanceCapacity"))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"sort"
 	"strconv"
@@ -333,10 +334,14 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	}
 	defer o.mu.Unlock()
 	allowedZones := map[string]bool{}
+	zoneIDs := map[string]string{}
 	if nodeClass != nil {
 		for _, s := range nodeClass.Status.Subnets {
 			if o.unavailable == nil || !o.unavailable.SubnetUnavailable(s.ID) {
 				allowedZones[s.Zone] = true
+			}
+			if s.ZoneID != "" {
+				zoneIDs[s.Zone] = s.ZoneID
 			}
 		}
 	}
@@ -395,10 +400,10 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 				continue
 			}
 			if p, ok := o.onDemand[f.Name]; ok {
-				offerings = append(offerings, o.offering(f.Name, zone, v1.CapacityTypeOnDemand, p))
+				offerings = append(offerings, o.offering(f.Name, zone, zoneIDs[zone], v1.CapacityTypeOnDemand, p))
 			}
 			if p, ok := o.spot[f.Name][zone]; ok {
-				offerings = append(offerings, o.offering(f.Name, zone, v1.CapacityTypeSpot, p))
+				offerings = append(offerings, o.offering(f.Name, zone, zoneIDs[zone], v1.CapacityTypeSpot, p))
 			}
 		}
 		for _, cr := range reserved[f.Name] {
@@ -407,7 +412,7 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 			}
 			room := o.reservations.Available(cr.ID)
 			price := o.onDemand[f.Name] / reservedPriceDivisor
-			offerings = append(offerings, scheduling.Offering{Zone: cr.AvailabilityZone, CapacityType: v1.CapacityTypeReserved,
+			offerings = append(offerings, scheduling.Offering{Zone: cr.AvailabilityZone, ZoneID: zoneIDs[cr.AvailabilityZone], CapacityType: v1.CapacityTypeReserved,
 				Price: price, Available: room > 0, ReservationID: cr.ID, ReservationCapacity: room})
 			if o.reservedPrices == nil {
 				o.reservedPrices = map[typeZone]float64{}
@@ -467,11 +472,11 @@ func (l launchable) can(f catalog.InstanceType) bool {
 	return l.prefixes == 0 || l.prefixes+1 <= f.IPv4PerENI
 }
 
-func (o *Offerings) offering(instanceType, zone, capacityType string, price float64) scheduling.Offering {
+func (o *Offerings) offering(instanceType, zone, zoneID, capacityType string, price float64) scheduling.Offering {
 	if o.unavailable == nil {
-		return scheduling.Offering{Zone: zone, CapacityType: capacityType, Price: price, Available: true}
+		return scheduling.Offering{Zone: zone, ZoneID: zoneID, CapacityType: capacityType, Price: price, Available: true}
 	}
-	return scheduling.Offering{Zone: zone, CapacityType: capacityType, Price: price,
+	return scheduling.Offering{Zone: zone, ZoneID: zoneID, CapacityType: capacityType, Price: price,
 		Available: !o.unavailable.IsUnavailable(instanceType, zone, capacityType), LastUnavailable: o.unavailable.LastMarked(instanceType, zone, capacityType)}
 }
 
@@ -505,11 +510,14 @@ func factsOf(info *ec2types.InstanceTypeInfo) catalog.InstanceType {
 		for _, feature := range info.ProcessorInfo.SupportedFeatures {
 			f.SupportedFeatures = append(f.SupportedFeatures, string(feature))
 		}
+		// In whole MHz, so requirements can compare it with Gt and Lt.
+		f.SustainedClockSpeedMHz = int64(math.Round(aws.ToFloat64(info.ProcessorInfo.SustainedClockSpeedInGhz) * 1000))
 	}
 	if n := info.NetworkInfo; n != nil {
 		f.MaxENIs = int64(aws.ToInt32(n.MaximumNetworkInterfaces))
 		f.IPv4PerENI = int64(aws.ToInt32(n.Ipv4AddressesPerInterface))
 		f.NetworkBandwidthMbps = bandwidthMbps(aws.ToString(n.NetworkPerformance))
+		f.EncryptionInTransit = aws.ToBool(n.EncryptionInTransitSupported)
 	}
 	// The ENI limit on pods, as the VPC CNI computes it: every address but each
 	// interface's primary, plus two host-network pods.

@@ -5,13 +5,24 @@
 package catalog
 
 import (
+	"bufio"
+	"bytes"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 //go:embed instance-types.json
 var raw []byte
+
+// clockAndEncryption holds, per type, two facts EC2 describes and the
+// catalog's source lacks: the sustained clock speed and whether the network
+// encrypts in transit between instances.
+//
+//go:embed clock-and-encryption.txt
+var clockAndEncryption []byte
 
 // GPU describes an instance type's accelerators.
 type GPU struct {
@@ -91,6 +102,12 @@ type InstanceType struct {
 	// SupportedFeatures are the processor's optional features (EC2's
 	// processorInfo.supportedFeatures).
 	SupportedFeatures []string `json:"supportedFeatures,omitempty"`
+	// SustainedClockSpeedMHz is the processor's all-core sustained speed
+	// (EC2's processorInfo.sustainedClockSpeedInGhz); 0 when EC2 states none.
+	SustainedClockSpeedMHz int64 `json:"sustainedClockSpeedMHz,omitempty"`
+	// EncryptionInTransit says whether traffic between such instances is
+	// encrypted by the Nitro hardware (networkInfo.encryptionInTransitSupported).
+	EncryptionInTransit bool `json:"encryptionInTransit,omitempty"`
 }
 
 // Supports says whether the type's processor has a feature.
@@ -111,7 +128,14 @@ func Load() ([]InstanceType, error) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("embedded instance-type catalog: %w", err)
 	}
+	extra, err := parseClockAndEncryption(clockAndEncryption)
+	if err != nil {
+		return nil, err
+	}
 	for i, t := range doc.InstanceTypes {
+		if e, ok := extra[t.Name]; ok {
+			doc.InstanceTypes[i].SustainedClockSpeedMHz, doc.InstanceTypes[i].EncryptionInTransit = e.mhz, e.encrypted
+		}
 		if t.SupportedFeatures == nil {
 			doc.InstanceTypes[i].SupportedFeatures = processorFeatures[t.Family]
 		}
@@ -124,4 +148,41 @@ func Load() ([]InstanceType, error) {
 		}
 	}
 	return doc.InstanceTypes, nil
+}
+
+type clockAndEncryptionFacts struct {
+	mhz       int64
+	encrypted bool
+}
+
+// parseClockAndEncryption reads clock-and-encryption.txt: a line per type,
+// "name MHz true|false", MHz "-" where EC2 states none; # starts a comment.
+func parseClockAndEncryption(b []byte) (map[string]clockAndEncryptionFacts, error) {
+	out := map[string]clockAndEncryptionFacts{}
+	lines := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; lines.Scan(); n++ {
+		line := strings.TrimSpace(lines.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 3 {
+			return nil, fmt.Errorf("embedded clock-and-encryption.txt line %d: want \"name MHz true|false\", got %q", n, line)
+		}
+		var f clockAndEncryptionFacts
+		if fields[1] != "-" {
+			mhz, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil || mhz <= 0 {
+				return nil, fmt.Errorf("embedded clock-and-encryption.txt line %d: clock speed %q is not a positive number of MHz or -", n, fields[1])
+			}
+			f.mhz = mhz
+		}
+		encrypted, err := strconv.ParseBool(fields[2])
+		if err != nil {
+			return nil, fmt.Errorf("embedded clock-and-encryption.txt line %d: encryption in transit %q is not true or false", n, fields[2])
+		}
+		f.encrypted = encrypted
+		out[fields[0]] = f
+	}
+	return out, lines.Err()
 }

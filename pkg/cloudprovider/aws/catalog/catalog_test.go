@@ -49,3 +49,31 @@ func TestCatalogLoads(t *testing.T) {
 		t.Errorf("%d types have Neuron accelerators, want the 12 inf1, inf2, trn1, trn1n and trn2 types of the source data", neuron)
 	}
 }
+
+func TestClockSpeedAndEncryptionInTransit(t *testing.T) {
+	types, err := catalog.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]catalog.InstanceType{}
+	unstated := 0
+	for _, it := range types {
+		byName[it.Name] = it
+		if it.SustainedClockSpeedMHz == 0 {
+			unstated++
+		}
+	}
+	// EC2 states no sustained speed for ten of the oldest types (c1, m1, m2, t1) only.
+	if unstated != 10 {
+		t.Errorf("%d types lack a sustained clock speed, want the 10 EC2 states none for", unstated)
+	}
+	for name, want := range map[string]struct {
+		mhz       int64
+		encrypted bool
+	}{"m5.large": {3100, false}, "m6i.large": {3500, true}, "c7g.large": {2600, true}, "t1.micro": {0, false}} {
+		got := byName[name]
+		if got.SustainedClockSpeedMHz != want.mhz || got.EncryptionInTransit != want.encrypted {
+			t.Errorf("%s: sustained %d MHz, encryption in transit %v; want %d, %v", name, got.SustainedClockSpeedMHz, got.EncryptionInTransit, want.mhz, want.encrypted)
+		}
+	}
+}
