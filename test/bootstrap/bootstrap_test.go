@@ -103,7 +103,6 @@ func start(kubelet *awsv1.KubeletConfiguration, userData *string, flags ...strin
 // joined waits for the one node, returns it, and waits for the pod to run.
 func joined(c client.Client) corev1.Node {
 	Eventually(func() []corev1.Node { return nodes(c) }, time.Minute, 250*time.Millisecond).Should(HaveLen(1))
-	node := nodes(c)[0]
 	Eventually(func() string {
 		var pods corev1.PodList
 		Expect(c.List(ctx, &pods, client.InNamespace("default"))).To(Succeed())
@@ -112,7 +111,9 @@ func joined(c client.Client) corev1.Node {
 		}
 		return string(pods.Items[0].Status.Phase)
 	}, time.Minute, time.Second).Should(Equal("Running"))
-	return node
+	// Read once the pod runs: the node as it first appeared is the kubelet's
+	// registration, before Backstop adopted it and synced the NodeClaim's labels.
+	return nodes(c)[0]
 }
 
 func nodes(c client.Client) []corev1.Node {
