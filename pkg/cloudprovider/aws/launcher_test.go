@@ -129,11 +129,14 @@ var _ = Describe("the fleet launcher", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(inst.Zone).To(Equal("us-east-1b"))
 		Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelTopologyZoneID, "use1-az6"))
+		zones := 0
 		for k, v := range fleetCalls()[0].Params {
 			if strings.HasSuffix(k, ".AvailabilityZone") {
 				Expect(v).To(Equal("us-east-1b"), k)
+				zones++
 			}
 		}
+		Expect(zones).To(BeNumerically(">", 0), "the fleet's overrides name their zones")
 	})
 
 	Context("with a capacity reservation", func() {
