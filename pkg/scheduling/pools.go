@@ -309,6 +309,8 @@ func (ps *poolState) termAllows(term Requirements, it *InstanceType) bool {
 }
 
 // zoneIDs are the ids of the pool's zones that r allows (all with r nil).
+// The pool's zones are those of the offerings its requirements allow, so a
+// zone-id requirement of the pool is already met by each of them.
 func (ps *poolState) zoneIDs(r *Requirement) []string {
 	var out []string
 	zones, ok := ps.reqs[zoneKey]
@@ -316,11 +318,8 @@ func (ps *poolState) zoneIDs(r *Requirement) []string {
 		return nil
 	}
 	for _, z := range zones.Values() {
-		id := ps.zoneIndex.idOf(z)
-		if id != "" && (r == nil || r.Has(id)) {
-			if pr, ok := ps.reqs[ZoneIDLabelKey]; !ok || pr.Has(id) {
-				out = append(out, id)
-			}
+		if id := ps.zoneIndex.idOf(z); id != "" && (r == nil || r.Has(id)) {
+			out = append(out, id)
 		}
 	}
 	return out
