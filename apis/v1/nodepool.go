@@ -37,6 +37,21 @@ const StaticCapacityUnsupported = "spec.replicas: Backstop does not keep static 
 // disrupts none of its nodes.
 func (p *NodePool) Static() bool { return p.Spec.Replicas != nil }
 
+// NodePool condition types beside Ready, as Karpenter's.
+const (
+	// ConditionNodeClassReady mirrors whether the pool's NodeClass can be
+	// launched from.
+	ConditionNodeClassReady = "NodeClassReady"
+	// ConditionValidationSucceeded says the pool passed the checks the API
+	// server's validation cannot make.
+	ConditionValidationSucceeded = "ValidationSucceeded"
+	// ConditionNodeRegistrationHealthy is False when at least two of the
+	// pool's last four NodeClaims failed to launch or their nodes did not
+	// register, True once one registered, Unknown since the pool or its
+	// NodeClass last changed.
+	ConditionNodeRegistrationHealthy = "NodeRegistrationHealthy"
+)
+
 // NodePoolSpec is the desired shape of a NodePool.
 // +kubebuilder:validation:XValidation:rule="has(self.replicas) == has(oldSelf.replicas)",message="replicas cannot be set or unset on an existing NodePool (static and pod-driven pools do not convert); create a new NodePool"
 // +kubebuilder:validation:XValidation:rule="!has(self.replicas) || !has(self.limits) || size(self.limits) == 0 || (size(self.limits) == 1 && 'nodes' in self.limits)",message="a NodePool with replicas takes limits.nodes only; remove the other limits"
@@ -200,7 +215,13 @@ type NodePoolStatus struct {
 	// Nodes is the number of the pool's nodes.
 	// +optional
 	Nodes *int64 `json:"nodes,omitempty"`
-	// Conditions of the pool; Ready says whether it can launch nodes.
+	// NodeClassObservedGeneration is the generation of the NodeClass the
+	// conditions were last judged against.
+	// +optional
+	NodeClassObservedGeneration int64 `json:"nodeClassObservedGeneration,omitempty"`
+	// Conditions of the pool: Ready says whether it can launch nodes (its
+	// NodeClassReady and ValidationSucceeded both True);
+	// NodeRegistrationHealthy whether the nodes it launched lately joined.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

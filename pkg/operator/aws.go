@@ -141,6 +141,8 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	}
 	launch := nodeclaim.NewLaunch(mgr.GetClient(), cloud, recorder, clk, prov, nodeclaim.NewLaunchMetrics(crmetrics.Registry))
 	launch.Timeout = o.LaunchTimeout
+	health := &nodepool.RegistrationHealth{}
+	launch.Outcomes = health
 	if err := launch.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the launch controller: %w", err)
 	}
@@ -158,6 +160,7 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	}
 	registration := nodeclaim.NewRegistration(mgr.GetClient(), recorder, clk, o.RegistrationTTL)
 	registration.Metrics = lifecycle
+	registration.Outcomes = health
 	if err := registration.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the registration controller: %w", err)
 	}
@@ -174,7 +177,9 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	if err := mgr.Add(gc); err != nil {
 		return nil, err
 	}
-	if err := nodepool.NewStatus(mgr.GetClient(), cloud).Register(mgr); err != nil {
+	poolStatus := nodepool.NewStatus(mgr.GetClient(), cloud)
+	poolStatus.Health = health
+	if err := poolStatus.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the NodePool status controller: %w", err)
 	}
 	d := disruption.New(mgr.GetClient(), recorder, clk)

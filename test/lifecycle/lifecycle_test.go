@@ -64,6 +64,59 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 
 	gone := func(obj client.Object) func() bool { return test.Gone(ctx, env.Client, obj) }
 
+	It("says on the NodePool whether its nodes register (NodeRegistrationHealthy), beside NodeClassReady, ValidationSucceeded and the NodeClass generation judged", func() {
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "health"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+			ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"team": "health"}},
+			Spec:       v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"}}}}}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pool))).To(Succeed()) })
+		var class awsv1.EC2NodeClass
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, &class)).To(Succeed())
+		health := func(g Gomega) metav1.Condition {
+			var p v1.NodePool
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pool), &p)).To(Succeed())
+			c := meta.FindStatusCondition(p.Status.Conditions, v1.ConditionNodeRegistrationHealthy)
+			g.Expect(c).NotTo(BeNil())
+			return *c
+		}
+		Eventually(func(g Gomega) {
+			var p v1.NodePool
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pool), &p)).To(Succeed())
+			g.Expect(p.Status.NodeClassObservedGeneration).To(Equal(class.Generation))
+			for _, t := range []string{v1.ConditionNodeClassReady, v1.ConditionValidationSucceeded, v1.ConditionReady} {
+				g.Expect(meta.IsStatusConditionTrue(p.Status.Conditions, t)).To(BeTrue(), t)
+			}
+			g.Expect(health(g).Status).To(Equal(metav1.ConditionUnknown), "nothing launched yet")
+		}, 15*time.Second).Should(Succeed())
+
+		joined := launchedClaim("team", "health")
+		joinNode(joined)
+		Eventually(func(g Gomega) { g.Expect(health(g).Status).To(Equal(metav1.ConditionTrue)) }, 15*time.Second).Should(Succeed())
+		// Its node out of the way, so the next pods need NodeClaims of their own.
+		test.DeleteAllNodeClaims(ctx, env.Client)
+
+		// Two NodeClaims whose nodes never join: two of the last three failed.
+		first := launchedClaim("team", "health")
+		Eventually(gone(first), 15*time.Second).Should(BeTrue())
+		Consistently(func(g Gomega) { g.Expect(health(g).Status).To(Equal(metav1.ConditionTrue)) }, 2*time.Second).Should(Succeed(), "one failure in the window is not enough")
+		second := launchedClaim("team", "health")
+		Eventually(gone(second), 15*time.Second).Should(BeTrue())
+		Eventually(func(g Gomega) {
+			c := health(g)
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(c.Reason).To(Equal("RegistrationFailed"))
+			g.Expect(c.Message).To(ContainSubstring(second.Name))
+		}, 10*time.Second).Should(Succeed())
+
+		// A change of the NodePool starts over.
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pool), pool)).To(Succeed())
+			pool.Spec.Template.ObjectMeta.Labels["tier"] = "2"
+			g.Expect(env.Client.Update(ctx, pool)).To(Succeed())
+		}, 5*time.Second).Should(Succeed(), "status writes may race the update")
+		Eventually(func(g Gomega) { g.Expect(health(g).Status).To(Equal(metav1.ConditionUnknown)) }, 10*time.Second).Should(Succeed())
+	})
+
 	It("adopts the node that registers: labels, taints, finalizer, owner; then marks it initialized when Ready", func() {
 		claim := launchedClaim()
 		node := joinNode(claim)

@@ -54,6 +54,9 @@ type Launch struct {
 	// Timeout gives up a NodeClaim that could not launch for this long for
 	// reasons other than capacity (capacity errors give it up at once).
 	Timeout time.Duration
+	// Outcomes hears of each NodeClaim given up because it could not
+	// launch for the launch timeout; nil hears nothing.
+	Outcomes RegistrationOutcomes
 	// launched remembers instances until the NodeClaim's status shows them:
 	// the informer cache lags the writes, and a second call is wasted.
 	launched sync.Map
@@ -249,6 +252,9 @@ func (l *Launch) notLaunched(ctx context.Context, claim *v1.NodeClaim, reason, m
 			return reconcile.Result{}, err
 		}
 		l.failures.LaunchFailed(claim, reason)
+		if l.Outcomes != nil {
+			l.Outcomes.Failed(claim.Labels[v1.NodePoolLabelKey], reason, message)
+		}
 		return reconcile.Result{}, nil
 	} else if l.Timeout > 0 {
 		after = min(after, l.Timeout-age)

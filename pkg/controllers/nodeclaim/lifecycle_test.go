@@ -158,11 +158,15 @@ var _ = Describe("the launch controller", func() {
 		Expect(c.Message).To(ContainSubstring("no subnet matched"))
 		Expect(failed.reasons).To(BeEmpty())
 
+		told := &outcomes{}
+		launch.Outcomes = told
 		w.seen(claim)
 		w.clock.SetTime(claim.CreationTimestamp.Add(launch.Timeout))
 		_, err = launch.Reconcile(w.ctx, request(claim))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(failed.reasons).To(Equal([]string{"NodeClassNotReady"}))
+		Expect(told.failed).To(Equal([]string{pool.Name + ": NodeClassNotReady: EC2NodeClass broken is not ready: no subnet matched"}),
+			"the NodePool's registration health hears of it, with why")
 		Expect(w.events()).To(ContainElement(ContainSubstring("LaunchTimeout")))
 		w.get(claim)
 		Expect(claim.DeletionTimestamp).NotTo(BeNil())

@@ -48,6 +48,14 @@ func IndexProviderIDs(ctx context.Context, mgr manager.Manager) error {
 	})
 }
 
+// RegistrationOutcomes hears, per NodePool, whether its NodeClaims' nodes
+// registered or the NodeClaims were given up (the NodePool's
+// NodeRegistrationHealthy condition).
+type RegistrationOutcomes interface {
+	Registered(pool string)
+	Failed(pool, reason, message string)
+}
+
 // Registration adopts the Node that joins for a launched NodeClaim, and marks
 // it initialized once it is ready for pods. A NodeClaim whose Node does not
 // join within the registration TTL is deleted, which terminates its instance.
@@ -58,6 +66,9 @@ type Registration struct {
 	RegistrationTTL time.Duration
 	// Metrics counts registered nodes; nil counts nothing.
 	Metrics *metrics.Lifecycle
+	// Outcomes hears of each node registered and each NodeClaim whose node
+	// did not register in time; nil hears nothing.
+	Outcomes RegistrationOutcomes
 	// done remembers the steps (conditions) this process completed, until the
 	// cached NodeClaim shows them: the informer cache lags the writes, and a
 	// reconcile on the stale copy would redo the step, count the node again
@@ -160,6 +171,10 @@ func (r *Registration) awaitRegistration(ctx context.Context, claim *v1.NodeClai
 	r.recorder.Eventf(claim, nil, corev1.EventTypeWarning, "RegistrationTimeout", "Register",
 		"No node registered for %s within %s; deleting the NodeClaim and terminating its instance", claim.Status.ProviderID, r.RegistrationTTL)
 	log.FromContext(ctx).Info("nodeclaim did not register in time", "nodeclaim", claim.Name, "provider-id", claim.Status.ProviderID)
+	if r.Outcomes != nil {
+		r.Outcomes.Failed(claim.Labels[v1.NodePoolLabelKey], "RegistrationFailed",
+			fmt.Sprintf("the node of NodeClaim %s (%s) did not register within %s", claim.Name, claim.Status.ProviderID, r.RegistrationTTL))
+	}
 	return reconcile.Result{}, client.IgnoreNotFound(r.client.Delete(ctx, claim))
 }
 
@@ -220,6 +235,9 @@ func (r *Registration) register(ctx context.Context, claim *v1.NodeClaim, node *
 		return err
 	}
 	r.Metrics.NodeCreated(claim.Labels[v1.NodePoolLabelKey])
+	if r.Outcomes != nil {
+		r.Outcomes.Registered(claim.Labels[v1.NodePoolLabelKey])
+	}
 	log.FromContext(ctx).Info("registered node", "nodeclaim", claim.Name, "node", node.Name)
 	if notReady == "" {
 		log.FromContext(ctx).Info("initialized node", "nodeclaim", claim.Name, "node", node.Name)

@@ -124,6 +124,14 @@ func (f *failures) Launched(claim *v1.NodeClaim, providerID string) {
 	f.launched[claim.Name] = providerID
 }
 
+// outcomes records what a RegistrationOutcomes was told.
+type outcomes struct{ registered, failed []string }
+
+func (o *outcomes) Registered(pool string) { o.registered = append(o.registered, pool) }
+func (o *outcomes) Failed(pool, reason, message string) {
+	o.failed = append(o.failed, pool+": "+reason+": "+message)
+}
+
 // newPool creates a NodePool with a unique name.
 func (w *world) newPool() *v1.NodePool {
 	pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{GenerateName: "pool-"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
