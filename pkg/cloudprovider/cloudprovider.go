@@ -59,6 +59,9 @@ const (
 	AMIDrift           DriftReason = "AMIDrift"
 	SubnetDrift        DriftReason = "SubnetDrift"
 	SecurityGroupDrift DriftReason = "SecurityGroupDrift"
+	// PlacementGroupDrift: the instance is not in the placement group its
+	// class names now (or is in one the class no longer names).
+	PlacementGroupDrift DriftReason = "PlacementGroupDrift"
 )
 
 // CreatedByAnnotation names, on a NodeClaim, the controller process that

@@ -164,6 +164,10 @@ func (s *Server) launchDenied(lt *launchTemplate, subnets []string, capacityType
 		if lt.reservation != "" {
 			used = append(used, "capacity-reservation/"+lt.reservation)
 		}
+		if g, _, _ := s.templateGroup(lt); g != nil {
+			// A placement group's ARN carries its name.
+			used = append(used, "placement-group/"+g.name)
+		}
 		for _, resource := range used {
 			have := map[string]string(nil)
 			if strings.HasPrefix(resource, "launch-template/") {

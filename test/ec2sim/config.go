@@ -62,6 +62,8 @@ type Config struct {
 	// CapacityReservations are On-Demand Capacity Reservations the account
 	// holds from the start (Linux/UNIX, active).
 	CapacityReservations []CapacityReservationConfig `json:"capacityReservations,omitempty"`
+	// PlacementGroups are placement groups the account holds from the start.
+	PlacementGroups []PlacementGroupConfig `json:"placementGroups,omitempty"`
 
 	// Policy is the controller role's IAM policy every request is held to;
 	// nil allows everything. PolicyFile, with ${ClusterName}, ${AWS::Region},

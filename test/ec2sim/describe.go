@@ -35,6 +35,7 @@ func (s *Server) describeInstanceTypes(p *params) (any, *apiError) {
 			DefaultVCPUs: t.VCPU, MemoryMiB: t.MemoryMiB, MaxENIs: t.MaxENIs, IPv4PerENI: t.IPv4PerENI,
 			NetworkPerformance: fmt.Sprintf("%d Megabit", t.NetworkBandwidthMbps), LocalStorageGB: t.LocalNVMeGiB, Burstable: t.Burstable,
 			EBSBandwidthMbps: t.EBSBandwidthMbps, Features: t.SupportedFeatures, EncryptionInTransit: t.EncryptionInTransit,
+			PlacementStrategies: t.PlacementStrategies,
 		}
 		if t.SustainedClockSpeedMHz > 0 {
 			it.SustainedClockGHz = strconv.FormatFloat(float64(t.SustainedClockSpeedMHz)/1000, 'f', -1, 64)
@@ -381,13 +382,28 @@ func (s *Server) createLaunchTemplate(p *params) (any, *apiError) {
 		}
 		reservation = id
 	}
+	placement := data.sub("Placement")
+	pgID, pgName := placement.get("GroupId"), placement.get("GroupName")
+	if pgID != "" && pgName != "" {
+		return nil, &apiError{status: http.StatusBadRequest, code: "InvalidParameterCombination", message: "Placement.GroupId and Placement.GroupName cannot both be specified"}
+	}
+	partition := 0
+	if n := placement.get("PartitionNumber"); n != "" {
+		var err error
+		if partition, err = strconv.Atoi(n); err != nil || partition < 1 {
+			return nil, invalidParameter("Placement.PartitionNumber %q is not a positive number", n)
+		}
+		if pgID == "" && pgName == "" {
+			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidParameterCombination", message: "Placement.PartitionNumber needs a placement group"}
+		}
+	}
 	specs := map[string]map[string]string{}
 	for _, rt := range []string{"instance", "volume", "network-interface", "spot-instances-request"} {
 		specs[rt] = data.tags(rt)
 	}
 	lt := &launchTemplate{id: s.nextID("lt"), name: name, imageID: imageID, userData: userData, securityGroups: groups, created: s.clock.Now().UTC(),
 		tags: p.tags("launch-template"), tagSpecs: specs, instanceProfile: data.get("IamInstanceProfile.Name"), options: options, reservation: reservation,
-		reservationPreference: crs.get("CapacityReservationPreference")}
+		reservationPreference: crs.get("CapacityReservationPreference"), placementGroupID: pgID, placementGroupName: pgName, partitionNumber: partition}
 	if arn := data.get("IamInstanceProfile.Arn"); arn != "" && lt.instanceProfile == "" {
 		lt.instanceProfile = arn[strings.LastIndex(arn, "/")+1:]
 	}

@@ -124,6 +124,75 @@ var _ = Describe("the EC2 simulator", func() {
 		Expect(describe(&ec2.DescribeCapacityReservationsInput{CapacityReservationIds: []string{id}})).To(Equal([]string{id + "/cancelled"}))
 	})
 
+	It("keeps placement groups as EC2 does: created, described by name, id and filter, launched into, refused while in use", func() {
+		created, err := client.CreatePlacementGroup(ctx, &ec2.CreatePlacementGroupInput{GroupName: aws.String("kafka"), Strategy: ec2types.PlacementStrategyPartition, PartitionCount: aws.Int32(2)})
+		Expect(err).NotTo(HaveOccurred())
+		id := aws.ToString(created.PlacementGroup.GroupId)
+		Expect(id).To(MatchRegexp(`^pg-[0-9a-z]+$`), "the EC2NodeClass pattern for ids")
+		_, err = client.CreatePlacementGroup(ctx, &ec2.CreatePlacementGroupInput{GroupName: aws.String("training"), Strategy: ec2types.PlacementStrategyCluster})
+		Expect(err).NotTo(HaveOccurred())
+
+		byName, err := client.DescribePlacementGroups(ctx, &ec2.DescribePlacementGroupsInput{GroupNames: []string{"kafka"}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(byName.PlacementGroups).To(HaveLen(1))
+		g := byName.PlacementGroups[0]
+		Expect(aws.ToString(g.GroupId)).To(Equal(id))
+		Expect(g.Strategy).To(Equal(ec2types.PlacementStrategyPartition))
+		Expect(aws.ToInt32(g.PartitionCount)).To(BeEquivalentTo(2))
+		Expect(g.State).To(Equal(ec2types.PlacementGroupStateAvailable))
+		byID, err := client.DescribePlacementGroups(ctx, &ec2.DescribePlacementGroupsInput{GroupIds: []string{id}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(aws.ToString(byID.PlacementGroups[0].GroupName)).To(Equal("kafka"))
+		clusters, err := client.DescribePlacementGroups(ctx, &ec2.DescribePlacementGroupsInput{Filters: []ec2types.Filter{{Name: aws.String("strategy"), Values: []string{"cluster"}}}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(clusters.PlacementGroups).To(HaveLen(1))
+		Expect(aws.ToString(clusters.PlacementGroups[0].GroupName)).To(Equal("training"))
+		_, err = client.DescribePlacementGroups(ctx, &ec2.DescribePlacementGroupsInput{GroupNames: []string{"missing"}})
+		Expect(err).To(MatchError(ContainSubstring("InvalidPlacementGroup.Unknown")))
+
+		types, err := client.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []ec2types.InstanceType{"m5.large", "t3.large"}})
+		Expect(err).NotTo(HaveOccurred())
+		strategies := map[string][]ec2types.PlacementGroupStrategy{}
+		for _, t := range types.InstanceTypes {
+			strategies[string(t.InstanceType)] = t.PlacementGroupInfo.SupportedStrategies
+		}
+		Expect(strategies["m5.large"]).To(ContainElement(ec2types.PlacementGroupStrategyCluster))
+		Expect(strategies["t3.large"]).To(And(ContainElement(ec2types.PlacementGroupStrategySpread), Not(ContainElement(ec2types.PlacementGroupStrategyCluster))))
+
+		lt, err := client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("in-kafka"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"), Placement: &ec2types.LaunchTemplatePlacementRequest{GroupId: aws.String(id)}}})
+		Expect(err).NotTo(HaveOccurred())
+		out, err := fleet(aws.ToString(lt.LaunchTemplate.LaunchTemplateName), ec2types.DefaultTargetCapacityTypeOnDemand, "", "m5.large")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out.Instances).To(HaveLen(1))
+		described, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: out.Instances[0].InstanceIds})
+		Expect(err).NotTo(HaveOccurred())
+		placement := described.Reservations[0].Instances[0].Placement
+		Expect(aws.ToString(placement.GroupName)).To(Equal("kafka"))
+		Expect(aws.ToString(placement.GroupId)).To(Equal(id))
+		Expect(aws.ToInt32(placement.PartitionNumber)).To(BeEquivalentTo(1))
+
+		_, err = client.DeletePlacementGroup(ctx, &ec2.DeletePlacementGroupInput{GroupName: aws.String("kafka")})
+		Expect(err).To(MatchError(ContainSubstring("InvalidPlacementGroup.InUse")))
+		_, err = client.DeletePlacementGroup(ctx, &ec2.DeletePlacementGroupInput{GroupName: aws.String("training")})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = client.DescribePlacementGroups(ctx, &ec2.DescribePlacementGroupsInput{GroupNames: []string{"training"}})
+		Expect(err).To(MatchError(ContainSubstring("InvalidPlacementGroup.Unknown")))
+	})
+
+	It("refuses a cluster placement group an instance type EC2 keeps out of them", func() {
+		id, err := sim.AddPlacementGroup(ec2sim.PlacementGroupConfig{Name: "training", Strategy: "cluster"})
+		Expect(err).NotTo(HaveOccurred())
+		lt, err := client.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("in-training"),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-00002000"), Placement: &ec2types.LaunchTemplatePlacementRequest{GroupId: aws.String(id)}}})
+		Expect(err).NotTo(HaveOccurred())
+		out, err := fleet(aws.ToString(lt.LaunchTemplate.LaunchTemplateName), ec2types.DefaultTargetCapacityTypeOnDemand, "", "t3.large")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out.Instances).To(BeEmpty())
+		Expect(out.Errors).NotTo(BeEmpty())
+		Expect(aws.ToString(out.Errors[0].ErrorCode)).To(Equal("InvalidParameterCombination"))
+	})
+
 	It("serves the real catalog through the SDK's paginators", func() {
 		pager := ec2.NewDescribeInstanceTypesPaginator(client, &ec2.DescribeInstanceTypesInput{})
 		count, encrypted := 0, 0

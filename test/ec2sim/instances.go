@@ -77,6 +77,9 @@ func (s *Server) launchError(c candidate, capacityType string) (string, string) 
 		if code, msg := typeError(c.template.options, t); code != "" {
 			return code, msg
 		}
+		if code, msg := s.placementError(c); code != "" {
+			return code, msg
+		}
 	}
 	if c.template != nil && c.template.reservation != "" {
 		// Room in the reservation is the only capacity that counts.
@@ -152,6 +155,7 @@ func (s *Server) launch(c candidate, capacityType string, tags map[string]string
 	if cr := s.openReservation(c, capacityType); cr != nil {
 		inst.CapacityReservationID = cr.id
 	}
+	s.place(inst, c.template)
 	for i := range s.cfg.Subnets {
 		if s.cfg.Subnets[i].ID == c.subnet.ID {
 			s.cfg.Subnets[i].AvailableIPs--
@@ -339,7 +343,7 @@ func (s *Server) instanceXML(inst *Instance) instanceXML {
 	out := instanceXML{
 		InstanceID: inst.ID, ImageID: inst.ImageID, State: stateXML{Code: states[inst.State], Name: inst.State},
 		PrivateDNSName: "ip-" + inst.privateIP + ".ec2.internal", InstanceType: inst.Type,
-		LaunchTime: inst.LaunchTime.Format(time.RFC3339), Placement: placementXML{AvailabilityZone: inst.Zone},
+		LaunchTime: inst.LaunchTime.Format(time.RFC3339), Placement: placementXML{AvailabilityZone: inst.Zone, GroupName: inst.PlacementGroup, GroupID: inst.placementGroupID, PartitionNumber: inst.PartitionNumber},
 		SubnetID: inst.SubnetID, PrivateIPAddress: inst.privateIP, Architecture: arch, ClientToken: inst.ClientToken, Tags: tagSet(inst.Tags),
 	}
 	for _, id := range inst.SecurityGroupIDs {

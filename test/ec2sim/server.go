@@ -57,7 +57,12 @@ type Instance struct {
 	Options LaunchOptions `json:"options,omitempty"`
 	// CapacityReservationID is the reservation it runs in, if any.
 	CapacityReservationID string `json:"capacityReservationID,omitempty"`
-	privateIP             string
+	// PlacementGroup is the name of the placement group it runs in, and
+	// PartitionNumber its partition in a partition group.
+	PlacementGroup   string `json:"placementGroup,omitempty"`
+	PartitionNumber  int    `json:"partitionNumber,omitempty"`
+	placementGroupID string
+	privateIP        string
 }
 
 type launchTemplate struct {
@@ -80,6 +85,11 @@ type launchTemplate struct {
 	// On-Demand instances out of open reservations).
 	reservation           string
 	reservationPreference string
+	// placementGroupID or placementGroupName name the placement group its
+	// instances run in (Placement.GroupId, Placement.GroupName), and
+	// partitionNumber the partition they ask for (0: EC2 picks).
+	placementGroupID, placementGroupName string
+	partitionNumber                      int
 }
 
 // Server is the simulator. It is safe for concurrent use.
@@ -96,17 +106,20 @@ type Server struct {
 	// reservations are the capacity reservations, by id, in creation order.
 	reservations     map[string]*capacityReservation
 	reservationOrder []string
-	fleetsByToken    map[string]*createFleetResponse
-	requests         []Request
-	seq              int
-	requestCount     int
-	spotPriceFactor  map[string]float64
-	queues           map[string]*queue
-	messageSeq       int
-	sqsRequests      int
-	ssmRequests      int
-	iamRequests      int
-	profiles         map[string]*instanceProfile
+	// placementGroups are the placement groups, by name, in creation order.
+	placementGroups     map[string]*placementGroup
+	placementGroupOrder []string
+	fleetsByToken       map[string]*createFleetResponse
+	requests            []Request
+	seq                 int
+	requestCount        int
+	spotPriceFactor     map[string]float64
+	queues              map[string]*queue
+	messageSeq          int
+	sqsRequests         int
+	ssmRequests         int
+	iamRequests         int
+	profiles            map[string]*instanceProfile
 	// beforeAnswer, when set, runs after EC2 has acted on a request and
 	// before the answer is written: a test kills the client there.
 	beforeAnswer func(action string)
@@ -136,7 +149,7 @@ func New(cfg Config, clk clock.Clock) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{clock: clk, cfg: cfg, types: map[string]catalog.InstanceType{}, instances: map[string]*Instance{},
-		templates: map[string]*launchTemplate{}, reservations: map[string]*capacityReservation{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{},
+		templates: map[string]*launchTemplate{}, reservations: map[string]*capacityReservation{}, placementGroups: map[string]*placementGroup{}, fleetsByToken: map[string]*createFleetResponse{}, spotPriceFactor: map[string]float64{},
 		queues: map[string]*queue{}, profiles: map[string]*instanceProfile{}}
 	for _, p := range cfg.InstanceProfiles {
 		ip := &instanceProfile{name: p.Name, id: "AIPA" + strings.ToUpper(s.nextID("ip")[3:]), tags: map[string]string{}, created: clk.Now()}
@@ -171,6 +184,11 @@ func New(cfg Config, clk clock.Clock) (*Server, error) {
 	for i, c := range cfg.CapacityReservations {
 		if _, err := s.reserve(c); err != nil {
 			return nil, fmt.Errorf("config capacityReservations[%d]: %w", i, err)
+		}
+	}
+	for i, c := range cfg.PlacementGroups {
+		if _, err := s.addPlacementGroup(c); err != nil {
+			return nil, fmt.Errorf("config placementGroups[%d]: %w", i, err)
 		}
 	}
 	return s, nil
@@ -352,6 +370,12 @@ func (s *Server) dispatch(action string, p *params) (any, *apiError) {
 		return s.describeCapacityReservations(p)
 	case "CancelCapacityReservation":
 		return s.cancelCapacityReservation(p)
+	case "CreatePlacementGroup":
+		return s.createPlacementGroup(p)
+	case "DescribePlacementGroups":
+		return s.describePlacementGroups(p)
+	case "DeletePlacementGroup":
+		return s.deletePlacementGroup(p)
 	case "DeleteLaunchTemplate":
 		return s.deleteLaunchTemplate(p)
 	case "":

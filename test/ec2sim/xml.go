@@ -86,6 +86,9 @@ type stateXML struct {
 
 type placementXML struct {
 	AvailabilityZone string `xml:"availabilityZone"`
+	GroupName        string `xml:"groupName,omitempty"`
+	GroupID          string `xml:"groupId,omitempty"`
+	PartitionNumber  int    `xml:"partitionNumber,omitempty"`
 }
 
 type instanceXML struct {
@@ -195,6 +198,7 @@ type instanceTypeXML struct {
 	LocalStorageGB        int64       `xml:"instanceStorageInfo>totalSizeInGB,omitempty"`
 	EBSBandwidthMbps      int64       `xml:"ebsInfo>ebsOptimizedInfo>maximumBandwidthInMbps,omitempty"`
 	Burstable             bool        `xml:"burstablePerformanceSupported"`
+	PlacementStrategies   []string    `xml:"placementGroupInfo>supportedStrategies>item,omitempty"`
 }
 
 type describeInstanceTypesResponse struct {

@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -155,7 +156,48 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		}, 10*time.Second).Should(Succeed())
 	})
 
-	It("keeps a class asking for what Backstop does not do, and a static NodePool, not Ready, and launches nothing for them until that is removed", func() {
+	It("launches a NodePool's nodes into its class's placement group, labelled with the group and partition so pods can select them", func() {
+		id, err := sim.AddPlacementGroup(ec2sim.PlacementGroupConfig{Name: "kafka", Strategy: "partition", PartitionCount: 3})
+		Expect(err).NotTo(HaveOccurred())
+		base := &awsv1.EC2NodeClass{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, base)).To(Succeed())
+		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}, Spec: *base.Spec.DeepCopy()}
+		class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("kafka")}
+		Expect(env.Client.Create(ctx, class)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, class))).To(Succeed()) })
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}, Spec: v1.NodePoolSpec{Template: v1.NodeClaimTemplate{
+			Spec: v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "kafka"}}}}}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pool))).To(Succeed()) })
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(class), class)).To(Succeed())
+			g.Expect(class.Status.PlacementGroup).NotTo(BeNil())
+			g.Expect(*class.Status.PlacementGroup).To(Equal(awsv1.PlacementGroup{ID: id, Name: "kafka", Strategy: "partition", PartitionCount: 3}))
+			g.Expect(meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionPlacementGroupReady)).To(BeTrue())
+			g.Expect(meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionReady)).To(BeTrue())
+		}, 15*time.Second).Should(Succeed())
+
+		// Only the kafka pool's types carry the group's id.
+		claim := launchedClaim(aws.LabelPlacementGroupID, id)
+		Expect(claim.Labels).To(HaveKeyWithValue(v1.NodePoolLabelKey, "kafka"))
+		Expect(claim.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupID, id))
+		var inst ec2sim.Instance
+		for _, i := range sim.Instances() {
+			if "aws:///"+i.Zone+"/"+i.ID == claim.Status.ProviderID {
+				inst = i
+			}
+		}
+		Expect(inst.PlacementGroup).To(Equal("kafka"))
+		Expect(claim.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupPartition, strconv.Itoa(inst.PartitionNumber)))
+		node := joinNode(claim)
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			g.Expect(node.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupID, id))
+			g.Expect(node.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupPartition, strconv.Itoa(inst.PartitionNumber)))
+		}, 10*time.Second).Should(Succeed())
+	})
+
+	It("keeps a class asking for what Backstop does not do or EC2 does not have, and a static NodePool, not Ready, and launches nothing for them until that is removed", func() {
 		base := &awsv1.EC2NodeClass{}
 		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, base)).To(Succeed())
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}, Spec: *base.Spec.DeepCopy()}
@@ -204,10 +246,12 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 			c := condition(class, awsv1.ConditionValidationSucceeded)(g)
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(c.Reason).To(Equal("UnsupportedField"))
-			for _, field := range []string{"spec.placementGroupSelector", "spec.networkInterfaces"} {
-				g.Expect(c.Message).To(ContainSubstring(field))
-			}
+			g.Expect(c.Message).To(ContainSubstring("spec.networkInterfaces"))
 			g.Expect(c.Message).NotTo(ContainSubstring("capacityReservation"), "reservations are launched into")
+			g.Expect(c.Message).NotTo(ContainSubstring("placementGroup"), "placement groups are launched into")
+			pg := condition(class, awsv1.ConditionPlacementGroupReady)(g)
+			g.Expect(pg.Status).To(Equal(metav1.ConditionFalse), "the account has no group named training")
+			g.Expect(pg.Message).To(ContainSubstring("spec.placementGroupSelector: EC2 knows no placement group with name training"))
 			g.Expect(condition(class, awsv1.ConditionCapacityReservationsReady)(g).Message).To(ContainSubstring("cr-0123456789abcdef0 does not exist"))
 			g.Expect(condition(class, awsv1.ConditionReady)(g).Status).To(Equal(metav1.ConditionFalse))
 			ready := condition(&v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}}, v1.ConditionReady)(g)

@@ -129,9 +129,9 @@ type EC2NodeClassSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.exists(t, has(t.id) && (has(t.tags) || has(t.ownerID) || has(t.instanceMatchCriteria)))",message="capacityReservationSelectorTerms: 'id' cannot be combined with other fields in the same term; use a separate term"
 	// +optional
 	CapacityReservationSelectorTerms []CapacityReservationSelectorTerm `json:"capacityReservationSelectorTerms,omitempty"`
-	// PlacementGroupSelector names the placement group instances launch into.
-	// Accepted so Karpenter manifests apply; Backstop does not place instances
-	// in placement groups yet, and a class that sets it is not Ready.
+	// PlacementGroupSelector names the placement group every instance of the
+	// class launches into (by name or id); status.placementGroup is what it
+	// resolved to. A group EC2 does not know makes the class not Ready.
 	// +kubebuilder:validation:XValidation:rule="has(self.name) != has(self.id)",message="placementGroupSelector: set exactly one of 'name' or 'id'"
 	// +optional
 	PlacementGroupSelector *PlacementGroupSelector `json:"placementGroupSelector,omitempty"`
@@ -432,6 +432,9 @@ const (
 	// ConditionCapacityReservationsReady is True once the class's
 	// capacity reservation terms were looked up (matching none is fine).
 	ConditionCapacityReservationsReady = "CapacityReservationsReady"
+	// ConditionPlacementGroupReady is True when the class names no
+	// placement group or the one it names was found (Karpenter's name).
+	ConditionPlacementGroupReady = "PlacementGroupReady"
 	// ConditionValidationSucceeded is false while the spec asks for what
 	// Backstop does not do (Karpenter's name for the class's own checks).
 	ConditionValidationSucceeded = "ValidationSucceeded"
@@ -460,11 +463,41 @@ type EC2NodeClassStatus struct {
 	// capacityReservationSelectorTerms matched.
 	// +optional
 	CapacityReservations []CapacityReservation `json:"capacityReservations,omitempty"`
+	// PlacementGroup is the group placementGroupSelector resolved to.
+	// +optional
+	PlacementGroup *PlacementGroup `json:"placementGroup,omitempty"`
 	// Conditions say whether each part resolved; Ready when all did.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Placement group strategies, as EC2 names them.
+const (
+	PlacementStrategyCluster   = "cluster"
+	PlacementStrategyPartition = "partition"
+	PlacementStrategySpread    = "spread"
+)
+
+// PlacementGroup is a resolved placement group.
+type PlacementGroup struct {
+	// ID of the group (pg-…), the value of the
+	// karpenter.k8s.aws/placement-group-id label.
+	ID string `json:"id"`
+	// Name of the group.
+	Name string `json:"name"`
+	// Strategy: cluster (one zone, close together), partition (racks
+	// apart per partition) or spread (each instance on its own rack, at
+	// most seven per zone).
+	// +kubebuilder:validation:Enum=cluster;partition;spread
+	Strategy string `json:"strategy"`
+	// PartitionCount of a partition group.
+	// +optional
+	PartitionCount int32 `json:"partitionCount,omitempty"`
+	// SpreadLevel of a spread group: rack or host.
+	// +optional
+	SpreadLevel string `json:"spreadLevel,omitempty"`
 }
 
 // CapacityReservation is a resolved capacity reservation, with Karpenter's fields.

@@ -26,6 +26,9 @@ const (
 	ScopeFamilyClass Scope = "family-class"
 	// ScopeCapacityType: a whole capacity type account-wide (all of Spot).
 	ScopeCapacityType Scope = "capacity-type"
+	// ScopePlacementZone: every type and capacity type in one zone, for
+	// one placement group (a spread group's seven instances there).
+	ScopePlacementZone Scope = "placement-group-zone"
 )
 
 // Unavailable is one thing an EC2 error marks unavailable.
@@ -36,6 +39,10 @@ type Unavailable struct {
 	Zone         string
 	Subnet       string
 	FamilyClass  string
+	// PlacementGroup scopes an offering or zone mark to launches into one
+	// placement group (its id): a group without room for a type says
+	// nothing of the same type outside it.
+	PlacementGroup string
 	// Code is the EC2 error code that caused the mark.
 	Code string
 }
@@ -43,7 +50,12 @@ type Unavailable struct {
 func (u Unavailable) String() string {
 	switch u.Scope {
 	case ScopeOffering:
+		if u.PlacementGroup != "" {
+			return fmt.Sprintf("%s %s in %s in placement group %s", u.CapacityType, u.InstanceType, u.Zone, u.PlacementGroup)
+		}
 		return fmt.Sprintf("%s %s in %s", u.CapacityType, u.InstanceType, u.Zone)
+	case ScopePlacementZone:
+		return fmt.Sprintf("placement group %s in %s", u.PlacementGroup, u.Zone)
 	case ScopeSubnet:
 		return "subnet " + u.Subnet
 	case ScopeFamilyClass:
@@ -134,6 +146,13 @@ const notPropagatedMessage = InstanceProfileNotPropagated + ": EC2 does not see 
 // and the widest outcome wins: capacity marks make the next solve move on,
 // a configuration error stops retries, throttling alone asks for a retry.
 func Classify(capacityType string, errs []FleetError) Classification {
+	return ClassifyPlaced(capacityType, errs, "")
+}
+
+// ClassifyPlaced is Classify for a launch into a placement group (its id;
+// "" for none): capacity marks are the group's own, and a spread group's
+// limit of seven instances in a zone marks the zone for the group.
+func ClassifyPlaced(capacityType string, errs []FleetError, placementGroup string) Classification {
 	var out Classification
 	var config, retry, unknown []string
 	// said is what EC2 said of the first configuration error: which
@@ -150,8 +169,11 @@ func Classify(capacityType string, errs []FleetError) Classification {
 	reasons := map[string]bool{}
 	for _, e := range errs {
 		switch {
+		case capacityCodes[e.Code] && placementGroup != "" && strings.Contains(e.Message, "spread placement group"):
+			mark(Unavailable{Scope: ScopePlacementZone, PlacementGroup: placementGroup, Zone: e.Zone, Code: e.Code})
+			reasons[e.Code] = true
 		case capacityCodes[e.Code]:
-			mark(Unavailable{Scope: ScopeOffering, CapacityType: capacityType, InstanceType: e.InstanceType, Zone: e.Zone, Code: e.Code})
+			mark(Unavailable{Scope: ScopeOffering, CapacityType: capacityType, InstanceType: e.InstanceType, Zone: e.Zone, PlacementGroup: placementGroup, Code: e.Code})
 			reasons[e.Code] = true
 		case e.Code == "InsufficientFreeAddressesInSubnet":
 			mark(Unavailable{Scope: ScopeSubnet, Subnet: e.Subnet, Code: e.Code})

@@ -103,8 +103,9 @@ func (c *CloudProvider) Create(ctx context.Context, claim *v1.NodeClaim) (*cloud
 }
 
 // IsDrifted compares a NodeClaim with its EC2NodeClass as it is now: the
-// spec's hash at launch, and whether the resolved AMIs, subnets and
-// security groups still include the instance's. A NodeClass that is not
+// spec's hash at launch, whether the resolved AMIs, subnets and security
+// groups still include the instance's, and whether it is in the placement
+// group the class names. A NodeClass that is not
 // ready says nothing about drift.
 func (c *CloudProvider) IsDrifted(ctx context.Context, claim *v1.NodeClaim) (cloudprovider.DriftReason, error) {
 	class, err := c.readyClass(ctx, claim.Spec.NodeClassRef)
@@ -127,6 +128,9 @@ func (c *CloudProvider) IsDrifted(ctx context.Context, claim *v1.NodeClaim) (clo
 	inst, err := c.instances.get(ctx, claim.Status.ProviderID)
 	if err != nil || inst == nil {
 		return "", err
+	}
+	if inst.Labels[LabelPlacementGroupID] != placementGroupOf(class) {
+		return cloudprovider.PlacementGroupDrift, nil
 	}
 	if inst.SubnetID != "" && len(class.Status.Subnets) > 0 && !slices.ContainsFunc(class.Status.Subnets, func(s awsv1.Subnet) bool { return s.ID == inst.SubnetID }) {
 		return cloudprovider.SubnetDrift, nil

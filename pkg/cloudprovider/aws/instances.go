@@ -3,6 +3,7 @@ package aws
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -31,6 +32,12 @@ func toInstance(i ec2types.Instance) *cloudprovider.Instance {
 	labels := map[string]string{}
 	for _, t := range i.Tags {
 		labels[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	if p := i.Placement; p != nil && aws.ToString(p.GroupId) != "" {
+		labels[LabelPlacementGroupID] = aws.ToString(p.GroupId)
+		if n := aws.ToInt32(p.PartitionNumber); n > 0 {
+			labels[LabelPlacementGroupPartition] = strconv.Itoa(int(n))
+		}
 	}
 	if id := aws.ToString(i.CapacityReservationId); id != "" && ct == v1.CapacityTypeOnDemand {
 		// An On-Demand instance running in a reservation.

@@ -81,6 +81,10 @@ type AllocatableOptions struct {
 	// WindowsBuild is the Windows Server build the class's nodes run
 	// (WindowsBuilds), "" for Linux families.
 	WindowsBuild string `json:",omitempty"`
+	// PlacementGroupID is the placement group the class's instances launch
+	// into: each type carries it as the karpenter.k8s.aws/placement-group-id
+	// label, so pods and NodePools can select it.
+	PlacementGroupID string `json:",omitempty"`
 }
 
 // WindowsBuilds are the Windows Server builds of the Windows families, as
@@ -161,6 +165,9 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 	}
 	if opts.WindowsBuild != "" {
 		labels[corev1.LabelWindowsBuild] = opts.WindowsBuild
+	}
+	if opts.PlacementGroupID != "" {
+		labels[LabelPlacementGroupID] = opts.PlacementGroupID
 	}
 	if f.GPU != nil {
 		labels[LabelInstanceGPUName] = f.GPU.Name

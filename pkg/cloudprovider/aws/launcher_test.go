@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/gomega/gstruct"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -332,6 +333,124 @@ var _ = Describe("the fleet launcher", func() {
 			sim.SetPolicy(narrower)
 			_, err = launcher.Launch(ctx, claimFor("denied"), class)
 			Expect(err).To(MatchError(ContainSubstring("capacity-reservation/" + reservation)))
+		})
+	})
+
+	Context("with a placement group", func() {
+		// placed resolves the class again with a selector for the group.
+		placed := func(group ec2sim.PlacementGroupConfig) string {
+			id, err := sim.AddPlacementGroup(group)
+			Expect(err).NotTo(HaveOccurred())
+			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To(group.Name)}
+			class.Status, err = test.NewResolver(simURL, "my-cluster").Resolve(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(class.Status.PlacementGroup).NotTo(BeNil())
+			Expect(class.Status.PlacementGroup.ID).To(Equal(id))
+			Expect(meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionPlacementGroupReady)).To(BeTrue())
+			Expect(meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionReady)).To(BeTrue())
+			return id
+		}
+		inZone := func(name, zone string, capacityTypes ...string) *v1.NodeClaim {
+			c := claim(name, capacityTypes...)
+			c.Spec.Requirements = append(c.Spec.Requirements, v1.NodeSelectorRequirementWithMinValues{Key: corev1.LabelTopologyZone, Operator: v1.OpIn, Values: []string{zone}})
+			return c
+		}
+
+		It("launches every instance into the group, labelled with its id and, in a partition group, the partition EC2 chose", func() {
+			id := placed(ec2sim.PlacementGroupConfig{Name: "kafka", Strategy: "partition", PartitionCount: 3})
+			Expect(class.Status.PlacementGroup.Strategy).To(Equal("partition"))
+			Expect(class.Status.PlacementGroup.PartitionCount).To(BeEquivalentTo(3))
+			partitions := map[string]bool{}
+			for _, name := range []string{"p1", "p2", "p3"} {
+				inst, err := launcher.Launch(ctx, claim(name, "on-demand"), class)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupID, id))
+				partitions[inst.Labels[aws.LabelPlacementGroupPartition]] = true
+			}
+			Expect(partitions).To(Equal(map[string]bool{"1": true, "2": true, "3": true}), "EC2 spreads them over the partitions; each node says which")
+			for _, i := range sim.Instances() {
+				Expect(i.PlacementGroup).To(Equal("kafka"))
+			}
+			for _, r := range sim.Requests() {
+				if r.Action == "CreateLaunchTemplate" {
+					Expect(r.Params).To(HaveKeyWithValue("LaunchTemplateData.Placement.GroupId", id))
+				}
+			}
+		})
+
+		It("offers a cluster group only the types EC2 lets into one, each carrying the group's id", func() {
+			id := placed(ec2sim.PlacementGroupConfig{Name: "training", Strategy: "cluster"})
+			types, err := offerings.InstanceTypes(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			names := map[string]bool{}
+			for _, it := range types {
+				names[it.Name] = true
+				Expect(it.Requirements.Labels()).To(HaveKeyWithValue(aws.LabelPlacementGroupID, id), it.Name)
+			}
+			Expect(names).To(And(HaveKey("m5.large"), HaveKey("c5.large")))
+			Expect(names).NotTo(Or(HaveKey("t3.large"), HaveKey("m7i-flex.large"), HaveKey("mac2.metal")), "burstable, flex and Mac types stay out of cluster groups")
+		})
+
+		It("keeps a cluster group's launches in its zone; the capacity refused elsewhere is the group's alone", func() {
+			id := placed(ec2sim.PlacementGroupConfig{Name: "training", Strategy: "cluster"})
+			first, err := launcher.Launch(ctx, inZone("first", "us-east-1a", "on-demand"), class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(first.Zone).To(Equal("us-east-1a"))
+			_, err = launcher.Launch(ctx, inZone("elsewhere", "us-east-1b", "on-demand"), class)
+			Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeTrue(), "EC2 has no room for the group outside its zone: %v", err)
+			Expect(unavailable.IsUnavailableIn("m5.large", "us-east-1b", "on-demand", id)).To(BeTrue())
+			Expect(unavailable.IsUnavailable("m5.large", "us-east-1b", "on-demand")).To(BeFalse(), "outside the group the type is still there")
+			plain := class.DeepCopy()
+			plain.Spec.PlacementGroupSelector, plain.Status.PlacementGroup = nil, nil
+			inst, err := launcher.Launch(ctx, inZone("outside", "us-east-1b", "on-demand"), plain)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst.Labels).NotTo(HaveKey(aws.LabelPlacementGroupID))
+		})
+
+		It("closes a zone for a spread group once it holds seven instances there, and only for that group", func() {
+			id := placed(ec2sim.PlacementGroupConfig{Name: "etcd", Strategy: "spread"})
+			for i := range 7 {
+				_, err := launcher.Launch(ctx, inZone(fmt.Sprintf("member-%d", i), "us-east-1a", "on-demand"), class)
+				Expect(err).NotTo(HaveOccurred())
+			}
+			_, err := launcher.Launch(ctx, inZone("eighth", "us-east-1a", "on-demand"), class)
+			Expect(cloudprovider.IsInsufficientCapacity(err)).To(BeTrue(), "%v", err)
+			for _, t := range []string{"m5.large", "c5.large", "r5.large"} {
+				Expect(unavailable.IsUnavailableIn(t, "us-east-1a", "spot", id)).To(BeTrue(), "every type of the zone, for the group: %s", t)
+				Expect(unavailable.IsUnavailable(t, "us-east-1a", "spot")).To(BeFalse(), "not outside the group: %s", t)
+			}
+			Expect(unavailable.IsUnavailableIn("m5.large", "us-east-1b", "on-demand", id)).To(BeFalse(), "other zones stay open")
+			_, err = launcher.Launch(ctx, inZone("next-zone", "us-east-1b", "on-demand"), class)
+			Expect(err).NotTo(HaveOccurred())
+		})
+
+		It("launches nothing for a group EC2 does not know, and says so on the class", func() {
+			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("missing")}
+			var err error
+			class.Status, err = test.NewResolver(simURL, "my-cluster").Resolve(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(class.Status.PlacementGroup).To(BeNil())
+			c := meta.FindStatusCondition(class.Status.Conditions, awsv1.ConditionPlacementGroupReady)
+			Expect(c).NotTo(BeNil())
+			Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			Expect(c.Message).To(And(ContainSubstring("spec.placementGroupSelector"), ContainSubstring("name missing")))
+			Expect(meta.IsStatusConditionTrue(class.Status.Conditions, awsv1.ConditionReady)).To(BeFalse())
+			_, err = launcher.Launch(ctx, claim("nowhere", "on-demand"), class)
+			Expect(err).To(MatchError(ContainSubstring("placement group")))
+			Expect(sim.Instances()).To(BeEmpty())
+		})
+
+		It("needs the policy's right to launch into placement groups", func() {
+			placed(ec2sim.PlacementGroupConfig{Name: "training", Strategy: "cluster"})
+			shipped, err := os.ReadFile(test.ShippedPolicy)
+			Expect(err).NotTo(HaveOccurred())
+			doc := strings.ReplaceAll(string(shipped), `"arn:${AWS::Partition}:ec2:${AWS::Region}:*:placement-group/*"`, `"arn:${AWS::Partition}:ec2:${AWS::Region}:*:nothing/*"`)
+			Expect(doc).NotTo(Equal(string(shipped)))
+			narrower, err := ec2sim.ParsePolicy([]byte(doc), (&ec2sim.Config{ClusterTag: "my-cluster"}).PolicyVars())
+			Expect(err).NotTo(HaveOccurred())
+			sim.SetPolicy(narrower)
+			_, err = launcher.Launch(ctx, claim("denied", "on-demand"), class)
+			Expect(err).To(MatchError(ContainSubstring("placement-group/training")))
 		})
 	})
 
@@ -969,9 +1088,15 @@ var _ = Describe("drift of a launched NodeClaim from its EC2NodeClass", func() {
 			class.Spec.IPPrefixCount = ptr.To[int32](1)
 		}),
 		Entry("only fields Backstop does not act on, and capacity reservation terms (as in Karpenter), were added", cloudprovider.DriftReason(""), func() {
-			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("training")}
 			class.Spec.NetworkInterfaces = []awsv1.NetworkInterface{{InterfaceType: "interface"}}
 			class.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{ID: "cr-0123456789abcdef0"}}
+		}),
+		Entry("a placement group selector was added that has not resolved yet (drift is judged on the group it resolves to)", cloudprovider.DriftReason(""), func() {
+			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("training")}
+		}),
+		Entry("the class now resolves to a placement group the instance is not in", cloudprovider.PlacementGroupDrift, func() {
+			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("training")}
+			class.Status.PlacementGroup = &awsv1.PlacementGroup{ID: "pg-0123456789abcdef0", Name: "training", Strategy: awsv1.PlacementStrategyCluster}
 		}),
 		Entry("the resolved AMIs no longer include the instance's", cloudprovider.AMIDrift, func() {
 			class.Status.AMIs = []awsv1.AMI{{ID: "ami-0123456789abcdef0", Name: "newer"}}

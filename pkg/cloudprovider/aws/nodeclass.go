@@ -80,6 +80,10 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 	if status.CapacityReservations, reservationNotes, err = r.reservations(ctx, nc.Spec.CapacityReservationSelectorTerms); err != nil {
 		return status, err
 	}
+	var placementProblem string
+	if status.PlacementGroup, placementProblem, err = r.placementGroup(ctx, nc.Spec.PlacementGroupSelector); err != nil {
+		return status, err
+	}
 	var profileProblem string
 	if status.InstanceProfile, profileProblem, err = r.profiles.Ensure(ctx, nc); err != nil {
 		return status, err
@@ -93,6 +97,7 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 		condition(awsv1.ConditionAMIsReady, len(status.AMIs) > 0, "AMIsNotFound",
 			"no image matched spec.amiSelectorTerms "+describeTerms(nc.Spec.AMISelectorTerms)+notes(amiNotes)),
 		condition(awsv1.ConditionInstanceProfileReady, profileProblem == "", "InstanceProfileNotReady", profileProblem),
+		condition(awsv1.ConditionPlacementGroupReady, placementProblem == "", "PlacementGroupNotFound", placementProblem),
 	}
 	// Reservations are optional capacity: matching none leaves the class
 	// Ready, to launch Spot and On-Demand; what was not found is said.
@@ -122,9 +127,6 @@ func (r *Resolver) Resolve(ctx context.Context, nc *awsv1.EC2NodeClass) (awsv1.E
 // a class is not Ready until they are removed.
 func unsupported(nc *awsv1.EC2NodeClass) []string {
 	var out []string
-	if nc.Spec.PlacementGroupSelector != nil {
-		out = append(out, "spec.placementGroupSelector: Backstop does not launch into placement groups yet; remove it to launch without one")
-	}
 	if len(nc.Spec.NetworkInterfaces) > 0 {
 		out = append(out, "spec.networkInterfaces: Backstop launches with one primary network interface and no EFA yet; remove the list to launch with the primary interface only")
 	}

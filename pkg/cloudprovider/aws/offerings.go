@@ -349,6 +349,9 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	if nodeClass != nil {
 		opts.Kubelet = nodeClass.Spec.Kubelet
 		opts.WindowsBuild = WindowsBuilds[Family(nodeClass)]
+		if pg := nodeClass.Status.PlacementGroup; pg != nil {
+			opts.PlacementGroupID = pg.ID
+		}
 	}
 	key, err := json.Marshal(opts)
 	if err != nil {
@@ -400,10 +403,10 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 				continue
 			}
 			if p, ok := o.onDemand[f.Name]; ok {
-				offerings = append(offerings, o.offering(f.Name, zone, zoneIDs[zone], v1.CapacityTypeOnDemand, p))
+				offerings = append(offerings, o.offering(f.Name, zone, zoneIDs[zone], v1.CapacityTypeOnDemand, launchable.placementGroup, p))
 			}
 			if p, ok := o.spot[f.Name][zone]; ok {
-				offerings = append(offerings, o.offering(f.Name, zone, zoneIDs[zone], v1.CapacityTypeSpot, p))
+				offerings = append(offerings, o.offering(f.Name, zone, zoneIDs[zone], v1.CapacityTypeSpot, launchable.placementGroup, p))
 			}
 		}
 		for _, cr := range reserved[f.Name] {
@@ -448,7 +451,11 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 type launchable struct {
 	nested   bool
 	prefixes int64
-	key      string
+	// placementGroup and placementStrategy are the class's placement group
+	// (its id) and the group's strategy: a type that EC2 does not let into
+	// groups of that strategy is not offered.
+	placementGroup, placementStrategy string
+	key                               string
 }
 
 func launchableBy(class *awsv1.EC2NodeClass) launchable {
@@ -458,8 +465,11 @@ func launchableBy(class *awsv1.EC2NodeClass) launchable {
 			l.nested = true
 		}
 		l.prefixes = int64(aws.ToInt32(class.Spec.IPPrefixCount))
+		if pg := class.Status.PlacementGroup; pg != nil {
+			l.placementGroup, l.placementStrategy = pg.ID, pg.Strategy
+		}
 	}
-	l.key = fmt.Sprintf("%t/%d", l.nested, l.prefixes)
+	l.key = fmt.Sprintf("%t/%d/%s/%s", l.nested, l.prefixes, l.placementGroup, l.placementStrategy)
 	return l
 }
 
@@ -467,17 +477,22 @@ func (l launchable) can(f catalog.InstanceType) bool {
 	if l.nested && !f.Supports(catalog.FeatureNestedVirtualization) {
 		return false
 	}
+	// A type EC2 describes no strategies for is left to EC2 to judge.
+	if l.placementStrategy != "" && len(f.PlacementStrategies) > 0 && !f.SupportsPlacement(l.placementStrategy) {
+		return false
+	}
 	// Each prefix takes an address slot of the interface; the primary
 	// address takes one more.
 	return l.prefixes == 0 || l.prefixes+1 <= f.IPv4PerENI
 }
 
-func (o *Offerings) offering(instanceType, zone, zoneID, capacityType string, price float64) scheduling.Offering {
+func (o *Offerings) offering(instanceType, zone, zoneID, capacityType, placementGroup string, price float64) scheduling.Offering {
 	if o.unavailable == nil {
 		return scheduling.Offering{Zone: zone, ZoneID: zoneID, CapacityType: capacityType, Price: price, Available: true}
 	}
 	return scheduling.Offering{Zone: zone, ZoneID: zoneID, CapacityType: capacityType, Price: price,
-		Available: !o.unavailable.IsUnavailable(instanceType, zone, capacityType), LastUnavailable: o.unavailable.LastMarked(instanceType, zone, capacityType)}
+		Available:       !o.unavailable.IsUnavailableIn(instanceType, zone, capacityType, placementGroup),
+		LastUnavailable: o.unavailable.LastMarkedIn(instanceType, zone, capacityType, placementGroup)}
 }
 
 var typeName = regexp.MustCompile(`^([a-z]+)(\d+)?([a-z0-9-]*)\.(.+)$`)
@@ -518,6 +533,11 @@ func factsOf(info *ec2types.InstanceTypeInfo) catalog.InstanceType {
 		f.IPv4PerENI = int64(aws.ToInt32(n.Ipv4AddressesPerInterface))
 		f.NetworkBandwidthMbps = bandwidthMbps(aws.ToString(n.NetworkPerformance))
 		f.EncryptionInTransit = aws.ToBool(n.EncryptionInTransitSupported)
+	}
+	if pg := info.PlacementGroupInfo; pg != nil {
+		for _, s := range pg.SupportedStrategies {
+			f.PlacementStrategies = append(f.PlacementStrategies, string(s))
+		}
 	}
 	// The ENI limit on pods, as the VPC CNI computes it: every address but each
 	// interface's primary, plus two host-network pods.

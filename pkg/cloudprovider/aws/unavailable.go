@@ -83,10 +83,15 @@ const markMemory = time.Hour
 // last put under a mark (its own, its capacity type's or its family class's),
 // expired or not; zero when not within the last hour.
 func (c *UnavailableOfferings) LastMarked(instanceType, zone, capacityType string) time.Time {
+	return c.LastMarkedIn(instanceType, zone, capacityType, "")
+}
+
+// LastMarkedIn is LastMarked for launches into a placement group ("" for none).
+func (c *UnavailableOfferings) LastMarkedIn(instanceType, zone, capacityType, placementGroup string) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var last time.Time
-	for _, u := range offeringMarks(instanceType, zone, capacityType) {
+	for _, u := range offeringMarks(instanceType, zone, capacityType, placementGroup) {
 		if at := c.markedAt[u]; at.After(last) {
 			last = at
 		}
@@ -94,21 +99,34 @@ func (c *UnavailableOfferings) LastMarked(instanceType, zone, capacityType strin
 	return last
 }
 
-func offeringMarks(instanceType, zone, capacityType string) []Unavailable {
-	return []Unavailable{
+// offeringMarks are the marks that close an offering: its own, its capacity
+// type's, its quota class's, and in a placement group the group's own marks
+// of it and of its zone.
+func offeringMarks(instanceType, zone, capacityType, placementGroup string) []Unavailable {
+	out := []Unavailable{
 		{Scope: ScopeOffering, CapacityType: capacityType, InstanceType: instanceType, Zone: zone},
 		{Scope: ScopeCapacityType, CapacityType: capacityType},
 		{Scope: ScopeFamilyClass, CapacityType: capacityType, FamilyClass: FamilyClass(instanceType)},
 	}
+	if placementGroup != "" {
+		out = append(out, Unavailable{Scope: ScopeOffering, CapacityType: capacityType, InstanceType: instanceType, Zone: zone, PlacementGroup: placementGroup},
+			Unavailable{Scope: ScopePlacementZone, Zone: zone, PlacementGroup: placementGroup})
+	}
+	return out
 }
 
 // IsUnavailable reports whether an instance type bought as capacityType in a
 // zone is under any mark.
 func (c *UnavailableOfferings) IsUnavailable(instanceType, zone, capacityType string) bool {
+	return c.IsUnavailableIn(instanceType, zone, capacityType, "")
+}
+
+// IsUnavailableIn is IsUnavailable for launches into a placement group ("" for none).
+func (c *UnavailableOfferings) IsUnavailableIn(instanceType, zone, capacityType, placementGroup string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.clock.Now()
-	for _, u := range offeringMarks(instanceType, zone, capacityType) {
+	for _, u := range offeringMarks(instanceType, zone, capacityType, placementGroup) {
 		if c.live(u, now) {
 			return true
 		}

@@ -10,6 +10,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -108,6 +109,25 @@ type InstanceType struct {
 	// EncryptionInTransit says whether traffic between such instances is
 	// encrypted by the Nitro hardware (networkInfo.encryptionInTransitSupported).
 	EncryptionInTransit bool `json:"encryptionInTransit,omitempty"`
+	// PlacementStrategies are the placement group strategies the type
+	// launches into (EC2's placementGroupInfo.supportedStrategies).
+	PlacementStrategies []string `json:"placementStrategies,omitempty"`
+}
+
+// SupportsPlacement says whether the type launches into a placement group
+// of the strategy.
+func (t InstanceType) SupportsPlacement(strategy string) bool {
+	return slices.Contains(t.PlacementStrategies, strategy)
+}
+
+// placementStrategies are the strategies EC2 lets a type use: all three,
+// but cluster groups take no burstable, Mac or M7i-flex types (the EC2 User
+// Guide's list of cluster placement group restrictions).
+func placementStrategies(t InstanceType) []string {
+	if t.Burstable || strings.HasPrefix(t.Family, "mac") || t.Family == "m7i-flex" {
+		return []string{"partition", "spread"}
+	}
+	return []string{"cluster", "partition", "spread"}
 }
 
 // Supports says whether the type's processor has a feature.
@@ -138,6 +158,9 @@ func Load() ([]InstanceType, error) {
 		}
 		if t.SupportedFeatures == nil {
 			doc.InstanceTypes[i].SupportedFeatures = processorFeatures[t.Family]
+		}
+		if t.PlacementStrategies == nil {
+			doc.InstanceTypes[i].PlacementStrategies = placementStrategies(t)
 		}
 		if a := t.Accelerator; a != nil && a.Manufacturer == "aws" && a.CoresPerDevice == 0 {
 			c, ok := neuronCores[a.Name]
