@@ -156,7 +156,7 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		}, 10*time.Second).Should(Succeed())
 	})
 
-	It("launches a NodePool's nodes into its class's placement group, labelled with the group and partition so pods can select them", func() {
+	It("launches a NodePool's nodes into its class's placement group, labelled with the group and partition, and a pod that selects a partition into it", func() {
 		id, err := sim.AddPlacementGroup(ec2sim.PlacementGroupConfig{Name: "kafka", Strategy: "partition", PartitionCount: 3})
 		Expect(err).NotTo(HaveOccurred())
 		base := &awsv1.EC2NodeClass{}
@@ -187,6 +187,7 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 				inst = i
 			}
 		}
+		Expect(inst.ID).NotTo(BeEmpty(), "the NodeClaim's instance")
 		Expect(inst.PlacementGroup).To(Equal("kafka"))
 		Expect(claim.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupPartition, strconv.Itoa(inst.PartitionNumber)))
 		node := joinNode(claim)
@@ -195,6 +196,16 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 			g.Expect(node.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupID, id))
 			g.Expect(node.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupPartition, strconv.Itoa(inst.PartitionNumber)))
 		}, 10*time.Second).Should(Succeed())
+
+		// A pod that selects another partition gets a NodeClaim launched into it.
+		Expect(inst.PartitionNumber).NotTo(Equal(3))
+		third := launchedClaim(aws.LabelPlacementGroupPartition, "3")
+		Expect(third.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupPartition, "3"))
+		partitionOf := map[string]int{}
+		for _, i := range sim.Instances() {
+			partitionOf["aws:///"+i.Zone+"/"+i.ID] = i.PartitionNumber
+		}
+		Expect(partitionOf).To(HaveKeyWithValue(third.Status.ProviderID, 3))
 	})
 
 	It("keeps a class asking for what Backstop does not do or EC2 does not have, and a static NodePool, not Ready, and launches nothing for them until that is removed", func() {

@@ -85,6 +85,11 @@ type AllocatableOptions struct {
 	// into: each type carries it as the karpenter.k8s.aws/placement-group-id
 	// label, so pods and NodePools can select it.
 	PlacementGroupID string `json:",omitempty"`
+	// PlacementGroupPartitions is the partition count of a partition
+	// group: each type may land in any of them, so it carries
+	// karpenter.k8s.aws/placement-group-partition In [1..count], and a pod
+	// can select one or spread over them.
+	PlacementGroupPartitions int32 `json:",omitempty"`
 }
 
 // WindowsBuilds are the Windows Server builds of the Windows families, as
@@ -185,6 +190,13 @@ func NewInstanceType(f catalog.InstanceType, offerings []scheduling.Offering, op
 			continue
 		}
 		it.Requirements.Add(labelRequirement(k, v))
+	}
+	if n := opts.PlacementGroupPartitions; n > 0 {
+		partitions := make([]string, 0, n)
+		for p := int32(1); p <= n; p++ {
+			partitions = append(partitions, strconv.Itoa(int(p)))
+		}
+		it.Requirements.Add(scheduling.MustRequirement(LabelPlacementGroupPartition, v1.OpIn, partitions...))
 	}
 
 	overheadPct := opts.VMMemoryOverheadPercent

@@ -349,6 +349,32 @@ func (l *Launcher) Launch(ctx context.Context, claim *v1.NodeClaim, class *awsv1
 	return launched, nil
 }
 
+// requestedPartition is the one partition of a partition group the
+// NodeClaim's requirements allow; 0 when they allow several (EC2 picks).
+func requestedPartition(claim *v1.NodeClaim, pg *awsv1.PlacementGroup) int {
+	if pg.Strategy != awsv1.PlacementStrategyPartition {
+		return 0
+	}
+	reqs, err := scheduling.FromAPI(claim.Spec.Requirements)
+	if err != nil {
+		return 0
+	}
+	r, ok := reqs[LabelPlacementGroupPartition]
+	if !ok {
+		return 0
+	}
+	var allowed []int
+	for p := 1; p <= int(pg.PartitionCount); p++ {
+		if r.Has(strconv.Itoa(p)) {
+			allowed = append(allowed, p)
+		}
+	}
+	if len(allowed) == 1 {
+		return allowed[0]
+	}
+	return 0
+}
+
 // placementGroupOf is the id of the class's placement group, "" for none.
 func placementGroupOf(class *awsv1.EC2NodeClass) string {
 	if class != nil && class.Status.PlacementGroup != nil {
@@ -795,8 +821,10 @@ type templateData struct {
 	// node's capacity type is what it was launched as.
 	OutsideReservations bool `json:",omitempty"`
 	// PlacementGroup is the id of the placement group every instance of
-	// the class launches into.
+	// the class launches into, and Partition the partition of a partition
+	// group the NodeClaim asks for (0: EC2 picks).
 	PlacementGroup string `json:",omitempty"`
+	Partition      int    `json:",omitempty"`
 	// Tags are those of the template, of the network interfaces and Spot
 	// requests its launches create: the class's own, and the ones the
 	// controller's IAM policy demands (cluster, NodePool, class).
@@ -835,6 +863,7 @@ func (l *Launcher) ensureTemplate(ctx context.Context, claim *v1.NodeClaim, clas
 		OutsideReservations: reservation == "" && len(class.Spec.CapacityReservationSelectorTerms) > 0}
 	if pg := class.Status.PlacementGroup; pg != nil {
 		data.PlacementGroup = pg.ID
+		data.Partition = requestedPartition(claim, pg)
 	} else if class.Spec.PlacementGroupSelector != nil {
 		// Launching outside the group the class asks for would give the
 		// user what they did not ask for.
@@ -974,6 +1003,9 @@ func (l *Launcher) createTemplate(ctx context.Context, name string, class *awsv1
 	}
 	if d.PlacementGroup != "" {
 		lt.Placement = &ec2types.LaunchTemplatePlacementRequest{GroupId: aws.String(d.PlacementGroup)}
+		if d.Partition > 0 {
+			lt.Placement.PartitionNumber = aws.Int32(int32(d.Partition))
+		}
 	}
 	if d.NestedVirtualization != nil {
 		lt.CpuOptions = &ec2types.LaunchTemplateCpuOptionsRequest{NestedVirtualization: ec2types.NestedVirtualizationSpecification(*d.NestedVirtualization)}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -376,6 +377,33 @@ var _ = Describe("the fleet launcher", func() {
 					Expect(r.Params).To(HaveKeyWithValue("LaunchTemplateData.Placement.GroupId", id))
 				}
 			}
+		})
+
+		It("launches a NodeClaim that asks for one partition into that partition, through a template of its own", func() {
+			placed(ec2sim.PlacementGroupConfig{Name: "kafka", Strategy: "partition", PartitionCount: 3})
+			types, err := offerings.InstanceTypes(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(types).NotTo(BeEmpty())
+			Expect(types[0].Requirements[aws.LabelPlacementGroupPartition].Values()).To(ConsistOf("1", "2", "3"), "a type may land in any partition")
+			for _, want := range []string{"3", "3", "2"} {
+				c := claim("in-"+want+"-"+strconv.Itoa(len(sim.Instances())), "on-demand")
+				c.Spec.Requirements = append(c.Spec.Requirements, v1.NodeSelectorRequirementWithMinValues{Key: aws.LabelPlacementGroupPartition, Operator: v1.OpIn, Values: []string{want}})
+				inst, err := launcher.Launch(ctx, c, class)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupPartition, want))
+			}
+			partitions := map[int]int{}
+			for _, i := range sim.Instances() {
+				partitions[i.PartitionNumber]++
+			}
+			Expect(partitions).To(Equal(map[int]int{3: 2, 2: 1}), "EC2 alone would have filled partitions 1, 2 and 3")
+			asked := map[string]bool{}
+			for _, r := range sim.Requests() {
+				if r.Action == "CreateLaunchTemplate" {
+					asked[r.Params["LaunchTemplateData.Placement.PartitionNumber"]] = true
+				}
+			}
+			Expect(asked).To(Equal(map[string]bool{"2": true, "3": true}))
 		})
 
 		It("offers a cluster group only the types EC2 lets into one, each carrying the group's id", func() {

@@ -351,6 +351,9 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 		opts.WindowsBuild = WindowsBuilds[Family(nodeClass)]
 		if pg := nodeClass.Status.PlacementGroup; pg != nil {
 			opts.PlacementGroupID = pg.ID
+			if pg.Strategy == awsv1.PlacementStrategyPartition {
+				opts.PlacementGroupPartitions = pg.PartitionCount
+			}
 		}
 	}
 	key, err := json.Marshal(opts)
