@@ -377,7 +377,7 @@ func (s *Server) describeInstances(p *params) (any, *apiError) {
 			return nil, &apiError{status: http.StatusBadRequest, code: "InvalidInstanceID.NotFound", message: fmt.Sprintf("The instance ID '%s' does not exist", id)}
 		}
 	}
-	filters, apiErr := p.filters(true, "instance-state-name", "instance-id", "availability-zone")
+	filters, apiErr := p.filters(true, "instance-state-name", "instance-id", "availability-zone", "placement-group-name", "placement-partition-number")
 	if apiErr != nil {
 		return nil, apiErr
 	}
@@ -394,6 +394,9 @@ func (s *Server) describeInstances(p *params) (any, *apiError) {
 			continue
 		}
 		if !filters.match("availability-zone", inst.Zone) {
+			continue
+		}
+		if !filters.match("placement-group-name", inst.PlacementGroup) || !filters.match("placement-partition-number", partitionText(inst.PartitionNumber)) {
 			continue
 		}
 		if !matchesTags(inst.Tags, filters) {

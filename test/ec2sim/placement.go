@@ -249,6 +249,15 @@ func (s *Server) placementError(c candidate) (string, string) {
 	return "", ""
 }
 
+// partitionText is a partition number as the placement-partition-number
+// filter compares it; "" for none.
+func partitionText(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
+}
+
 // place puts a launched instance in its template's group: the partition the
 // template asks for, else the one with the fewest instances. Locked.
 func (s *Server) place(inst *Instance, lt *launchTemplate) {

@@ -498,6 +498,10 @@ type PlacementGroup struct {
 	// SpreadLevel of a spread group: rack or host.
 	// +optional
 	SpreadLevel string `json:"spreadLevel,omitempty"`
+	// Zone a cluster group lives in: that of its running instances, once
+	// it has some. Only that zone is offered for the class then.
+	// +optional
+	Zone string `json:"zone,omitempty"`
 }
 
 // CapacityReservation is a resolved capacity reservation, with Karpenter's fields.

@@ -435,6 +435,39 @@ var _ = Describe("the fleet launcher", func() {
 			Expect(inst.Labels).NotTo(HaveKey(aws.LabelPlacementGroupID))
 		})
 
+		It("learns a cluster group's zone from its instances and offers only that zone, so no launch is refused", func() {
+			placed(ec2sim.PlacementGroupConfig{Name: "training", Strategy: "cluster"})
+			Expect(class.Status.PlacementGroup.Zone).To(BeEmpty(), "an empty group may start in any zone")
+			plain := class.DeepCopy()
+			plain.Spec.PlacementGroupSelector, plain.Status.PlacementGroup = nil, nil
+			_, err := launcher.Launch(ctx, inZone("outside", "us-east-1a", "on-demand"), plain)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = launcher.Launch(ctx, inZone("first", "us-east-1c", "on-demand"), class)
+			Expect(err).NotTo(HaveOccurred())
+			class.Status, err = test.NewResolver(simURL, "my-cluster").Resolve(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(class.Status.PlacementGroup.Zone).To(Equal("us-east-1c"))
+			types, err := offerings.InstanceTypes(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			for _, it := range types {
+				for _, o := range it.Offerings {
+					Expect(o.Zone).To(Equal("us-east-1c"), it.Name)
+				}
+			}
+			sim.ResetRequests()
+			inst, err := launcher.Launch(ctx, claim("second", "on-demand"), class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst.Zone).To(Equal("us-east-1c"))
+			zones := 0
+			for k, v := range fleetCalls()[0].Params {
+				if strings.HasSuffix(k, ".AvailabilityZone") {
+					Expect(v).To(Equal("us-east-1c"), "only the group's zone is asked for: %s", k)
+					zones++
+				}
+			}
+			Expect(zones).To(BeNumerically(">", 0), "the fleet's overrides name their zones")
+		})
+
 		It("closes a zone for a spread group once it holds seven instances there, and only for that group", func() {
 			id := placed(ec2sim.PlacementGroupConfig{Name: "etcd", Strategy: "spread"})
 			for i := range 7 {

@@ -335,9 +335,18 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 	defer o.mu.Unlock()
 	allowedZones := map[string]bool{}
 	zoneIDs := map[string]string{}
+	// restricted: only allowedZones may be offered (a class with subnets, or
+	// with a cluster group's zone), even when that leaves none.
+	restricted := false
 	if nodeClass != nil {
+		// A cluster placement group's instances all run in its zone.
+		groupZone := ""
+		if pg := nodeClass.Status.PlacementGroup; pg != nil {
+			groupZone = pg.Zone
+		}
+		restricted = len(nodeClass.Status.Subnets) > 0 || groupZone != ""
 		for _, s := range nodeClass.Status.Subnets {
-			if o.unavailable == nil || !o.unavailable.SubnetUnavailable(s.ID) {
+			if (o.unavailable == nil || !o.unavailable.SubnetUnavailable(s.ID)) && (groupZone == "" || s.Zone == groupZone) {
 				allowedZones[s.Zone] = true
 			}
 			if s.ZoneID != "" {
@@ -379,7 +388,7 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 			fmt.Fprintf(&reservedKey, "v%d", o.reservations.Version())
 		}
 	}
-	listKey := string(key) + "|" + strings.Join(zones, ",") + "|" + launchable.key + "|" + reservedKey.String()
+	listKey := string(key) + "|" + strconv.FormatBool(restricted) + ":" + strings.Join(zones, ",") + "|" + launchable.key + "|" + reservedKey.String()
 	marks := MarksVersion{}
 	if o.unavailable != nil {
 		marks = o.unavailable.Version()
@@ -402,7 +411,7 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 		// held a third more, for every type of every list.
 		offerings := make([]scheduling.Offering, 0, 2*len(o.zones[f.Name])+len(reserved[f.Name]))
 		for _, zone := range o.zones[f.Name] {
-			if len(allowedZones) > 0 && !allowedZones[zone] {
+			if restricted && !allowedZones[zone] {
 				continue
 			}
 			if p, ok := o.onDemand[f.Name]; ok {
@@ -413,7 +422,7 @@ func (o *Offerings) InstanceTypes(ctx context.Context, nodeClass *awsv1.EC2NodeC
 			}
 		}
 		for _, cr := range reserved[f.Name] {
-			if len(allowedZones) > 0 && !allowedZones[cr.AvailabilityZone] {
+			if restricted && !allowedZones[cr.AvailabilityZone] {
 				continue
 			}
 			room := o.reservations.Available(cr.ID)

@@ -138,6 +138,14 @@ var _ = Describe("offerings from EC2", func() {
 		}
 	})
 
+	It("offers nothing when every subnet of the EC2NodeClass is out of addresses, rather than every zone", func() {
+		nc := &awsv1.EC2NodeClass{Status: awsv1.EC2NodeClassStatus{Subnets: []awsv1.Subnet{{ID: "subnet-a", Zone: "us-east-1a"}}}}
+		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeSubnet, Subnet: "subnet-a"})
+		types, err := offerings.InstanceTypes(ctx, nc)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(types).To(BeEmpty(), "no subnet can take an instance")
+	})
+
 	It("reports marked offerings as unavailable", func() {
 		unavailable.Mark(aws.Unavailable{Scope: aws.ScopeCapacityType, CapacityType: v1.CapacityTypeSpot, Code: "MaxSpotInstanceCountExceeded"})
 		types, err := offerings.InstanceTypes(ctx, nil)
