@@ -89,6 +89,20 @@ func (s *Server) Launch(instanceType, zone string, tags map[string]string) strin
 	return s.launch(candidate{typeName: instanceType, subnet: subnet}, onDemand, tags, "").ID
 }
 
+// LaunchInGroup starts an instance directly in a placement group (by name),
+// as another tool in the same account would; it returns the instance id.
+func (s *Server) LaunchInGroup(instanceType, zone, group string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	subnet := SubnetConfig{Zone: zone, AvailableIPs: 1}
+	for _, sn := range s.cfg.Subnets {
+		if sn.Zone == zone {
+			subnet = sn
+		}
+	}
+	return s.launch(candidate{typeName: instanceType, subnet: subnet, template: &launchTemplate{placementGroupName: group}}, onDemand, nil, "").ID
+}
+
 // Terminate ends an instance as if someone did it outside Backstop.
 func (s *Server) Terminate(id string) bool {
 	s.mu.Lock()

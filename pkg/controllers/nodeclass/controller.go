@@ -44,31 +44,43 @@ type Controller struct {
 	clock    clock.Clock
 	// Every re-resolves ready classes, since subnets and images change outside Kubernetes.
 	Every time.Duration
+	// ReservationsEvery re-resolves classes that select capacity
+	// reservations, whose room changes as the account launches (Karpenter
+	// reads it every minute).
+	ReservationsEvery time.Duration
 }
 
 // New returns the controller.
 func New(c client.Client, r Resolver, clk clock.Clock) *Controller {
-	return &Controller{client: c, resolver: r, clock: clk, Every: 5 * time.Minute}
+	return &Controller{client: c, resolver: r, clock: clk, Every: 5 * time.Minute, ReservationsEvery: time.Minute}
 }
 
 // Register adds the controller to the manager.
 func (c *Controller) Register(mgr manager.Manager) error {
 	return builder.ControllerManagedBy(mgr).Named("nodeclass.status").For(&awsv1.EC2NodeClass{}).
-		// A deleted class is let go as soon as its last NodeClaim is gone;
-		// NodeClaims of live classes wake nothing (resolving calls AWS).
-		Watches(&v1.NodeClaim{}, handler.EnqueueRequestsFromMapFunc(c.deletedClassOf)).
+		// A deleted class is let go as soon as its last NodeClaim is gone,
+		// and a cluster placement group's zone is learnt once a NodeClaim
+		// has launched into it; other NodeClaims wake nothing (resolving
+		// calls AWS).
+		Watches(&v1.NodeClaim{}, handler.EnqueueRequestsFromMapFunc(c.classToResolve)).
 		WithOptions(controllers.Options()).Complete(c)
 }
 
-// deletedClassOf maps a NodeClaim to its EC2NodeClass when that is being
-// deleted, read from the cache.
-func (c *Controller) deletedClassOf(ctx context.Context, o client.Object) []reconcile.Request {
+// classToResolve maps a NodeClaim to its EC2NodeClass, read from the cache,
+// when that is being deleted, or when the NodeClaim has launched into the
+// class's cluster placement group whose zone the class does not know yet.
+func (c *Controller) classToResolve(ctx context.Context, o client.Object) []reconcile.Request {
 	claim, ok := o.(*v1.NodeClaim)
 	if !ok || claim.Spec.NodeClassRef == nil || claim.Spec.NodeClassRef.Kind != "EC2NodeClass" {
 		return nil
 	}
 	nc := &awsv1.EC2NodeClass{}
-	if err := c.client.Get(ctx, client.ObjectKey{Name: claim.Spec.NodeClassRef.Name}, nc); err != nil || nc.DeletionTimestamp.IsZero() {
+	if err := c.client.Get(ctx, client.ObjectKey{Name: claim.Spec.NodeClassRef.Name}, nc); err != nil {
+		return nil
+	}
+	pg := nc.Status.PlacementGroup
+	zoneUnknown := pg != nil && pg.Strategy == awsv1.PlacementStrategyCluster && pg.Zone == "" && claim.Status.ProviderID != ""
+	if nc.DeletionTimestamp.IsZero() && !zoneUnknown {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(nc)}}
@@ -117,7 +129,11 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		log.FromContext(ctx).Info("resolved ec2nodeclass", "ec2nodeclass", nc.Name, "subnets", len(status.Subnets),
 			"security-groups", len(status.SecurityGroups), "amis", len(status.AMIs), "ready", ready(status))
 	}
-	return reconcile.Result{RequeueAfter: c.Every}, nil
+	after := c.Every
+	if len(nc.Spec.CapacityReservationSelectorTerms) > 0 && c.ReservationsEvery > 0 {
+		after = min(after, c.ReservationsEvery)
+	}
+	return reconcile.Result{RequeueAfter: after}, nil
 }
 
 func ready(s awsv1.EC2NodeClassStatus) bool {

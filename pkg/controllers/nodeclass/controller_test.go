@@ -3,6 +3,7 @@ package nodeclass_test
 import (
 	"context"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	awsv1 "github.com/backstop-sh/backstop/apis/aws/v1"
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -28,8 +30,8 @@ var _ = Describe("the EC2NodeClass status controller", func() {
 	ctx := context.Background()
 
 	var sim *ec2sim.Server
+	var simURL string
 	BeforeEach(func() {
-		var simURL string
 		sim, _, simURL = test.StartEC2Simulator(ec2sim.Config{ClusterTag: "my-cluster",
 			InstanceProfiles: []ec2sim.InstanceProfileConfig{
 				{Name: "KarpenterNodeInstanceProfile-my-cluster", Role: "KarpenterNodeRole-my-cluster"},
@@ -119,6 +121,64 @@ var _ = Describe("the EC2NodeClass status controller", func() {
 			return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(nc), &awsv1.EC2NodeClass{}))
 		}, "10s").Should(BeTrue())
 		Expect(sim.InstanceProfiles()).To(HaveKey("KarpenterNodeInstanceProfile-my-cluster"), "profiles it did not make are left alone")
+	})
+
+	It("learns a cluster placement group's zone as soon as a NodeClaim of the class has launched, not at the next periodic resolve", func() {
+		id, err := sim.AddPlacementGroup(ec2sim.PlacementGroupConfig{Name: "training", Strategy: "cluster"})
+		Expect(err).NotTo(HaveOccurred())
+		nc := readyClass("training")
+		nc.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("training")}
+		Expect(env.Client.Create(ctx, nc)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, nc))).To(Succeed()) })
+		group := func(g Gomega) awsv1.PlacementGroup {
+			got := &awsv1.EC2NodeClass{}
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(nc), got)).To(Succeed())
+			g.Expect(got.Status.PlacementGroup).NotTo(BeNil())
+			return *got.Status.PlacementGroup
+		}
+		Eventually(group).Should(Equal(awsv1.PlacementGroup{ID: id, Name: "training", Strategy: "cluster"}))
+		Eventually(condition(nc.Name, awsv1.ConditionPlacementGroupReady)).Should(Equal("True: "))
+
+		// Once the class has settled (its own status writes wake it a few
+		// times), nothing resolves it again for five minutes.
+		version := func() string {
+			got := &awsv1.EC2NodeClass{}
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(nc), got)).To(Succeed())
+			return got.ResourceVersion
+		}
+		Eventually(func() bool { before := version(); time.Sleep(time.Second); return version() == before }, "15s").Should(BeTrue())
+
+		// The first instance of the group, and the NodeClaim that launched it.
+		instance := sim.LaunchInGroup("m5.large", "us-east-1b", "training")
+		claim := &v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "in-training"}, Spec: v1.NodeClaimSpec{
+			NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: nc.Name},
+			Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelArchStable, Operator: v1.OpIn, Values: []string{"amd64"}}}}}
+		Expect(env.Client.Create(ctx, claim)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, claim))).To(Succeed()) })
+		Consistently(func(g Gomega) string { return group(g).Zone }, "2s").Should(BeEmpty(), "a NodeClaim that has not launched wakes nothing")
+		claim.Status.ProviderID = "aws:///us-east-1b/" + instance
+		Expect(env.Client.Status().Update(ctx, claim)).To(Succeed())
+		Eventually(func(g Gomega) string { return group(g).Zone }, "10s").Should(Equal("us-east-1b"), "well before the five-minute resolve")
+	})
+
+	It("re-reads a class that selects capacity reservations every minute, as Karpenter re-reads their room, and others every five", func() {
+		plain, reserving := readyClass("plain"), readyClass("reserving")
+		reserving.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{Tags: map[string]string{"team": "ml"}}}
+		for _, nc := range []*awsv1.EC2NodeClass{plain, reserving} {
+			Expect(env.Client.Create(ctx, nc)).To(Succeed())
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, nc))).To(Succeed()) })
+			Eventually(condition(nc.Name, awsv1.ConditionReady)).Should(Equal("True: "))
+		}
+		c := nodeclass.New(env.Client, test.NewResolver(simURL, "my-cluster"), clock.RealClock{})
+		after := func(nc *awsv1.EC2NodeClass) func(Gomega) time.Duration {
+			return func(g Gomega) time.Duration {
+				res, err := c.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(nc)})
+				g.Expect(err).NotTo(HaveOccurred())
+				return res.RequeueAfter
+			}
+		}
+		Eventually(after(plain)).Should(Equal(5 * time.Minute))
+		Eventually(after(reserving)).Should(Equal(time.Minute))
 	})
 
 	DescribeTable("says what is wrong with the instance profile, naming the field and the fix",
