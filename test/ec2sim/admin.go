@@ -80,13 +80,19 @@ func (s *Server) Interrupt(id string) bool {
 func (s *Server) Launch(instanceType, zone string, tags map[string]string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.launch(candidate{typeName: instanceType, subnet: s.subnetIn(zone)}, onDemand, tags, "").ID
+}
+
+// subnetIn is a subnet of the zone for a launch from outside Backstop: the
+// account's last one there, else one made up; locked.
+func (s *Server) subnetIn(zone string) SubnetConfig {
 	subnet := SubnetConfig{Zone: zone, AvailableIPs: 1}
 	for _, sn := range s.cfg.Subnets {
 		if sn.Zone == zone {
 			subnet = sn
 		}
 	}
-	return s.launch(candidate{typeName: instanceType, subnet: subnet}, onDemand, tags, "").ID
+	return subnet
 }
 
 // LaunchInGroup starts an instance directly in a placement group (by name),
@@ -94,13 +100,7 @@ func (s *Server) Launch(instanceType, zone string, tags map[string]string) strin
 func (s *Server) LaunchInGroup(instanceType, zone, group string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	subnet := SubnetConfig{Zone: zone, AvailableIPs: 1}
-	for _, sn := range s.cfg.Subnets {
-		if sn.Zone == zone {
-			subnet = sn
-		}
-	}
-	return s.launch(candidate{typeName: instanceType, subnet: subnet, template: &launchTemplate{placementGroupName: group}}, onDemand, nil, "").ID
+	return s.launch(candidate{typeName: instanceType, subnet: s.subnetIn(zone), template: &launchTemplate{placementGroupName: group}}, onDemand, nil, "").ID
 }
 
 // Terminate ends an instance as if someone did it outside Backstop.

@@ -372,11 +372,14 @@ var _ = Describe("the fleet launcher", func() {
 			for _, i := range sim.Instances() {
 				Expect(i.PlacementGroup).To(Equal("kafka"))
 			}
+			templates := 0
 			for _, r := range sim.Requests() {
 				if r.Action == "CreateLaunchTemplate" {
 					Expect(r.Params).To(HaveKeyWithValue("LaunchTemplateData.Placement.GroupId", id))
+					templates++
 				}
 			}
+			Expect(templates).To(BeNumerically(">", 0))
 		})
 
 		It("launches a NodeClaim that asks for one partition into that partition, through a template of its own", func() {
