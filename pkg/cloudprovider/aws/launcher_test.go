@@ -166,6 +166,22 @@ var _ = Describe("the fleet launcher", func() {
 			return c
 		}
 
+		It("launches a reserved NodeClaim of a class with a spread placement group into both: a reservation not tied to a group serves any group", func() {
+			id, err := sim.AddPlacementGroup(ec2sim.PlacementGroupConfig{Name: "etcd", Strategy: "spread"})
+			Expect(err).NotTo(HaveOccurred())
+			class.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: ptr.To("etcd")}
+			resolver := test.NewResolver(simURL, "my-cluster")
+			resolver.Reservations = path.Reservations
+			class.Status, err = resolver.Resolve(ctx, class)
+			Expect(err).NotTo(HaveOccurred())
+			inst, err := launcher.Launch(ctx, claimFor("r1"), class)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(inst.CapacityType).To(Equal(v1.CapacityTypeReserved))
+			Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelCapacityReservationID, reservation))
+			Expect(inst.Labels).To(HaveKeyWithValue(aws.LabelPlacementGroupID, id))
+			Expect(sim.Instances()).To(ConsistOf(MatchFields(IgnoreExtras, Fields{"CapacityReservationID": Equal(reservation), "PlacementGroup": Equal("etcd")})))
+		})
+
 		It("launches into it first, until it is full, then Spot; a terminated instance gives its room back", func() {
 			Expect(aws.LabelCapacityReservationID).To(Equal(scheduling.ReservationIDLabelKey), "the planner pins claims by the label the launcher reads")
 			Expect(class.Status.CapacityReservations).To(ConsistOf(awsv1.CapacityReservation{ID: reservation, AvailabilityZone: "us-east-1b",
