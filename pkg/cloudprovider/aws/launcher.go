@@ -393,6 +393,10 @@ func (l *Launcher) partition(ctx context.Context, class *awsv1.EC2NodeClass, ins
 	}
 	found, err := l.Get(ctx, inst.ProviderID)
 	if err == nil && found.Labels[LabelPlacementGroupPartition] != "" {
+		if inst.Labels == nil {
+			// result leaves them nil for a type its list lacks.
+			inst.Labels = map[string]string{}
+		}
 		inst.Labels[LabelPlacementGroupPartition] = found.Labels[LabelPlacementGroupPartition]
 		return
 	}
