@@ -27,14 +27,14 @@ type NodePool struct {
 	Status NodePoolStatus `json:"status,omitempty"`
 }
 
-// StaticCapacityUnsupported is what a NodePool with spec.replicas says in its
-// Ready condition, and why nothing is launched for it.
-const StaticCapacityUnsupported = "spec.replicas: Backstop does not keep static NodePools yet, so nothing is launched for this one; " +
-	"remove replicas (in a new NodePool: it cannot be unset) to provision for pending pods"
+// StaticNotForPods is why the provisioner plans no new NodeClaim of a
+// static NodePool for pending pods (they may land on its nodes).
+const StaticNotForPods = "a static NodePool (spec.replicas) keeps its count of nodes and is not scaled for pending pods"
 
-// Static says whether the pool asks for a fixed number of nodes (replicas),
-// which Backstop does not keep yet: it launches nothing for such a pool and
-// disrupts none of its nodes.
+// Static says whether the pool asks for a fixed number of nodes (replicas):
+// the static controller keeps that many NodeClaims whatever the pods, the
+// provisioner plans none of its NodeClaims for pods, and consolidation
+// neither removes its nodes nor moves pods onto new ones of it.
 func (p *NodePool) Static() bool { return p.Spec.Replicas != nil }
 
 // NodePool condition types beside Ready, as Karpenter's.

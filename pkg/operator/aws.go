@@ -30,6 +30,7 @@ import (
 	"github.com/backstop-sh/backstop/pkg/controllers/nodeclass"
 	"github.com/backstop-sh/backstop/pkg/controllers/nodepool"
 	"github.com/backstop-sh/backstop/pkg/controllers/provisioning"
+	"github.com/backstop-sh/backstop/pkg/controllers/static"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
 )
 
@@ -181,6 +182,11 @@ func (op *Operator) registerControllers(cloud cloudprovider.CloudProvider) (*int
 	poolStatus.Health = health
 	if err := poolStatus.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering the NodePool status controller: %w", err)
+	}
+	fixed := static.New(mgr.GetClient(), mgr.GetAPIReader(), prov, recorder, clk)
+	fixed.Metrics = lifecycle
+	if err := fixed.Register(mgr); err != nil {
+		return nil, fmt.Errorf("registering the static NodePool controller: %w", err)
 	}
 	d := disruption.New(mgr.GetClient(), recorder, clk)
 	d.Every = o.DisruptionInterval

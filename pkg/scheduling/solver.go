@@ -115,6 +115,7 @@ func Solve(in *Input) *Plan {
 	pods := s.digestPods()
 	s.digestPools()
 	s.digestNodes()
+	s.fill()
 	// A pod with required pod affinity may need a pod placed after it in the
 	// same batch; it is tried again once the others are placed, as long as
 	// that places more pods.
@@ -149,6 +150,46 @@ func Solve(in *Input) *Plan {
 	s.plan.Unschedulable = append(s.plan.Unschedulable, why...)
 	s.finish()
 	return s.plan
+}
+
+// fill opens the NodeClaims without pods that Input.Fill asks for.
+func (s *solver) fill() {
+	for _, ps := range s.pools {
+		want := s.in.Fill[ps.Name]
+		why := ""
+		for opened := 0; opened < want && why == ""; opened++ {
+			switch {
+			case ps.unusable != "":
+				why = ps.unusable
+			case ps.nodesLimited && ps.remainingNodes <= 0:
+				limit := ps.Limits["nodes"]
+				why = fmt.Sprintf("the pool's limits.nodes (%s) is reached", limit.String())
+			case ps.reservedOnly && ps.reservedRoom <= 0:
+				why = reservationsFull
+			default:
+				c := s.freshClaim(ps)
+				if c.cand.empty() {
+					why = "no instance type meets the pool's requirements with an available offering"
+					break
+				}
+				s.nextID++
+				c.index = len(s.claims)
+				s.claims = append(s.claims, c)
+				if ps.nodesLimited {
+					ps.remainingNodes--
+				}
+				if ps.reservedOnly {
+					ps.reservedRoom--
+				}
+			}
+		}
+		if why != "" {
+			if s.plan.Unfilled == nil {
+				s.plan.Unfilled = map[string]string{}
+			}
+			s.plan.Unfilled[ps.Name] = why
+		}
+	}
 }
 
 // tryPlace places the pod, or returns why it cannot go anywhere without

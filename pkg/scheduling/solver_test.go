@@ -365,4 +365,53 @@ var _ = Describe("pod requests", func() {
 		Expect(plan.NewNodeClaims).To(HaveLen(1))
 		Expect(plan.NewNodeClaims[0].InstanceTypes).To(ConsistOf(HaveField("Name", "m.xlarge")), "3.5 CPUs at the peak do not fit 2")
 	})
+
+	Describe("filling a static NodePool", func() {
+		zonesABC := []string{"z-a", "z-b", "z-c"}
+		catalog := func() []*scheduling.InstanceType {
+			return []*scheduling.InstanceType{typeOf("m.xlarge", "m", 4, 0.2, zonesABC...), typeOf("m.large", "m", 2, 0.1, zonesABC...), typeOf("c.large", "c", 2, 0.09, zonesABC...)}
+		}
+
+		It("opens the NodeClaims asked for without pods, cheapest types first, with the DaemonSet overhead as requests", func() {
+			in := &scheduling.Input{
+				NodePools:     []*scheduling.NodePool{{Name: "static", InstanceTypes: catalog()}, {Name: "other", Weight: 10, InstanceTypes: catalog()}},
+				DaemonSetPods: []*corev1.Pod{simplePod("agent", "250m")},
+				Fill:          map[string]int{"static": 3},
+			}
+			plan := solveAndCheck(in)
+			Expect(plan.NewNodeClaims).To(HaveLen(3))
+			for _, nc := range plan.NewNodeClaims {
+				Expect(nc.NodePool).To(Equal("static"))
+				Expect(nc.Pods).To(BeEmpty())
+				Expect(nc.InstanceTypes[0].Name).To(Equal("c.large"))
+				Expect(nc.Requirements[corev1.LabelInstanceTypeStable].Values()).To(ConsistOf("c.large", "m.large", "m.xlarge"))
+				Expect(nc.Requests.CPU).To(Equal(int64(250)), "the DaemonSet pod's request")
+			}
+			Expect(plan.Unfilled).To(BeEmpty())
+		})
+
+		It("keeps to the pool's requirements, its limits.nodes and the room of a reservation-only pool, and says why it stopped", func() {
+			pool := &scheduling.NodePool{Name: "static", InstanceTypes: catalog(), Nodes: 1, Limits: corev1.ResourceList{"nodes": resource.MustParse("3")},
+				Requirements: scheduling.NewRequirements(scheduling.MustRequirement("example.com/family", v1.OpIn, "m"))}
+			plan := solveAndCheck(&scheduling.Input{NodePools: []*scheduling.NodePool{pool}, Fill: map[string]int{"static": 5}})
+			Expect(plan.NewNodeClaims).To(HaveLen(2), "one node exists, the limit is three")
+			Expect(plan.NewNodeClaims[0].Requirements[corev1.LabelInstanceTypeStable].Values()).To(ConsistOf("m.large", "m.xlarge"))
+			Expect(plan.Unfilled).To(HaveKeyWithValue("static", "the pool's limits.nodes (3) is reached"))
+
+			reserved := typeOf("m.large", "m", 2, 0.1, zonesABC...)
+			reserved.Offerings = append(reserved.Offerings, scheduling.Offering{Zone: "z-b", CapacityType: v1.CapacityTypeReserved, Price: 1e-8,
+				Available: true, ReservationID: "cr-1", ReservationCapacity: 2})
+			only := &scheduling.NodePool{Name: "static", InstanceTypes: []*scheduling.InstanceType{reserved},
+				Requirements: scheduling.NewRequirements(scheduling.MustRequirement(v1.CapacityTypeLabelKey, v1.OpIn, v1.CapacityTypeReserved))}
+			plan = solveAndCheck(&scheduling.Input{NodePools: []*scheduling.NodePool{only}, Fill: map[string]int{"static": 3}, ReservedInFlight: map[string]int{"cr-1": 1}})
+			Expect(plan.NewNodeClaims).To(HaveLen(1), "room for two, one already on its way")
+			Expect(plan.NewNodeClaims[0].Requirements[scheduling.ReservationIDLabelKey].Values()).To(Equal([]string{"cr-1"}))
+			Expect(plan.Unfilled).To(HaveKeyWithValue("static", "every capacity reservation the pool allows is full"))
+
+			notReady := &scheduling.NodePool{Name: "static", InstanceTypes: catalog(), NotReady: "the EC2NodeClass is not ready"}
+			plan = solveAndCheck(&scheduling.Input{NodePools: []*scheduling.NodePool{notReady}, Fill: map[string]int{"static": 1}})
+			Expect(plan.NewNodeClaims).To(BeEmpty())
+			Expect(plan.Unfilled).To(HaveKeyWithValue("static", "the EC2NodeClass is not ready"))
+		})
+	})
 })

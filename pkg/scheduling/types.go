@@ -122,6 +122,11 @@ type Input struct {
 	ReservedInFlight map[string]int
 	// MaxInstanceTypes caps the instance-type options of each NodeClaim (60 when 0).
 	MaxInstanceTypes int
+	// Fill asks, by NodePool, for that many NodeClaims without pods: the
+	// nodes a static NodePool (spec.replicas) keeps whatever the pods. They
+	// are opened before any pod is planned, within the pool's limits.nodes
+	// and its reservations' room, with the pool's cheapest instance types.
+	Fill map[string]int
 }
 
 // Placement puts a pod on an existing node or in-flight NodeClaim.
@@ -218,6 +223,9 @@ type Plan struct {
 	Steps []Step
 	// PoolOrder is the order pools were tried in.
 	PoolOrder []string
+	// Unfilled says, by NodePool, why fewer NodeClaims than Input.Fill
+	// asked for were planned.
+	Unfilled map[string]string
 }
 
 // Price is the hourly price of the new NodeClaims at their cheapest offerings.

@@ -12,6 +12,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -208,7 +209,7 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		Expect(partitionOf).To(HaveKeyWithValue(third.Status.ProviderID, 3))
 	})
 
-	It("keeps a class asking for what Backstop does not do or EC2 does not have, and a static NodePool, not Ready, and launches nothing for them until that is removed", func() {
+	It("keeps a class asking for what Backstop does not do or EC2 does not have not Ready, and launches nothing for it until that is removed", func() {
 		base := &awsv1.EC2NodeClass{}
 		Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, base)).To(Succeed())
 		class := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}, Spec: *base.Spec.DeepCopy()}
@@ -217,27 +218,17 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		class.Spec.NetworkInterfaces = []awsv1.NetworkInterface{{InterfaceType: "interface"}, {NetworkCardIndex: 1, InterfaceType: "efa-only"}}
 		Expect(env.Client.Create(ctx, class)).To(Succeed())
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, class))).To(Succeed()) })
-		pool := func(name string, replicas *int64) *v1.NodePool {
-			p := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodePoolSpec{Replicas: replicas,
-				Template: v1.NodeClaimTemplate{ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"example.com/pool": name}},
-					Spec: v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "pinned"}}}}}
-			if replicas != nil {
-				p.Spec.Template.Spec.NodeClassRef.Name = "default"
-			}
-			Expect(env.Client.Create(ctx, p)).To(Succeed())
-			DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, p))).To(Succeed()) })
-			return p
-		}
-		pool("pinned", nil)
-		pool("static", ptr.To[int64](2))
-		for _, name := range []string{"pinned", "static"} {
-			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PodSpec{
-				NodeSelector: map[string]string{"example.com/pool": name},
-				Containers:   []corev1.Container{{Name: "app", Image: "app"}}}}
-			Expect(env.Client.Create(ctx, pod)).To(Succeed())
-			pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
-			Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
-		}
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}, Spec: v1.NodePoolSpec{
+			Template: v1.NodeClaimTemplate{ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"example.com/pool": "pinned"}},
+				Spec: v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "pinned"}}}}}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pool))).To(Succeed()) })
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pinned"}, Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"example.com/pool": "pinned"},
+			Containers:   []corev1.Container{{Name: "app", Image: "app"}}}}
+		Expect(env.Client.Create(ctx, pod)).To(Succeed())
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
+		Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
 		condition := func(obj client.Object, kind string) func(g Gomega) *metav1.Condition {
 			return func(g Gomega) *metav1.Condition {
 				g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
@@ -268,10 +259,6 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 			ready := condition(&v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}}, v1.ConditionReady)(g)
 			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(ready.Message).To(ContainSubstring("spec.placementGroupSelector"))
-			ready = condition(&v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "static"}}, v1.ConditionReady)(g)
-			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-			g.Expect(ready.Reason).To(Equal("StaticCapacityUnsupported"))
-			g.Expect(ready.Message).To(ContainSubstring("spec.replicas"))
 		}, 15*time.Second).Should(Succeed())
 		claimsOf := func(pool string) func() int {
 			return func() int {
@@ -282,7 +269,6 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 		}
 		// Two batch windows (idle 1 s) and more: nothing is asked for.
 		Consistently(claimsOf("pinned"), 4*time.Second).Should(BeZero())
-		Expect(claimsOf("static")()).To(BeZero())
 
 		// Without those fields the class launches for its pod.
 		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(class), class)).To(Succeed())
@@ -292,7 +278,84 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 			g.Expect(condition(class, awsv1.ConditionValidationSucceeded)(g).Status).To(Equal(metav1.ConditionTrue))
 		}, 15*time.Second).Should(Succeed())
 		Eventually(claimsOf("pinned"), 20*time.Second).Should(Equal(1))
-		Expect(claimsOf("static")()).To(BeZero())
+	})
+
+	It("keeps a static NodePool at its replicas: launched without pods, pods planned onto them rather than new nodes, the surplus terminated when the count goes down", func() {
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "fixed"}, Spec: v1.NodePoolSpec{Replicas: ptr.To[int64](2),
+			Template: v1.NodeClaimTemplate{ObjectMeta: v1.TemplateMetadata{Labels: map[string]string{"example.com/pool": "fixed"}},
+				Spec: v1.NodeClaimTemplateSpec{NodeClassRef: &v1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+					Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"m5.large"}}}}}}}
+		Expect(env.Client.Create(ctx, pool)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(env.Client.Delete(ctx, pool))).To(Succeed()) })
+		live := func(g Gomega) []v1.NodeClaim {
+			var list v1.NodeClaimList
+			g.Expect(env.Client.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: "fixed"})).To(Succeed())
+			var out []v1.NodeClaim
+			for _, c := range list.Items {
+				if c.DeletionTimestamp == nil {
+					out = append(out, c)
+				}
+			}
+			return out
+		}
+		// Their nodes join as soon as they launch (registration-ttl is 4 s here).
+		joined := map[string]bool{}
+		var claims []v1.NodeClaim
+		Eventually(func(g Gomega) {
+			claims = live(g)
+			for i := range claims {
+				if claims[i].Status.ProviderID != "" && !joined[claims[i].Name] {
+					markReady(joinNode(&claims[i]))
+					joined[claims[i].Name] = true
+				}
+			}
+			g.Expect(joined).To(HaveLen(2))
+		}, 20*time.Second).Should(Succeed())
+		for _, c := range claims {
+			Expect(c.Labels).To(HaveKeyWithValue(corev1.LabelInstanceTypeStable, "m5.large"))
+			Expect(instanceState(c.Status.ProviderID)()).To(Equal("running"))
+		}
+		Eventually(func(g Gomega) {
+			var p v1.NodePool
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pool), &p)).To(Succeed())
+			g.Expect(meta.IsStatusConditionTrue(p.Status.Conditions, v1.ConditionReady)).To(BeTrue())
+		}, 10*time.Second).Should(Succeed())
+
+		// Pending pods that only the static pool's nodes can take: two fit
+		// them, one per node; the third fits neither and gets no new node,
+		// of that pool or any other.
+		for i := range 3 {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("fixed-%d", i)}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{"example.com/pool": "fixed"},
+				Containers: []corev1.Container{{Name: "app", Image: "app", Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1500m")}}}}}}
+			Expect(env.Client.Create(ctx, pod)).To(Succeed())
+			pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
+			Expect(env.Client.Status().Update(ctx, pod)).To(Succeed())
+		}
+		Consistently(func(g Gomega) int { return len(live(g)) }, 3*time.Second).Should(Equal(2))
+		var all v1.NodeClaimList
+		Expect(env.Client.List(ctx, &all)).To(Succeed())
+		Expect(all.Items).To(HaveLen(2))
+
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(pool), pool)).To(Succeed())
+		pool.Spec.Replicas = ptr.To[int64](1)
+		Expect(env.Client.Update(ctx, pool)).To(Succeed())
+		Eventually(func(g Gomega) { g.Expect(live(g)).To(HaveLen(1)) }, 10*time.Second).Should(Succeed())
+		terminated := 0
+		Eventually(func() int {
+			terminated = 0
+			for _, c := range claims {
+				if s := instanceState(c.Status.ProviderID)(); s == "terminated" || s == "shutting-down" || s == "missing" {
+					terminated++
+				}
+			}
+			return terminated
+		}, 20*time.Second).Should(Equal(1), "the surplus node is drained and its instance terminated")
+
+		// Gone before AfterEach deletes the NodeClaims, or it would make them again.
+		Expect(env.Client.Delete(ctx, pool)).To(Succeed())
+		Eventually(gone(pool), 10*time.Second).Should(BeTrue())
 	})
 
 	It("deletes a NodeClaim whose node never registers, and terminates its instance", func() {

@@ -118,7 +118,8 @@ func (c *Controller) Disrupt(ctx context.Context) error {
 		for _, claim := range byPool[pool.Name] {
 			seen[claim.Name] = true
 			if pool.Static() {
-				// Static pools' nodes stay: Backstop could not replace them.
+				// Static pools' nodes are not emptied away, and the static
+				// controller replaces expired ones replacement first.
 				continue
 			}
 			if claim.DeletionTimestamp != nil {
@@ -204,7 +205,7 @@ func (c *Controller) forget(seen map[string]bool) {
 }
 
 func (c *Controller) remove(ctx context.Context, claim *v1.NodeClaim, reason, message string) {
-	if err := markDisrupted(ctx, c.client, claim, reason, message, c.clock.Now()); err != nil {
+	if err := MarkDisrupted(ctx, c.client, claim, reason, message, c.clock.Now()); err != nil {
 		if !apierrors.IsNotFound(err) {
 			log.FromContext(ctx).Error(err, "marking nodeclaim disrupted; tried again next round", "nodeclaim", claim.Name, "reason", reason)
 		}
@@ -225,10 +226,10 @@ func (c *Controller) remove(ctx context.Context, claim *v1.NodeClaim, reason, me
 	c.Metrics.Decided("delete", strings.ToLower(reason), consolidation)
 }
 
-// markDisrupted records why a NodeClaim goes, in its DisruptionReason
+// MarkDisrupted records why a NodeClaim goes, in its DisruptionReason
 // condition, before it is deleted: the drain counts the pods it evicts by
 // it, and kubectl shows it on the NodeClaim while it drains.
-func markDisrupted(ctx context.Context, c client.Client, claim *v1.NodeClaim, reason, message string, now time.Time) error {
+func MarkDisrupted(ctx context.Context, c client.Client, claim *v1.NodeClaim, reason, message string, now time.Time) error {
 	marked := claim.DeepCopy()
 	meta.SetStatusCondition(&marked.Status.Conditions, metav1.Condition{Type: v1.ConditionDisruptionReason, Status: metav1.ConditionTrue,
 		Reason: reason, Message: message, ObservedGeneration: claim.Generation, LastTransitionTime: metav1.NewTime(now)})

@@ -124,7 +124,7 @@ var _ = Describe("the disruption controller", func() {
 		Expect(sample("karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": "empty", "reason": "empty"})).To(Equal(2.0))
 	})
 
-	It("leaves a static NodePool's nodes alone, empty or expired: Backstop could not replace them", func() {
+	It("leaves a static NodePool's nodes, empty or expired, to the static controller", func() {
 		claims := makePoolWith("static", 2, v1.Disruption{ConsolidateAfter: v1.MustParseNillableDuration("0s"),
 			ConsolidationPolicy: v1.ConsolidationPolicyWhenEmpty, Budgets: []v1.Budget{{Nodes: "100%"}}}, "1h", ptr.To[int64](2))
 		Expect(ctrl.Disrupt(ctx)).To(Succeed())

@@ -74,6 +74,9 @@ func (r *Replacer) drifted(ctx context.Context, w *world) map[string]cloudprovid
 	views := map[string]poolView{}
 	for _, claim := range w.claims {
 		pool := w.pools[claim.Labels[v1.NodePoolLabelKey]]
+		if pool == nil {
+			pool = w.static[claim.Labels[v1.NodePoolLabelKey]]
+		}
 		if claim.DeletionTimestamp != nil || claim.Status.ProviderID == "" || pool == nil {
 			continue
 		}

@@ -182,7 +182,10 @@ func (r *Replacer) Start(ctx context.Context) error {
 
 // world is what one round reads, from the cache.
 type world struct {
-	pools  map[string]*v1.NodePool
+	pools map[string]*v1.NodePool
+	// static are the static pools, apart: disruption takes none of their
+	// nodes and moves no pod to them; their drift is recorded only.
+	static map[string]*v1.NodePool
 	claims []*v1.NodeClaim
 	byName map[string]*v1.NodeClaim
 	nodes  map[string]*corev1.Node
@@ -240,12 +243,13 @@ func (r *Replacer) read(ctx context.Context) (*world, error) {
 			return nil, fmt.Errorf("listing %s: %w", what, err)
 		}
 	}
-	w := &world{pools: map[string]*v1.NodePool{}, byName: map[string]*v1.NodeClaim{}, nodes: map[string]*corev1.Node{}, pods: map[string][]*corev1.Pod{}, pdbs: pdbs.Items}
+	w := &world{pools: map[string]*v1.NodePool{}, static: map[string]*v1.NodePool{}, byName: map[string]*v1.NodeClaim{}, nodes: map[string]*corev1.Node{}, pods: map[string][]*corev1.Pod{}, pdbs: pdbs.Items}
 	for i := range pools.Items {
 		if pools.Items[i].Static() {
-			// A static pool's nodes are kept whatever their pods (Backstop
-			// does not launch for static pools, so it takes none away), and
-			// nothing moves to it.
+			// A static pool's nodes are kept whatever their pods, and
+			// nothing moves to it: its drift is recorded here, and the
+			// static controller replaces its drifted nodes.
+			w.static[pools.Items[i].Name] = &pools.Items[i]
 			continue
 		}
 		w.pools[pools.Items[i].Name] = &pools.Items[i]
@@ -375,7 +379,7 @@ func (r *Replacer) progress(ctx context.Context, w *world, claim *v1.NodeClaim, 
 		case want == 0:
 			msg = "Consolidated: its pods fit on other nodes, draining this node"
 		}
-		if err := markDisrupted(ctx, r.client, claim, string(budgetReason(reason)), msg, r.clock.Now()); err != nil {
+		if err := MarkDisrupted(ctx, r.client, claim, string(budgetReason(reason)), msg, r.clock.Now()); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
 		r.event(w, claim, corev1.EventTypeNormal, words.done, msg)

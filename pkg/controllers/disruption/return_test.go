@@ -680,6 +680,19 @@ var _ = Describe("returning to the preferred pool", func() {
 			}),
 		)
 
+		It("records a static NodePool's drift and leaves its replacement to the static controller", func() {
+			pool("static", 0, v1.CapacityTypeOnDemand, func(p *v1.NodePool) { p.Spec.Weight, p.Spec.Replicas = nil, ptr.To[int64](1) })
+			a, _ := makeNode("static-a", "static", v1.CapacityTypeOnDemand)
+			cloud.Drifted = map[string]cloudprovider.DriftReason{"static-a": cloudprovider.AMIDrift}
+			Expect(newReplacer().Round(ctx)).To(Succeed())
+			Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(a), a)).To(Succeed())
+			cond := meta.FindStatusCondition(a.Status.Conditions, v1.ConditionDrifted)
+			Expect(cond).NotTo(BeNil(), "Drifted condition")
+			Expect(cond.Reason).To(Equal(string(cloudprovider.AMIDrift)))
+			Expect(a.Annotations).NotTo(HaveKey(disruption.ReplacingAnnotation))
+			Expect(replacements()).To(BeEmpty())
+		})
+
 		It("does not compare a hash another version stamped (a Karpenter NodeClaim after migration)", func() {
 			runPod("web-1", node.Name)
 			stamp("v3")

@@ -132,9 +132,7 @@ func (s *Status) update(ctx context.Context, name string) error {
 	// reports a requirement no type meets), so validation always passes.
 	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: v1.ConditionValidationSucceeded, Status: metav1.ConditionTrue, Reason: v1.ConditionValidationSucceeded, ObservedGeneration: pool.Generation})
 	ready := metav1.Condition{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Ready", ObservedGeneration: pool.Generation}
-	if pool.Static() {
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "StaticCapacityUnsupported", v1.StaticCapacityUnsupported
-	} else if classReady.Status != metav1.ConditionTrue {
+	if classReady.Status != metav1.ConditionTrue {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, classReady.Reason, classReady.Message
 	}
 	meta.SetStatusCondition(&status.Conditions, ready)

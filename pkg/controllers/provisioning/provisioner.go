@@ -358,6 +358,8 @@ type reservation struct {
 	planned   *scheduling.NewNodeClaim
 	claim     *v1.NodeClaim
 	fallbacks map[types.UID]fallback
+	// posted is set once the API server created the NodeClaim.
+	posted bool
 }
 
 // reserve counts the planned NodeClaims as created and nominates their pods.
@@ -372,7 +374,8 @@ func (p *Provisioner) reserve(snap *snapshot, claims []*scheduling.NewNodeClaim)
 }
 
 // postAll creates reserved NodeClaims concurrently (at most createWorkers
-// at once); one that fails is taken back, its pods planned again. Their
+// at once), marking those created posted; one that fails is taken back,
+// its pods planned again. Their
 // events wait until all are created: the API server has better things to do
 // than record a nomination per pod while claims queue.
 func (p *Provisioner) postAll(ctx context.Context, reserved []reservation) []error {
@@ -383,7 +386,6 @@ func (p *Provisioner) postAll(ctx context.Context, reserved []reservation) []err
 		wg    sync.WaitGroup
 		errMu sync.Mutex
 		errs  []error
-		done  = make([]bool, len(reserved))
 		began = p.clock.Now()
 	)
 	for i, r := range reserved {
@@ -398,13 +400,13 @@ func (p *Provisioner) postAll(ctx context.Context, reserved []reservation) []err
 				errMu.Unlock()
 				return
 			}
-			done[i] = true
+			reserved[i].posted = true
 		}()
 	}
 	wg.Wait()
 	log.FromContext(ctx).V(1).Info("created nodeclaims", "nodeclaims", len(reserved)-len(errs), "failed", len(errs), "duration", p.clock.Since(began).String())
-	for i, r := range reserved {
-		if !done[i] {
+	for _, r := range reserved {
+		if !r.posted {
 			continue
 		}
 		// A launch that failed at once took its pods back already.

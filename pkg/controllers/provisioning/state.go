@@ -149,10 +149,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 	for i := range namespaces.Items {
 		s.input.NamespaceLabels[namespaces.Items[i].Name] = namespaces.Items[i].Labels
 	}
-	for i := range daemonSets.Items {
-		ds := &daemonSets.Items[i]
-		s.input.DaemonSetPods = append(s.input.DaemonSetPods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ds.Namespace, Name: ds.Name, Labels: ds.Spec.Template.Labels}, Spec: ds.Spec.Template.Spec})
-	}
+	s.input.DaemonSetPods = daemonSetPods(daemonSets.Items)
 
 	liveClaims := map[string]*v1.NodeClaim{}
 	for i := range claims.Items {
@@ -304,7 +301,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			continue
 		}
 		if pool.Static() {
-			notReady[name] = v1.StaticCapacityUnsupported
+			notReady[name] = v1.StaticNotForPods
 			continue
 		}
 		types, err := p.cloud.InstanceTypes(ctx, pool)
@@ -326,9 +323,7 @@ func (p *Provisioner) takeSnapshot(ctx context.Context) (*snapshot, error) {
 			continue
 		}
 		s.inFlight[c.Name] = true
-		if id := c.Labels[scheduling.ReservationIDLabelKey]; id != "" && c.Status.ProviderID == "" {
-			// Put in a reservation and not launched yet: its room is not
-			// counted down until the launch.
+		if id := reservedUnlaunched(c); id != "" {
 			if s.input.ReservedInFlight == nil {
 				s.input.ReservedInFlight = map[string]int{}
 			}
@@ -574,6 +569,26 @@ func minResources(a, b scheduling.Resources) scheduling.Resources {
 		}
 	}
 	return out
+}
+
+// daemonSetPods are the DaemonSets' pod templates, as pods.
+func daemonSetPods(daemonSets []appsv1.DaemonSet) []*corev1.Pod {
+	out := make([]*corev1.Pod, 0, len(daemonSets))
+	for i := range daemonSets {
+		ds := &daemonSets[i]
+		out = append(out, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ds.Namespace, Name: ds.Name, Labels: ds.Spec.Template.Labels}, Spec: ds.Spec.Template.Spec})
+	}
+	return out
+}
+
+// reservedUnlaunched is the capacity reservation a NodeClaim was put in
+// and has not launched into yet, or "": the reservation's offerings do not
+// count it until the launch.
+func reservedUnlaunched(c *v1.NodeClaim) string {
+	if c.DeletionTimestamp != nil || c.Status.ProviderID != "" {
+		return ""
+	}
+	return c.Labels[scheduling.ReservationIDLabelKey]
 }
 
 // schedulingPool converts a NodePool to the solver's view.
