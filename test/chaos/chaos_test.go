@@ -4,7 +4,8 @@
 // and hurts it: EC2 throttling every second request, and the process killed
 // ten times the moment EC2 has acted on a CreateFleet, before the answer gets
 // back. Every pod must still run, nothing may leak or be launched twice, and
-// the EC2 calls stay within six times those of an undisturbed run.
+// the EC2 calls stay within six times those of an undisturbed run; a static
+// NodePool killed alike ends with exactly its replicas.
 package chaos_test
 
 import (
@@ -21,6 +22,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -247,5 +251,56 @@ var _ = Describe("Backstop as a separate process", Ordered, func() {
 		// Each of the eleven processes discovers instance types, zones and Spot
 		// prices once at start (about 23 calls); nothing else may multiply.
 		Expect(total).To(BeNumerically("<=", 6*undisturbed), "EC2 calls stay within a few times an undisturbed run's %d", undisturbed)
+	})
+
+	It("keeps a static NodePool at its replicas, none launched twice or leaked, when killed five times the moment EC2 has acted on a CreateFleet", func() {
+		const replicas = 12
+		r := start(ctx, ec2sim.Faults{})
+		var mu sync.Mutex
+		kills := 0
+		restarting := false
+		r.cluster.Sim.BeforeAnswer(func(action string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if action != "CreateFleet" || kills >= 5 || restarting {
+				return
+			}
+			kills++
+			restarting = true
+			r.cluster.KillController()
+			go func() {
+				defer GinkgoRecover()
+				time.Sleep(200 * time.Millisecond)
+				Expect(r.cluster.StartController()).To(Succeed())
+				mu.Lock()
+				restarting = false
+				mu.Unlock()
+			}()
+		})
+		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "fixed"}, Spec: v1.NodePoolSpec{Replicas: ptr.To[int64](replicas),
+			Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
+				NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "default"},
+				Requirements: []v1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: v1.OpIn, Values: []string{"c5.xlarge", "m5.xlarge"}}}}}}}
+		Expect(r.cluster.Client.Create(ctx, pool)).To(Succeed())
+		registered := func() int {
+			var claims v1.NodeClaimList
+			Expect(r.cluster.Client.List(ctx, &claims, client.MatchingLabels{v1.NodePoolLabelKey: "fixed"})).To(Succeed())
+			n := 0
+			for _, c := range claims.Items {
+				if c.DeletionTimestamp == nil && meta.IsStatusConditionTrue(c.Status.Conditions, v1.ConditionRegistered) {
+					n++
+				}
+			}
+			return n
+		}
+		Eventually(registered, 4*time.Minute, time.Second).Should(Equal(replicas), func() string { return r.diagnosis(ctx) })
+		mu.Lock()
+		Expect(kills).To(Equal(5), "five kills, each right after a CreateFleet")
+		mu.Unlock()
+		Consistently(registered, 12*time.Second, time.Second).Should(Equal(replicas), "no more, and garbage collection finds nothing")
+		var claims v1.NodeClaimList
+		Expect(r.cluster.Client.List(ctx, &claims)).To(Succeed())
+		Expect(claims.Items).To(HaveLen(replicas), "no NodeClaim besides the replicas, none being deleted")
+		r.expectNothingLeakedOrDoubled(ctx)
 	})
 })
