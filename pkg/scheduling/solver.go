@@ -838,13 +838,20 @@ func spanUnmet(ps *poolState, reqs Requirements, chosen []int) string {
 func typeValues(it *InstanceType, k string, r *Requirement, reqs Requirements) []string {
 	var out []string
 	switch k {
-	case zoneKey, capacityTypeKey:
+	case zoneKey, capacityTypeKey, ZoneIDLabelKey:
+		// Offerings' attributes, not the type's labels.
 		for _, o := range it.Offerings {
-			if o.Available && offeringAllowed(reqs, o) {
-				if k == zoneKey {
-					out = append(out, o.Zone)
-				} else {
-					out = append(out, o.CapacityType)
+			if !o.Available || !offeringAllowed(reqs, o) {
+				continue
+			}
+			switch k {
+			case zoneKey:
+				out = append(out, o.Zone)
+			case capacityTypeKey:
+				out = append(out, o.CapacityType)
+			case ZoneIDLabelKey:
+				if o.ZoneID != "" {
+					out = append(out, o.ZoneID)
 				}
 			}
 		}

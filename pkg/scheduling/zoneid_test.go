@@ -7,6 +7,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/scheduling"
@@ -42,6 +43,23 @@ var _ = Describe("zone ids (topology.k8s.aws/zone-id)", func() {
 		Expect(plan.NewNodeClaims).To(HaveLen(1))
 		Expect(zoneOfClaim(plan.NewNodeClaims[0])).To(Equal([]string{"zone-b"}))
 		Expect(plan.NewNodeClaims[0].Labels).To(HaveKeyWithValue(scheduling.ZoneIDLabelKey, "use1-az1"))
+	})
+
+	It("counts minValues on zone ids over the options' offerings, as on zones", func() {
+		types = withZoneIDs(typeOf("c.large", "c", 2, 0.04, "zone-a"), typeOf("m.large", "m", 2, 0.05, "zone-a", "zone-b"))
+		minZoneIDs := func(n int) *scheduling.NodePool {
+			r := scheduling.MustRequirement(scheduling.ZoneIDLabelKey, v1.OpExists)
+			r.MinValues = ptr.To(n)
+			return &scheduling.NodePool{Name: "p", InstanceTypes: types, Requirements: scheduling.NewRequirements(r)}
+		}
+		plan := solveAndCheck(&scheduling.Input{Pods: []*corev1.Pod{simplePod("a", "1")}, NodePools: []*scheduling.NodePool{minZoneIDs(2)}})
+		Expect(plan.NewNodeClaims).To(HaveLen(1), "%v", unschedulableReasons(plan))
+		Expect(plan.NewNodeClaims[0].InstanceTypes).To(HaveLen(2), "c.large alone spans one zone id")
+		Expect(plan.NewNodeClaims[0].Requirements[scheduling.ZoneIDLabelKey].MinValues).To(Equal(ptr.To(2)))
+
+		plan = solveAndCheck(&scheduling.Input{Pods: []*corev1.Pod{simplePod("a", "1")}, NodePools: []*scheduling.NodePool{minZoneIDs(3)}})
+		Expect(plan.NewNodeClaims).To(BeEmpty())
+		Expect(unschedulableReasons(plan)).To(ConsistOf("a: p: minValues 3 of topology.k8s.aws/zone-id not met: only 2 values fit"))
 	})
 
 	It("plans a pod that selects a zone id in that zone, and one that selects an unknown id nowhere", func() {

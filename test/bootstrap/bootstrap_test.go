@@ -266,6 +266,18 @@ var _ = Describe("a node's user data", func() {
 		Expect(cluster.Sim.Instances()[0].UserData).To(HavePrefix("<powershell>"))
 	})
 
+	It("joins an AL2 node through /etc/eks/bootstrap.sh, with the pool's labels and taints, and the type's ENI limit of pods when the EC2NodeClass sets no max pods", func() {
+		cluster, c := boot(ec2sim.Config{Images: []ec2sim.ImageConfig{
+			{ID: "ami-al2", Name: "amazon-eks-node-1.36-v20261101", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-01T00:00:00.000Z"}}},
+			"al2@latest", nil, nil)
+		taintedPool(c)
+		node := joined(c)
+		Expect(node.Labels).To(HaveKeyWithValue("team", "data"))
+		Expect(node.Spec.Taints).To(ContainElement(HaveField("Key", "dedicated")))
+		Expect(node.Status.Capacity.Pods().Value()).To(Equal(int64(29)), "bootstrap.sh's ENI limit for m5.large, as Backstop planned it")
+		Expect(cluster.Sim.Instances()[0].UserData).To(ContainSubstring("/etc/eks/bootstrap.sh 'boot'"))
+	})
+
 	It("joins a Bottlerocket node through its TOML settings, with the pool's labels and taints and the EC2NodeClass's max pods", func() {
 		cluster, c := boot(ec2sim.Config{Images: []ec2sim.ImageConfig{
 			{ID: "ami-br", Name: "bottlerocket-aws-k8s-1.36-x86_64-v1.50.0-abcdef12", Owner: "amazon", Architecture: "x86_64", CreationDate: "2026-11-02T00:00:00.000Z"}}},

@@ -188,7 +188,8 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 		return nil, fmt.Errorf("image %s (%s) is for %s; a %s instance cannot boot it", image.ID, image.Name, image.Architecture, f.Arch)
 	}
 	// What reads the user data is the image's: Bottlerocket's settings API
-	// reads TOML, AL2023's nodeadm a MIME archive of NodeConfigs.
+	// reads TOML, AL2023's nodeadm a MIME archive of NodeConfigs, AL2's
+	// cloud-init the scripts of one, which call /etc/eks/bootstrap.sh.
 	read := nodeboot.Read
 	windowsBuild := ""
 	switch name := image.Name; {
@@ -201,7 +202,7 @@ func (a *NodeAgent) boot(inst ec2sim.Instance, f catalog.InstanceType) (*corev1.
 			return nil, fmt.Errorf("image %s is a Windows Server this node agent does not know the build of", name)
 		}
 	case strings.HasPrefix(name, "amazon-eks-node-1"), strings.HasPrefix(name, "amazon-eks-gpu-node-"), strings.HasPrefix(name, "amazon-eks-arm64-node-"):
-		return nil, fmt.Errorf("image %s is AL2, which this node agent cannot boot (it boots AL2023, Bottlerocket and Windows)", name)
+		read = nodeboot.ReadAL2
 	}
 	config, err := read(inst.UserData)
 	if err != nil {

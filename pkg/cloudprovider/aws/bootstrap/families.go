@@ -124,9 +124,15 @@ func AL2(n Node) (string, error) {
 			return "", fmt.Errorf("spec.userData holds a nodeadm NodeConfig, which AL2 nodes do not read; give a shell script or a MIME archive")
 		}
 	}
+	// bootstrap.sh sets maxPods from its table of the type's ENI limit, as
+	// Backstop counts it, unless told not to: only when --max-pods is given.
+	maxPods := ""
+	if n.Kubelet != nil && n.Kubelet.MaxPods != nil {
+		maxPods = " --use-max-pods false"
+	}
 	script := fmt.Sprintf("#!/bin/bash -xe\nexec > >(tee /var/log/user-data.log|logger -t user-data -s 2>/dev/console) 2>&1\n"+
-		"/etc/eks/bootstrap.sh '%s' --apiserver-endpoint '%s' --b64-cluster-ca '%s' --dns-cluster-ip '%s' --use-max-pods false --kubelet-extra-args '%s'\n",
-		n.Cluster.Name, n.Cluster.Endpoint, base64.StdEncoding.EncodeToString(n.Cluster.CA), dns, strings.Join(kubeletArgs(n), " "))
+		"/etc/eks/bootstrap.sh '%s' --apiserver-endpoint '%s' --b64-cluster-ca '%s' --dns-cluster-ip '%s'%s --kubelet-extra-args '%s'\n",
+		n.Cluster.Name, n.Cluster.Endpoint, base64.StdEncoding.EncodeToString(n.Cluster.CA), dns, maxPods, strings.Join(kubeletArgs(n), " "))
 	if p := n.InstanceStorePolicy; p != nil && *p == "RAID0" {
 		script += "/bin/setup-local-disks raid0\n"
 	}

@@ -48,6 +48,81 @@ func TestAL2CallsBootstrapShAfterTheUsersScript(t *testing.T) {
 	}
 }
 
+func TestAL2UserDataBootsAsBootstrapShReadsIt(t *testing.T) {
+	script := "#!/bin/bash\necho \"$HOME\" > /etc/motd\n"
+	data, err := bootstrap.AL2(node(&script))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := nodeboot.ReadAL2(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := boot.Spec.Cluster
+	if c.Name != "my-cluster" || c.APIServerEndpoint != "https://ABCD.gr7.us-east-1.eks.amazonaws.com" || string(c.CertificateAuthority) != string(node(nil).Cluster.CA) {
+		t.Fatalf("cluster: %+v", c)
+	}
+	var maxPods int
+	if ok, err := boot.KubeletValue("maxPods", &maxPods); !ok || err != nil || maxPods != 58 {
+		t.Fatalf("maxPods 58 from --max-pods: %d, %v", maxPods, err)
+	}
+	labels, err := boot.Labels()
+	if err != nil || labels["team"] != "data" {
+		t.Fatalf("labels %v: %v", labels, err)
+	}
+	taints, err := boot.Taints()
+	if err != nil || len(taints) != 2 {
+		t.Fatalf("taints %v: %v", taints, err)
+	}
+
+	// Without maxPods, bootstrap.sh is left to set the type's ENI limit.
+	n := node(nil)
+	n.Kubelet.MaxPods = nil
+	data, err = bootstrap.AL2(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(data, "--use-max-pods") {
+		t.Fatalf("bootstrap.sh told not to set max pods, with none given:\n%s", data)
+	}
+	if boot, err = nodeboot.ReadAL2(data); err != nil {
+		t.Fatal(err)
+	}
+	if _, set := boot.Spec.Kubelet.Config["maxPods"]; set {
+		t.Fatalf("maxPods set: %s", boot.Spec.Kubelet.Config["maxPods"].Raw)
+	}
+
+	for name, broken := range map[string]string{
+		"no bootstrap.sh call":       strings.Replace(data, "/etc/eks/bootstrap.sh", "/etc/eks/bootstrap.bash", 1),
+		"no CA":                      regexp.MustCompile(`--b64-cluster-ca '[^']*' `).ReplaceAllString(data, ""),
+		"the kubelet has no flag":    strings.Replace(data, "--node-labels=", "--node-label=", 1),
+		"a quote is never closed":    strings.Replace(data, "--apiserver-endpoint '", "--apiserver-endpoint \"", 1),
+		"called twice":               strings.Replace(data, "/etc/eks/bootstrap.sh", "/etc/eks/bootstrap.sh x --apiserver-endpoint y --b64-cluster-ca eA==\n/etc/eks/bootstrap.sh", 1),
+		"max pods 'no'":              strings.Replace(data, "--dns-cluster-ip", "--use-max-pods no --dns-cluster-ip", 1),
+		"without the cluster's name": strings.Replace(data, "bootstrap.sh 'my-cluster'", "bootstrap.sh", 1),
+	} {
+		_, err := nodeboot.ReadAL2(broken)
+		if err == nil {
+			t.Errorf("%s: read", name)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+	// An option written --name=value is a positional word to bootstrap.sh:
+	// the first positional word names the cluster.
+	glued := strings.Replace(data, "bootstrap.sh 'my-cluster' --apiserver-endpoint '", "bootstrap.sh --apiserver-endpoint='x' 'my-cluster' --apiserver-endpoint '", 1)
+	if boot, err = nodeboot.ReadAL2(glued); err != nil || boot.Spec.Cluster.Name != "--apiserver-endpoint=x" {
+		t.Fatalf("--name=value: %v, %v", boot, err)
+	}
+	// --use-max-pods false without --max-pods: the kubelet's own 110.
+	unset := strings.Replace(data, "--dns-cluster-ip", "--use-max-pods false --dns-cluster-ip", 1)
+	if boot, err = nodeboot.ReadAL2(unset); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := boot.KubeletValue("maxPods", &maxPods); !ok || err != nil || maxPods != 110 {
+		t.Fatalf("maxPods 110: %d, %v", maxPods, err)
+	}
+}
+
 func TestBottlerocketMergesTheUsersTOMLWithOursWinning(t *testing.T) {
 	user := "[settings.kubernetes]\ncluster-name = \"not-this-one\"\nmax-pods = 10\n[settings.host-containers.admin]\nenabled = true\n"
 	data, err := bootstrap.Bottlerocket(node(&user))
