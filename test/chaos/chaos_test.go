@@ -189,6 +189,44 @@ func (r *run) report(name string) {
 	fmt.Fprintln(os.Stderr, "chaos: "+line)
 }
 
+// killAfterCreateFleet kills the controller the moment EC2 has acted on a
+// CreateFleet, before the answer gets back, up to n times, starting another
+// 0.2 s later; it returns how many kills there were, and a channel that
+// receives once per restart.
+func (r *run) killAfterCreateFleet(n int) (kills func() int, restarted chan struct{}) {
+	var mu sync.Mutex
+	killed := 0
+	restarting := false
+	restarted = make(chan struct{}, n)
+	r.cluster.Sim.BeforeAnswer(func(action string) {
+		mu.Lock()
+		defer mu.Unlock()
+		// Launches of the process just killed may still be answered: one
+		// kill per process.
+		if action != "CreateFleet" || killed >= n || restarting {
+			return
+		}
+		killed++
+		restarting = true
+		// EC2 has launched; the controller dies before it hears so.
+		r.cluster.KillController()
+		go func() {
+			defer GinkgoRecover()
+			time.Sleep(200 * time.Millisecond)
+			Expect(r.cluster.StartController()).To(Succeed())
+			mu.Lock()
+			restarting = false
+			mu.Unlock()
+			restarted <- struct{}{}
+		}()
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return killed
+	}, restarted
+}
+
 var _ = Describe("Backstop as a separate process", Ordered, func() {
 	ctx := context.Background()
 	var undisturbed int
@@ -212,36 +250,9 @@ var _ = Describe("Backstop as a separate process", Ordered, func() {
 
 	It("launches nothing twice and leaks nothing when killed ten times the moment EC2 has acted on a CreateFleet", func() {
 		r := start(ctx, ec2sim.Faults{})
-		var mu sync.Mutex
-		kills := 0
-		restarting := false
-		restarted := make(chan struct{}, 16)
-		r.cluster.Sim.BeforeAnswer(func(action string) {
-			mu.Lock()
-			defer mu.Unlock()
-			// Launches of the process just killed may still be answered: one
-			// kill per process.
-			if action != "CreateFleet" || kills >= 10 || restarting {
-				return
-			}
-			kills++
-			restarting = true
-			// EC2 has launched; the controller dies before it hears so.
-			r.cluster.KillController()
-			go func() {
-				defer GinkgoRecover()
-				time.Sleep(200 * time.Millisecond)
-				Expect(r.cluster.StartController()).To(Succeed())
-				mu.Lock()
-				restarting = false
-				mu.Unlock()
-				restarted <- struct{}{}
-			}()
-		})
+		kills, restarted := r.killAfterCreateFleet(10)
 		r.scaleUp(ctx)
-		mu.Lock()
-		Expect(kills).To(Equal(10), "ten kills, each right after a CreateFleet")
-		mu.Unlock()
+		Expect(kills()).To(Equal(10), "ten kills, each right after a CreateFleet")
 		Eventually(restarted).Should(HaveLen(10))
 		// Let garbage collection run once more: it must find nothing to do.
 		time.Sleep(12 * time.Second)
@@ -256,27 +267,7 @@ var _ = Describe("Backstop as a separate process", Ordered, func() {
 	It("keeps a static NodePool at its replicas, none launched twice or leaked, when killed five times the moment EC2 has acted on a CreateFleet", func() {
 		const replicas = 12
 		r := start(ctx, ec2sim.Faults{})
-		var mu sync.Mutex
-		kills := 0
-		restarting := false
-		r.cluster.Sim.BeforeAnswer(func(action string) {
-			mu.Lock()
-			defer mu.Unlock()
-			if action != "CreateFleet" || kills >= 5 || restarting {
-				return
-			}
-			kills++
-			restarting = true
-			r.cluster.KillController()
-			go func() {
-				defer GinkgoRecover()
-				time.Sleep(200 * time.Millisecond)
-				Expect(r.cluster.StartController()).To(Succeed())
-				mu.Lock()
-				restarting = false
-				mu.Unlock()
-			}()
-		})
+		kills, restarted := r.killAfterCreateFleet(5)
 		pool := &v1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "fixed"}, Spec: v1.NodePoolSpec{Replicas: ptr.To[int64](replicas),
 			Template: v1.NodeClaimTemplate{Spec: v1.NodeClaimTemplateSpec{
 				NodeClassRef: &v1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "default"},
@@ -294,9 +285,8 @@ var _ = Describe("Backstop as a separate process", Ordered, func() {
 			return n
 		}
 		Eventually(registered, 4*time.Minute, time.Second).Should(Equal(replicas), func() string { return r.diagnosis(ctx) })
-		mu.Lock()
-		Expect(kills).To(Equal(5), "five kills, each right after a CreateFleet")
-		mu.Unlock()
+		Expect(kills()).To(Equal(5), "five kills, each right after a CreateFleet")
+		Eventually(restarted).Should(HaveLen(5))
 		Consistently(registered, 12*time.Second, time.Second).Should(Equal(replicas), "no more, and garbage collection finds nothing")
 		var claims v1.NodeClaimList
 		Expect(r.cluster.Client.List(ctx, &claims)).To(Succeed())

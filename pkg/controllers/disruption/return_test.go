@@ -170,17 +170,7 @@ var _ = Describe("returning to the preferred pool", func() {
 		meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{Type: v1.ConditionInitialized, Status: metav1.ConditionTrue, Reason: "Initialized"})
 		Expect(env.Client.Status().Update(ctx, c)).To(Succeed())
 	}
-	drainEvents := func() string {
-		var out []string
-		for {
-			select {
-			case e := <-recorder.Events:
-				out = append(out, e)
-			default:
-				return strings.Join(out, "\n")
-			}
-		}
-	}
+	drainEvents := func() string { return strings.Join(test.DrainEvents(recorder), "\n") }
 
 	BeforeEach(func() {
 		clk = clocktesting.NewFakeClock(time.Now())

@@ -16,10 +16,8 @@ import (
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
@@ -49,18 +47,12 @@ type world struct {
 // newWorld starts a manager that only runs its cache (no controller), so
 // specs call Reconcile themselves and decide when time passes.
 func newWorld() *world {
-	ctx, cancel := context.WithCancel(context.Background())
-	DeferCleanup(cancel)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: test.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	Expect(err).NotTo(HaveOccurred())
-	Expect(nodeclaim.IndexProviderIDs(ctx, mgr)).To(Succeed())
-	Expect(nodeclaim.IndexPodsByNode(ctx, mgr)).To(Succeed())
-	go func() {
-		defer GinkgoRecover()
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
-	Expect(mgr.GetCache().WaitForCacheSync(ctx)).To(BeTrue())
+	ctx, mgr := test.CacheManager(env, func(ctx context.Context, mgr manager.Manager) error {
+		if err := nodeclaim.IndexProviderIDs(ctx, mgr); err != nil {
+			return err
+		}
+		return nodeclaim.IndexPodsByNode(ctx, mgr)
+	})
 	clk := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
 	cloud := fake.New(clk)
 	cloud.Types = []*scheduling.InstanceType{{
@@ -91,17 +83,7 @@ func (w *world) gone(obj client.Object) {
 }
 
 // events drains the recorded events.
-func (w *world) events() []string {
-	var out []string
-	for {
-		select {
-		case e := <-w.recorder.Events:
-			out = append(out, e)
-		default:
-			return out
-		}
-	}
-}
+func (w *world) events() []string { return test.DrainEvents(w.recorder) }
 
 func request(obj client.Object) reconcile.Request {
 	return reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}

@@ -11,11 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
 	"github.com/backstop-sh/backstop/pkg/cloudprovider/fake"
@@ -47,17 +43,7 @@ type world struct {
 }
 
 func newWorld() *world {
-	ctx, cancel := context.WithCancel(context.Background())
-	DeferCleanup(cancel)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: test.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	Expect(err).NotTo(HaveOccurred())
-	Expect(nodeclaim.IndexPodsByNode(ctx, mgr)).To(Succeed())
-	go func() {
-		defer GinkgoRecover()
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
-	Expect(mgr.GetCache().WaitForCacheSync(ctx)).To(BeTrue())
+	ctx, mgr := test.CacheManager(env, nodeclaim.IndexPodsByNode)
 	clk := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
 	cloud := fake.New(clk)
 	typ := func(name string, cpu int64, price float64) *scheduling.InstanceType {
@@ -77,14 +63,4 @@ func newWorld() *world {
 }
 
 // events drains the recorded events.
-func (w *world) events() []string {
-	var out []string
-	for {
-		select {
-		case e := <-w.recorder.Events:
-			out = append(out, e)
-		default:
-			return out
-		}
-	}
-}
+func (w *world) events() []string { return test.DrainEvents(w.recorder) }
