@@ -278,6 +278,11 @@ var _ = Describe("the NodeClaim lifecycle", Ordered, func() {
 			g.Expect(condition(class, awsv1.ConditionValidationSucceeded)(g).Status).To(Equal(metav1.ConditionTrue))
 		}, 15*time.Second).Should(Succeed())
 		Eventually(claimsOf("pinned"), 20*time.Second).Should(Equal(1))
+
+		// Gone before AfterEach deletes the NodeClaims, or it would make
+		// another for its pending pod, which would outlive this spec.
+		Expect(env.Client.Delete(ctx, pool)).To(Succeed())
+		Eventually(gone(pool), 10*time.Second).Should(BeTrue())
 	})
 
 	It("keeps a static NodePool at its replicas: launched without pods, pods planned onto them rather than new nodes, the surplus terminated when the count goes down", func() {

@@ -11,6 +11,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,11 +69,16 @@ type Controller struct {
 	Every time.Duration
 	// Metrics counts removed NodeClaims; nil counts nothing.
 	Metrics *metrics.Lifecycle
+
+	mu sync.Mutex
+	// short is what each pool was last said to be short of, so that a pool
+	// that stays short is told once, not at every reconcile.
+	short map[string]string
 }
 
 // New returns the controller.
 func New(c client.Client, reader client.Reader, filler Filler, recorder events.EventRecorder, clk clock.Clock) *Controller {
-	return &Controller{client: c, reader: reader, filler: filler, recorder: recorder, clock: clk, Every: time.Minute}
+	return &Controller{client: c, reader: reader, filler: filler, recorder: recorder, clock: clk, Every: time.Minute, short: map[string]string{}}
 }
 
 // Register adds the controller: a NodePool change, and any change of one
@@ -134,11 +140,9 @@ func sortMembers(claims []v1.NodeClaim, now time.Time) members {
 // Reconcile brings a static pool to spec.replicas NodeClaims.
 func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var pool v1.NodePool
-	if err := c.client.Get(ctx, req.NamespacedName, &pool); err != nil {
+	if err := c.client.Get(ctx, req.NamespacedName, &pool); err != nil || !pool.Static() || pool.DeletionTimestamp != nil {
+		c.tellShort(ctx, &pool, req.Name, "")
 		return reconcile.Result{}, client.IgnoreNotFound(err)
-	}
-	if !pool.Static() || pool.DeletionTimestamp != nil {
-		return reconcile.Result{}, nil
 	}
 	var list v1.NodeClaimList
 	if err := c.reader.List(ctx, &list, client.MatchingLabels{v1.NodePoolLabelKey: pool.Name}); err != nil {
@@ -151,7 +155,10 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if q, ok := pool.Spec.Limits["nodes"]; ok {
 		room = int(q.Value()) - len(m.live)
 	}
-	if short := want - len(m.fresh); short > 0 {
+	short := want - len(m.fresh)
+	if short <= 0 {
+		c.tellShort(ctx, &pool, pool.Name, "")
+	} else {
 		if err := c.fill(ctx, &pool, short, len(m.live)); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -195,12 +202,29 @@ func (c *Controller) fill(ctx context.Context, pool *v1.NodePool, short, live in
 	if err != nil {
 		return err
 	}
+	why := ""
 	if filled.Short != "" && len(filled.Created) < short {
-		log.FromContext(ctx).Info("static nodepool short of replicas", "nodepool", pool.Name, "missing", short-len(filled.Created), "why", filled.Short)
-		c.recorder.Eventf(pool, nil, corev1.EventTypeWarning, "ReplicasShort", "Fill",
-			"%d of %d replicas cannot be created: %s", short-len(filled.Created), *pool.Spec.Replicas, filled.Short)
+		why = fmt.Sprintf("%d of %d replicas cannot be created: %s", short-len(filled.Created), *pool.Spec.Replicas, filled.Short)
 	}
+	c.tellShort(ctx, pool, pool.Name, why)
 	return nil
+}
+
+// tellShort says on the pool why replicas are missing ("": none are), once
+// per reason.
+func (c *Controller) tellShort(ctx context.Context, pool *v1.NodePool, name, why string) {
+	c.mu.Lock()
+	said := c.short[name]
+	if why == "" {
+		delete(c.short, name)
+	} else {
+		c.short[name] = why
+	}
+	c.mu.Unlock()
+	if why != "" && why != said {
+		log.FromContext(ctx).Info("static nodepool short of replicas", "nodepool", name, "why", why)
+		c.recorder.Eventf(pool, nil, corev1.EventTypeWarning, "ReplicasShort", "Fill", "%s", why)
+	}
 }
 
 // retire removes up to n retiring NodeClaims: expired ones whatever the

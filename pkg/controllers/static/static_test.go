@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/backstop-sh/backstop/apis/v1"
+	"github.com/backstop-sh/backstop/pkg/controllers/metrics"
 	"github.com/backstop-sh/backstop/pkg/controllers/static"
 	"github.com/backstop-sh/backstop/test"
 )
@@ -138,6 +140,27 @@ var _ = Describe("the static NodePool controller", func() {
 		live, _ := claimsOf(p)
 		Expect(live).To(HaveLen(2))
 		Expect(w.events()).To(ContainElement(And(ContainSubstring("ReplicasShort"), ContainSubstring("1 of 3 replicas cannot be created: the pool's limits.nodes (2) is reached"))))
+		reconcileOnce(p)
+		Expect(w.events()).To(BeEmpty(), "said once while it stays so")
+		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		p.Spec.Replicas = ptr.To[int64](2)
+		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
+		Eventually(func() int64 {
+			var cached v1.NodePool
+			Expect(w.client.Get(w.ctx, client.ObjectKeyFromObject(p), &cached)).To(Succeed())
+			return *cached.Spec.Replicas
+		}).Should(Equal(int64(2)))
+		reconcileOnce(p)
+		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		p.Spec.Replicas = ptr.To[int64](3)
+		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
+		Eventually(func() int64 {
+			var cached v1.NodePool
+			Expect(w.client.Get(w.ctx, client.ObjectKeyFromObject(p), &cached)).To(Succeed())
+			return *cached.Spec.Replicas
+		}).Should(Equal(int64(3)))
+		reconcileOnce(p)
+		Expect(w.events()).To(ContainElement(ContainSubstring("ReplicasShort")), "said again once it was whole in between")
 	})
 
 	It("scales down the NodeClaims not launched first, then the emptiest nodes, nodes with pods that may not be disrupted last", func() {
@@ -150,6 +173,8 @@ var _ = Describe("the static NodePool controller", func() {
 		podOn(launch(protected, true), map[string]string{v1.DoNotDisruptAnnotation: "true"})
 		launch(empty, true)
 
+		reg := prometheus.NewRegistry()
+		w.controller.Metrics = metrics.NewLifecycle(reg)
 		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 		p.Spec.Replicas = ptr.To[int64](1)
 		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
@@ -165,6 +190,8 @@ var _ = Describe("the static NodePool controller", func() {
 		for _, c := range deleting {
 			Expect(disruptionReason(c)).To(Equal(static.ReasonScaledDown))
 		}
+		removed, _ := test.Metric(reg, "karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": p.Name, "reason": "scaleddown"})
+		Expect(removed).To(Equal(3.0))
 	})
 
 	It("reads a NodeClaim changed between its read and its removal again, and removes it", func() {
