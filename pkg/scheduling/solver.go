@@ -152,6 +152,20 @@ func Solve(in *Input) *Plan {
 	return s.plan
 }
 
+// open adds a fresh claim to the plan, counting it against its pool's
+// limits.nodes and reservations' room.
+func (s *solver) open(c *claim) {
+	s.nextID++
+	c.index = len(s.claims)
+	s.claims = append(s.claims, c)
+	if c.pool.nodesLimited {
+		c.pool.remainingNodes--
+	}
+	if c.pool.reservedOnly {
+		c.pool.reservedRoom--
+	}
+}
+
 // fill opens the NodeClaims without pods that Input.Fill asks for.
 func (s *solver) fill() {
 	for _, ps := range s.pools {
@@ -172,15 +186,7 @@ func (s *solver) fill() {
 					why = "no instance type meets the pool's requirements with an available offering"
 					break
 				}
-				s.nextID++
-				c.index = len(s.claims)
-				s.claims = append(s.claims, c)
-				if ps.nodesLimited {
-					ps.remainingNodes--
-				}
-				if ps.reservedOnly {
-					ps.reservedRoom--
-				}
+				s.open(c)
 			}
 		}
 		if why != "" {
@@ -942,15 +948,7 @@ func (s *solver) commit(pi *podInfo, d *decision) {
 	} else {
 		c := t.claim
 		if d.fresh {
-			s.nextID++
-			c.index = len(s.claims)
-			s.claims = append(s.claims, c)
-			if c.pool.nodesLimited {
-				c.pool.remainingNodes--
-			}
-			if c.pool.reservedOnly {
-				c.pool.reservedRoom--
-			}
+			s.open(c)
 		}
 		u := d.update
 		if c.pool.limited {

@@ -48,6 +48,17 @@ var _ = Describe("the static NodePool controller", func() {
 		Eventually(func() error { return w.client.Get(w.ctx, client.ObjectKeyFromObject(p), &v1.NodePool{}) }).Should(Succeed())
 		return p
 	}
+	// setReplicas changes the pool's replicas and waits until the cache has it.
+	setReplicas := func(p *v1.NodePool, n int64) {
+		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		p.Spec.Replicas = ptr.To(n)
+		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
+		Eventually(func() int64 {
+			var cached v1.NodePool
+			Expect(w.client.Get(w.ctx, client.ObjectKeyFromObject(p), &cached)).To(Succeed())
+			return *cached.Spec.Replicas
+		}).Should(Equal(n))
+	}
 	reconcileOnce := func(p *v1.NodePool) reconcile.Result {
 		res, err := w.controller.Reconcile(w.ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)})
 		Expect(err).NotTo(HaveOccurred())
@@ -142,23 +153,9 @@ var _ = Describe("the static NodePool controller", func() {
 		Expect(w.events()).To(ContainElement(And(ContainSubstring("ReplicasShort"), ContainSubstring("1 of 3 replicas cannot be created: the pool's limits.nodes (2) is reached"))))
 		reconcileOnce(p)
 		Expect(w.events()).To(BeEmpty(), "said once while it stays so")
-		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-		p.Spec.Replicas = ptr.To[int64](2)
-		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
-		Eventually(func() int64 {
-			var cached v1.NodePool
-			Expect(w.client.Get(w.ctx, client.ObjectKeyFromObject(p), &cached)).To(Succeed())
-			return *cached.Spec.Replicas
-		}).Should(Equal(int64(2)))
+		setReplicas(p, 2)
 		reconcileOnce(p)
-		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-		p.Spec.Replicas = ptr.To[int64](3)
-		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
-		Eventually(func() int64 {
-			var cached v1.NodePool
-			Expect(w.client.Get(w.ctx, client.ObjectKeyFromObject(p), &cached)).To(Succeed())
-			return *cached.Spec.Replicas
-		}).Should(Equal(int64(3)))
+		setReplicas(p, 3)
 		reconcileOnce(p)
 		Expect(w.events()).To(ContainElement(ContainSubstring("ReplicasShort")), "said again once it was whole in between")
 	})
@@ -175,14 +172,7 @@ var _ = Describe("the static NodePool controller", func() {
 
 		reg := prometheus.NewRegistry()
 		w.controller.Metrics = metrics.NewLifecycle(reg)
-		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-		p.Spec.Replicas = ptr.To[int64](1)
-		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
-		Eventually(func() int64 {
-			var cached v1.NodePool
-			Expect(w.client.Get(w.ctx, client.ObjectKeyFromObject(p), &cached)).To(Succeed())
-			return *cached.Spec.Replicas
-		}).Should(Equal(int64(1)))
+		setReplicas(p, 1)
 		reconcileOnce(p)
 		live, deleting := claimsOf(p)
 		Expect(names(live)).To(ConsistOf(protected.Name))
@@ -199,9 +189,7 @@ var _ = Describe("the static NodePool controller", func() {
 		reconcileOnce(p)
 		live, _ := claimsOf(p)
 		Expect(live).To(HaveLen(2))
-		Expect(env.Client.Get(w.ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-		p.Spec.Replicas = ptr.To[int64](1)
-		Expect(env.Client.Update(w.ctx, p)).To(Succeed())
+		setReplicas(p, 1)
 
 		changed := 0
 		direct, err := client.NewWithWatch(env.Config, client.Options{Scheme: test.Scheme})
