@@ -165,13 +165,13 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if room < short && len(m.retiring) > 0 {
 			// limits.nodes leaves no room to replace first: the old node
 			// goes first, within the budgets, and its replacement follows.
-			if err := c.retire(ctx, &pool, m, short-max(room, 0), now); err != nil {
+			if err := c.retire(ctx, &pool, m, short-max(room, 0), now, "limits.nodes leaves no room to replace it first"); err != nil {
 				return reconcile.Result{}, err
 			}
 		}
 	}
 	if len(m.retiring) > 0 && m.ready >= want {
-		if err := c.retire(ctx, &pool, m, len(m.retiring), now); err != nil {
+		if err := c.retire(ctx, &pool, m, len(m.retiring), now, "its replacement has initialized"); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
@@ -227,10 +227,11 @@ func (c *Controller) tellShort(ctx context.Context, pool *v1.NodePool, name, why
 	}
 }
 
-// retire removes up to n retiring NodeClaims: expired ones whatever the
-// budgets (expiry is forceful, as in Karpenter), drifted ones within the
-// pool's Drifted budgets and when nothing blocks a voluntary disruption.
-func (c *Controller) retire(ctx context.Context, pool *v1.NodePool, m members, n int, now time.Time) error {
+// retire removes up to n retiring NodeClaims, saying why now: expired ones
+// whatever the budgets (expiry is forceful, as in Karpenter), drifted ones
+// within the pool's Drifted budgets and when nothing blocks a voluntary
+// disruption.
+func (c *Controller) retire(ctx context.Context, pool *v1.NodePool, m members, n int, now time.Time, why string) error {
 	retiring := make([]*v1.NodeClaim, 0, len(m.retiring))
 	for claim := range m.retiring {
 		retiring = append(retiring, claim)
@@ -276,7 +277,7 @@ func (c *Controller) retire(ctx context.Context, pool *v1.NodePool, m members, n
 			}
 			allowed--
 		}
-		message := "its replacement has initialized"
+		message := why
 		if reason == ReasonDrifted {
 			if cond := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionDrifted); cond != nil {
 				message = cond.Reason + "; " + message

@@ -282,6 +282,7 @@ var _ = Describe("the static NodePool controller", func() {
 		live, deleting := claimsOf(p)
 		Expect(live).To(BeEmpty())
 		Expect(names(deleting)).To(ConsistOf(old.Name))
+		Expect(w.events()).To(ContainElement(ContainSubstring("Drifted: AMIDrift; limits.nodes leaves no room to replace it first")))
 		reconcileOnce(p)
 		live, _ = claimsOf(p)
 		Expect(live).To(HaveLen(1), "its replacement, once the old one no longer counts against the limit")
